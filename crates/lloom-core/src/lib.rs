@@ -1,0 +1,49 @@
+//! # lloom-core
+//!
+//! The protocol core shared by every Lloom node: who a node is, what it signs, how messages
+//! travel and which rules a message must pass before anyone trusts it.
+//!
+//! ## Layout
+//! - [`identity`]: one secp256k1 [`NodeKey`] gives the libp2p `PeerId` and the Ethereum
+//!   address; key files are encrypted v3 keystores or mode-0600 hex files.
+//! - [`eip712`]: the EIP-712 domain ([`DomainConfig`]) and the signed structs
+//!   [`RequestCommitment`], [`ResponseCommitment`] and [`ErrorCommitment`].
+//! - [`signature`]: canonical 65-byte signatures (low-s, `v` normalized to 27/28).
+//! - [`verify`]: the verification rules, one function each, and composite verifiers.
+//! - [`replay`]: the durable `(client, nonce)` replay store (redb).
+//! - [`wire`]: wire messages and the length-prefixed, versioned, size-limited codec.
+//! - [`error`]: the crate's one error type, with `is_peer_fault` / `is_retryable`.
+//!
+//! ## Feature flags
+//! - `cli`: clap argument structs and the `keys new | show | import` subcommand shared by the
+//!   three node binaries.
+
+pub mod eip712;
+pub mod error;
+pub mod identity;
+pub mod replay;
+pub mod signature;
+pub mod verify;
+pub mod wire;
+
+#[cfg(feature = "cli")]
+pub mod cli;
+
+pub use eip712::{
+    DomainConfig, ErrorCommitment, FinishReason, RequestCommitment, ResponseCommitment,
+    signing_hash,
+};
+pub use error::{Error, Result};
+pub use identity::{KeyFormat, NodeKey, PasswordSource, load_key, peer_id_to_address, save_key};
+pub use replay::ReplayStore;
+pub use signature::Signature;
+pub use verify::{VerifyPolicy, unix_now};
+pub use wire::{
+    ChatMessage, ErrorCode, RequestBody, Role, SamplingParams, SignedError, SignedRequest,
+    SignedResponse, StreamChunk, WireLimits, WireMessage,
+};
+
+/// Re-exported so dependents name the same versions of the primitive types.
+pub use alloy_primitives::{Address, B256, U256};
+/// Re-exported so dependents use the same libp2p identity types.
+pub use libp2p_identity::PeerId;

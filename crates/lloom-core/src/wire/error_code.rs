@@ -1,0 +1,68 @@
+//! The `code` values of a signed [`ErrorCommitment`](crate::ErrorCommitment).
+
+/// Why an executor refused or aborted a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// The queue is full; retry after `retryAfterSecs`.
+    Busy,
+    /// The client exceeded its rate limit; retry after `retryAfterSecs`.
+    RateLimited,
+    /// The request failed a verification rule or is malformed.
+    InvalidRequest,
+    /// The executor does not serve the requested model.
+    UnknownModel,
+    /// The offered price is below the executor's announced price.
+    PriceTooLow,
+    /// The deadline passed before work could start.
+    DeadlineExceeded,
+    /// The nonce was already used.
+    NonceReplayed,
+    /// The model backend failed.
+    BackendFailure,
+    /// Any other internal failure.
+    Internal,
+    /// A code this version does not know.
+    Other(u16),
+}
+
+impl ErrorCode {
+    /// The on-chain/wire `uint16` value.
+    pub fn code(self) -> u16 {
+        match self {
+            Self::Busy => 1,
+            Self::RateLimited => 2,
+            Self::InvalidRequest => 3,
+            Self::UnknownModel => 4,
+            Self::PriceTooLow => 5,
+            Self::DeadlineExceeded => 6,
+            Self::NonceReplayed => 7,
+            Self::BackendFailure => 8,
+            Self::Internal => 9,
+            Self::Other(c) => c,
+        }
+    }
+
+    /// Parses a wire value; unknown values map to [`ErrorCode::Other`].
+    pub fn from_code(code: u16) -> Self {
+        match code {
+            1 => Self::Busy,
+            2 => Self::RateLimited,
+            3 => Self::InvalidRequest,
+            4 => Self::UnknownModel,
+            5 => Self::PriceTooLow,
+            6 => Self::DeadlineExceeded,
+            7 => Self::NonceReplayed,
+            8 => Self::BackendFailure,
+            9 => Self::Internal,
+            c => Self::Other(c),
+        }
+    }
+
+    /// Whether the same request may succeed on another executor or later.
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            Self::Busy | Self::RateLimited | Self::BackendFailure | Self::Internal | Self::NonceReplayed
+        )
+    }
+}

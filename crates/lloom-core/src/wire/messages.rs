@@ -1,0 +1,235 @@
+//! The messages peers exchange on the request stream.
+
+use alloy_primitives::B256;
+use serde::{Deserialize, Serialize};
+
+use super::WireLimits;
+use crate::eip712::{
+    DomainConfig, ErrorCommitment, RequestCommitment, ResponseCommitment, signing_hash,
+};
+use crate::error::{Error, Result};
+use crate::identity::NodeKey;
+use crate::signature::Signature;
+
+/// Who wrote a chat message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Role {
+    /// Instructions for the model.
+    System,
+    /// The user's turn.
+    User,
+    /// A previous model answer.
+    Assistant,
+}
+
+/// One message of a chat conversation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// Author of the message.
+    pub role: Role,
+    /// Text of the message.
+    pub content: String,
+}
+
+/// Sampling parameters. Greedy decoding is `temperature == 0`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SamplingParams {
+    /// Softmax temperature in `[0, 2]`; 0 means greedy.
+    pub temperature: f32,
+    /// Nucleus sampling mass in `(0, 1]`.
+    pub top_p: f32,
+    /// Top-k cut-off; 0 disables it.
+    pub top_k: u32,
+    /// Seed for reproducible sampling.
+    pub seed: Option<u64>,
+    /// Generation stops when any of these strings is produced.
+    pub stop: Vec<String>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self { temperature: 0.0, top_p: 1.0, top_k: 0, seed: None, stop: Vec::new() }
+    }
+}
+
+/// The full request body; its hash is the commitment's `requestHash`.
+///
+/// The model and the token limits live in the signed [`RequestCommitment`], not here, so there
+/// is exactly one authoritative copy of each.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RequestBody {
+    /// The conversation so far.
+    pub messages: Vec<ChatMessage>,
+    /// How to sample.
+    pub sampling: SamplingParams,
+}
+
+impl RequestBody {
+    /// Checks protocol rules and size limits.
+    pub fn validate(&self, limits: &WireLimits) -> Result<()> {
+        if self.messages.is_empty() {
+            return Err(Error::InvalidMessage("a request needs at least one message".into()));
+        }
+        too_large("messages", self.messages.len(), limits.max_messages)?;
+        let s = &self.sampling;
+        if !(s.temperature.is_finite() && (0.0..=2.0).contains(&s.temperature)) {
+            return Err(Error::InvalidMessage(format!("temperature {} not in [0, 2]", s.temperature)));
+        }
+        if !(s.top_p.is_finite() && s.top_p > 0.0 && s.top_p <= 1.0) {
+            return Err(Error::InvalidMessage(format!("top_p {} not in (0, 1]", s.top_p)));
+        }
+        too_large("stop sequences", s.stop.len(), limits.max_stop_sequences)?;
+        for stop in &s.stop {
+            if stop.is_empty() {
+                return Err(Error::InvalidMessage("empty stop sequence".into()));
+            }
+            too_large("stop sequence", stop.len(), limits.max_stop_bytes)?;
+        }
+        Ok(())
+    }
+}
+
+fn too_large(what: &'static str, size: usize, limit: usize) -> Result<()> {
+    if size > limit {
+        return Err(Error::TooLarge { what, size: size as u64, limit: limit as u64 });
+    }
+    Ok(())
+}
+
+/// A client's signed request: the commitment, the body it hashes, and the signature.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SignedRequest {
+    /// The domain the client signed for.
+    pub domain: DomainConfig,
+    /// The signed commitment.
+    pub commitment: RequestCommitment,
+    /// The request body (`commitment.requestHash == request_hash(body)`).
+    pub body: RequestBody,
+    /// The client's signature over the commitment's EIP-712 digest.
+    pub signature: Signature,
+}
+
+impl SignedRequest {
+    /// Signs `commitment` with `key` under `domain`. The caller sets `requestHash`
+    /// (see [`request_hash`](super::request_hash)) and `client == key.address()`.
+    pub fn sign(
+        key: &NodeKey,
+        domain: DomainConfig,
+        commitment: RequestCommitment,
+        body: RequestBody,
+    ) -> Result<Self> {
+        let signature = key.sign_digest(&signing_hash(&commitment, &domain))?;
+        Ok(Self { domain, commitment, body, signature })
+    }
+
+    /// The EIP-712 digest of the commitment (what the response must reference).
+    pub fn digest(&self) -> B256 {
+        signing_hash(&self.commitment, &self.domain)
+    }
+}
+
+/// An executor's signed response or checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedResponse {
+    /// The domain the executor signed for.
+    pub domain: DomainConfig,
+    /// The signed commitment.
+    pub commitment: ResponseCommitment,
+    /// The executor's signature over the commitment's EIP-712 digest.
+    pub signature: Signature,
+}
+
+impl SignedResponse {
+    /// Signs `commitment` with `key` under `domain`.
+    pub fn sign(key: &NodeKey, domain: DomainConfig, commitment: ResponseCommitment) -> Result<Self> {
+        let signature = key.sign_digest(&signing_hash(&commitment, &domain))?;
+        Ok(Self { domain, commitment, signature })
+    }
+
+    /// The EIP-712 digest of the commitment.
+    pub fn digest(&self) -> B256 {
+        signing_hash(&self.commitment, &self.domain)
+    }
+}
+
+/// An executor's signed refusal or failure notice.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedError {
+    /// The domain the executor signed for.
+    pub domain: DomainConfig,
+    /// The signed commitment.
+    pub commitment: ErrorCommitment,
+    /// The executor's signature over the commitment's EIP-712 digest.
+    pub signature: Signature,
+}
+
+impl SignedError {
+    /// Signs `commitment` with `key` under `domain`.
+    pub fn sign(key: &NodeKey, domain: DomainConfig, commitment: ErrorCommitment) -> Result<Self> {
+        let signature = key.sign_digest(&signing_hash(&commitment, &domain))?;
+        Ok(Self { domain, commitment, signature })
+    }
+
+    /// The EIP-712 digest of the commitment.
+    pub fn digest(&self) -> B256 {
+        signing_hash(&self.commitment, &self.domain)
+    }
+}
+
+/// A piece of generated text, in stream order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamChunk {
+    /// Position in the stream, starting at 0 and increasing by one.
+    pub index: u32,
+    /// The text, appended to what came before.
+    pub text: String,
+}
+
+/// Everything that travels on a request stream. The enum tag is part of the encoding, so new
+/// variants are appended only, and incompatible changes bump [`WIRE_VERSION`](super::WIRE_VERSION).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum WireMessage {
+    /// client → executor: the signed request.
+    Request(SignedRequest),
+    /// executor → client: generated text.
+    Chunk(StreamChunk),
+    /// executor → client: a signed mid-stream checkpoint (`finishReason == PARTIAL`).
+    Checkpoint(SignedResponse),
+    /// executor → client: the final signed response; the stream ends after it.
+    Response(SignedResponse),
+    /// executor → client: a signed refusal or failure; the stream ends after it.
+    Error(SignedError),
+}
+
+impl WireMessage {
+    /// Checks the per-field size limits and protocol rules of a decoded message.
+    pub fn validate(&self, limits: &WireLimits) -> Result<()> {
+        match self {
+            Self::Request(r) => {
+                too_large("model name", r.commitment.model.len(), limits.max_model_bytes)?;
+                r.body.validate(limits)
+            }
+            Self::Chunk(c) => too_large("stream chunk", c.text.len(), limits.max_chunk_bytes),
+            Self::Checkpoint(r) | Self::Response(r) => {
+                too_large("model name", r.commitment.model.len(), limits.max_model_bytes)?;
+                crate::FinishReason::from_code(r.commitment.finishReason).map(|_| ())
+            }
+            Self::Error(e) => too_large(
+                "error message",
+                e.commitment.message.len(),
+                limits.max_error_message_bytes,
+            ),
+        }
+    }
+
+    /// A short name for logs and errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Request(_) => "request",
+            Self::Chunk(_) => "chunk",
+            Self::Checkpoint(_) => "checkpoint",
+            Self::Response(_) => "response",
+            Self::Error(_) => "error",
+        }
+    }
+}

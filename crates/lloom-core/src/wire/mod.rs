@@ -1,0 +1,19 @@
+//! Wire messages and their bounded, versioned binary codec.
+
+mod codec;
+mod error_code;
+mod hashing;
+mod limits;
+mod messages;
+
+pub use codec::{
+    FRAME_HEADER_BYTES, WIRE_VERSION, decode_frame, decode_payload, encode_frame, read_frame,
+    write_frame,
+};
+pub use error_code::ErrorCode;
+pub use hashing::{content_hash, request_hash};
+pub use limits::WireLimits;
+pub use messages::{
+    ChatMessage, RequestBody, Role, SamplingParams, SignedError, SignedRequest, SignedResponse,
+    StreamChunk, WireMessage,
+};
