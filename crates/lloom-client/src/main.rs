@@ -1,1 +1,13 @@
-fn main(){}
+//! `lloom-client`: parses the command line and hands it to the library.
+
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    let cli = lloom_client::cli::Cli::parse();
+    let output = lloom_client::cli::run(&cli)?;
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{output}");
+    }
+    Ok(())
+}

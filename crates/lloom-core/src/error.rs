@@ -191,6 +191,9 @@ pub enum Error {
     /// No password was available for an encrypted keystore.
     #[error("no keystore password: {0}")]
     NoPassword(String),
+    /// There is no key file where one was expected.
+    #[error("no key file at {0}; create one with `keys new` or import one with `keys import`")]
+    KeyFileMissing(std::path::PathBuf),
     /// Creating a key would overwrite an existing file.
     #[error("refusing to overwrite existing key file {0}")]
     KeyFileExists(std::path::PathBuf),

@@ -73,7 +73,10 @@ pub fn save_key(
 /// Reads a key file, detecting its format: a JSON object is a keystore (decrypted with
 /// `password`), anything else must be a hex secret in a file not readable by group or others.
 pub fn load_key(path: &Path, password: &PasswordSource) -> Result<NodeKey> {
-    let file = fs::File::open(path)?;
+    let file = fs::File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::KeyFileMissing(path.to_owned()),
+        _ => Error::Io(e),
+    })?;
     let meta = file.metadata()?;
     if meta.len() > MAX_KEY_FILE_BYTES {
         return Err(Error::TooLarge { what: "key file", size: meta.len(), limit: MAX_KEY_FILE_BYTES });
@@ -155,7 +158,7 @@ mod tests {
         assert!(matches!(load_key(&path, &PasswordSource::Prompt), Err(Error::TooLarge { .. })));
         assert!(matches!(
             load_key(&dir.path().join("missing"), &PasswordSource::Prompt),
-            Err(Error::Io(_))
+            Err(Error::KeyFileMissing(_))
         ));
     }
 }

@@ -1,0 +1,51 @@
+//! Command-line interface of `lloom-client`.
+
+use clap::{Parser, Subcommand};
+use lloom_core::cli::{KeysCommand, NodeArgs, Role, run_keys};
+
+use crate::error::Result;
+
+/// Lloom client: discover executors, send signed requests, verify signed answers.
+#[derive(Parser, Debug)]
+#[command(name = "lloom-client", version, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Options shared by every Lloom node.
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands of `lloom-client`.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Manage the node key (one secp256k1 key: Ethereum address and libp2p peer id).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// Runs a parsed command line and returns the text to print.
+pub fn run(cli: &Cli) -> Result<String> {
+    match &cli.command {
+        Command::Keys(cmd) => Ok(run_keys(cmd, &cli.node, Role::Client)?.render(cli.node.json)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn default_key_command_lines_parse() {
+        Cli::try_parse_from(["lloom-client", "keys", "show"]).unwrap();
+        Cli::try_parse_from(["lloom-client", "--json", "keys", "new", "--format", "hex"]).unwrap();
+        assert!(Cli::try_parse_from(["lloom-client", "keys", "import"]).is_err());
+    }
+}

@@ -1,0 +1,11 @@
+//! Command-line pieces shared by the three node binaries (feature `cli`).
+//!
+//! Each binary flattens [`NodeArgs`] into its top-level arguments and offers
+//! [`KeysCommand`] as its `keys` subcommand; [`run_keys`] does the work and returns a
+//! [`KeyReport`] the binary prints as text or JSON.
+
+mod args;
+mod keys;
+
+pub use args::{NodeArgs, Role};
+pub use keys::{ImportSource, KeyReport, KeysCommand, run_keys};
