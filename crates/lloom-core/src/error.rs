@@ -197,9 +197,6 @@ pub enum Error {
     /// Creating a key would overwrite an existing file.
     #[error("refusing to overwrite existing key file {0}")]
     KeyFileExists(std::path::PathBuf),
-    /// Signing failed.
-    #[error("signing failed: {0}")]
-    Signing(#[from] alloy_signer::Error),
 
     // ----- local resources --------------------------------------------------------------------
     /// An I/O error on a local file or stream.

@@ -63,7 +63,13 @@ impl ReplayStore {
     /// The check and the insert happen in one durable write transaction, so two concurrent
     /// requests with the same nonce cannot both pass. Entries whose deadline is before `now`
     /// are pruned in the same transaction (a bounded amount per call).
-    pub fn check_and_record(&self, client: Address, nonce: u64, deadline: u64, now: u64) -> Result<()> {
+    pub fn check_and_record(
+        &self,
+        client: Address,
+        nonce: u64,
+        deadline: u64,
+        now: u64,
+    ) -> Result<()> {
         let key = seen_key(client, nonce);
         let txn = self.db.begin_write()?;
         {

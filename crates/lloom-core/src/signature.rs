@@ -5,6 +5,8 @@
 //! order, and high-`s` signatures (EIP-2 malleability).
 
 use alloy_primitives::{Address, B256, U256, uint};
+use secp256k1::ecdsa::{RecoverableSignature, RecoveryId};
+use secp256k1::{Message, SECP256K1};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
@@ -48,21 +50,34 @@ impl Signature {
         Ok(Self(out))
     }
 
-    /// Converts a freshly produced alloy signature (always low-`s`) into the wire form.
-    pub(crate) fn from_alloy(sig: &alloy_primitives::Signature) -> Result<Self> {
-        Self::from_bytes(&sig.as_bytes())
-    }
-
     /// The 65 bytes, `v` ∈ {27, 28}.
     pub fn as_bytes(&self) -> &[u8; 65] {
         &self.0
     }
 
-    /// Recovers the address that signed `digest`.
+    /// Recovers the address that signed `digest` (libsecp256k1).
     pub fn recover(&self, digest: &B256) -> Result<Address> {
-        let (r, s, v) = split(&self.0);
-        let sig = alloy_primitives::Signature::new(r, s, v == 28);
-        sig.recover_address_from_prehash(digest).map_err(|_| Error::RecoveryFailed)
+        let (rs, v) = self.0.split_at(64);
+        let parity = v.first().map_or(0, |v| i32::from(v.saturating_sub(27)));
+        let id = RecoveryId::try_from(parity).map_err(|_| Error::RecoveryFailed)?;
+        let sig = RecoverableSignature::from_compact(rs, id)
+            .map_err(|_| Error::MalformedSignature("not a valid compact signature"))?;
+        let key = SECP256K1
+            .recover_ecdsa(&Message::from_digest(digest.0), &sig)
+            .map_err(|_| Error::RecoveryFailed)?;
+        let uncompressed = key.serialize_uncompressed();
+        let raw = uncompressed.get(1..).ok_or(Error::RecoveryFailed)?;
+        Ok(Address::from_raw_public_key(raw))
+    }
+
+    /// Signs `digest` with `secret` (RFC 6979 nonces, low-s), in the wire form.
+    pub(crate) fn sign(digest: &B256, secret: &secp256k1::SecretKey) -> Result<Self> {
+        let sig = SECP256K1.sign_ecdsa_recoverable(&Message::from_digest(digest.0), secret);
+        let (id, rs) = sig.serialize_compact();
+        let mut raw = [0u8; 65];
+        raw[..64].copy_from_slice(&rs);
+        raw[64] = 27 + u8::try_from(i32::from(id)).map_err(|_| Error::RecoveryFailed)?;
+        Self::from_bytes(&raw)
     }
 }
 

@@ -11,7 +11,9 @@ use crate::eip712::{DomainConfig, FinishReason, RequestCommitment, ResponseCommi
 use crate::error::{Error, Result};
 use crate::identity::peer_id_to_address;
 use crate::signature::Signature;
-use crate::wire::{SignedError, SignedRequest, SignedResponse, WireLimits, content_hash, request_hash};
+use crate::wire::{
+    SignedError, SignedRequest, SignedResponse, WireLimits, content_hash, request_hash,
+};
 
 /// What a verifier accepts: our domain, clock tolerance and how far ahead deadlines may be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,7 +143,10 @@ pub fn check_binding(
 }
 
 /// Rule: reported usage stays within the request's token limits.
-pub fn check_token_limits(response: &ResponseCommitment, request: &RequestCommitment) -> Result<()> {
+pub fn check_token_limits(
+    response: &ResponseCommitment,
+    request: &RequestCommitment,
+) -> Result<()> {
     if response.outputTokens > request.maxOutputTokens {
         return Err(Error::TooManyOutputTokens {
             got: response.outputTokens,
@@ -280,7 +285,10 @@ pub fn verify_error(
         check_sender(c.executor, peer)?;
     }
     if c.requestDigest != *request_digest {
-        return Err(Error::RequestDigestMismatch { expected: *request_digest, got: c.requestDigest });
+        return Err(Error::RequestDigestMismatch {
+            expected: *request_digest,
+            got: c.requestDigest,
+        });
     }
     check_timestamp(c.timestamp, now, policy.clock_skew_secs)
 }

@@ -11,7 +11,15 @@
 //!    and that signature recovers to the expected signer;
 //! 4. where foundry's `cast` is installed, `cast wallet sign --data` produces the same
 //!    signature (required when `LLOOM_REQUIRE_CAST=1`, as the project's test script sets).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
+#![allow(
+    clippy::panic,
+    clippy::needless_pass_by_value,
+    clippy::cast_possible_truncation,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use std::path::PathBuf;
 
@@ -83,8 +91,7 @@ fn types_json(primary: &str) -> Value {
         ],
         other => panic!("unknown type {other}"),
     };
-    let fields: Vec<Value> =
-        fields.iter().map(|(n, t)| json!({"name": n, "type": t})).collect();
+    let fields: Vec<Value> = fields.iter().map(|(n, t)| json!({"name": n, "type": t})).collect();
     json!({ "EIP712Domain": domain, primary: fields })
 }
 
@@ -172,8 +179,7 @@ fn build_all() -> Vec<Built> {
     let client = NodeKey::from_hex(CLIENT_KEY).unwrap().address();
     let executor = NodeKey::from_hex(EXECUTOR_KEY).unwrap().address();
     let default_domain = DomainConfig::default();
-    let deployed =
-        DomainConfig::new(1, address!("5FbDB2315678afecb367f032d93F642f64180aa3"));
+    let deployed = DomainConfig::new(1, address!("5FbDB2315678afecb367f032d93F642f64180aa3"));
 
     let body = RequestBody {
         messages: vec![ChatMessage {
@@ -357,5 +363,22 @@ fn vectors_agree_with_foundry_cast() {
         assert!(out.status.success(), "cast failed: {}", String::from_utf8_lossy(&out.stderr));
         let cast_sig = String::from_utf8(out.stdout).unwrap();
         assert_eq!(cast_sig.trim(), v["signature"].as_str().unwrap(), "{}", v["name"]);
+    }
+}
+
+#[test]
+fn protocol_page_documents_the_exact_type_strings() {
+    use alloy_sol_types::SolStruct;
+    let page = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../docs/src/developer-guide/protocol.md"),
+    )
+    .unwrap();
+    for encode_type in [
+        RequestCommitment::eip712_encode_type(),
+        ResponseCommitment::eip712_encode_type(),
+        ErrorCommitment::eip712_encode_type(),
+    ] {
+        assert!(page.contains(encode_type.as_ref()), "protocol.md lacks `{encode_type}`");
     }
 }

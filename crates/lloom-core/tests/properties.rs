@@ -1,6 +1,14 @@
 //! Property tests: tampering with any single signed field is caught, codec round trips, and
 //! arbitrary, oversized or truncated input gives an error, never a panic.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
+#![allow(
+    clippy::panic,
+    clippy::needless_pass_by_value,
+    clippy::cast_possible_truncation,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 mod common;
 
@@ -20,10 +28,12 @@ fn tamper_request(req: &mut SignedRequest, field: usize, salt: u64) {
     let c = &mut req.commitment;
     let bump = salt.max(1);
     match field {
-        0 => c.client = Address::repeat_byte(0x5a) ^ Address::left_padding_from(&salt.to_be_bytes()),
+        0 => {
+            c.client = Address::repeat_byte(0x5a) ^ Address::left_padding_from(&salt.to_be_bytes())
+        }
         1 => c.executor = Address::repeat_byte(0xa5),
         2 => c.model.push('x'),
-        3 => c.requestHash = c.requestHash ^ B256::left_padding_from(&bump.to_be_bytes()),
+        3 => c.requestHash ^= B256::left_padding_from(&bump.to_be_bytes()),
         4 => c.maxInputTokens ^= bump,
         5 => c.maxOutputTokens ^= bump,
         6 => c.pricePerInputToken ^= U256::from(bump),
@@ -50,7 +60,8 @@ fn chat_message() -> impl Strategy<Value = ChatMessage> {
 
 fn wire_message() -> impl Strategy<Value = WireMessage> {
     prop_oneof![
-        (any::<u32>(), ".{0,500}").prop_map(|(index, text)| WireMessage::Chunk(StreamChunk { index, text })),
+        (any::<u32>(), ".{0,500}")
+            .prop_map(|(index, text)| WireMessage::Chunk(StreamChunk { index, text })),
         (
             proptest::collection::vec(chat_message(), 1..8),
             0.0f32..2.0,
@@ -62,7 +73,8 @@ fn wire_message() -> impl Strategy<Value = WireMessage> {
             .prop_map(|(messages, temperature, top_p, top_k, seed, nonce)| {
                 let mut req = signed_request();
                 req.body.messages = messages;
-                req.body.sampling = SamplingParams { temperature, top_p, top_k, seed, stop: vec!["</s>".into()] };
+                req.body.sampling =
+                    SamplingParams { temperature, top_p, top_k, seed, stop: vec!["</s>".into()] };
                 req.commitment.nonce = nonce;
                 WireMessage::Request(req)
             }),
@@ -91,11 +103,11 @@ proptest! {
         let mut resp = signed_response(&req);
         let c = &mut resp.commitment;
         match field {
-            0 => c.requestDigest = c.requestDigest ^ B256::left_padding_from(&salt.to_be_bytes()),
+            0 => c.requestDigest ^= B256::left_padding_from(&salt.to_be_bytes()),
             1 => c.client = Address::repeat_byte(0x11),
             2 => c.executor = Address::repeat_byte(0x22),
             3 => c.model.push('!'),
-            4 => c.contentHash = c.contentHash ^ B256::left_padding_from(&salt.to_be_bytes()),
+            4 => c.contentHash ^= B256::left_padding_from(&salt.to_be_bytes()),
             5 => c.inputTokens ^= salt,
             6 => c.outputTokens ^= salt,
             7 => c.totalCost ^= U256::from(salt),
@@ -164,8 +176,12 @@ fn oversized_length_prefix_is_rejected_before_allocation() {
 #[test]
 fn oversized_fields_are_rejected_on_both_sides() {
     let limits = WireLimits::default();
-    let big = WireMessage::Chunk(StreamChunk { index: 0, text: "x".repeat(limits.max_chunk_bytes + 1) });
-    assert!(matches!(encode_frame(&big, &limits), Err(Error::TooLarge { what: "stream chunk", .. })));
+    let big =
+        WireMessage::Chunk(StreamChunk { index: 0, text: "x".repeat(limits.max_chunk_bytes + 1) });
+    assert!(matches!(
+        encode_frame(&big, &limits),
+        Err(Error::TooLarge { what: "stream chunk", .. })
+    ));
     // A peer with laxer limits sends it anyway: we still refuse it.
     let lax = WireLimits { max_chunk_bytes: usize::MAX, ..limits };
     let frame = encode_frame(&big, &lax).unwrap();
@@ -173,7 +189,11 @@ fn oversized_fields_are_rejected_on_both_sides() {
 
     let mut req = signed_request();
     req.body.messages = vec![req.body.messages[0].clone(); limits.max_messages + 1];
-    let frame = encode_frame(&WireMessage::Request(req), &WireLimits { max_messages: usize::MAX, ..limits }).unwrap();
+    let frame = encode_frame(
+        &WireMessage::Request(req),
+        &WireLimits { max_messages: usize::MAX, ..limits },
+    )
+    .unwrap();
     assert!(matches!(decode_frame(&frame, &limits), Err(Error::TooLarge { what: "messages", .. })));
 
     let small = WireLimits { max_frame_bytes: 64, ..limits };
@@ -184,7 +204,9 @@ fn oversized_fields_are_rejected_on_both_sides() {
 #[test]
 fn unknown_version_and_trailing_bytes_are_rejected() {
     let limits = WireLimits::default();
-    let mut frame = encode_frame(&WireMessage::Chunk(StreamChunk { index: 1, text: "hi".into() }), &limits).unwrap();
+    let mut frame =
+        encode_frame(&WireMessage::Chunk(StreamChunk { index: 1, text: "hi".into() }), &limits)
+            .unwrap();
     frame[4] = 2;
     assert!(matches!(decode_frame(&frame, &limits), Err(Error::UnsupportedVersion(2))));
     frame[4] = 1;

@@ -1,5 +1,12 @@
 //! Every verification rule, each failing on purpose with its exact error.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(
+    clippy::panic,
+    clippy::needless_pass_by_value,
+    clippy::cast_possible_truncation,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_docs
+)]
 
 mod common;
 
@@ -14,7 +21,10 @@ fn policy() -> VerifyPolicy {
     VerifyPolicy::default()
 }
 
-fn resign_response(req: &SignedRequest, edit: impl FnOnce(&mut lloom_core::ResponseCommitment)) -> SignedResponse {
+fn resign_response(
+    req: &SignedRequest,
+    edit: impl FnOnce(&mut lloom_core::ResponseCommitment),
+) -> SignedResponse {
     let mut c = response_commitment(req, TEXT, 8, FinishReason::Stop);
     edit(&mut c);
     SignedResponse::sign(&executor_key(), DomainConfig::default(), c).unwrap()
@@ -56,17 +66,20 @@ fn signature_by_another_key_is_rejected() {
 #[test]
 fn wrong_chain_or_contract_is_rejected() {
     let req = signed_request();
-    for domain in [
-        DomainConfig::new(1, Address::ZERO),
-        DomainConfig::new(31_337, Address::repeat_byte(0x42)),
-    ] {
+    for domain in
+        [DomainConfig::new(1, Address::ZERO), DomainConfig::new(31_337, Address::repeat_byte(0x42))]
+    {
         let err = verify_request(&req, None, &VerifyPolicy::new(domain), NOW).unwrap_err();
         assert!(matches!(err, Error::DomainMismatch { .. }), "{err}");
     }
     // A message that lies about its domain: signed for chain 1, labelled as the default one.
-    let mut lying =
-        SignedRequest::sign(&client_key(), DomainConfig::new(1, Address::ZERO), request_commitment(), body())
-            .unwrap();
+    let mut lying = SignedRequest::sign(
+        &client_key(),
+        DomainConfig::new(1, Address::ZERO),
+        request_commitment(),
+        body(),
+    )
+    .unwrap();
     lying.domain = DomainConfig::default();
     let err = verify_request(&lying, None, &policy(), NOW).unwrap_err();
     assert!(matches!(err, Error::SignerMismatch { .. }), "{err}");
@@ -83,7 +96,10 @@ fn deadline_rules() {
     let mut far = request_commitment();
     far.deadline = NOW + VerifyPolicy::DEFAULT_MAX_DEADLINE_HORIZON_SECS + 1;
     let far = SignedRequest::sign(&client_key(), DomainConfig::default(), far, body()).unwrap();
-    assert!(matches!(verify_request(&far, None, &policy(), NOW), Err(Error::DeadlineTooFar { .. })));
+    assert!(matches!(
+        verify_request(&far, None, &policy(), NOW),
+        Err(Error::DeadlineTooFar { .. })
+    ));
 }
 
 #[test]
@@ -166,10 +182,7 @@ fn cost_overflow_is_an_error_not_a_wrap() {
     let err = lloom_core::verify::compute_cost(2, 0, U256::MAX, U256::ZERO).unwrap_err();
     assert!(matches!(err, Error::CostOverflow));
     let ok = lloom_core::verify::compute_cost(u64::MAX, u64::MAX, U256::from(u64::MAX), U256::ONE);
-    assert_eq!(
-        ok.unwrap(),
-        U256::from(u64::MAX) * U256::from(u64::MAX) + U256::from(u64::MAX)
-    );
+    assert_eq!(ok.unwrap(), U256::from(u64::MAX) * U256::from(u64::MAX) + U256::from(u64::MAX));
 }
 
 #[test]

@@ -1,5 +1,12 @@
 //! `lloom-executor keys` with an encrypted keystore, driven through the real binary.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(
+    clippy::panic,
+    clippy::needless_pass_by_value,
+    clippy::cast_possible_truncation,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_docs
+)]
 
 use assert_cmd::Command;
 use predicates::str::contains;

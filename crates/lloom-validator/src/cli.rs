@@ -45,7 +45,8 @@ mod tests {
     #[test]
     fn default_key_command_lines_parse() {
         Cli::try_parse_from(["lloom-validator", "keys", "show"]).unwrap();
-        Cli::try_parse_from(["lloom-validator", "--json", "keys", "new", "--format", "hex"]).unwrap();
+        Cli::try_parse_from(["lloom-validator", "--json", "keys", "new", "--format", "hex"])
+            .unwrap();
         assert!(Cli::try_parse_from(["lloom-validator", "keys", "import"]).is_err());
     }
 }

@@ -1,5 +1,12 @@
 //! `lloom-validator keys` with a raw hex key file, driven through the real binary.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(
+    clippy::panic,
+    clippy::needless_pass_by_value,
+    clippy::cast_possible_truncation,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_docs
+)]
 
 use std::os::unix::fs::PermissionsExt;
 
@@ -17,8 +24,7 @@ fn new_hex_key_is_0600_and_never_overwritten() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("validator.key");
     let out = validator(&key).args(["--json", "keys", "new", "--format", "hex"]).assert().success();
-    let report: serde_json::Value =
-        serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     let address = report["address"].as_str().unwrap().to_owned();
     assert!(report["peer_id"].as_str().unwrap().starts_with("16Uiu2"), "secp256k1 peer id");
 
@@ -43,7 +49,15 @@ fn missing_or_corrupt_key_file_is_a_clear_error() {
 
     std::fs::write(&key, "0xnothex").unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    validator(&key).args(["keys", "show"]).assert().failure().stderr(contains("invalid private key"));
+    validator(&key)
+        .args(["keys", "show"])
+        .assert()
+        .failure()
+        .stderr(contains("invalid private key"));
 
-    validator(&key).args(["keys", "frobnicate"]).assert().failure().stderr(contains("unrecognized"));
+    validator(&key)
+        .args(["keys", "frobnicate"])
+        .assert()
+        .failure()
+        .stderr(contains("unrecognized"));
 }

@@ -31,11 +31,11 @@ impl Role {
 /// Global arguments shared by every node binary.
 #[derive(Args, Clone, Debug, Default)]
 pub struct NodeArgs {
-    /// Directory for this node's key and databases [default: <data dir>/lloom/<role>].
+    /// Directory for this node's key and databases [default: DATA_HOME/lloom/ROLE].
     #[arg(long, global = true, env = "LLOOM_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
-    /// Key file (encrypted keystore or 0600 hex file) [default: <data-dir>/key.json].
+    /// Key file (encrypted keystore or 0600 hex file) [default: DATA_DIR/key.json].
     #[arg(long, global = true, env = "LLOOM_KEY", value_name = "PATH")]
     pub key: Option<PathBuf>,
 
@@ -52,10 +52,7 @@ impl NodeArgs {
     /// The data directory for `role`.
     pub fn data_dir(&self, role: Role) -> PathBuf {
         self.data_dir.clone().unwrap_or_else(|| {
-            dirs::data_dir()
-                .unwrap_or_else(|| PathBuf::from("."))
-                .join("lloom")
-                .join(role.as_str())
+            dirs::data_dir().unwrap_or_else(|| PathBuf::from(".")).join("lloom").join(role.as_str())
         })
     }
 

@@ -79,7 +79,11 @@ pub fn load_key(path: &Path, password: &PasswordSource) -> Result<NodeKey> {
     })?;
     let meta = file.metadata()?;
     if meta.len() > MAX_KEY_FILE_BYTES {
-        return Err(Error::TooLarge { what: "key file", size: meta.len(), limit: MAX_KEY_FILE_BYTES });
+        return Err(Error::TooLarge {
+            what: "key file",
+            size: meta.len(),
+            limit: MAX_KEY_FILE_BYTES,
+        });
     }
     let mut text = zeroize::Zeroizing::new(String::new());
     file.take(MAX_KEY_FILE_BYTES).read_to_string(&mut text)?;

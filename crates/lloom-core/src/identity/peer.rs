@@ -22,7 +22,8 @@ pub fn peer_id_to_address(peer: &PeerId) -> Result<Address> {
     let public = PublicKey::try_decode_protobuf(multihash.digest()).map_err(|_| not_secp())?;
     let secp = public.try_into_secp256k1().map_err(|_| not_secp())?;
     let uncompressed = secp.to_bytes_uncompressed();
-    let raw: &[u8; 64] = uncompressed.get(1..).and_then(|s| s.try_into().ok()).ok_or_else(not_secp)?;
+    let raw: &[u8; 64] =
+        uncompressed.get(1..).and_then(|s| s.try_into().ok()).ok_or_else(not_secp)?;
     Ok(Address::from_raw_public_key(raw))
 }
 

@@ -40,13 +40,11 @@ pub fn decode_frame(buf: &[u8], limits: &WireLimits) -> Result<(WireMessage, usi
         .get(..FRAME_HEADER_BYTES)
         .and_then(|h| h.try_into().ok())
         .ok_or(Error::Truncated { expected: FRAME_HEADER_BYTES as u64, got: buf.len() as u64 })?;
-    let len = u64::from(u32::from_be_bytes(header));
-    check_len(len, limits)?;
-    let end = FRAME_HEADER_BYTES + len as usize;
-    let payload = buf.get(FRAME_HEADER_BYTES..end).ok_or(Error::Truncated {
-        expected: end as u64,
-        got: buf.len() as u64,
-    })?;
+    let len = checked_frame_len(u32::from_be_bytes(header), limits)?;
+    let end = FRAME_HEADER_BYTES + len;
+    let payload = buf
+        .get(FRAME_HEADER_BYTES..end)
+        .ok_or(Error::Truncated { expected: end as u64, got: buf.len() as u64 })?;
     Ok((decode_payload(payload, limits)?, end))
 }
 
@@ -78,15 +76,17 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
             if filled == 0 {
                 return Ok(None);
             }
-            return Err(Error::Truncated { expected: FRAME_HEADER_BYTES as u64, got: filled as u64 });
+            return Err(Error::Truncated {
+                expected: FRAME_HEADER_BYTES as u64,
+                got: filled as u64,
+            });
         }
         filled += n;
     }
-    let len = u64::from(u32::from_be_bytes(header));
-    check_len(len, limits)?;
-    let mut payload = vec![0u8; len as usize];
+    let len = checked_frame_len(u32::from_be_bytes(header), limits)?;
+    let mut payload = vec![0u8; len];
     reader.read_exact(&mut payload).await.map_err(|e| match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => Error::Truncated { expected: len, got: 0 },
+        std::io::ErrorKind::UnexpectedEof => Error::Truncated { expected: len as u64, got: 0 },
         _ => Error::Io(e),
     })?;
     decode_payload(&payload, limits).map(Some)
@@ -102,6 +102,12 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
     writer.write_all(&frame).await?;
     writer.flush().await?;
     Ok(())
+}
+
+/// The announced payload length as a `usize`, if it is within the limit.
+fn checked_frame_len(len: u32, limits: &WireLimits) -> Result<usize> {
+    check_len(u64::from(len), limits)?;
+    usize::try_from(len).map_err(|_| too_large(u64::from(len), limits))
 }
 
 fn check_len(len: u64, limits: &WireLimits) -> Result<()> {

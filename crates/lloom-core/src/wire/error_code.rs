@@ -62,7 +62,11 @@ impl ErrorCode {
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
-            Self::Busy | Self::RateLimited | Self::BackendFailure | Self::Internal | Self::NonceReplayed
+            Self::Busy
+                | Self::RateLimited
+                | Self::BackendFailure
+                | Self::Internal
+                | Self::NonceReplayed
         )
     }
 }

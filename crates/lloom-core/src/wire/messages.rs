@@ -73,7 +73,10 @@ impl RequestBody {
         too_large("messages", self.messages.len(), limits.max_messages)?;
         let s = &self.sampling;
         if !(s.temperature.is_finite() && (0.0..=2.0).contains(&s.temperature)) {
-            return Err(Error::InvalidMessage(format!("temperature {} not in [0, 2]", s.temperature)));
+            return Err(Error::InvalidMessage(format!(
+                "temperature {} not in [0, 2]",
+                s.temperature
+            )));
         }
         if !(s.top_p.is_finite() && s.top_p > 0.0 && s.top_p <= 1.0) {
             return Err(Error::InvalidMessage(format!("top_p {} not in (0, 1]", s.top_p)));
@@ -141,7 +144,11 @@ pub struct SignedResponse {
 
 impl SignedResponse {
     /// Signs `commitment` with `key` under `domain`.
-    pub fn sign(key: &NodeKey, domain: DomainConfig, commitment: ResponseCommitment) -> Result<Self> {
+    pub fn sign(
+        key: &NodeKey,
+        domain: DomainConfig,
+        commitment: ResponseCommitment,
+    ) -> Result<Self> {
         let signature = key.sign_digest(&signing_hash(&commitment, &domain))?;
         Ok(Self { domain, commitment, signature })
     }

@@ -1,5 +1,13 @@
 //! Fixtures shared by the integration tests: fixed keys and a valid request/response pair.
-#![allow(dead_code, clippy::unwrap_used, missing_docs, unreachable_pub)]
+#![allow(
+    clippy::panic,
+    clippy::needless_pass_by_value,
+    clippy::cast_possible_truncation,
+    dead_code,
+    clippy::unwrap_used,
+    missing_docs,
+    unreachable_pub
+)]
 
 use lloom_core::wire::{content_hash, request_hash};
 use lloom_core::{
@@ -20,7 +28,10 @@ pub fn executor_key() -> NodeKey {
 
 pub fn body() -> RequestBody {
     RequestBody {
-        messages: vec![ChatMessage { role: Role::User, content: "What is the capital of France?".into() }],
+        messages: vec![ChatMessage {
+            role: Role::User,
+            content: "What is the capital of France?".into(),
+        }],
         sampling: SamplingParams { stop: vec!["\n\n".into()], ..SamplingParams::default() },
     }
 }
@@ -41,11 +52,17 @@ pub fn request_commitment() -> RequestCommitment {
 }
 
 pub fn signed_request() -> SignedRequest {
-    SignedRequest::sign(&client_key(), DomainConfig::default(), request_commitment(), body()).unwrap()
+    SignedRequest::sign(&client_key(), DomainConfig::default(), request_commitment(), body())
+        .unwrap()
 }
 
 /// An honest response commitment to `req` for `text` (12 input tokens, `out` output tokens).
-pub fn response_commitment(req: &SignedRequest, text: &str, out: u64, reason: FinishReason) -> ResponseCommitment {
+pub fn response_commitment(
+    req: &SignedRequest,
+    text: &str,
+    out: u64,
+    reason: FinishReason,
+) -> ResponseCommitment {
     let c = &req.commitment;
     ResponseCommitment {
         requestDigest: req.digest(),
@@ -55,7 +72,8 @@ pub fn response_commitment(req: &SignedRequest, text: &str, out: u64, reason: Fi
         contentHash: content_hash(text),
         inputTokens: 12,
         outputTokens: out,
-        totalCost: U256::from(12u64) * c.pricePerInputToken + U256::from(out) * c.pricePerOutputToken,
+        totalCost: U256::from(12u64) * c.pricePerInputToken
+            + U256::from(out) * c.pricePerOutputToken,
         finishReason: reason.code(),
         timestamp: NOW,
     }

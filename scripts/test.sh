@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Runs every test of the project on a fresh machine, installing what the tests need first:
+# Debian packages (only if missing), the npm tooling in package.json (foundry's cast), mdbook,
+# and the cargo dependencies. Build output is cached outside the clone (CARGO_TARGET_DIR).
+#
+# Usage: ./scripts/test.sh            # everything (what CI runs)
+#        LLOOM_SKIP_LINT=1 ./scripts/test.sh   # tests only, no fmt/clippy/doc checks
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lloom/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+export PATH="$HOME/.cargo/bin:$PATH"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "system packages"
+missing=()
+command -v npm >/dev/null || missing+=(nodejs npm)
+command -v cc >/dev/null || missing+=(build-essential)
+command -v pkg-config >/dev/null || missing+=(pkg-config)
+if ((${#missing[@]})); then
+    if [ "$(id -u)" = 0 ]; then SUDO=(); else SUDO=(sudo); fi
+    "${SUDO[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq "${missing[@]}"
+fi
+echo "ok"
+
+step "npm tooling (foundry cast)"
+if [ ! -x node_modules/.bin/cast ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+    npm ci --no-audit --no-fund --loglevel=error
+fi
+node_modules/.bin/cast --version | head -1
+# The EIP-712 vectors must be checked against an independent implementation, not skipped.
+export LLOOM_REQUIRE_CAST=1
+
+step "mdbook"
+MDBOOK_VERSION=0.5.4
+if ! mdbook --version 2>/dev/null | grep -q "v$MDBOOK_VERSION"; then
+    cargo install mdbook --version "$MDBOOK_VERSION" --locked --quiet
+fi
+mdbook --version
+
+if [ -z "${LLOOM_SKIP_LINT:-}" ]; then
+    step "format"
+    cargo fmt --all --check
+    step "clippy (warnings denied)"
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+    step "rustdoc (warnings denied)"
+    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
+fi
+
+step "docs (mdbook)"
+mdbook build docs
+
+step "tests"
+cargo test --workspace --all-targets --locked
+cargo test --workspace --doc --locked
