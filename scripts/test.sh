@@ -28,7 +28,7 @@ echo "ok"
 
 step "npm tooling (foundry cast)"
 if [ ! -x node_modules/.bin/cast ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-    npm ci --no-audit --no-fund --loglevel=error
+    npm install --no-audit --no-fund --loglevel=error
 fi
 node_modules/.bin/cast --version | head -1
 # The EIP-712 vectors must be checked against an independent implementation, not skipped.
