@@ -54,5 +54,9 @@ step "docs (mdbook)"
 mdbook build docs
 
 step "tests"
-cargo test --workspace --all-targets --locked
-cargo test --workspace --doc --locked
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --all-targets --locked 2>&1 | tee "$log"
+cargo test --workspace --doc --locked 2>&1 | tee -a "$log"
+awk '/^test result:/ { passed += $4; failed += $6 }
+     END { printf "\ntests: %d passed, %d failed\n", passed, failed }' "$log"

@@ -14,6 +14,45 @@
 //! - [`wire`]: wire messages and the length-prefixed, versioned, size-limited codec.
 //! - [`error`]: the crate's one error type, with `is_peer_fault` / `is_retryable`.
 //!
+//! ## Example: a signed request, checked as an executor would
+//!
+//! ```
+//! use lloom_core::wire::request_hash;
+//! use lloom_core::verify::verify_request;
+//! use lloom_core::*;
+//!
+//! let client = NodeKey::generate();
+//! let executor = NodeKey::generate();
+//! let body = RequestBody {
+//!     messages: vec![ChatMessage { role: Role::User, content: "Hello".into() }],
+//!     sampling: SamplingParams::default(),
+//! };
+//! let now = unix_now();
+//! let commitment = RequestCommitment {
+//!     client: client.address(),
+//!     executor: executor.address(),
+//!     model: "SmolLM2-135M-Instruct".into(),
+//!     requestHash: request_hash(&body),
+//!     maxInputTokens: 512,
+//!     maxOutputTokens: 64,
+//!     pricePerInputToken: U256::from(1),
+//!     pricePerOutputToken: U256::from(2),
+//!     nonce: 1,
+//!     deadline: now + 60,
+//! };
+//! let request = SignedRequest::sign(&client, DomainConfig::default(), commitment, body)?;
+//!
+//! let policy = VerifyPolicy::default();
+//! let digest = verify_request(&request, Some(&client.peer_id()), &policy, now)?;
+//! assert_eq!(digest, request.digest());
+//! // The same request claimed by another peer is refused.
+//! assert!(matches!(
+//!     verify_request(&request, Some(&executor.peer_id()), &policy, now),
+//!     Err(Error::PeerMismatch { .. })
+//! ));
+//! # Ok::<(), lloom_core::Error>(())
+//! ```
+//!
 //! ## Feature flags
 //! - `cli`: clap argument structs and the `keys new | show | import` subcommand shared by the
 //!   three node binaries.
