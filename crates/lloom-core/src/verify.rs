@@ -90,6 +90,23 @@ pub fn check_sender(signer: Address, peer: &PeerId) -> Result<()> {
     Ok(())
 }
 
+/// Rules every signed message passes: signed for our domain, by `signer`, who is the sender.
+pub fn check_origin(
+    expected_domain: &DomainConfig,
+    message_domain: &DomainConfig,
+    digest: &B256,
+    signature: &Signature,
+    signer: Address,
+    sender: Option<&PeerId>,
+) -> Result<()> {
+    check_domain(expected_domain, message_domain)?;
+    check_signature(digest, signature, signer)?;
+    match sender {
+        Some(peer) => check_sender(signer, peer),
+        None => Ok(()),
+    }
+}
+
 /// Rule: the deadline has not passed and is not further ahead than `max_horizon_secs`.
 pub fn check_deadline(deadline: u64, now: u64, max_horizon_secs: u64) -> Result<()> {
     if deadline < now {
@@ -206,12 +223,9 @@ pub fn verify_request(
     now: u64,
 ) -> Result<B256> {
     request.body.validate(&policy.limits)?;
-    check_domain(&policy.domain, &request.domain)?;
     let digest = request.digest();
-    check_signature(&digest, &request.signature, request.commitment.client)?;
-    if let Some(peer) = sender {
-        check_sender(request.commitment.client, peer)?;
-    }
+    let client = request.commitment.client;
+    check_origin(&policy.domain, &request.domain, &digest, &request.signature, client, sender)?;
     check_request_hash(request)?;
     check_deadline(request.commitment.deadline, now, policy.max_deadline_horizon_secs)?;
     Ok(digest)
@@ -226,10 +240,7 @@ pub fn verify_response(
     policy: &VerifyPolicy,
     now: u64,
 ) -> Result<()> {
-    let reason = FinishReason::from_code(response.commitment.finishReason)?;
-    if reason == FinishReason::Partial {
-        return Err(Error::InvalidMessage("a final response cannot be PARTIAL".into()));
-    }
+    check_partial(response, false)?;
     verify_commitment(response, request, content, sender, policy, now)
 }
 
@@ -242,11 +253,19 @@ pub fn verify_checkpoint(
     policy: &VerifyPolicy,
     now: u64,
 ) -> Result<()> {
-    let reason = FinishReason::from_code(checkpoint.commitment.finishReason)?;
-    if reason != FinishReason::Partial {
-        return Err(Error::InvalidMessage("a checkpoint must be PARTIAL".into()));
-    }
+    check_partial(checkpoint, true)?;
     verify_commitment(checkpoint, request, content_so_far, sender, policy, now)
+}
+
+/// Rule: checkpoints are PARTIAL and final responses are not.
+fn check_partial(response: &SignedResponse, expect_partial: bool) -> Result<()> {
+    let partial =
+        FinishReason::from_code(response.commitment.finishReason)? == FinishReason::Partial;
+    match (expect_partial, partial) {
+        (true, false) => Err(Error::InvalidMessage("a checkpoint must be PARTIAL".into())),
+        (false, true) => Err(Error::InvalidMessage("a final response cannot be PARTIAL".into())),
+        _ => Ok(()),
+    }
 }
 
 fn verify_commitment(
@@ -258,11 +277,15 @@ fn verify_commitment(
     now: u64,
 ) -> Result<()> {
     let c = &response.commitment;
-    check_domain(&policy.domain, &response.domain)?;
-    check_signature(&response.digest(), &response.signature, c.executor)?;
-    if let Some(peer) = sender {
-        check_sender(c.executor, peer)?;
-    }
+    let digest = response.digest();
+    check_origin(
+        &policy.domain,
+        &response.domain,
+        &digest,
+        &response.signature,
+        c.executor,
+        sender,
+    )?;
     check_binding(c, &request.commitment, &request.digest())?;
     check_timestamp(c.timestamp, now, policy.clock_skew_secs)?;
     check_token_limits(c, &request.commitment)?;
@@ -279,11 +302,14 @@ pub fn verify_error(
     now: u64,
 ) -> Result<()> {
     let c = &error.commitment;
-    check_domain(&policy.domain, &error.domain)?;
-    check_signature(&error.digest(), &error.signature, c.executor)?;
-    if let Some(peer) = sender {
-        check_sender(c.executor, peer)?;
-    }
+    check_origin(
+        &policy.domain,
+        &error.domain,
+        &error.digest(),
+        &error.signature,
+        c.executor,
+        sender,
+    )?;
     if c.requestDigest != *request_digest {
         return Err(Error::RequestDigestMismatch {
             expected: *request_digest,
