@@ -59,3 +59,50 @@ fn bad_import_input_is_rejected() {
         .stderr(contains("not set"));
     assert!(!key.exists(), "a failed import must not leave a key file");
 }
+
+/// foundry's `cast` from the repo's `node_modules` (installed by `scripts/test.sh`).
+fn cast() -> Option<std::path::PathBuf> {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../node_modules/.bin/cast");
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(std::env::var_os("LLOOM_REQUIRE_CAST").is_none(), "cast required but not installed");
+    eprintln!("SKIPPED keystore interop with cast: `cast` not installed");
+    None
+}
+
+#[test]
+fn keystores_interoperate_with_foundry_cast() {
+    let Some(cast) = cast() else { return };
+    let dir = tempfile::tempdir().unwrap();
+
+    // cast → lloom: a keystore made by `cast wallet new` imports with the same password.
+    let out = std::process::Command::new(&cast)
+        .args(["wallet", "new"])
+        .arg(dir.path())
+        .args(["made-by-cast", "--unsafe-password", "pw"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cast_says = String::from_utf8_lossy(&out.stdout).to_string();
+    let imported = dir.path().join("imported.json");
+    let report = client(&imported)
+        .args(["--json", "keys", "import", "--keystore"])
+        .arg(dir.path().join("made-by-cast"))
+        .assert()
+        .success();
+    let report: serde_json::Value = serde_json::from_slice(&report.get_output().stdout).unwrap();
+    let address = report["address"].as_str().unwrap();
+    assert!(cast_says.contains(address), "cast printed {cast_says}, lloom loaded {address}");
+
+    // lloom → cast: cast decrypts the keystore lloom wrote and derives the same address.
+    let out = std::process::Command::new(&cast)
+        .args(["wallet", "address", "--keystore"])
+        .arg(&imported)
+        .args(["--password", "pw"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), address);
+}
