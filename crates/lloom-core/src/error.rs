@@ -107,6 +107,14 @@ pub enum Error {
         /// Hash in the signed commitment.
         got: B256,
     },
+    /// An announcement's `offersHash` does not match its body.
+    #[error("announcement offers hash {got} does not match its body (hash {expected})")]
+    OffersHashMismatch {
+        /// Hash of the body as received.
+        expected: B256,
+        /// Hash in the signed announcement.
+        got: B256,
+    },
     /// A field of the response differs from the request it answers.
     #[error("response field `{field}` does not match the request")]
     ResponseFieldMismatch {
@@ -198,6 +206,26 @@ pub enum Error {
     #[error("refusing to overwrite existing key file {0}")]
     KeyFileExists(std::path::PathBuf),
 
+    // ----- network ------------------------------------------------------------------------------
+    /// The network could not be set up (transport, behaviour or listener).
+    #[error("network setup failed: {0}")]
+    NetworkSetup(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The network event loop has stopped.
+    #[error("the network event loop has stopped")]
+    NetworkStopped,
+    /// Dialing a peer failed.
+    #[error("dial failed: {0}")]
+    Dial(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Publishing on gossip failed (e.g. no peer subscribed yet).
+    #[error("publish failed: {0}")]
+    Publish(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A registry query failed (timeout, disconnect, refused).
+    #[error("registry query failed: {0}")]
+    RegistryQueryFailed(#[from] libp2p::request_response::OutboundFailure),
+    /// A request stream could not be opened or accepted.
+    #[error("stream error: {0}")]
+    Stream(String),
+
     // ----- local resources --------------------------------------------------------------------
     /// An I/O error on a local file or stream.
     #[error("i/o error: {0}")]
@@ -230,6 +258,7 @@ impl Error {
                 | TimestampSkew { .. }
                 | RequestDigestMismatch { .. }
                 | RequestHashMismatch { .. }
+                | OffersHashMismatch { .. }
                 | ResponseFieldMismatch { .. }
                 | TooManyOutputTokens { .. }
                 | TooManyInputTokens { .. }
@@ -251,7 +280,13 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         use Error::*;
         match self {
-            Timeout(_) | Io(_) | NonceReplayed { .. } => true,
+            Timeout(_)
+            | Io(_)
+            | NonceReplayed { .. }
+            | Dial(_)
+            | Publish(_)
+            | RegistryQueryFailed(_)
+            | Stream(_) => true,
             // Another executor may answer correctly.
             e if e.is_peer_fault() => true,
             _ => false,

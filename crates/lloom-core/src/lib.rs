@@ -8,8 +8,11 @@
 //!   address; key files are encrypted v3 keystores or mode-0600 hex files.
 //! - [`eip712`]: the EIP-712 domain ([`DomainConfig`]) and the signed structs
 //!   [`RequestCommitment`], [`ResponseCommitment`] and [`ErrorCommitment`].
+//! - [`announce`]: signed model announcements ([`SignedAnnouncement`]) and their limits.
 //! - [`signature`]: canonical 65-byte signatures (low-s, `v` normalized to 27/28).
 //! - [`verify`]: the verification rules, one function each, and composite verifiers.
+//! - [`registry_query`]: the registry query protocol between clients and validators.
+//! - [`network`]: the libp2p stack: one task owns the swarm, a handle talks to it.
 //! - [`replay`]: the durable `(client, nonce)` replay store (redb).
 //! - [`wire`]: wire messages and the length-prefixed, versioned, size-limited codec.
 //! - [`error`]: the crate's one error type, with `is_peer_fault` / `is_retryable`.
@@ -57,9 +60,12 @@
 //! - `cli`: clap argument structs and the `keys new | show | import` subcommand shared by the
 //!   three node binaries.
 
+pub mod announce;
 pub mod eip712;
 pub mod error;
 pub mod identity;
+pub mod network;
+pub mod registry_query;
 pub mod replay;
 pub mod signature;
 pub mod verify;
@@ -68,9 +74,13 @@ pub mod wire;
 #[cfg(feature = "cli")]
 pub mod cli;
 
+pub use announce::{
+    AnnouncementBody, AnnouncementLimits, ExecutorLoad, ModelOffer, SignedAnnouncement,
+    verify_announcement,
+};
 pub use eip712::{
-    DomainConfig, ErrorCommitment, FinishReason, RequestCommitment, ResponseCommitment,
-    signing_hash,
+    Announcement, DomainConfig, ErrorCommitment, FinishReason, RequestCommitment,
+    ResponseCommitment, signing_hash,
 };
 pub use error::{Error, Result};
 pub use identity::{KeyFormat, NodeKey, PasswordSource, load_key, peer_id_to_address, save_key};

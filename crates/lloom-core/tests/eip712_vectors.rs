@@ -27,8 +27,9 @@ use alloy_dyn_abi::TypedData;
 use alloy_primitives::{Address, B256, U256, address};
 use lloom_core::wire::{content_hash, request_hash};
 use lloom_core::{
-    ChatMessage, DomainConfig, ErrorCode, ErrorCommitment, FinishReason, NodeKey, RequestBody,
-    RequestCommitment, ResponseCommitment, Role, SamplingParams, Signature, signing_hash,
+    Announcement, ChatMessage, DomainConfig, ErrorCode, ErrorCommitment, FinishReason, NodeKey,
+    RequestBody, RequestCommitment, ResponseCommitment, Role, SamplingParams, Signature,
+    signing_hash,
 };
 use serde_json::{Value, json};
 
@@ -89,6 +90,13 @@ fn types_json(primary: &str) -> Value {
             ("retryAfterSecs", "uint64"),
             ("timestamp", "uint64"),
         ],
+        "Announcement" => &[
+            ("executor", "address"),
+            ("sequence", "uint64"),
+            ("timestamp", "uint64"),
+            ("offersHash", "bytes32"),
+            ("withdrawn", "bool"),
+        ],
         other => panic!("unknown type {other}"),
     };
     let fields: Vec<Value> = fields.iter().map(|(n, t)| json!({"name": n, "type": t})).collect();
@@ -140,6 +148,16 @@ fn error_json(c: &ErrorCommitment) -> Value {
         "message": c.message,
         "retryAfterSecs": uint(c.retryAfterSecs),
         "timestamp": uint(c.timestamp),
+    })
+}
+
+fn announcement_json(c: &Announcement) -> Value {
+    json!({
+        "executor": addr(c.executor),
+        "sequence": uint(c.sequence),
+        "timestamp": uint(c.timestamp),
+        "offersHash": c.offersHash.to_string(),
+        "withdrawn": c.withdrawn,
     })
 }
 
@@ -245,7 +263,33 @@ fn build_all() -> Vec<Built> {
         timestamp: 1_799_999_000,
     };
 
+    let heartbeat = Announcement {
+        executor,
+        sequence: 1_800_000_000_123,
+        timestamp: 1_800_000_000,
+        offersHash: B256::repeat_byte(0x0f),
+        withdrawn: false,
+    };
+    let withdrawal =
+        Announcement { withdrawn: true, sequence: heartbeat.sequence + 1, ..heartbeat };
+
     vec![
+        vector(
+            "announcement/heartbeat",
+            EXECUTOR_KEY,
+            "Announcement",
+            &default_domain,
+            announcement_json(&heartbeat),
+            signing_hash(&heartbeat, &default_domain),
+        ),
+        vector(
+            "announcement/withdrawn",
+            EXECUTOR_KEY,
+            "Announcement",
+            &deployed,
+            announcement_json(&withdrawal),
+            signing_hash(&withdrawal, &deployed),
+        ),
         vector(
             "request/default-domain",
             CLIENT_KEY,
@@ -306,10 +350,16 @@ fn committed_vectors_match_the_code() {
         std::fs::write(&path, &rendered).unwrap();
     }
     let committed = std::fs::read_to_string(&path).expect("test-vectors/eip712.json exists");
-    assert_eq!(
-        committed, rendered,
-        "test-vectors/eip712.json is stale; regenerate with LLOOM_UPDATE_VECTORS=1"
-    );
+    if let Some((line, (old, new))) =
+        committed.lines().zip(rendered.lines()).enumerate().find(|(_, (a, b))| a != b)
+    {
+        panic!(
+            "test-vectors/eip712.json is stale at line {}: has `{old}`, code gives `{new}`; \
+             regenerate with LLOOM_UPDATE_VECTORS=1",
+            line + 1
+        );
+    }
+    assert_eq!(committed.len(), rendered.len(), "test-vectors/eip712.json is stale (length)");
 }
 
 #[test]
@@ -378,6 +428,7 @@ fn protocol_page_documents_the_exact_type_strings() {
         RequestCommitment::eip712_encode_type(),
         ResponseCommitment::eip712_encode_type(),
         ErrorCommitment::eip712_encode_type(),
+        Announcement::eip712_encode_type(),
     ] {
         assert!(page.contains(encode_type.as_ref()), "protocol.md lacks `{encode_type}`");
     }

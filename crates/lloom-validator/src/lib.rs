@@ -8,13 +8,16 @@
 //! ## Layout
 //! - [`cli`]: command-line arguments and the dispatcher behind the binary.
 //! - [`error`]: this crate's error type.
+//! - [`registry`]: the model registry fed by verified announcements, and its queries.
 //!
 //! ## Status
-//! This release provides node identity (`keys new | show | import`). Networking and the
-//! validator's own work arrive with the network, executor, client and settlement milestones
+//! This release provides node identity (`keys new | show | import`) and the model registry
+//! as a library. Networking arrives with the network, executor, client and settlement milestones
 //! (see the changelog).
 
 pub mod cli;
 pub mod error;
+pub mod registry;
 
 pub use error::{Error, Result};
+pub use registry::{Applied, Registry, RegistryConfig};

@@ -8,7 +8,7 @@ pub use domain::{
     DEFAULT_CHAIN_ID, DEFAULT_VERIFYING_CONTRACT, DOMAIN_NAME, DOMAIN_VERSION, DomainConfig,
 };
 pub use finish::FinishReason;
-pub use types::{ErrorCommitment, RequestCommitment, ResponseCommitment};
+pub use types::{Announcement, ErrorCommitment, RequestCommitment, ResponseCommitment};
 
 use alloy_primitives::B256;
 use alloy_sol_types::SolStruct;

@@ -46,6 +46,19 @@ sol! {
         uint64 timestamp;
     }
 
+    /// What an executor signs to announce its offers (or, with `withdrawn`, their removal).
+    ///
+    /// `offersHash` binds the announcement body (models, prices, load, addresses); `sequence`
+    /// increases with every announcement of the same executor, so old ones cannot be replayed.
+    #[derive(Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+    struct Announcement {
+        address executor;
+        uint64 sequence;
+        uint64 timestamp;
+        bytes32 offersHash;
+        bool withdrawn;
+    }
+
     /// What an executor signs when it refuses or aborts a request (busy, invalid, failed).
     #[derive(Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
     struct ErrorCommitment {

@@ -1,0 +1,331 @@
+//! [`EventLoop`]: the one task that owns the swarm.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, mdns};
+use tokio::sync::{mpsc, oneshot};
+
+use super::NetworkConfig;
+use super::behaviour::{Behaviour, BehaviourEvent};
+use super::event::{NetworkEvent, NetworkStats, RegistryResponder};
+use super::handle::Command;
+use crate::announce::{AnnouncementLimits, SignedAnnouncement, verify_announcement};
+use crate::error::{Error, Result};
+use crate::registry_query::{RegistryRequest, RegistryResponse};
+use crate::verify::{VerifyPolicy, unix_now};
+
+/// Invalid messages from one peer before it is disconnected.
+const MISBEHAVIOUR_LIMIT: u32 = 5;
+/// How long `start` waits for the listeners to come up.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A per-peer token bucket for inbound registry queries.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+/// Owns the swarm; spawn [`EventLoop::run`] on a tokio runtime.
+pub struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<NetworkEvent>,
+    policy: VerifyPolicy,
+    limits: AnnouncementLimits,
+    topic: IdentTopic,
+    pending_queries: HashMap<OutboundRequestId, oneshot::Sender<Result<RegistryResponse>>>,
+    buckets: HashMap<PeerId, Bucket>,
+    queries_per_sec: f64,
+    misbehaviour: HashMap<PeerId, u32>,
+    stats: NetworkStats,
+}
+
+impl std::fmt::Debug for EventLoop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLoop")
+            .field("peer_id", self.swarm.local_peer_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventLoop {
+    pub(crate) fn new(
+        swarm: Swarm<Behaviour>,
+        commands: mpsc::Receiver<Command>,
+        events: mpsc::Sender<NetworkEvent>,
+        policy: VerifyPolicy,
+        limits: AnnouncementLimits,
+        config: &NetworkConfig,
+        topic: IdentTopic,
+    ) -> Self {
+        Self {
+            swarm,
+            commands,
+            events,
+            policy,
+            limits,
+            topic,
+            pending_queries: HashMap::new(),
+            buckets: HashMap::new(),
+            queries_per_sec: f64::from(config.registry_queries_per_sec.max(1)),
+            misbehaviour: HashMap::new(),
+            stats: NetworkStats::default(),
+        }
+    }
+
+    /// Starts the listeners, waits until each has an address, and dials the bootstrap peers.
+    pub(crate) async fn listen_and_bootstrap(&mut self, config: &NetworkConfig) -> Result<()> {
+        let mut waiting = HashSet::new();
+        for addr in &config.listen_addrs {
+            let id =
+                self.swarm.listen_on(addr.clone()).map_err(|e| Error::NetworkSetup(Box::new(e)))?;
+            waiting.insert(id);
+        }
+        let deadline = tokio::time::Instant::now() + LISTEN_TIMEOUT;
+        while !waiting.is_empty() {
+            let event = tokio::time::timeout_at(deadline, self.swarm.select_next_some())
+                .await
+                .map_err(|_| Error::Timeout(LISTEN_TIMEOUT))?;
+            if let SwarmEvent::NewListenAddr { listener_id, .. } = &event {
+                waiting.remove(listener_id);
+            }
+            self.on_swarm_event(event);
+        }
+        for addr in &config.bootstrap {
+            if let Some(Protocol::P2p(peer)) = addr.iter().last() {
+                let transport: Multiaddr =
+                    addr.iter().filter(|p| !matches!(p, Protocol::P2p(_))).collect();
+                self.swarm.behaviour_mut().kad.add_address(&peer, transport);
+            }
+            self.swarm.dial(addr.clone()).map_err(|e| Error::Dial(Box::new(e)))?;
+        }
+        if !config.bootstrap.is_empty() {
+            // Only fails without known peers, which the loop above rules out.
+            let _ = self.swarm.behaviour_mut().kad.bootstrap();
+        }
+        Ok(())
+    }
+
+    /// Runs until every [`NetworkHandle`](super::NetworkHandle) is dropped.
+    pub async fn run(mut self) {
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                command = self.commands.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    None => break,
+                },
+            }
+        }
+        tracing::debug!("network event loop stopped: all handles dropped");
+    }
+
+    fn emit(&mut self, event: NetworkEvent) {
+        if self.events.try_send(event).is_err() {
+            self.stats.events_dropped += 1;
+        }
+    }
+
+    fn with_p2p(&self, addr: Multiaddr) -> Multiaddr {
+        addr.with_p2p(*self.swarm.local_peer_id()).unwrap_or_else(|a| a)
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Dial { addr, reply } => {
+                let result = self.swarm.dial(addr).map_err(|e| Error::Dial(Box::new(e)));
+                let _ = reply.send(result);
+            }
+            Command::Publish { announcement, reply } => {
+                let result = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(self.topic.clone(), announcement.encode())
+                    .map(|_| ())
+                    .map_err(|e| Error::Publish(Box::new(e)));
+                let _ = reply.send(result);
+            }
+            Command::QueryRegistry { peer, request, reply } => {
+                let id = self.swarm.behaviour_mut().registry.send_request(&peer, request);
+                self.pending_queries.insert(id, reply);
+            }
+            Command::RespondRegistry { responder, response } => {
+                // Fails only if the peer went away; nothing left to do then.
+                let _ = self.swarm.behaviour_mut().registry.send_response(responder.0, *response);
+            }
+            Command::ListenAddrs { reply } => {
+                let addrs = self.swarm.listeners().cloned().map(|a| self.with_p2p(a)).collect();
+                let _ = reply.send(addrs);
+            }
+            Command::ConnectedPeers { reply } => {
+                let _ = reply.send(self.swarm.connected_peers().copied().collect());
+            }
+            Command::Stats { reply } => {
+                let _ = reply.send(self.stats.clone());
+            }
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                let addr = self.with_p2p(address);
+                tracing::info!(%addr, "listening");
+                self.emit(NetworkEvent::Listening(addr));
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, num_established, .. }
+                if num_established.get() == 1 =>
+            {
+                self.emit(NetworkEvent::PeerConnected(peer_id));
+            }
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                self.buckets.remove(&peer_id);
+                self.misbehaviour.remove(&peer_id);
+                self.emit(NetworkEvent::PeerDisconnected(peer_id));
+            }
+            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
+            _ => {}
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            }) => self.on_gossip(propagation_source, &message_id, &message),
+            BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { peer_id, topic })
+                if topic == self.topic.hash() =>
+            {
+                self.emit(NetworkEvent::Subscribed(peer_id));
+            }
+            BehaviourEvent::Registry(event) => self.on_registry(event),
+            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
+                for (peer, addr) in found {
+                    self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+                    if !self.swarm.is_connected(&peer) {
+                        let _ = self.swarm.dial(addr.clone());
+                    }
+                    self.emit(NetworkEvent::PeerDiscovered { peer, addr });
+                }
+            }
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })
+                if info.protocols.contains(&super::protocol::KAD_PROTOCOL) =>
+            {
+                for addr in info.listen_addrs.into_iter().take(self.limits.max_addrs) {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                }
+            }
+            BehaviourEvent::Kad(kad::Event::RoutingUpdated { .. }) | BehaviourEvent::Ping(_) => {}
+            _ => {}
+        }
+    }
+
+    fn on_gossip(&mut self, via: PeerId, id: &gossipsub::MessageId, message: &gossipsub::Message) {
+        let verdict = match message.source {
+            Some(source) => {
+                SignedAnnouncement::decode(&message.data, &self.limits).and_then(|ann| {
+                    verify_announcement(&ann, Some(&source), &self.policy, &self.limits, unix_now())
+                        .map(|()| (source, ann))
+                })
+            }
+            None => Err(Error::InvalidMessage("anonymous gossip message".into())),
+        };
+        let acceptance = match verdict {
+            Ok((source, announcement)) => {
+                self.stats.announcements_accepted += 1;
+                self.emit(NetworkEvent::Announcement { source, announcement });
+                MessageAcceptance::Accept
+            }
+            Err(error) => {
+                tracing::debug!(peer = %via, %error, "announcement rejected");
+                match error {
+                    Error::Decode(_)
+                    | Error::TooLarge { .. }
+                    | Error::Truncated { .. }
+                    | Error::UnsupportedVersion(_) => self.stats.announcements_malformed += 1,
+                    Error::SignerMismatch { .. }
+                    | Error::PeerMismatch { .. }
+                    | Error::DomainMismatch { .. }
+                    | Error::MalformedSignature(_)
+                    | Error::HighS
+                    | Error::RecoveryFailed
+                    | Error::InvalidRecoveryId(_) => {
+                        self.stats.announcements_forged += 1;
+                    }
+                    _ => self.stats.announcements_invalid += 1,
+                }
+                self.penalize(via);
+                MessageAcceptance::Reject
+            }
+        };
+        self.swarm.behaviour_mut().gossipsub.report_message_validation_result(id, &via, acceptance);
+    }
+
+    /// Counts a misbehaviour of `peer`; disconnects it at the limit.
+    fn penalize(&mut self, peer: PeerId) {
+        let count = self.misbehaviour.entry(peer).or_default();
+        *count += 1;
+        if *count >= MISBEHAVIOUR_LIMIT {
+            tracing::warn!(%peer, "disconnecting misbehaving peer");
+            self.stats.peers_disconnected += 1;
+            self.misbehaviour.remove(&peer);
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+    }
+
+    fn allow_query(&mut self, peer: PeerId) -> bool {
+        let rate = self.queries_per_sec;
+        let now = Instant::now();
+        let bucket = self.buckets.entry(peer).or_insert(Bucket { tokens: 2.0 * rate, last: now });
+        let refill = now.duration_since(bucket.last).as_secs_f64() * rate;
+        bucket.tokens = (bucket.tokens + refill).min(2.0 * rate);
+        bucket.last = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn on_registry(&mut self, event: request_response::Event<RegistryRequest, RegistryResponse>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { request, channel, .. } => {
+                    if self.allow_query(peer) {
+                        self.emit(NetworkEvent::RegistryQuery {
+                            peer,
+                            request,
+                            responder: RegistryResponder(channel),
+                        });
+                    } else {
+                        self.stats.registry_queries_refused += 1;
+                        let refused = RegistryResponse::Refused { reason: "rate limited".into() };
+                        let _ = self.swarm.behaviour_mut().registry.send_response(channel, refused);
+                    }
+                }
+                request_response::Message::Response { request_id, response } => {
+                    if let Some(reply) = self.pending_queries.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure { request_id, error, .. } => {
+                if let Some(reply) = self.pending_queries.remove(&request_id) {
+                    let _ = reply.send(Err(Error::RegistryQueryFailed(error)));
+                }
+            }
+            _ => {}
+        }
+    }
+}

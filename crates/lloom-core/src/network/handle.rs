@@ -1,0 +1,137 @@
+//! [`NetworkHandle`]: the cheap-to-clone way to talk to the task that owns the swarm.
+
+use std::time::Duration;
+
+use libp2p::{Multiaddr, PeerId, Stream};
+use tokio::sync::{mpsc, oneshot};
+
+use super::NetworkStats;
+use super::event::RegistryResponder;
+use super::protocol::REQUEST_PROTOCOL;
+use crate::announce::SignedAnnouncement;
+use crate::error::{Error, Result};
+use crate::registry_query::{RegistryRequest, RegistryResponse};
+
+/// Commands the event loop executes; each carries the channel for its reply.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Dial {
+        addr: Multiaddr,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Publish {
+        announcement: Box<SignedAnnouncement>,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    QueryRegistry {
+        peer: PeerId,
+        request: RegistryRequest,
+        reply: oneshot::Sender<Result<RegistryResponse>>,
+    },
+    RespondRegistry {
+        responder: RegistryResponder,
+        response: Box<RegistryResponse>,
+    },
+    ListenAddrs {
+        reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
+    ConnectedPeers {
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
+    Stats {
+        reply: oneshot::Sender<NetworkStats>,
+    },
+}
+
+/// A handle to the network. Clone it freely; the event loop stops when every handle is gone.
+#[derive(Clone)]
+pub struct NetworkHandle {
+    pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) control: libp2p_stream::Control,
+    pub(crate) local_peer_id: PeerId,
+    pub(crate) stream_timeout: Duration,
+}
+
+impl std::fmt::Debug for NetworkHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetworkHandle")
+            .field("peer_id", &self.local_peer_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NetworkHandle {
+    /// This node's peer id.
+    pub fn local_peer_id(&self) -> PeerId {
+        self.local_peer_id
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(make(reply)).await.map_err(|_| Error::NetworkStopped)?;
+        answer.await.map_err(|_| Error::NetworkStopped)
+    }
+
+    /// Dials `addr` (which should end in `/p2p/<id>`); resolves once the dial has started.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<()> {
+        self.call(|reply| Command::Dial { addr, reply }).await?
+    }
+
+    /// Publishes a signed announcement on the announcement topic.
+    pub async fn publish_announcement(&self, announcement: SignedAnnouncement) -> Result<()> {
+        self.call(|reply| Command::Publish { announcement: Box::new(announcement), reply }).await?
+    }
+
+    /// Asks `peer`'s registry; fails on timeout, disconnect or a refused stream.
+    pub async fn query_registry(
+        &self,
+        peer: PeerId,
+        request: RegistryRequest,
+    ) -> Result<RegistryResponse> {
+        self.call(|reply| Command::QueryRegistry { peer, request, reply }).await?
+    }
+
+    /// Answers an inbound registry query.
+    pub async fn respond_registry(
+        &self,
+        responder: RegistryResponder,
+        response: RegistryResponse,
+    ) -> Result<()> {
+        self.commands
+            .send(Command::RespondRegistry { responder, response: Box::new(response) })
+            .await
+            .map_err(|_| Error::NetworkStopped)
+    }
+
+    /// The addresses this node listens on, each with `/p2p/<id>`.
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>> {
+        self.call(|reply| Command::ListenAddrs { reply }).await
+    }
+
+    /// Peers with at least one open connection.
+    pub async fn connected_peers(&self) -> Result<Vec<PeerId>> {
+        self.call(|reply| Command::ConnectedPeers { reply }).await
+    }
+
+    /// Counters of accepted and refused traffic.
+    pub async fn stats(&self) -> Result<NetworkStats> {
+        self.call(|reply| Command::Stats { reply }).await
+    }
+
+    /// Opens a request stream (`/lloom/request/1`) to `peer`, within the stream timeout.
+    pub async fn open_request_stream(&self, peer: PeerId) -> Result<Stream> {
+        let mut control = self.control.clone();
+        tokio::time::timeout(self.stream_timeout, control.open_stream(peer, REQUEST_PROTOCOL))
+            .await
+            .map_err(|_| Error::Timeout(self.stream_timeout))?
+            .map_err(|e| Error::Stream(e.to_string()))
+    }
+
+    /// Starts accepting inbound request streams; only one acceptor may exist at a time.
+    pub fn accept_request_streams(&self) -> Result<libp2p_stream::IncomingStreams> {
+        self.control
+            .clone()
+            .accept(REQUEST_PROTOCOL)
+            .map_err(|_| Error::Stream("request streams are already being accepted".into()))
+    }
+}

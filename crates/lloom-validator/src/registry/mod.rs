@@ -1,0 +1,139 @@
+//! The model registry: the latest verified announcement of every live executor, indexed by
+//! model, with stale entries expiring after a documented window.
+//!
+//! The registry trusts its caller to have verified each announcement
+//! (`lloom_core::verify_announcement`); it enforces ordering (sequence numbers), capacity and
+//! expiry, and answers the registry query protocol.
+
+mod query;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use lloom_core::{Address, PeerId, SignedAnnouncement};
+
+use crate::error::{Error, Result};
+
+/// How long and how much the registry keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegistryConfig {
+    /// An executor not heard from for this long is removed (default: three heartbeats).
+    pub stale_after_secs: u64,
+    /// Most executors held; announcements from new executors beyond it are refused.
+    pub max_executors: usize,
+}
+
+impl RegistryConfig {
+    /// Default executor heartbeat interval, in seconds.
+    pub const DEFAULT_HEARTBEAT_SECS: u64 = 10;
+    /// Default stale window: three missed heartbeats.
+    pub const DEFAULT_STALE_AFTER_SECS: u64 = 3 * Self::DEFAULT_HEARTBEAT_SECS;
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self { stale_after_secs: Self::DEFAULT_STALE_AFTER_SECS, max_executors: 100_000 }
+    }
+}
+
+/// What applying an announcement did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// A new executor was added.
+    Inserted,
+    /// A known executor's entry was replaced.
+    Updated,
+    /// The executor withdrew and was removed.
+    Removed,
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    announcement: SignedAnnouncement,
+    peer_id: PeerId,
+    last_seen: u64,
+}
+
+/// The registry. Not thread-safe by itself: one task owns it.
+#[derive(Debug, Default)]
+pub struct Registry {
+    config: RegistryConfig,
+    executors: BTreeMap<Address, Entry>,
+    by_model: BTreeMap<String, BTreeSet<Address>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new(config: RegistryConfig) -> Self {
+        Self { config, executors: BTreeMap::new(), by_model: BTreeMap::new() }
+    }
+
+    /// Number of live executors.
+    pub fn len(&self) -> usize {
+        self.executors.len()
+    }
+
+    /// Whether no executor is registered.
+    pub fn is_empty(&self) -> bool {
+        self.executors.is_empty()
+    }
+
+    /// Applies a verified announcement received from `peer_id` at `now`.
+    ///
+    /// Refuses announcements whose sequence is not newer than the one held
+    /// ([`Error::StaleAnnouncement`]) and new executors beyond capacity
+    /// ([`Error::RegistryFull`]).
+    pub fn apply(&mut self, ann: SignedAnnouncement, peer_id: PeerId, now: u64) -> Result<Applied> {
+        let executor = ann.executor();
+        let sequence = ann.commitment.sequence;
+        if let Some(held) = self.executors.get(&executor) {
+            let held_sequence = held.announcement.commitment.sequence;
+            if sequence <= held_sequence {
+                return Err(Error::StaleAnnouncement { executor, sequence, held: held_sequence });
+            }
+        } else if ann.commitment.withdrawn {
+            return Ok(Applied::Removed);
+        } else if self.executors.len() >= self.config.max_executors {
+            return Err(Error::RegistryFull { limit: self.config.max_executors });
+        }
+        let previous = self.remove(&executor);
+        if ann.commitment.withdrawn {
+            return Ok(Applied::Removed);
+        }
+        for offer in &ann.body.offers {
+            self.by_model.entry(offer.model.clone()).or_default().insert(executor);
+        }
+        self.executors.insert(executor, Entry { announcement: ann, peer_id, last_seen: now });
+        Ok(if previous { Applied::Updated } else { Applied::Inserted })
+    }
+
+    /// Removes every executor not heard from within the stale window; returns them.
+    pub fn expire(&mut self, now: u64) -> Vec<Address> {
+        let window = self.config.stale_after_secs;
+        let stale: Vec<Address> = self
+            .executors
+            .iter()
+            .filter(|(_, e)| now.saturating_sub(e.last_seen) > window)
+            .map(|(a, _)| *a)
+            .collect();
+        for executor in &stale {
+            self.remove(executor);
+        }
+        stale
+    }
+
+    fn remove(&mut self, executor: &Address) -> bool {
+        let Some(entry) = self.executors.remove(executor) else { return false };
+        for offer in &entry.announcement.body.offers {
+            if let Some(set) = self.by_model.get_mut(&offer.model) {
+                set.remove(executor);
+                if set.is_empty() {
+                    self.by_model.remove(&offer.model);
+                }
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests;
