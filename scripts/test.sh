@@ -45,7 +45,7 @@ if [ -z "${LLOOM_SKIP_LINT:-}" ]; then
     step "format"
     cargo fmt --all --check
     step "clippy (warnings denied)"
-    cargo clippy --workspace --all-targets --locked -- -D warnings
+    cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
     step "rustdoc (warnings denied)"
     RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 fi
@@ -56,7 +56,7 @@ mdbook build docs
 step "tests"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
-cargo test --workspace --all-targets --locked 2>&1 | tee "$log"
-cargo test --workspace --doc --locked 2>&1 | tee -a "$log"
+cargo test --workspace --all-targets --all-features --locked 2>&1 | tee "$log"
+cargo test --workspace --doc --all-features --locked 2>&1 | tee -a "$log"
 awk '/^test result:/ { passed += $4; failed += $6 }
      END { printf "\ntests: %d passed, %d failed\n", passed, failed }' "$log"

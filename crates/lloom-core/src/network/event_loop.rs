@@ -22,6 +22,8 @@ use crate::verify::{VerifyPolicy, unix_now};
 
 /// Invalid messages from one peer before it is disconnected.
 const MISBEHAVIOUR_LIMIT: u32 = 5;
+/// How long a stopping loop keeps flushing responses already queued.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// How long `start` waits for the listeners to come up.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -44,6 +46,7 @@ pub struct EventLoop {
     buckets: HashMap<PeerId, Bucket>,
     queries_per_sec: f64,
     misbehaviour: HashMap<PeerId, u32>,
+    responses_in_flight: usize,
     stats: NetworkStats,
 }
 
@@ -76,6 +79,7 @@ impl EventLoop {
             buckets: HashMap::new(),
             queries_per_sec: f64::from(config.registry_queries_per_sec.max(1)),
             misbehaviour: HashMap::new(),
+            responses_in_flight: 0,
             stats: NetworkStats::default(),
         }
     }
@@ -113,7 +117,8 @@ impl EventLoop {
         Ok(())
     }
 
-    /// Runs until every [`NetworkHandle`](super::NetworkHandle) is dropped.
+    /// Runs until every [`NetworkHandle`](super::NetworkHandle) is dropped, then flushes the
+    /// responses already queued (for at most one second) and stops.
     pub async fn run(mut self) {
         loop {
             tokio::select! {
@@ -124,7 +129,21 @@ impl EventLoop {
                 },
             }
         }
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        while self.responses_in_flight > 0 {
+            match tokio::time::timeout_at(deadline, self.swarm.select_next_some()).await {
+                Ok(event) => self.on_swarm_event(event),
+                Err(_) => break,
+            }
+        }
         tracing::debug!("network event loop stopped: all handles dropped");
+    }
+
+    fn send_registry_response(&mut self, responder: RegistryResponder, response: RegistryResponse) {
+        // Fails only if the peer went away; nothing left to do then.
+        if self.swarm.behaviour_mut().registry.send_response(responder.0, response).is_ok() {
+            self.responses_in_flight += 1;
+        }
     }
 
     fn emit(&mut self, event: NetworkEvent) {
@@ -153,13 +172,23 @@ impl EventLoop {
                     .map_err(|e| Error::Publish(Box::new(e)));
                 let _ = reply.send(result);
             }
+            #[cfg(feature = "test-utils")]
+            Command::PublishRaw { data, reply } => {
+                let result = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(self.topic.clone(), data)
+                    .map(|_| ())
+                    .map_err(|e| Error::Publish(Box::new(e)));
+                let _ = reply.send(result);
+            }
             Command::QueryRegistry { peer, request, reply } => {
                 let id = self.swarm.behaviour_mut().registry.send_request(&peer, request);
                 self.pending_queries.insert(id, reply);
             }
             Command::RespondRegistry { responder, response } => {
-                // Fails only if the peer went away; nothing left to do then.
-                let _ = self.swarm.behaviour_mut().registry.send_response(responder.0, *response);
+                self.send_registry_response(responder, *response);
             }
             Command::ListenAddrs { reply } => {
                 let addrs = self.swarm.listeners().cloned().map(|a| self.with_p2p(a)).collect();
@@ -311,7 +340,7 @@ impl EventLoop {
                     } else {
                         self.stats.registry_queries_refused += 1;
                         let refused = RegistryResponse::Refused { reason: "rate limited".into() };
-                        let _ = self.swarm.behaviour_mut().registry.send_response(channel, refused);
+                        self.send_registry_response(RegistryResponder(channel), refused);
                     }
                 }
                 request_response::Message::Response { request_id, response } => {
@@ -325,7 +354,10 @@ impl EventLoop {
                     let _ = reply.send(Err(Error::RegistryQueryFailed(error)));
                 }
             }
-            _ => {}
+            request_response::Event::ResponseSent { .. }
+            | request_response::Event::InboundFailure { .. } => {
+                self.responses_in_flight = self.responses_in_flight.saturating_sub(1);
+            }
         }
     }
 }

@@ -23,6 +23,11 @@ pub(crate) enum Command {
         announcement: Box<SignedAnnouncement>,
         reply: oneshot::Sender<Result<()>>,
     },
+    #[cfg(feature = "test-utils")]
+    PublishRaw {
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<()>>,
+    },
     QueryRegistry {
         peer: PeerId,
         request: RegistryRequest,

@@ -17,6 +17,8 @@ mod event_loop;
 mod handle;
 pub mod protocol;
 mod registry_codec;
+#[cfg(feature = "test-utils")]
+pub mod test_utils;
 
 pub use config::NetworkConfig;
 pub use event::{NetworkEvent, NetworkStats, RegistryResponder};

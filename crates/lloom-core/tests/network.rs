@@ -1,0 +1,209 @@
+//! Real libp2p nodes in one process, on loopback with mDNS off: gossip announcements are
+//! verified (forged, unsigned and oversized ones rejected and counted), registry queries round
+//! trip, and request streams carry frames in order and cut off oversized ones.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use lloom_core::network::NetworkEvent;
+use lloom_core::network::test_utils::{TestNode, WAIT};
+use lloom_core::registry_query::{ExecutorInfo, RegistryRequest, RegistryResponse};
+use lloom_core::wire::{read_frame, write_frame};
+use lloom_core::{
+    AnnouncementBody, DomainConfig, Error, ExecutorLoad, ModelOffer, NodeKey, SignedAnnouncement,
+    StreamChunk, U256, WireLimits, WireMessage, unix_now,
+};
+
+fn body(model: &str) -> AnnouncementBody {
+    AnnouncementBody {
+        offers: vec![ModelOffer {
+            model: model.into(),
+            context_length: 2048,
+            price_per_input_token: U256::from(1u64),
+            price_per_output_token: U256::from(2u64),
+            weights_sha256: None,
+            quantization: None,
+            capabilities: vec!["chat".into()],
+        }],
+        load: ExecutorLoad::default(),
+        listen_addrs: vec![],
+    }
+}
+
+fn announcement(key: &NodeKey, sequence: u64, model: &str) -> SignedAnnouncement {
+    SignedAnnouncement::sign(key, DomainConfig::default(), sequence, unix_now(), body(model), false)
+        .unwrap()
+}
+
+/// A validator-like node and an executor-like node bootstrapped from it, with the executor
+/// knowing that the validator listens on the announcement topic.
+async fn pair() -> (TestNode, TestNode) {
+    let validator = TestNode::spawn(true, vec![]).await.unwrap();
+    let addr = validator.addr().await.unwrap();
+    let mut executor = TestNode::spawn(false, vec![addr]).await.unwrap();
+    let validator_id = validator.key.peer_id();
+    executor
+        .wait_for(|e| matches!(e, NetworkEvent::Subscribed(p) if p == validator_id).then_some(()))
+        .await
+        .unwrap();
+    (validator, executor)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announcements_are_verified_and_bad_ones_counted() {
+    let (mut validator, executor) = pair().await;
+    let stranger = NodeKey::generate();
+
+    // Forged: a valid announcement of another key, published by the executor.
+    executor.handle.publish_announcement(announcement(&stranger, 1, "forged")).await.unwrap();
+    // Unsigned: bytes that are no announcement at all.
+    executor.handle.publish_raw_gossip(b"\x01not an announcement".to_vec()).await.unwrap();
+    // Oversized for the receiver: over the announcement limit, under gossip's transport cap.
+    let mut big = body("big");
+    big.offers = vec![big.offers[0].clone(); 65];
+    let oversized =
+        SignedAnnouncement::sign(&executor.key, DomainConfig::default(), 2, unix_now(), big, false)
+            .unwrap();
+    executor.handle.publish_raw_gossip(oversized.encode()).await.unwrap();
+    // Honest: published last, so when it arrives the others have been processed (in order).
+    executor.handle.publish_announcement(announcement(&executor.key, 3, "smol")).await.unwrap();
+
+    let executor_id = executor.key.peer_id();
+    let (source, ann) = validator
+        .wait_for(|e| match e {
+            NetworkEvent::Announcement { source, announcement } => Some((source, announcement)),
+            _ => None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(source, executor_id);
+    assert_eq!(ann.executor(), executor.key.address());
+    assert_eq!(ann.body.offers[0].model, "smol", "only the honest announcement is delivered");
+
+    let stats = validator.handle.stats().await.unwrap();
+    assert_eq!(stats.announcements_accepted, 1);
+    assert_eq!(stats.announcements_forged, 1, "{stats:?}");
+    assert_eq!(stats.announcements_malformed, 2, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_query_round_trip() {
+    let (mut validator, executor) = pair().await;
+    let ann = announcement(&executor.key, 1, "smol");
+    let answer = ann.clone();
+    let responder_handle = validator.handle.clone();
+    let serve = tokio::spawn(async move {
+        let (peer, request, responder) = validator
+            .wait_for(|e| match e {
+                NetworkEvent::RegistryQuery { peer, request, responder } => {
+                    Some((peer, request, responder))
+                }
+                _ => None,
+            })
+            .await
+            .unwrap();
+        let info = ExecutorInfo { announcement: answer, peer_id: peer.to_string(), last_seen: 1 };
+        let response = RegistryResponse::Executor(Some(Box::new(info)));
+        responder_handle.respond_registry(responder, response).await.unwrap();
+        // Keep the validator (and its swarm) alive until the caller has the answer.
+        (peer, request, validator)
+    });
+    let request = RegistryRequest::Executor { executor: executor.key.address() };
+    let response = executor
+        .handle
+        .query_registry(validator_peer(&executor).await, request.clone())
+        .await
+        .unwrap();
+    let (asker, received, _validator) = serve.await.unwrap();
+    assert_eq!(asker, executor.key.peer_id());
+    assert_eq!(received, request);
+    match response {
+        RegistryResponse::Executor(Some(info)) => assert_eq!(info.announcement, ann),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+async fn validator_peer(node: &TestNode) -> lloom_core::PeerId {
+    node.handle.connected_peers().await.unwrap()[0]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_to_a_peer_that_does_not_answer_fails_cleanly() {
+    let (validator, executor) = pair().await;
+    // The validator's events are never read: its responders are dropped with the queue full or
+    // the node shut down. Stop it and the query must fail, not hang.
+    let peer = validator.key.peer_id();
+    validator.task.abort();
+    drop(validator);
+    let result = tokio::time::timeout(
+        WAIT,
+        executor.handle.query_registry(peer, RegistryRequest::Snapshot { cursor: None, limit: 1 }),
+    )
+    .await
+    .expect("query must end within its timeout");
+    assert!(matches!(result, Err(Error::RegistryQueryFailed(_))), "{result:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_chunks_arrive_complete_and_in_order() {
+    let (validator, executor) = pair().await;
+    let limits = WireLimits::default();
+    let mut incoming = validator.handle.accept_request_streams().unwrap();
+    const N: u32 = 200;
+    let reader = tokio::spawn(async move {
+        let (_, mut stream) = incoming.next().await.unwrap();
+        let mut texts = Vec::new();
+        while let Some(msg) = read_frame(&mut stream, &limits).await.unwrap() {
+            match msg {
+                WireMessage::Chunk(c) => texts.push((c.index, c.text)),
+                other => panic!("unexpected {}", other.kind()),
+            }
+        }
+        texts
+    });
+    let mut stream = executor.handle.open_request_stream(validator.key.peer_id()).await.unwrap();
+    for index in 0..N {
+        let chunk = WireMessage::Chunk(StreamChunk { index, text: format!("token-{index} ") });
+        write_frame(&mut stream, &chunk, &limits).await.unwrap();
+    }
+    stream.close().await.unwrap();
+    let texts = tokio::time::timeout(WAIT, reader).await.unwrap().unwrap();
+    assert_eq!(texts.len(), N as usize);
+    for (i, (index, text)) in texts.iter().enumerate() {
+        assert_eq!(*index as usize, i);
+        assert_eq!(text, &format!("token-{i} "));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_frame_cuts_the_stream_with_errors_on_both_sides() {
+    let (validator, executor) = pair().await;
+    let limits = WireLimits::default();
+    let mut incoming = validator.handle.accept_request_streams().unwrap();
+    let reader = tokio::spawn(async move {
+        let (_, mut stream) = incoming.next().await.unwrap();
+        let result = read_frame(&mut stream, &limits).await;
+        // The receiver refuses the frame and drops (resets) the stream.
+        drop(stream);
+        result
+    });
+    let mut stream = executor.handle.open_request_stream(validator.key.peer_id()).await.unwrap();
+    // Announce a 512 MiB frame.
+    stream.write_all(&(512u32 << 20).to_be_bytes()).await.unwrap();
+    stream.write_all(&[1, 0, 0, 0]).await.unwrap();
+    stream.flush().await.unwrap();
+    let receiver_side = tokio::time::timeout(WAIT, reader).await.unwrap().unwrap();
+    assert!(
+        matches!(receiver_side, Err(Error::TooLarge { what: "frame", .. })),
+        "{receiver_side:?}"
+    );
+    // The sender sees the stream end without any answer.
+    let mut rest = Vec::new();
+    let sender_side = tokio::time::timeout(WAIT, stream.read_to_end(&mut rest)).await.unwrap();
+    assert!(sender_side.is_err() || rest.is_empty(), "{sender_side:?}");
+}
