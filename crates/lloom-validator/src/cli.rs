@@ -1,9 +1,16 @@
 //! Command-line interface of `lloom-validator`.
 
-use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
 use lloom_core::cli::{KeysCommand, NodeArgs, Role, run_keys};
+use lloom_core::identity::load_key;
+use lloom_core::network::{Multiaddr, NetworkConfig};
 
 use crate::error::Result;
+use crate::registry::RegistryConfig;
+use crate::service::{Validator, ValidatorConfig};
 
 /// Lloom validator: bootstrap the network and keep the signed model registry.
 #[derive(Parser, Debug)]
@@ -23,13 +30,79 @@ pub enum Command {
     /// Manage the node key (one secp256k1 key: Ethereum address and libp2p peer id).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Run the validator: bootstrap node, relay server and model registry.
+    Start(StartArgs),
 }
 
-/// Runs a parsed command line and returns the text to print.
-pub fn run(cli: &Cli) -> Result<String> {
-    match &cli.command {
-        Command::Keys(cmd) => Ok(run_keys(cmd, &cli.node, Role::Validator)?.render(cli.node.json)),
+/// Options of `lloom-validator start`.
+#[derive(Args, Debug, Clone)]
+pub struct StartArgs {
+    /// Address to listen on (repeatable).
+    #[arg(long = "listen", env = "LLOOM_LISTEN", value_delimiter = ',',
+          default_values = ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"])]
+    pub listen: Vec<Multiaddr>,
+    /// Peer validators to join, as multiaddrs ending in /p2p/PEER_ID (repeatable).
+    #[arg(long = "bootstrap", env = "LLOOM_BOOTSTRAP", value_delimiter = ',')]
+    pub bootstrap: Vec<Multiaddr>,
+    /// Disable mDNS discovery on the local network.
+    #[arg(long)]
+    pub no_mdns: bool,
+    /// Seconds without a heartbeat after which an executor leaves the registry.
+    #[arg(long, default_value_t = RegistryConfig::DEFAULT_STALE_AFTER_SECS)]
+    pub stale_after_secs: u64,
+}
+
+impl StartArgs {
+    fn config(&self) -> ValidatorConfig {
+        ValidatorConfig {
+            network: NetworkConfig {
+                listen_addrs: self.listen.clone(),
+                bootstrap: self.bootstrap.clone(),
+                enable_mdns: !self.no_mdns,
+                server_mode: true,
+                ..NetworkConfig::default()
+            },
+            registry: RegistryConfig {
+                stale_after_secs: self.stale_after_secs,
+                ..Default::default()
+            },
+            expiry_interval: Duration::from_secs(1),
+            ..ValidatorConfig::default()
+        }
     }
+}
+
+/// Runs a parsed command line, writing its output to `out`.
+pub async fn run(cli: &Cli, out: &mut (dyn Write + Send)) -> Result<()> {
+    match &cli.command {
+        Command::Keys(cmd) => {
+            let report = run_keys(cmd, &cli.node, Role::Validator)?;
+            writeln!(out, "{}", report.render(cli.node.json))?;
+        }
+        Command::Start(args) => {
+            let key = load_key(&cli.node.key_path(Role::Validator), &cli.node.password_source())?;
+            let validator = Validator::spawn(&key, args.config()).await?;
+            writeln!(out, "validator {} ({})", key.address().to_checksum(None), key.peer_id())?;
+            for addr in validator.listen_addrs().await? {
+                writeln!(out, "listening on {addr}")?;
+            }
+            out.flush()?;
+            wait_for_shutdown_signal().await?;
+            writeln!(out, "shutting down")?;
+            validator.shutdown().await;
+        }
+    }
+    Ok(())
+}
+
+async fn wait_for_shutdown_signal() -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result?,
+        _ = term.recv() => {}
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -43,10 +116,14 @@ mod tests {
     }
 
     #[test]
-    fn default_key_command_lines_parse() {
+    fn default_command_lines_parse() {
         Cli::try_parse_from(["lloom-validator", "keys", "show"]).unwrap();
-        Cli::try_parse_from(["lloom-validator", "--json", "keys", "new", "--format", "hex"])
-            .unwrap();
-        assert!(Cli::try_parse_from(["lloom-validator", "keys", "import"]).is_err());
+        let cli = Cli::try_parse_from(["lloom-validator", "start"]).unwrap();
+        let Command::Start(args) = cli.command else { panic!("expected start") };
+        assert_eq!(args.listen.len(), 2);
+        assert!(!args.no_mdns);
+        assert!(
+            Cli::try_parse_from(["lloom-validator", "start", "--listen", "not-an-addr"]).is_err()
+        );
     }
 }

@@ -12,6 +12,9 @@ pub enum Error {
     /// A protocol, identity or storage error from `lloom-core`.
     #[error(transparent)]
     Core(#[from] lloom_core::Error),
+    /// Writing output or waiting for a signal failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
     /// An announcement is not newer than the one already held (a replay or a reordering).
     #[error("announcement {sequence} of {executor} is not newer than the held {held}")]
     StaleAnnouncement {

@@ -8,6 +8,7 @@
 //! ## Layout
 //! - [`cli`]: command-line arguments and the dispatcher behind the binary.
 //! - [`error`]: this crate's error type.
+//! - [`service`]: the running validator: network, registry, expiry and peer sync.
 //! - [`registry`]: the model registry fed by verified announcements, and its queries.
 //!
 //! ## Status
@@ -18,6 +19,8 @@
 pub mod cli;
 pub mod error;
 pub mod registry;
+pub mod service;
 
 pub use error::{Error, Result};
 pub use registry::{Applied, Registry, RegistryConfig};
+pub use service::{Validator, ValidatorConfig};

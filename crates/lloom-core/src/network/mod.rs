@@ -26,6 +26,14 @@ pub use event_loop::EventLoop;
 pub use handle::NetworkHandle;
 pub use libp2p::{Multiaddr, Stream};
 
+/// The peer id at the end of `addr` (`.../p2p/<id>`), if any.
+pub fn peer_id_of(addr: &Multiaddr) -> Option<libp2p::PeerId> {
+    match addr.iter().last() {
+        Some(libp2p::multiaddr::Protocol::P2p(peer)) => Some(peer),
+        _ => None,
+    }
+}
+
 use tokio::sync::mpsc;
 
 use crate::announce::AnnouncementLimits;

@@ -67,6 +67,11 @@ impl Registry {
         Self { config, executors: BTreeMap::new(), by_model: BTreeMap::new() }
     }
 
+    /// The stale window, in seconds.
+    pub fn stale_after_secs(&self) -> u64 {
+        self.config.stale_after_secs
+    }
+
     /// Number of live executors.
     pub fn len(&self) -> usize {
         self.executors.len()

@@ -1,0 +1,65 @@
+//! `lloom-validator start` through the real binary: it prints its listen multiaddrs with
+//! `/p2p/<id>`, stops cleanly on SIGINT, and refuses to start without a key.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::cargo::CommandCargoExt;
+use predicates::str::contains;
+
+#[test]
+fn start_prints_addresses_and_stops_on_sigint() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("v.key");
+    assert_cmd::Command::cargo_bin("lloom-validator")
+        .unwrap()
+        .arg("--key")
+        .arg(&key)
+        .args(["keys", "new", "--format", "hex"])
+        .assert()
+        .success();
+
+    let mut child = Command::cargo_bin("lloom-validator")
+        .unwrap()
+        .arg("--key")
+        .arg(&key)
+        .args(["start", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut listening = None;
+    while listening.is_none() && Instant::now() < deadline {
+        let Some(line) = lines.next() else { break };
+        let line = line.unwrap();
+        if line.starts_with("listening on /ip4/127.0.0.1/tcp/") && line.contains("/p2p/16Uiu2") {
+            listening = Some(line);
+        }
+    }
+    assert!(listening.is_some(), "no listen address printed");
+
+    let status = Command::new("kill").arg("-INT").arg(child.id().to_string()).status().unwrap();
+    assert!(status.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+    assert!(rest.iter().any(|l| l == "shutting down"), "{rest:?}");
+}
+
+#[test]
+fn start_without_a_key_says_how_to_make_one() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_cmd::Command::cargo_bin("lloom-validator")
+        .unwrap()
+        .env_clear()
+        .arg("--key")
+        .arg(dir.path().join("missing.key"))
+        .args(["start", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"])
+        .assert()
+        .failure()
+        .stderr(contains("keys new"));
+}
