@@ -7,14 +7,16 @@
 //!
 //! ## Layout
 //! - [`cli`]: command-line arguments and the dispatcher behind the binary.
+//! - [`directory`]: verified executor announcements merged from validators; model listing.
 //! - [`error`]: this crate's error type.
 //!
 //! ## Status
-//! This release provides node identity (`keys new | show | import`). Networking and the
-//! client's own work arrive with the network, executor, client and settlement milestones
-//! (see the changelog).
+//! This release provides node identity (`keys new | show | import`) and model discovery
+//! through validators (`models`). Requests, verification of answers and the gateway arrive
+//! with the executor and client milestones (see the changelog).
 
 pub mod cli;
+pub mod directory;
 pub mod error;
 
 pub use error::{Error, Result};

@@ -1,0 +1,190 @@
+//! The client's view of the network: verified executor announcements merged from every
+//! validator it asked, and the model summaries computed from them.
+//!
+//! Validators are not trusted: every announcement is re-verified here, and each executor's
+//! newest announcement (highest sequence) wins, so several validators merge without double
+//! counting.
+
+use std::collections::BTreeMap;
+
+use lloom_core::network::NetworkHandle;
+use lloom_core::registry_query::{ExecutorInfo, MAX_PAGE, RegistryRequest, RegistryResponse};
+use lloom_core::{
+    Address, AnnouncementLimits, PeerId, SignedAnnouncement, U256, VerifyPolicy, unix_now,
+    verify_announcement,
+};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// Most snapshot pages read from one validator.
+const MAX_PAGES: usize = 1_000;
+/// Most executors the directory holds.
+const MAX_EXECUTORS: usize = 100_000;
+
+/// One model across the executors that serve it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ModelRow {
+    /// Model name.
+    pub model: String,
+    /// Number of executors serving it.
+    pub executors: usize,
+    /// Cheapest and dearest price per prompt token, in wei.
+    pub input_price: (U256, U256),
+    /// Cheapest and dearest price per generated token, in wei.
+    pub output_price: (U256, U256),
+    /// Largest context length offered.
+    pub max_context: u32,
+}
+
+/// Verified announcements by executor.
+#[derive(Debug, Default)]
+pub struct Directory {
+    executors: BTreeMap<Address, (PeerId, SignedAnnouncement)>,
+    rejected: usize,
+}
+
+impl Directory {
+    /// Adds one registry entry after verifying it; returns whether it was kept.
+    ///
+    /// `max_age_secs` is how old an announcement may be (a validator's stale window).
+    pub fn ingest(&mut self, info: ExecutorInfo, policy: &VerifyPolicy, max_age_secs: u64) -> bool {
+        let Ok(peer) = info.peer_id.parse::<PeerId>() else {
+            self.rejected += 1;
+            return false;
+        };
+        let ann = info.announcement;
+        let policy =
+            VerifyPolicy { clock_skew_secs: policy.clock_skew_secs.max(max_age_secs), ..*policy };
+        let limits = AnnouncementLimits::default();
+        if verify_announcement(&ann, Some(&peer), &policy, &limits, unix_now()).is_err()
+            || ann.commitment.withdrawn
+        {
+            self.rejected += 1;
+            return false;
+        }
+        let newer = self
+            .executors
+            .get(&ann.executor())
+            .is_none_or(|(_, held)| held.commitment.sequence < ann.commitment.sequence);
+        if newer
+            && (self.executors.len() < MAX_EXECUTORS
+                || self.executors.contains_key(&ann.executor()))
+        {
+            self.executors.insert(ann.executor(), (peer, ann));
+        }
+        newer
+    }
+
+    /// Pages through `validator`'s snapshot and ingests every entry.
+    pub async fn fetch_from(
+        &mut self,
+        network: &NetworkHandle,
+        validator: PeerId,
+        policy: &VerifyPolicy,
+        max_age_secs: u64,
+    ) -> Result<()> {
+        let mut cursor = None;
+        for _ in 0..MAX_PAGES {
+            let request = RegistryRequest::Snapshot { cursor, limit: MAX_PAGE };
+            match network.query_registry(validator, request).await? {
+                RegistryResponse::Executors { executors, next_cursor } => {
+                    for info in executors {
+                        self.ingest(info, policy, max_age_secs);
+                    }
+                    cursor = next_cursor;
+                }
+                RegistryResponse::Refused { reason } => {
+                    return Err(Error::ValidatorRefused { validator, reason });
+                }
+                _ => {
+                    return Err(Error::ValidatorRefused {
+                        validator,
+                        reason: "unexpected answer".into(),
+                    });
+                }
+            }
+            if cursor.is_none() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of executors known.
+    pub fn len(&self) -> usize {
+        self.executors.len()
+    }
+
+    /// Whether no executor is known.
+    pub fn is_empty(&self) -> bool {
+        self.executors.is_empty()
+    }
+
+    /// Entries refused during ingestion (bad signature, wrong peer, withdrawn, malformed).
+    pub fn rejected(&self) -> usize {
+        self.rejected
+    }
+
+    /// Every model on offer, by name.
+    pub fn models(&self) -> Vec<ModelRow> {
+        let mut rows: BTreeMap<&str, ModelRow> = BTreeMap::new();
+        for (_, ann) in self.executors.values() {
+            for offer in &ann.body.offers {
+                let row = rows.entry(&offer.model).or_insert_with(|| ModelRow {
+                    model: offer.model.clone(),
+                    executors: 0,
+                    input_price: (U256::MAX, U256::ZERO),
+                    output_price: (U256::MAX, U256::ZERO),
+                    max_context: 0,
+                });
+                row.executors += 1;
+                let (pi, po) = (offer.price_per_input_token, offer.price_per_output_token);
+                row.input_price = (row.input_price.0.min(pi), row.input_price.1.max(pi));
+                row.output_price = (row.output_price.0.min(po), row.output_price.1.max(po));
+                row.max_context = row.max_context.max(offer.context_length);
+            }
+        }
+        rows.into_values().collect()
+    }
+}
+
+/// Renders model rows as an aligned table.
+pub fn render_table(rows: &[ModelRow]) -> String {
+    if rows.is_empty() {
+        return "no models on offer".to_owned();
+    }
+    let range =
+        |(lo, hi): (U256, U256)| if lo == hi { lo.to_string() } else { format!("{lo}–{hi}") };
+    let cells: Vec<[String; 5]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.model.clone(),
+                r.executors.to_string(),
+                range(r.input_price),
+                range(r.output_price),
+                r.max_context.to_string(),
+            ]
+        })
+        .collect();
+    let header = ["MODEL", "EXECUTORS", "INPUT WEI/TOKEN", "OUTPUT WEI/TOKEN", "MAX CONTEXT"];
+    let mut widths = header.map(|h| h.chars().count());
+    for row in &cells {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cols: &[String]| {
+        cols.iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    let mut out = vec![line(&header.map(str::to_owned))];
+    out.extend(cells.iter().map(|r| line(r)));
+    out.join("\n")
+}

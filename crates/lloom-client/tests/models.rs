@@ -1,0 +1,136 @@
+//! Model discovery through a real validator: the library merges verified announcements, and
+//! `lloom-client models` prints them (table and JSON); unreachable or malformed bootstrap
+//! addresses give clear errors.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use std::time::Duration;
+
+use lloom_client::cli::{DiscoveryArgs, discover};
+use lloom_core::network::NetworkEvent;
+use lloom_core::network::test_utils::{TestNode, WAIT};
+use lloom_core::network::{Multiaddr, NetworkConfig};
+use lloom_core::{
+    AnnouncementBody, DomainConfig, ExecutorLoad, ModelOffer, NodeKey, SignedAnnouncement, U256,
+    unix_now,
+};
+use lloom_validator::{Validator, ValidatorConfig};
+use predicates::str::contains;
+
+fn args(bootstrap: Vec<Multiaddr>) -> DiscoveryArgs {
+    DiscoveryArgs { bootstrap, no_mdns: true, timeout_secs: 10, max_age_secs: 60 }
+}
+
+async fn network_with_one_executor() -> (Validator, TestNode, Multiaddr) {
+    let config = ValidatorConfig {
+        network: NetworkConfig { server_mode: true, ..NetworkConfig::local() },
+        ..ValidatorConfig::default()
+    };
+    let validator = Validator::spawn(&NodeKey::generate(), config).await.unwrap();
+    let addr = validator.listen_addrs().await.unwrap().remove(0);
+    let mut executor = TestNode::spawn(false, vec![addr.clone()]).await.unwrap();
+    executor.wait_for(|e| matches!(e, NetworkEvent::Subscribed(_)).then_some(())).await.unwrap();
+    let body = AnnouncementBody {
+        offers: vec![ModelOffer {
+            model: "SmolLM2-135M-Instruct".into(),
+            context_length: 8192,
+            price_per_input_token: U256::from(7u64),
+            price_per_output_token: U256::from(11u64),
+            weights_sha256: None,
+            quantization: Some("Q4_1".into()),
+            capabilities: vec!["chat".into()],
+        }],
+        load: ExecutorLoad::default(),
+        listen_addrs: vec![],
+    };
+    let ann = SignedAnnouncement::sign(
+        &executor.key,
+        DomainConfig::default(),
+        1,
+        unix_now(),
+        body,
+        false,
+    )
+    .unwrap();
+    executor.handle.publish_announcement(ann).await.unwrap();
+    (validator, executor, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_are_listed_through_a_validator() {
+    let (_validator, _executor, addr) = network_with_one_executor().await;
+
+    // Library: poll until the validator has applied the announcement (bounded).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let rows = loop {
+        let rows = discover(&args(vec![addr.clone()])).await.unwrap().models();
+        if !rows.is_empty() || tokio::time::Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].model, "SmolLM2-135M-Instruct");
+    assert_eq!(rows[0].executors, 1);
+    assert_eq!(rows[0].input_price, (U256::from(7u64), U256::from(7u64)));
+    assert_eq!(rows[0].max_context, 8192);
+
+    // The real binary, table and JSON.
+    let bootstrap = addr.to_string();
+    let table = tokio::task::spawn_blocking({
+        let bootstrap = bootstrap.clone();
+        move || {
+            assert_cmd::Command::cargo_bin("lloom-client")
+                .unwrap()
+                .args(["models", "--no-mdns", "--bootstrap", &bootstrap])
+                .assert()
+                .success()
+                .stdout(contains("SmolLM2-135M-Instruct"))
+                .stdout(contains("MODEL"))
+                .get_output()
+                .stdout
+                .clone()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(String::from_utf8(table).unwrap().contains("8192"));
+    let json = tokio::task::spawn_blocking(move || {
+        assert_cmd::Command::cargo_bin("lloom-client")
+            .unwrap()
+            .args(["--json", "models", "--no-mdns", "--bootstrap", &bootstrap])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone()
+    })
+    .await
+    .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(json[0]["output_price_wei"][0], "11");
+    assert_eq!(json[0]["executors"], 1);
+}
+
+#[test]
+fn unreachable_or_malformed_bootstrap_is_a_clear_error() {
+    // Port 9 (discard) on loopback: nothing listens there in a test sandbox.
+    let nobody = "/ip4/127.0.0.1/tcp/9/p2p/16Uiu2HAmGcnVbTzZoBtRMqNa6vLUkX9MkxiH3V8bQ4cfRpBWs2AU";
+    assert_cmd::Command::cargo_bin("lloom-client")
+        .unwrap()
+        .args(["models", "--no-mdns", "--timeout-secs", "2", "--bootstrap", nobody])
+        .assert()
+        .failure()
+        .stderr(contains("no validator reachable"));
+    assert_cmd::Command::cargo_bin("lloom-client")
+        .unwrap()
+        .args(["models", "--no-mdns", "--bootstrap", "/ip4/127.0.0.1/tcp/4001"])
+        .assert()
+        .failure()
+        .stderr(contains("must end in /p2p/"));
+}
