@@ -6,15 +6,17 @@
 //! so tests and other programs can drive the node in-process.
 //!
 //! ## Layout
+//! - [`announcer`]: signed announcements on start, on change, on heartbeat, and withdrawal.
 //! - [`cli`]: command-line arguments and the dispatcher behind the binary.
 //! - [`error`]: this crate's error type.
 //!
 //! ## Status
-//! This release provides node identity (`keys new | show | import`). Networking and the
-//! executor's own work arrive with the network, executor, client and settlement milestones
-//! (see the changelog).
+//! This release provides node identity (`keys new | show | import`) and the announcer. Model
+//! backends and request serving arrive with the executor milestone (see the changelog).
 
+pub mod announcer;
 pub mod cli;
 pub mod error;
 
+pub use announcer::{Announcer, AnnouncerConfig};
 pub use error::{Error, Result};

@@ -1,0 +1,140 @@
+//! The announcer: publishes the executor's signed offers on start, on every change, on a
+//! heartbeat, and their withdrawal on shutdown.
+
+use std::time::Duration;
+
+use lloom_core::network::NetworkHandle;
+use lloom_core::{AnnouncementBody, DomainConfig, NodeKey, SignedAnnouncement, unix_now};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::error::Result;
+
+/// Retry delay after a failed publish (e.g. no validator subscribed yet).
+const RETRY: Duration = Duration::from_secs(1);
+
+/// How often and for which domain the executor announces.
+#[derive(Clone, Copy, Debug)]
+pub struct AnnouncerConfig {
+    /// Time between heartbeats; validators expire an executor after several missed ones.
+    pub heartbeat: Duration,
+    /// The signature domain.
+    pub domain: DomainConfig,
+}
+
+impl Default for AnnouncerConfig {
+    fn default() -> Self {
+        Self { heartbeat: Duration::from_secs(10), domain: DomainConfig::default() }
+    }
+}
+
+/// Controls a running announcer.
+#[derive(Debug)]
+pub struct Announcer {
+    offers: watch::Sender<AnnouncementBody>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<()>>,
+}
+
+/// Strictly increasing sequence numbers that stay ahead across restarts: unix milliseconds,
+/// or one more than the last, whichever is larger.
+#[derive(Debug, Default)]
+struct Sequence(u64);
+
+impl Sequence {
+    fn next(&mut self) -> u64 {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or_default();
+        self.0 = now_ms.max(self.0.saturating_add(1));
+        self.0
+    }
+}
+
+impl Announcer {
+    /// Starts announcing `offers` for `key` on `network`.
+    pub fn spawn(
+        key: NodeKey,
+        network: NetworkHandle,
+        offers: AnnouncementBody,
+        config: AnnouncerConfig,
+    ) -> Self {
+        let (offers_tx, offers_rx) = watch::channel(offers);
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let task = tokio::spawn(run(key, network, offers_rx, stop_rx, config));
+        Self { offers: offers_tx, stop: Some(stop_tx), task }
+    }
+
+    /// Replaces the offers (models, prices, load); announced immediately.
+    pub fn update(&self, offers: AnnouncementBody) {
+        // The task only ends through `shutdown`, which consumes `self`.
+        let _ = self.offers.send(offers);
+    }
+
+    /// Publishes the withdrawal and stops.
+    pub async fn shutdown(mut self) -> Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.await {
+            Ok(result) => result,
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+async fn run(
+    key: NodeKey,
+    network: NetworkHandle,
+    mut offers: watch::Receiver<AnnouncementBody>,
+    mut stop: oneshot::Receiver<()>,
+    config: AnnouncerConfig,
+) -> Result<()> {
+    let mut sequence = Sequence::default();
+    let mut delay = Duration::ZERO;
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            changed = offers.changed() => if changed.is_err() { break },
+            () = tokio::time::sleep(delay) => {}
+        }
+        let body = offers.borrow_and_update().clone();
+        let ann = SignedAnnouncement::sign(
+            &key,
+            config.domain,
+            sequence.next(),
+            unix_now(),
+            body,
+            false,
+        )?;
+        delay = match network.publish_announcement(ann).await {
+            Ok(()) => config.heartbeat,
+            Err(error) => {
+                tracing::debug!(%error, "announcement not published; retrying");
+                RETRY
+            }
+        };
+    }
+    let body = offers.borrow().clone();
+    let bye =
+        SignedAnnouncement::sign(&key, config.domain, sequence.next(), unix_now(), body, true)?;
+    network.publish_announcement(bye).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequences_strictly_increase_even_within_one_millisecond() {
+        let mut s = Sequence::default();
+        let mut last = 0;
+        for _ in 0..10_000 {
+            let n = s.next();
+            assert!(n > last);
+            last = n;
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! The announcer against a real validator: offers appear, an update shows up without waiting
+//! for a heartbeat, and shutdown withdraws the executor (long before the stale window).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use std::time::{Duration, Instant};
+
+use lloom_client::cli::{DiscoveryArgs, discover};
+use lloom_client::directory::ModelRow;
+use lloom_core::network::test_utils::{TestNode, WAIT};
+use lloom_core::network::{Multiaddr, NetworkConfig};
+use lloom_core::{AnnouncementBody, ExecutorLoad, ModelOffer, NodeKey, U256};
+use lloom_executor::{Announcer, AnnouncerConfig};
+use lloom_validator::{Validator, ValidatorConfig};
+
+fn body(price_out: u64) -> AnnouncementBody {
+    AnnouncementBody {
+        offers: vec![ModelOffer {
+            model: "smol".into(),
+            context_length: 2048,
+            price_per_input_token: U256::from(1u64),
+            price_per_output_token: U256::from(price_out),
+            weights_sha256: None,
+            quantization: None,
+            capabilities: vec![],
+        }],
+        load: ExecutorLoad::default(),
+        listen_addrs: vec![],
+    }
+}
+
+async fn models_until(addr: &Multiaddr, done: impl Fn(&[ModelRow]) -> bool) -> Vec<ModelRow> {
+    let args = DiscoveryArgs {
+        bootstrap: vec![addr.clone()],
+        no_mdns: true,
+        timeout_secs: 10,
+        max_age_secs: 60,
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let rows = discover(&args).await.unwrap().models();
+        if done(&rows) {
+            return rows;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never reached: {rows:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announces_updates_and_withdraws() {
+    let config = ValidatorConfig {
+        network: NetworkConfig { server_mode: true, ..NetworkConfig::local() },
+        ..ValidatorConfig::default()
+    };
+    let validator = Validator::spawn(&NodeKey::generate(), config).await.unwrap();
+    let addr = validator.listen_addrs().await.unwrap().remove(0);
+    let node = TestNode::spawn(false, vec![addr.clone()]).await.unwrap();
+    // A long heartbeat: everything below must happen on start, on change or on shutdown.
+    let announcer_config =
+        AnnouncerConfig { heartbeat: Duration::from_secs(600), ..Default::default() };
+    let announcer =
+        Announcer::spawn(node.key.clone(), node.handle.clone(), body(5), announcer_config);
+
+    let rows = models_until(&addr, |r| !r.is_empty()).await;
+    assert_eq!(rows[0].output_price, (U256::from(5u64), U256::from(5u64)));
+
+    announcer.update(body(9));
+    models_until(&addr, |r| r.first().is_some_and(|m| m.output_price.0 == U256::from(9u64))).await;
+
+    let stopped = Instant::now();
+    announcer.shutdown().await.unwrap();
+    models_until(&addr, <[ModelRow]>::is_empty).await;
+    assert!(stopped.elapsed() < Duration::from_secs(10), "removal waited for the stale window");
+    validator.shutdown().await;
+}
