@@ -18,6 +18,8 @@ use lloom_validator::{Registry, RegistryConfig};
 
 const MODELS: usize = 20;
 const QUERIES: usize = 10_000;
+/// Queries per kind in smoke-test mode (`cargo test`).
+const SMOKE_QUERIES: usize = 50;
 
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
@@ -30,8 +32,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn time_queries(name: &str, registry: &Registry, make: impl Fn(usize) -> RegistryRequest) {
-    let mut samples = Vec::with_capacity(QUERIES);
-    for i in 0..QUERIES {
+    let queries = if std::env::args().any(|a| a == "--bench") { QUERIES } else { SMOKE_QUERIES };
+    let mut samples = Vec::with_capacity(queries);
+    for i in 0..queries {
         let request = make(i);
         let start = Instant::now();
         std::hint::black_box(registry.answer(&request));
