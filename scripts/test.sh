@@ -20,6 +20,7 @@ command -v npm >/dev/null || missing+=(nodejs npm)
 command -v cc >/dev/null || missing+=(build-essential)
 command -v pkg-config >/dev/null || missing+=(pkg-config)
 command -v ip >/dev/null || missing+=(iproute2)
+command -v python3 >/dev/null || missing+=(python3 python3-pip)
 if ((${#missing[@]})); then
     if [ "$(id -u)" = 0 ]; then SUDO=(); else SUDO=(sudo); fi
     "${SUDO[@]}" apt-get update -qq

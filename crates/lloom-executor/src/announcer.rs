@@ -10,8 +10,11 @@ use tokio::task::JoinHandle;
 
 use crate::error::Result;
 
-/// Retry delay after a failed publish (e.g. no validator subscribed yet).
-const RETRY: Duration = Duration::from_secs(1);
+/// First retry delay after a failed publish (e.g. no validator subscribed yet); doubles up to
+/// [`MAX_RETRY`].
+const FIRST_RETRY: Duration = Duration::from_millis(50);
+/// Longest retry delay.
+const MAX_RETRY: Duration = Duration::from_secs(2);
 
 /// How often and for which domain the executor announces.
 #[derive(Clone, Copy, Debug)]
@@ -93,6 +96,7 @@ async fn run(
 ) -> Result<()> {
     let mut sequence = Sequence::default();
     let mut delay = Duration::ZERO;
+    let mut retry = FIRST_RETRY;
     loop {
         tokio::select! {
             _ = &mut stop => break,
@@ -109,10 +113,15 @@ async fn run(
             false,
         )?;
         delay = match network.publish_announcement(ann).await {
-            Ok(()) => config.heartbeat,
+            Ok(()) => {
+                retry = FIRST_RETRY;
+                config.heartbeat
+            }
             Err(error) => {
-                tracing::debug!(%error, "announcement not published; retrying");
-                RETRY
+                tracing::debug!(%error, ?retry, "announcement not published; retrying");
+                let now = retry;
+                retry = (retry * 2).min(MAX_RETRY);
+                now
             }
         };
     }

