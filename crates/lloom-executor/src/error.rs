@@ -47,6 +47,18 @@ pub enum Error {
         /// The end of pip's error output.
         detail: String,
     },
+    /// The engine could not load the model or has stopped.
+    #[error("model engine: {0}")]
+    EngineLoad(String),
+    /// The engine configuration is invalid.
+    #[error("invalid engine configuration: {0}")]
+    EngineConfig(String),
+    /// The backend's queue is full.
+    #[error("busy: {queued} requests are already waiting")]
+    Busy {
+        /// The queue capacity.
+        queued: usize,
+    },
     /// The downloaded package is not a readable wheel.
     #[error("downloaded package is not a valid wheel: {0}")]
     Archive(zip::result::ZipError),

@@ -7,6 +7,7 @@
 //!
 //! ## Layout
 //! - [`announcer`]: signed announcements on start, on change, on heartbeat, and withdrawal.
+//! - [`backend`]: model backends behind one streaming interface; the embedded llama.cpp engine.
 //! - [`cli`]: command-line arguments and the dispatcher behind the binary.
 //! - [`error`]: this crate's error type.
 //! - [`models`]: known models, the local model cache and fetching through pip.
@@ -16,6 +17,7 @@
 //! download (`models pull | list`). Model backends and request serving arrive with the executor milestone (see the changelog).
 
 pub mod announcer;
+pub mod backend;
 pub mod cli;
 pub mod error;
 pub mod models;

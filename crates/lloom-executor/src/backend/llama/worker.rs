@@ -1,0 +1,315 @@
+//! The engine's worker thread: owns the model and context, runs the continuous-batching loop.
+
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::{LlamaChatMessage, LlamaModel};
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+use lloom_core::{FinishReason, Role, SamplingParams};
+
+use super::{EngineConfig, Job};
+use crate::backend::{GenerationEvent, StreamText, Usage};
+
+/// One active sequence.
+struct Sequence {
+    id: i32,
+    job: Job,
+    /// Prompt tokens not yet fed to the model.
+    prefill: Vec<LlamaToken>,
+    /// Last sampled token, fed in the next step.
+    next: Option<LlamaToken>,
+    /// Tokens in the KV cache for this sequence.
+    n_past: i32,
+    /// Index of this sequence's logits in the current batch.
+    logits_at: i32,
+    sampler: LlamaSampler,
+    text: StreamText,
+    input_tokens: u64,
+    output_tokens: u64,
+    finished: Option<FinishReason>,
+}
+
+impl Sequence {
+    fn send(&self, event: GenerationEvent) {
+        // A closed receiver is noticed (and the sequence cancelled) at the next step.
+        let _ = self.job.events.send(event);
+    }
+}
+
+fn sampler_for(params: &SamplingParams) -> LlamaSampler {
+    if params.temperature <= 0.0 {
+        return LlamaSampler::greedy();
+    }
+    let mut chain = Vec::new();
+    if params.top_k > 0 {
+        chain.push(LlamaSampler::top_k(i32::try_from(params.top_k).unwrap_or(i32::MAX)));
+    }
+    if params.top_p < 1.0 {
+        chain.push(LlamaSampler::top_p(params.top_p, 1));
+    }
+    chain.push(LlamaSampler::temp(params.temperature));
+    let seed = params.seed.map_or_else(rand_seed, |s| (s & 0xffff_ffff) as u32);
+    chain.push(LlamaSampler::dist(seed));
+    LlamaSampler::chain_simple(chain)
+}
+
+fn rand_seed() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(42)
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::System => "system",
+        Role::User => "user",
+        Role::Assistant => "assistant",
+    }
+}
+
+/// Applies the model's own chat template and tokenizes the result.
+fn prompt_tokens(model: &LlamaModel, job: &Job) -> Result<Vec<LlamaToken>, String> {
+    let template =
+        model.chat_template(None).map_err(|e| format!("model has no chat template: {e}"))?;
+    let messages = job
+        .request
+        .messages
+        .iter()
+        .map(|m| LlamaChatMessage::new(role_name(m.role).to_owned(), m.content.clone()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("invalid message: {e}"))?;
+    let prompt = model
+        .apply_chat_template(&template, &messages, true)
+        .map_err(|e| format!("chat template failed: {e}"))?;
+    Ok(model.vocab().tokenize(prompt.as_bytes(), true, true))
+}
+
+/// Entry point of the worker thread.
+pub(super) fn run(
+    path: &Path,
+    config: &EngineConfig,
+    queue: &Receiver<Job>,
+    ready: &Sender<Result<(), String>>,
+    alive: &AtomicBool,
+) {
+    let result = serve(path, config, queue, ready);
+    alive.store(false, Ordering::SeqCst);
+    if let Err(message) = result {
+        // Either loading failed (reported through `ready`) or the loop hit a fatal error.
+        let _ = ready.send(Err(message.clone()));
+        tracing::error!(%message, "llama engine stopped");
+    }
+}
+
+/// llama.cpp's backend is process-wide: initialized once, shared by every engine, never freed.
+fn shared_backend() -> Result<&'static LlamaBackend, String> {
+    static BACKEND: std::sync::OnceLock<Result<LlamaBackend, String>> = std::sync::OnceLock::new();
+    BACKEND
+        .get_or_init(|| {
+            let mut backend = LlamaBackend::init().map_err(|e| format!("llama backend: {e}"))?;
+            backend.void_logs();
+            Ok(backend)
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+fn serve(
+    path: &Path,
+    config: &EngineConfig,
+    queue: &Receiver<Job>,
+    ready: &Sender<Result<(), String>>,
+) -> Result<(), String> {
+    let backend = shared_backend()?;
+    let model_params = LlamaModelParams::default().with_n_gpu_layers(config.gpu_layers);
+    let model = LlamaModel::load_from_file(backend, path, &model_params)
+        .map_err(|e| format!("cannot load {}: {e}", path.display()))?;
+    let threads = config.threads.map_or_else(
+        || std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        |t| t as usize,
+    );
+    let threads = i32::try_from(threads).unwrap_or(1);
+    let ctx_params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(config.n_ctx))
+        .with_n_batch(config.n_ctx)
+        .with_n_ubatch(512.min(config.n_ctx))
+        .with_n_seq_max(config.max_sequences)
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads);
+    let mut ctx = model.new_context(backend, ctx_params).map_err(|e| format!("context: {e}"))?;
+    let _ = ready.send(Ok(()));
+    batch_loop(&model, &mut ctx, config, queue)
+}
+
+/// The continuous-batching loop; returns when the queue is closed and no sequence is active.
+fn batch_loop(
+    model: &LlamaModel,
+    ctx: &mut LlamaContext<'_>,
+    config: &EngineConfig,
+    queue: &Receiver<Job>,
+) -> Result<(), String> {
+    let per_sequence = config.tokens_per_sequence();
+    let mut batch =
+        LlamaBatch::new(config.n_ctx as usize, i32::try_from(config.max_sequences).unwrap_or(1));
+    let mut free_ids: Vec<i32> =
+        (0..i32::try_from(config.max_sequences).unwrap_or(1)).rev().collect();
+    let mut active: Vec<Sequence> = Vec::new();
+    let mut closed = false;
+    loop {
+        // Admit waiting requests into free slots; block only when idle.
+        while !closed && !free_ids.is_empty() {
+            let job = if active.is_empty() {
+                match queue.recv() {
+                    Ok(job) => job,
+                    Err(_) => {
+                        closed = true;
+                        break;
+                    }
+                }
+            } else {
+                match queue.try_recv() {
+                    Ok(job) => job,
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
+                }
+            };
+            if job.cancel.is_cancelled() || job.events.is_closed() {
+                continue;
+            }
+            let tokens = match prompt_tokens(model, &job) {
+                Ok(t) => t,
+                Err(message) => {
+                    let _ = job.events.send(GenerationEvent::Failed(message));
+                    continue;
+                }
+            };
+            let budget = tokens.len() as u64 + u64::from(job.request.max_tokens);
+            if budget > u64::from(per_sequence) {
+                let message = format!(
+                    "prompt of {} tokens plus max_tokens {} exceeds the {per_sequence} tokens per sequence",
+                    tokens.len(),
+                    job.request.max_tokens
+                );
+                let _ = job.events.send(GenerationEvent::Failed(message));
+                continue;
+            }
+            let Some(id) = free_ids.pop() else { break };
+            active.push(Sequence {
+                id,
+                sampler: sampler_for(&job.request.sampling),
+                text: StreamText::new(&job.request.sampling.stop),
+                input_tokens: tokens.len() as u64,
+                prefill: tokens,
+                job,
+                next: None,
+                n_past: 0,
+                logits_at: 0,
+                output_tokens: 0,
+                finished: None,
+            });
+        }
+        if active.is_empty() {
+            if closed {
+                return Ok(());
+            }
+            continue;
+        }
+
+        // One batch: every prefilling prompt and every decoding sequence's next token.
+        batch.clear();
+        for seq in &mut active {
+            if seq.job.cancel.is_cancelled() || seq.job.events.is_closed() {
+                seq.finished = Some(FinishReason::Cancelled);
+                continue;
+            }
+            let tokens = match seq.next.take() {
+                Some(t) => vec![t],
+                None => std::mem::take(&mut seq.prefill),
+            };
+            let last = tokens.len().saturating_sub(1);
+            for (i, token) in tokens.into_iter().enumerate() {
+                batch
+                    .add(token, seq.n_past, &[seq.id], i == last)
+                    .map_err(|e| format!("batch full: {e}"))?;
+                seq.n_past += 1;
+            }
+            seq.logits_at = batch.n_tokens() - 1;
+        }
+        if batch.n_tokens() > 0 {
+            if let Err(e) = ctx.decode(&mut batch) {
+                for seq in &mut active {
+                    seq.send(GenerationEvent::Failed(format!("decode failed: {e}")));
+                    seq.finished = Some(FinishReason::Error);
+                }
+            } else {
+                sample_all(model, ctx, &mut active, per_sequence);
+            }
+        }
+
+        // Retire finished sequences and free their KV cache.
+        let mut i = 0;
+        while i < active.len() {
+            if let Some(Some(reason)) = active.get(i).map(|s| s.finished) {
+                let mut seq = active.swap_remove(i);
+                if reason != FinishReason::Error {
+                    let rest = seq.text.finish();
+                    if !rest.is_empty() {
+                        seq.send(GenerationEvent::Text(rest));
+                    }
+                    seq.send(GenerationEvent::Done(Usage {
+                        input_tokens: seq.input_tokens,
+                        output_tokens: seq.output_tokens,
+                        finish: reason,
+                    }));
+                }
+                let _ = ctx.clear_kv_cache_seq(u32::try_from(seq.id).ok(), None, None);
+                free_ids.push(seq.id);
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
+
+fn sample_all(
+    model: &LlamaModel,
+    ctx: &LlamaContext<'_>,
+    active: &mut [Sequence],
+    per_sequence: u32,
+) {
+    let vocab = model.vocab();
+    for seq in active.iter_mut().filter(|s| s.finished.is_none()) {
+        let token = seq.sampler.sample(ctx, seq.logits_at);
+        if vocab.is_eog(token) {
+            seq.finished = Some(FinishReason::Stop);
+            continue;
+        }
+        seq.output_tokens += 1;
+        let piece = vocab.token_to_piece(token, false, None);
+        let text = seq.text.push(&piece);
+        if !text.is_empty() {
+            seq.send(GenerationEvent::Text(text));
+        }
+        if seq.text.stopped() {
+            seq.finished = Some(FinishReason::Stop);
+        } else if seq.output_tokens >= u64::from(seq.job.request.max_tokens)
+            || seq.n_past >= i32::try_from(per_sequence).unwrap_or(i32::MAX)
+        {
+            seq.finished = Some(FinishReason::Length);
+        } else {
+            seq.next = Some(token);
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! Model backends: one interface, streaming first.
+//!
+//! A [`Backend`] takes a chat request and returns a [`Generation`]: a stream of text pieces
+//! ending in exact usage and a finish reason. Dropping the generation (or cancelling it) stops
+//! the work and frees its slot.
+
+pub mod llama;
+mod text;
+
+pub use text::StreamText;
+
+use lloom_core::{ChatMessage, FinishReason, SamplingParams};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Result;
+
+/// What to generate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerateRequest {
+    /// The conversation.
+    pub messages: Vec<ChatMessage>,
+    /// Sampling parameters (temperature 0 is greedy).
+    pub sampling: SamplingParams,
+    /// Most tokens to generate.
+    pub max_tokens: u32,
+}
+
+/// Exact usage of a finished generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Usage {
+    /// Prompt tokens (after the chat template).
+    pub input_tokens: u64,
+    /// Generated tokens (the end-of-generation token is not counted).
+    pub output_tokens: u64,
+    /// Why it ended.
+    pub finish: FinishReason,
+}
+
+/// One event of a generation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GenerationEvent {
+    /// More text, in order.
+    Text(String),
+    /// The end: exact usage. Nothing follows.
+    Done(Usage),
+    /// The backend failed; nothing follows.
+    Failed(String),
+}
+
+/// A running generation. Holds at most `max_tokens + 1` events, so its channel is bounded by
+/// the request itself. Dropping it cancels the work.
+#[derive(Debug)]
+pub struct Generation {
+    /// The events.
+    pub events: mpsc::UnboundedReceiver<GenerationEvent>,
+    pub(crate) cancel: CancellationToken,
+}
+
+impl Generation {
+    /// Stops the generation; a final `Done` with `Cancelled` follows.
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Collects the whole text and the usage (for tests and non-streaming callers).
+    pub async fn collect(mut self) -> std::result::Result<(String, Usage), String> {
+        let mut text = String::new();
+        while let Some(event) = self.events.recv().await {
+            match event {
+                GenerationEvent::Text(t) => text.push_str(&t),
+                GenerationEvent::Done(usage) => return Ok((text, usage)),
+                GenerationEvent::Failed(e) => return Err(e),
+            }
+        }
+        Err("generation ended without a result".into())
+    }
+}
+
+impl Drop for Generation {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// A source of generated text.
+pub trait Backend: Send + Sync {
+    /// The models this backend serves.
+    fn models(&self) -> Vec<String>;
+    /// Whether the backend can serve requests now.
+    fn health(&self) -> Result<()>;
+    /// Starts generating; fails at once if the request can never be served or the backend is
+    /// full.
+    fn generate(&self, request: GenerateRequest) -> Result<Generation>;
+}

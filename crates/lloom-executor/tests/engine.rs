@@ -1,0 +1,150 @@
+//! The embedded llama.cpp engine with the real default model (SmolLM2-135M-Instruct, fetched
+//! into the model cache on first use).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use lloom_core::{ChatMessage, FinishReason, Role, SamplingParams};
+use lloom_executor::Error;
+use lloom_executor::backend::llama::{EngineConfig, LlamaEngine};
+use lloom_executor::backend::{Backend, GenerateRequest, GenerationEvent};
+use lloom_executor::models::{DEFAULT_MODEL, ModelCache};
+
+fn model_path() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let cache = ModelCache::new(ModelCache::default_dir());
+        cache.pull(&DEFAULT_MODEL, false, &()).expect("default model available").path
+    })
+    .clone()
+}
+
+fn engine(config: EngineConfig) -> LlamaEngine {
+    LlamaEngine::load(DEFAULT_MODEL.name, &model_path(), config).unwrap()
+}
+
+fn ask(question: &str, max_tokens: u32, stop: &[&str]) -> GenerateRequest {
+    GenerateRequest {
+        messages: vec![ChatMessage { role: Role::User, content: question.into() }],
+        sampling: SamplingParams {
+            stop: stop.iter().map(|s| (*s).to_owned()).collect(),
+            ..SamplingParams::default()
+        },
+        max_tokens,
+    }
+}
+
+const FRANCE: &str = "What is the capital of France?";
+
+#[tokio::test]
+async fn greedy_answer_mentions_paris_with_exact_usage() {
+    let engine = engine(EngineConfig::default());
+    let (text, usage) = engine.generate(ask(FRANCE, 64, &[])).unwrap().collect().await.unwrap();
+    eprintln!("answer: {text:?} {usage:?}");
+    assert!(text.contains("Paris"), "answer: {text:?}");
+    assert!(usage.input_tokens > 5 && usage.input_tokens < 100, "{usage:?}");
+    assert!(usage.output_tokens > 0 && usage.output_tokens <= 64, "{usage:?}");
+    assert!(matches!(usage.finish, FinishReason::Stop | FinishReason::Length));
+    assert_eq!(engine.models(), vec![DEFAULT_MODEL.name.to_owned()]);
+
+    // Greedy decoding is deterministic.
+    let (again, usage2) = engine.generate(ask(FRANCE, 64, &[])).unwrap().collect().await.unwrap();
+    assert_eq!((again, usage2), (text, usage));
+}
+
+#[tokio::test]
+async fn max_tokens_and_stop_sequences_end_generation() {
+    let engine = engine(EngineConfig::default());
+    let (_, usage) = engine.generate(ask(FRANCE, 3, &[])).unwrap().collect().await.unwrap();
+    assert_eq!((usage.output_tokens, usage.finish), (3, FinishReason::Length));
+
+    let (text, usage) =
+        engine.generate(ask(FRANCE, 64, &["Paris"])).unwrap().collect().await.unwrap();
+    assert!(!text.contains("Paris"), "stop sequence leaked: {text:?}");
+    assert_eq!(usage.finish, FinishReason::Stop);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_are_batched_and_all_answered() {
+    let engine =
+        std::sync::Arc::new(engine(EngineConfig { max_sequences: 4, ..EngineConfig::default() }));
+    let questions = [FRANCE, "Name a color.", "What is 2 + 2?", "Say hello."];
+    let generations: Vec<_> =
+        questions.iter().map(|q| engine.generate(ask(q, 32, &[])).unwrap()).collect();
+    let mut answers = Vec::new();
+    for g in generations {
+        answers.push(g.collect().await.unwrap());
+    }
+    assert!(answers[0].0.contains("Paris"), "{:?}", answers[0]);
+    for (text, usage) in &answers {
+        assert!(!text.is_empty() && usage.output_tokens > 0, "{text:?} {usage:?}");
+    }
+}
+
+#[tokio::test]
+async fn cancellation_frees_the_slot() {
+    let engine = engine(EngineConfig { max_sequences: 1, ..EngineConfig::default() });
+    let mut long = engine.generate(ask("Write a long story about a dragon.", 500, &[])).unwrap();
+    let first = long.events.recv().await.unwrap();
+    assert!(matches!(first, GenerationEvent::Text(_)));
+    long.cancel();
+    let mut done = None;
+    while let Some(event) = long.events.recv().await {
+        if let GenerationEvent::Done(usage) = event {
+            done = Some(usage);
+        }
+    }
+    let usage = done.expect("a cancelled generation still reports usage");
+    assert_eq!(usage.finish, FinishReason::Cancelled);
+    assert!(usage.output_tokens < 500);
+
+    // Dropping a generation also frees the only slot: the next request is served.
+    drop(engine.generate(ask("Write a long story.", 500, &[])).unwrap());
+    let (text, _) = engine.generate(ask(FRANCE, 32, &[])).unwrap().collect().await.unwrap();
+    assert!(text.contains("Paris"));
+}
+
+#[tokio::test]
+async fn oversized_prompts_fail_and_a_full_queue_is_busy() {
+    let config =
+        EngineConfig { n_ctx: 512, max_sequences: 1, queue_capacity: 1, ..EngineConfig::default() };
+    let engine = engine(config);
+    let huge = "word ".repeat(2000);
+    let err = engine.generate(ask(&huge, 16, &[])).unwrap().collect().await.unwrap_err();
+    assert!(err.contains("exceeds"), "{err}");
+
+    let mut held = Vec::new();
+    let mut busy = false;
+    for _ in 0..5 {
+        match engine.generate(ask("Write a long story.", 400, &[])) {
+            Ok(g) => held.push(g),
+            Err(Error::Busy { .. }) => busy = true,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert!(busy, "a full queue must answer Busy");
+}
+
+#[test]
+fn bad_model_files_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = LlamaEngine::load("x", &dir.path().join("none.gguf"), EngineConfig::default());
+    assert!(matches!(missing, Err(Error::EngineLoad(m)) if m.contains("no model file")));
+    let junk = dir.path().join("junk.gguf");
+    std::fs::write(&junk, b"this is not a gguf file").unwrap();
+    assert!(matches!(
+        LlamaEngine::load("x", &junk, EngineConfig::default()),
+        Err(Error::EngineLoad(_))
+    ));
+    assert!(matches!(
+        LlamaEngine::load("x", &junk, EngineConfig { max_sequences: 0, ..EngineConfig::default() }),
+        Err(Error::EngineConfig(_))
+    ));
+}
