@@ -29,6 +29,30 @@ pub enum Command {
     /// Download and list model files.
     #[command(subcommand)]
     Models(ModelsCommand),
+    /// Generate locally with the embedded engine (no network): checks a model and this machine.
+    Generate(GenerateArgs),
+}
+
+/// Options of `lloom-executor generate`.
+#[derive(clap::Args, Debug)]
+pub struct GenerateArgs {
+    /// The user message.
+    pub prompt: String,
+    /// A system message.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Serve this GGUF file instead of the default model (fetched on first use).
+    #[arg(long, value_name = "PATH")]
+    pub model_path: Option<std::path::PathBuf>,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 256)]
+    pub max_tokens: u32,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Seed for sampled decoding.
+    #[arg(long)]
+    pub seed: Option<u64>,
 }
 
 /// `lloom-executor models ...`.
@@ -111,6 +135,7 @@ pub async fn run(cli: &Cli, out: &mut (dyn Write + Send)) -> Result<()> {
                 )?;
             }
         }
+        Command::Generate(args) => generate(args, cli.node.json, out).await?,
         Command::Models(ModelsCommand::List) => {
             let cache = ModelCache::new(ModelCache::default_dir());
             let models = cache.list()?;
@@ -131,6 +156,83 @@ pub async fn run(cli: &Cli, out: &mut (dyn Write + Send)) -> Result<()> {
         }
     }
     Ok(())
+}
+
+async fn generate(args: &GenerateArgs, json: bool, out: &mut (dyn Write + Send)) -> Result<()> {
+    use crate::backend::llama::{EngineConfig, LlamaEngine};
+    use crate::backend::{Backend, GenerateRequest, GenerationEvent};
+    use lloom_core::{ChatMessage, Role, SamplingParams};
+
+    let (name, path) = match &args.model_path {
+        Some(path) => (
+            path.file_stem().map_or_else(String::new, |s| s.to_string_lossy().into_owned()),
+            path.clone(),
+        ),
+        None => {
+            let cache = ModelCache::new(ModelCache::default_dir());
+            let model = tokio::task::spawn_blocking(move || cache.pull(&DEFAULT_MODEL, false, &()))
+                .await
+                .map_err(|e| Error::Io(std::io::Error::other(e)))??;
+            (model.name, model.path)
+        }
+    };
+    let config = EngineConfig { max_sequences: 1, n_ctx: 4096, ..EngineConfig::default() };
+    let engine = tokio::task::spawn_blocking(move || LlamaEngine::load(name, &path, config))
+        .await
+        .map_err(|e| Error::Io(std::io::Error::other(e)))??;
+    let mut messages = Vec::new();
+    if let Some(system) = &args.system {
+        messages.push(ChatMessage { role: Role::System, content: system.clone() });
+    }
+    messages.push(ChatMessage { role: Role::User, content: args.prompt.clone() });
+    if !(args.temperature.is_finite() && (0.0..=2.0).contains(&args.temperature)) {
+        return Err(Error::EngineConfig(format!("temperature {} not in [0, 2]", args.temperature)));
+    }
+    let sampling = SamplingParams {
+        temperature: args.temperature,
+        seed: args.seed,
+        ..SamplingParams::default()
+    };
+    let mut generation =
+        engine.generate(GenerateRequest { messages, sampling, max_tokens: args.max_tokens })?;
+    let mut text = String::new();
+    while let Some(event) = generation.events.recv().await {
+        match event {
+            GenerationEvent::Text(piece) => {
+                if !json {
+                    write!(out, "{piece}")?;
+                    out.flush()?;
+                }
+                text.push_str(&piece);
+            }
+            GenerationEvent::Done(usage) => {
+                if json {
+                    let report = serde_json::json!({
+                        "text": text,
+                        "input_tokens": usage.input_tokens,
+                        "output_tokens": usage.output_tokens,
+                        "finish_reason": usage.finish.as_str(),
+                    });
+                    writeln!(out, "{}", serde_json::to_string_pretty(&report).unwrap_or_default())?;
+                } else {
+                    writeln!(out)?;
+                    out.flush()?;
+                    #[allow(clippy::print_stderr)]
+                    {
+                        eprintln!(
+                            "[{} input tokens, {} output tokens, finish: {}]",
+                            usage.input_tokens,
+                            usage.output_tokens,
+                            usage.finish.as_str()
+                        );
+                    }
+                }
+                return Ok(());
+            }
+            GenerationEvent::Failed(message) => return Err(Error::EngineLoad(message)),
+        }
+    }
+    Err(Error::EngineLoad("the engine stopped without finishing".into()))
 }
 
 #[cfg(test)]

@@ -143,6 +143,7 @@ fn serve(
         .with_n_batch(config.n_ctx)
         .with_n_ubatch(512.min(config.n_ctx))
         .with_n_seq_max(config.max_sequences)
+        .with_kv_unified(true)
         .with_n_threads(threads)
         .with_n_threads_batch(threads);
     let mut ctx = model.new_context(backend, ctx_params).map_err(|e| format!("context: {e}"))?;
