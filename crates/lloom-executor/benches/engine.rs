@@ -6,7 +6,13 @@
 //! Reports, for the default model: time to first token, prompt processing and decode tokens/s
 //! for one stream, and aggregate decode tokens/s for 4 and 8 concurrent streams. Under
 //! `cargo test` (no `--bench` argument) it runs one short generation as a smoke test.
-#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::panic)]
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::panic
+)]
 #![allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::indexing_slicing)]
 
 use std::num::NonZeroU32;

@@ -6,6 +6,8 @@
 
 mod args;
 mod keys;
+mod logging;
 
 pub use args::{NodeArgs, Role};
 pub use keys::{ImportSource, KeyReport, KeysCommand, run_keys};
+pub use logging::{LOG_ENV, init_logging};
