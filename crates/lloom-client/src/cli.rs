@@ -5,7 +5,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use lloom_core::cli::{KeysCommand, NodeArgs, Role, run_keys};
+use lloom_core::cli::{ConfigFile, KeysCommand, NodeArgs, Role, run_keys};
 use lloom_core::network::{Multiaddr, NetworkConfig, NetworkEvent, peer_id_of, start};
 use lloom_core::{NodeKey, PeerId, VerifyPolicy};
 
@@ -43,12 +43,28 @@ pub struct DiscoveryArgs {
     /// Do not look for peers on the local network with mDNS.
     #[arg(long)]
     pub no_mdns: bool,
-    /// Seconds to wait for validators to answer.
-    #[arg(long, default_value_t = 10)]
-    pub timeout_secs: u64,
-    /// Largest age, in seconds, of an announcement the client accepts from a validator.
-    #[arg(long, default_value_t = 60)]
-    pub max_age_secs: u64,
+    /// Seconds to wait for validators to answer [default: 10].
+    #[arg(long)]
+    pub timeout_secs: Option<u64>,
+    /// Largest age, in seconds, of an announcement the client accepts from a validator
+    /// [default: 60].
+    #[arg(long)]
+    pub max_age_secs: Option<u64>,
+}
+
+impl DiscoveryArgs {
+    /// Fills what the command line left open from the configuration file.
+    pub fn merged(&self, file: &ConfigFile) -> Self {
+        Self {
+            bootstrap: match self.bootstrap.is_empty() {
+                false => self.bootstrap.clone(),
+                true => file.network.bootstrap.clone().unwrap_or_default(),
+            },
+            no_mdns: self.no_mdns || file.network.mdns == Some(false),
+            timeout_secs: self.timeout_secs.or(file.client.timeout_secs),
+            max_age_secs: self.max_age_secs.or(file.client.max_age_secs),
+        }
+    }
 }
 
 /// Runs a parsed command line, writing its output to `out`.
@@ -59,7 +75,7 @@ pub async fn run(cli: &Cli, out: &mut (dyn Write + Send)) -> Result<()> {
             writeln!(out, "{}", report.render(cli.node.json))?;
         }
         Command::Models(args) => {
-            let rows = discover(args).await?.models();
+            let rows = discover(&args.merged(&cli.node.config_file()?)).await?.models();
             let text = if cli.node.json { render_json(&rows) } else { render_table(&rows) };
             writeln!(out, "{text}")?;
         }
@@ -110,7 +126,8 @@ pub async fn discover(args: &DiscoveryArgs) -> Result<Directory> {
     let (network, mut events, event_loop) = start(&key, config, policy).await?;
     let loop_task = tokio::spawn(event_loop.run());
 
-    let timeout = Duration::from_secs(args.timeout_secs);
+    let timeout = Duration::from_secs(args.timeout_secs.unwrap_or(10));
+    let max_age_secs = args.max_age_secs.unwrap_or(60);
     let deadline = tokio::time::Instant::now() + timeout;
     let mut validators: Vec<PeerId> = Vec::new();
     while validators.len() < bootstrap.len().max(1) {
@@ -130,7 +147,7 @@ pub async fn discover(args: &DiscoveryArgs) -> Result<Directory> {
     let mut directory = Directory::default();
     let mut last_error = None;
     for validator in &validators {
-        let fetch = directory.fetch_from(&network, *validator, &policy, args.max_age_secs);
+        let fetch = directory.fetch_from(&network, *validator, &policy, max_age_secs);
         match tokio::time::timeout_at(deadline, fetch).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => last_error = Some(e),

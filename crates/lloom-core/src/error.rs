@@ -199,6 +199,14 @@ pub enum Error {
     /// No password was available for an encrypted keystore.
     #[error("no keystore password: {0}")]
     NoPassword(String),
+    /// The configuration file is unreadable or invalid.
+    #[error("config file {path}: {message}")]
+    ConfigFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// There is no key file where one was expected.
     #[error("no key file at {0}; create one with `keys new` or import one with `keys import`")]
     KeyFileMissing(std::path::PathBuf),

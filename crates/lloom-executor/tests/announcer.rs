@@ -38,8 +38,8 @@ async fn models_until(addr: &Multiaddr, done: impl Fn(&[ModelRow]) -> bool) -> V
     let args = DiscoveryArgs {
         bootstrap: vec![addr.clone()],
         no_mdns: true,
-        timeout_secs: 10,
-        max_age_secs: 60,
+        timeout_secs: Some(10),
+        max_age_secs: Some(60),
     };
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use lloom_core::cli::{KeysCommand, NodeArgs, Role, run_keys};
+use lloom_core::cli::{ConfigFile, KeysCommand, NodeArgs, Role, run_keys};
 use lloom_core::identity::load_key;
 use lloom_core::network::{Multiaddr, NetworkConfig};
 
@@ -37,9 +37,9 @@ pub enum Command {
 /// Options of `lloom-validator start`.
 #[derive(Args, Debug, Clone)]
 pub struct StartArgs {
-    /// Address to listen on (repeatable).
-    #[arg(long = "listen", env = "LLOOM_LISTEN", value_delimiter = ',',
-          default_values = ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"])]
+    /// Address to listen on (repeatable) [default: /ip4/0.0.0.0/tcp/4001 and
+    /// /ip4/0.0.0.0/udp/4001/quic-v1].
+    #[arg(long = "listen", env = "LLOOM_LISTEN", value_delimiter = ',')]
     pub listen: Vec<Multiaddr>,
     /// Peer validators to join, as multiaddrs ending in /p2p/PEER_ID (repeatable).
     #[arg(long = "bootstrap", env = "LLOOM_BOOTSTRAP", value_delimiter = ',')]
@@ -47,25 +47,43 @@ pub struct StartArgs {
     /// Disable mDNS discovery on the local network.
     #[arg(long)]
     pub no_mdns: bool,
-    /// Seconds without a heartbeat after which an executor leaves the registry.
-    #[arg(long, default_value_t = RegistryConfig::DEFAULT_STALE_AFTER_SECS)]
-    pub stale_after_secs: u64,
+    /// Seconds without a heartbeat after which an executor leaves the registry [default: 30].
+    #[arg(long)]
+    pub stale_after_secs: Option<u64>,
+}
+
+fn default_listen() -> Vec<Multiaddr> {
+    ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"]
+        .iter()
+        .filter_map(|a| a.parse().ok())
+        .collect()
 }
 
 impl StartArgs {
-    fn config(&self) -> ValidatorConfig {
+    /// The effective configuration: flags and environment, else the file, else defaults.
+    fn config(&self, file: &ConfigFile) -> ValidatorConfig {
+        let net = &file.network;
+        let listen = match self.listen.is_empty() {
+            false => self.listen.clone(),
+            true => net.listen.clone().unwrap_or_else(default_listen),
+        };
+        let bootstrap = match self.bootstrap.is_empty() {
+            false => self.bootstrap.clone(),
+            true => net.bootstrap.clone().unwrap_or_default(),
+        };
+        let stale_after_secs = self
+            .stale_after_secs
+            .or(file.validator.stale_after_secs)
+            .unwrap_or(RegistryConfig::DEFAULT_STALE_AFTER_SECS);
         ValidatorConfig {
             network: NetworkConfig {
-                listen_addrs: self.listen.clone(),
-                bootstrap: self.bootstrap.clone(),
-                enable_mdns: !self.no_mdns,
+                listen_addrs: listen,
+                bootstrap,
+                enable_mdns: !self.no_mdns && net.mdns.unwrap_or(true),
                 server_mode: true,
                 ..NetworkConfig::default()
             },
-            registry: RegistryConfig {
-                stale_after_secs: self.stale_after_secs,
-                ..Default::default()
-            },
+            registry: RegistryConfig { stale_after_secs, ..Default::default() },
             expiry_interval: Duration::from_secs(1),
             ..ValidatorConfig::default()
         }
@@ -80,8 +98,9 @@ pub async fn run(cli: &Cli, out: &mut (dyn Write + Send)) -> Result<()> {
             writeln!(out, "{}", report.render(cli.node.json))?;
         }
         Command::Start(args) => {
+            let config = args.config(&cli.node.config_file()?);
             let key = load_key(&cli.node.key_path(Role::Validator), &cli.node.password_source())?;
-            let validator = Validator::spawn(&key, args.config()).await?;
+            let validator = Validator::spawn(&key, config).await?;
             writeln!(out, "validator {} ({})", key.address().to_checksum(None), key.peer_id())?;
             for addr in validator.listen_addrs().await? {
                 writeln!(out, "listening on {addr}")?;
@@ -120,8 +139,10 @@ mod tests {
         Cli::try_parse_from(["lloom-validator", "keys", "show"]).unwrap();
         let cli = Cli::try_parse_from(["lloom-validator", "start"]).unwrap();
         let Command::Start(args) = cli.command else { panic!("expected start") };
-        assert_eq!(args.listen.len(), 2);
-        assert!(!args.no_mdns);
+        let config = args.config(&ConfigFile::default());
+        assert_eq!(config.network.listen_addrs.len(), 2);
+        assert!(config.network.enable_mdns);
+        assert_eq!(config.registry.stale_after_secs, RegistryConfig::DEFAULT_STALE_AFTER_SECS);
         assert!(
             Cli::try_parse_from(["lloom-validator", "start", "--listen", "not-an-addr"]).is_err()
         );

@@ -21,11 +21,17 @@ fn start_prints_addresses_and_stops_on_sigint() {
         .assert()
         .success();
 
+    // Listen address and mDNS come from the configuration file.
+    let config = dir.path().join("lloom.toml");
+    std::fs::write(&config, "[network]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nmdns = false\n")
+        .unwrap();
     let mut child = Command::cargo_bin("lloom-validator")
         .unwrap()
         .arg("--key")
         .arg(&key)
-        .args(["start", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"])
+        .arg("--config")
+        .arg(&config)
+        .arg("start")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -48,6 +54,22 @@ fn start_prints_addresses_and_stops_on_sigint() {
     let exit = child.wait().unwrap();
     assert!(exit.success(), "exit status {exit:?}");
     assert!(rest.iter().any(|l| l == "shutting down"), "{rest:?}");
+}
+
+#[test]
+fn a_bad_config_file_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("lloom.toml");
+    std::fs::write(&config, "[network]\nlisten_on = []\n").unwrap();
+    assert_cmd::Command::cargo_bin("lloom-validator")
+        .unwrap()
+        .env_clear()
+        .arg("--config")
+        .arg(&config)
+        .arg("start")
+        .assert()
+        .failure()
+        .stderr(contains("listen_on"));
 }
 
 #[test]

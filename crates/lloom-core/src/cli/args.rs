@@ -43,6 +43,10 @@ pub struct NodeArgs {
     #[arg(long, global = true, env = "LLOOM_KEY_PASSWORD_FILE", value_name = "PATH")]
     pub password_file: Option<PathBuf>,
 
+    /// TOML configuration file (flags and environment variables override it).
+    #[arg(long, global = true, env = "LLOOM_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
     /// Print machine-readable JSON instead of human text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -59,6 +63,11 @@ impl NodeArgs {
     /// The key file for `role`.
     pub fn key_path(&self, role: Role) -> PathBuf {
         self.key.clone().unwrap_or_else(|| self.data_dir(role).join("key.json"))
+    }
+
+    /// The configuration file given with `--config`, or an empty one.
+    pub fn config_file(&self) -> crate::error::Result<super::ConfigFile> {
+        super::ConfigFile::load_optional(self.config.as_deref())
     }
 
     /// Where the keystore password comes from.

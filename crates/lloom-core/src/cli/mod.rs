@@ -5,9 +5,11 @@
 //! [`KeyReport`] the binary prints as text or JSON.
 
 mod args;
+mod config_file;
 mod keys;
 mod logging;
 
 pub use args::{NodeArgs, Role};
+pub use config_file::{ClientSection, ConfigFile, NetworkSection, ValidatorSection};
 pub use keys::{ImportSource, KeyReport, KeysCommand, run_keys};
 pub use logging::{LOG_ENV, init_logging};

@@ -1,0 +1,124 @@
+//! The TOML configuration file shared by the node binaries.
+//!
+//! Precedence, highest first: command-line flags, environment variables, this file, built-in
+//! defaults. Unknown keys are refused, so a typo is an error rather than a silently ignored
+//! setting.
+//!
+//! ```toml
+//! [network]
+//! listen = ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"]
+//! bootstrap = ["/ip4/192.0.2.10/tcp/4001/p2p/16Uiu2HAm..."]
+//! mdns = false
+//!
+//! [validator]
+//! stale_after_secs = 30
+//!
+//! [client]
+//! timeout_secs = 10
+//! max_age_secs = 60
+//! ```
+
+use std::path::Path;
+
+use libp2p::Multiaddr;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// Largest configuration file read.
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// The whole file; every key is optional.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Network settings for every node.
+    #[serde(default)]
+    pub network: NetworkSection,
+    /// Validator settings.
+    #[serde(default)]
+    pub validator: ValidatorSection,
+    /// Client settings.
+    #[serde(default)]
+    pub client: ClientSection,
+}
+
+/// `[network]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSection {
+    /// Listen addresses.
+    pub listen: Option<Vec<Multiaddr>>,
+    /// Bootstrap peers (with `/p2p/<id>`).
+    pub bootstrap: Option<Vec<Multiaddr>>,
+    /// mDNS discovery on the local network.
+    pub mdns: Option<bool>,
+}
+
+/// `[validator]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidatorSection {
+    /// Seconds without a heartbeat after which an executor leaves the registry.
+    pub stale_after_secs: Option<u64>,
+}
+
+/// `[client]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSection {
+    /// Seconds to wait for validators.
+    pub timeout_secs: Option<u64>,
+    /// Oldest announcement accepted from a validator, in seconds.
+    pub max_age_secs: Option<u64>,
+}
+
+impl ConfigFile {
+    /// Reads and parses `path`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let error = |message: String| Error::ConfigFile { path: path.to_owned(), message };
+        let meta = std::fs::metadata(path).map_err(|e| error(e.to_string()))?;
+        if meta.len() > MAX_CONFIG_BYTES {
+            return Err(error(format!("larger than {MAX_CONFIG_BYTES} bytes")));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+        toml::from_str(&text).map_err(|e| error(e.to_string()))
+    }
+
+    /// The file named by `path`, or an empty configuration when there is none.
+    pub fn load_optional(path: Option<&Path>) -> Result<Self> {
+        path.map_or_else(|| Ok(Self::default()), Self::load)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_section_and_refuses_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lloom.toml");
+        std::fs::write(
+            &path,
+            "[network]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nmdns = false\n[validator]\nstale_after_secs = 5\n",
+        )
+        .unwrap();
+        let config = ConfigFile::load(&path).unwrap();
+        assert_eq!(config.network.mdns, Some(false));
+        assert_eq!(config.network.listen.unwrap().len(), 1);
+        assert_eq!(config.validator.stale_after_secs, Some(5));
+        assert_eq!(config.client, ClientSection::default());
+
+        std::fs::write(&path, "[network]\nmdsn = false\n").unwrap();
+        let err = ConfigFile::load(&path).unwrap_err();
+        assert!(err.to_string().contains("mdsn"), "{err}");
+        std::fs::write(&path, "[network]\nlisten = [\"not an address\"]\n").unwrap();
+        assert!(matches!(ConfigFile::load(&path), Err(Error::ConfigFile { .. })));
+        assert!(matches!(
+            ConfigFile::load(&dir.path().join("missing.toml")),
+            Err(Error::ConfigFile { .. })
+        ));
+        assert_eq!(ConfigFile::load_optional(None).unwrap(), ConfigFile::default());
+    }
+}
