@@ -14,6 +14,16 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# Incremental caches for many feature sets accumulate; keep the build cache bounded.
+MAX_TARGET_GB="${LLOOM_MAX_TARGET_GB:-40}"
+if [ -d "$CARGO_TARGET_DIR" ]; then
+    target_gb=$(du -s --block-size=1G "$CARGO_TARGET_DIR" 2>/dev/null | cut -f1)
+    if [ "${target_gb:-0}" -gt "$MAX_TARGET_GB" ]; then
+        echo "build cache is ${target_gb} GB (> ${MAX_TARGET_GB} GB): cleaning it"
+        rm -rf "$CARGO_TARGET_DIR"
+    fi
+fi
+
 step "system packages"
 missing=()
 command -v npm >/dev/null || missing+=(nodejs npm)
