@@ -67,13 +67,13 @@ impl Directory {
             .executors
             .get(&ann.executor())
             .is_none_or(|(_, held)| held.commitment.sequence < ann.commitment.sequence);
-        if newer
-            && (self.executors.len() < MAX_EXECUTORS
-                || self.executors.contains_key(&ann.executor()))
-        {
-            self.executors.insert(ann.executor(), (peer, ann));
+        let room =
+            self.executors.len() < MAX_EXECUTORS || self.executors.contains_key(&ann.executor());
+        if !(newer && room) {
+            return false;
         }
-        newer
+        self.executors.insert(ann.executor(), (peer, ann));
+        true
     }
 
     /// Pages through `validator`'s snapshot and ingests every entry.

@@ -163,6 +163,10 @@ async fn generate(args: &GenerateArgs, json: bool, out: &mut (dyn Write + Send))
     use crate::backend::{Backend, GenerateRequest, GenerationEvent};
     use lloom_core::{ChatMessage, Role, SamplingParams};
 
+    // Check the request before the (slow) model fetch and load.
+    if !(args.temperature.is_finite() && (0.0..=2.0).contains(&args.temperature)) {
+        return Err(Error::EngineConfig(format!("temperature {} not in [0, 2]", args.temperature)));
+    }
     let (name, path) = match &args.model_path {
         Some(path) => (
             path.file_stem().map_or_else(String::new, |s| s.to_string_lossy().into_owned()),
@@ -185,9 +189,6 @@ async fn generate(args: &GenerateArgs, json: bool, out: &mut (dyn Write + Send))
         messages.push(ChatMessage { role: Role::System, content: system.clone() });
     }
     messages.push(ChatMessage { role: Role::User, content: args.prompt.clone() });
-    if !(args.temperature.is_finite() && (0.0..=2.0).contains(&args.temperature)) {
-        return Err(Error::EngineConfig(format!("temperature {} not in [0, 2]", args.temperature)));
-    }
     let sampling = SamplingParams {
         temperature: args.temperature,
         seed: args.seed,

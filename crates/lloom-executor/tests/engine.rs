@@ -119,6 +119,8 @@ async fn oversized_prompts_fail_and_a_full_queue_is_busy() {
     let huge = "word ".repeat(2000);
     let err = engine.generate(ask(&huge, 16, &[])).unwrap().collect().await.unwrap_err();
     assert!(err.contains("exceeds"), "{err}");
+    let err = engine.generate(ask(FRANCE, 0, &[])).unwrap().collect().await.unwrap_err();
+    assert!(err.contains("max_tokens"), "{err}");
 
     let mut held = Vec::new();
     let mut busy = false;

@@ -189,6 +189,12 @@ fn batch_loop(
             if job.cancel.is_cancelled() || job.events.is_closed() {
                 continue;
             }
+            if job.request.max_tokens == 0 {
+                let _ = job
+                    .events
+                    .send(GenerationEvent::Failed("max_tokens must be at least 1".into()));
+                continue;
+            }
             let tokens = match prompt_tokens(model, &job) {
                 Ok(t) => t,
                 Err(message) => {
