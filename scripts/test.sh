@@ -25,22 +25,7 @@ if [ -d "$CARGO_TARGET_DIR" ]; then
 fi
 
 step "system packages"
-missing=()
-command -v npm >/dev/null || missing+=(nodejs npm)
-command -v cc >/dev/null || missing+=(build-essential)
-command -v pkg-config >/dev/null || missing+=(pkg-config)
-command -v ip >/dev/null || missing+=(iproute2)
-command -v python3 >/dev/null || missing+=(python3 python3-pip)
-# llama.cpp (built from source by llama-cpp-sys-2) needs cmake, clang and libclang.
-command -v cmake >/dev/null || missing+=(cmake)
-command -v clang >/dev/null || missing+=(clang)
-dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)
-if ((${#missing[@]})); then
-    if [ "$(id -u)" = 0 ]; then SUDO=(); else SUDO=(sudo); fi
-    "${SUDO[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq "${missing[@]}"
-fi
-echo "ok"
+./scripts/setup-system.sh
 
 step "npm tooling (foundry cast)"
 if [ ! -x node_modules/.bin/cast ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
@@ -63,7 +48,7 @@ if [ -z "${LLOOM_SKIP_LINT:-}" ]; then
     step "format"
     cargo fmt --all --check
     step "clippy (warnings denied)"
-    cargo clippy --workspace --all-targets --features lloom-core/test-utils --locked -- -D warnings
+    cargo clippy --workspace --all-targets --features lloom-core/test-utils,lloom-executor/test-utils --locked -- -D warnings
     step "rustdoc (warnings denied)"
     RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 fi
@@ -74,7 +59,7 @@ mdbook build docs
 step "tests"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
-cargo test --workspace --all-targets --features lloom-core/test-utils --locked 2>&1 | tee "$log"
-cargo test --workspace --doc --features lloom-core/test-utils --locked 2>&1 | tee -a "$log"
+cargo test --workspace --all-targets --features lloom-core/test-utils,lloom-executor/test-utils --locked 2>&1 | tee "$log"
+cargo test --workspace --doc --features lloom-core/test-utils,lloom-executor/test-utils --locked 2>&1 | tee -a "$log"
 awk '/^test result:/ { passed += $4; failed += $6 }
      END { printf "\ntests: %d passed, %d failed\n", passed, failed }' "$log"

@@ -1,16 +1,19 @@
 //! Command-line interface of `lloom-client`.
 
-use std::collections::HashSet;
 use std::io::Write;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use lloom_core::cli::{ConfigFile, KeysCommand, NodeArgs, Role, run_keys};
-use lloom_core::network::{Multiaddr, NetworkConfig, NetworkEvent, peer_id_of, start};
-use lloom_core::{NodeKey, PeerId, VerifyPolicy};
+use lloom_core::identity::load_key;
+use lloom_core::network::Multiaddr;
+use lloom_core::{ChatMessage, NodeKey, U256};
 
+use crate::client::{ChatEvent, ChatRequest, Client, ClientConfig, Receipt};
 use crate::directory::{Directory, ModelRow, render_table};
 use crate::error::{Error, Result};
+use crate::report::{receipt_json, render_receipt};
+use crate::routing::{RouteFilter, Strategy};
 
 /// Lloom client: discover executors, send signed requests, verify signed answers.
 #[derive(Parser, Debug)]
@@ -32,7 +35,46 @@ pub enum Command {
     Keys(KeysCommand),
     /// List the models on offer, with executor counts, prices and context lengths.
     Models(DiscoveryArgs),
+    /// Ask a model; the answer streams to the terminal, then its verified receipt.
+    Chat(ChatArgs),
 }
+
+/// Options of `lloom-client chat`.
+#[derive(Args, Debug, Clone)]
+pub struct ChatArgs {
+    /// The user message.
+    pub prompt: String,
+    /// The model to ask.
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    pub model: String,
+    /// A system message.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 256)]
+    pub max_tokens: u32,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Highest acceptable price per token (input and output), in wei.
+    #[arg(long)]
+    pub max_price: Option<U256>,
+    /// How to choose the executor.
+    #[arg(long, value_enum, default_value_t = Strategy::Balanced)]
+    pub strategy: Strategy,
+    /// Seconds for the whole request, failovers included.
+    #[arg(long, default_value_t = 120)]
+    pub request_timeout_secs: u64,
+    /// Show every attempt, failovers and executor cooldowns.
+    #[arg(long, short)]
+    pub verbose: bool,
+    /// How to find the network.
+    #[command(flatten)]
+    pub discovery: DiscoveryArgs,
+}
+
+/// The model asked for when none is named.
+pub const DEFAULT_MODEL: &str = "SmolLM2-135M-Instruct";
 
 /// How the client finds the network.
 #[derive(Args, Debug, Clone)]
@@ -74,6 +116,7 @@ pub async fn run(cli: &Cli, out: &mut (dyn Write + Send)) -> Result<()> {
             let report = run_keys(cmd, &cli.node, Role::Client)?;
             writeln!(out, "{}", report.render(cli.node.json))?;
         }
+        Command::Chat(args) => chat(args, &cli.node, out).await?,
         Command::Models(args) => {
             let rows = discover(&args.merged(&cli.node.config_file()?)).await?.models();
             let text = if cli.node.json { render_json(&rows) } else { render_table(&rows) };
@@ -81,6 +124,111 @@ pub async fn run(cli: &Cli, out: &mut (dyn Write + Send)) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The client key: the node's key file if there is one, else a fresh key for this run.
+fn client_key(node: &NodeArgs) -> Result<NodeKey> {
+    let path = node.key_path(Role::Client);
+    if path.exists() {
+        return Ok(load_key(&path, &node.password_source())?);
+    }
+    tracing::warn!(
+        "no key at {}; signing with a one-off key (run `lloom-client keys new`)",
+        path.display()
+    );
+    Ok(NodeKey::generate())
+}
+
+async fn chat(args: &ChatArgs, node: &NodeArgs, out: &mut (dyn Write + Send)) -> Result<()> {
+    let discovery = args.discovery.merged(&node.config_file()?);
+    let key = client_key(node)?;
+    let nonce_file = node.data_dir(Role::Client).join("nonces").join(key.address().to_string());
+    let config = ClientConfig {
+        bootstrap: discovery.bootstrap.clone(),
+        mdns: !discovery.no_mdns,
+        strategy: args.strategy,
+        discovery_timeout: Duration::from_secs(discovery.timeout_secs.unwrap_or(10)),
+        max_announcement_age_secs: discovery.max_age_secs.unwrap_or(60),
+        nonce_file: Some(nonce_file),
+        ..ClientConfig::default()
+    };
+    let client = Client::connect(key, config).await?;
+    let mut request = ChatRequest::user(&args.model, &args.prompt);
+    if let Some(system) = &args.system {
+        request
+            .messages
+            .insert(0, ChatMessage { role: lloom_core::Role::System, content: system.clone() });
+    }
+    request.max_tokens = args.max_tokens;
+    request.sampling.temperature = args.temperature;
+    request.timeout = Duration::from_secs(args.request_timeout_secs);
+    request.filter = RouteFilter {
+        max_price_per_input_token: args.max_price,
+        max_price_per_output_token: args.max_price,
+        min_context: None,
+    };
+    let json = node.json;
+    let receipt = stream_answer(&client, request, args.verbose, json, out).await;
+    client.shutdown();
+    let receipt = receipt?;
+    if json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&receipt_json(&receipt)).unwrap_or_default()
+        )?;
+    } else {
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("{}", render_receipt(&receipt, args.verbose));
+        }
+    }
+    Ok(())
+}
+
+/// Streams an answer to `out` (unless `json`), reporting failovers on stderr.
+pub async fn stream_answer(
+    client: &Client,
+    request: ChatRequest,
+    verbose: bool,
+    json: bool,
+    out: &mut (dyn Write + Send),
+) -> Result<Receipt> {
+    let mut answer = client.chat(request).await?;
+    while let Some(event) = answer.next().await {
+        match event? {
+            ChatEvent::Attempt { executor } if verbose => {
+                #[allow(clippy::print_stderr)]
+                {
+                    eprintln!("[asking executor {executor}]");
+                }
+            }
+            ChatEvent::Attempt { .. } => {}
+            ChatEvent::Text(text) if !json => {
+                write!(out, "{text}")?;
+                out.flush()?;
+            }
+            ChatEvent::Text(_) => {}
+            ChatEvent::Restart { reason } => {
+                if !json {
+                    writeln!(out)?;
+                }
+                #[allow(clippy::print_stderr)]
+                {
+                    eprintln!(
+                        "[executor failed mid-answer ({reason}); the answer restarts on another executor]"
+                    );
+                }
+            }
+            ChatEvent::Done(receipt) => {
+                if !json {
+                    writeln!(out)?;
+                }
+                return Ok(*receipt);
+            }
+        }
+    }
+    Err(Error::State("the answer ended without a receipt".into()))
 }
 
 fn render_json(rows: &[ModelRow]) -> String {
@@ -102,64 +250,18 @@ fn render_json(rows: &[ModelRow]) -> String {
 /// Connects to the validators (bootstrap addresses, else whoever mDNS finds) and merges their
 /// registries into a verified [`Directory`].
 pub async fn discover(args: &DiscoveryArgs) -> Result<Directory> {
-    let mut bootstrap = HashSet::new();
-    for addr in &args.bootstrap {
-        bootstrap.insert(
-            peer_id_of(addr).ok_or_else(|| Error::BootstrapWithoutPeerId(addr.to_string()))?,
-        );
-    }
-    let listen: Vec<Multiaddr> = match args.no_mdns {
-        true => Vec::new(),
-        false => {
-            vec!["/ip4/0.0.0.0/tcp/0".parse().map_err(|_| Error::NoValidator(Duration::ZERO))?]
-        }
-    };
-    let config = NetworkConfig {
-        listen_addrs: listen,
+    let config = ClientConfig {
         bootstrap: args.bootstrap.clone(),
-        enable_mdns: !args.no_mdns,
-        ..NetworkConfig::default()
+        mdns: !args.no_mdns,
+        discovery_timeout: Duration::from_secs(args.timeout_secs.unwrap_or(10)),
+        max_announcement_age_secs: args.max_age_secs.unwrap_or(60),
+        ..ClientConfig::default()
     };
     // Listing models signs nothing: an ephemeral identity is enough.
-    let key = NodeKey::generate();
-    let policy = VerifyPolicy::default();
-    let (network, mut events, event_loop) = start(&key, config, policy).await?;
-    let loop_task = tokio::spawn(event_loop.run());
-
-    let timeout = Duration::from_secs(args.timeout_secs.unwrap_or(10));
-    let max_age_secs = args.max_age_secs.unwrap_or(60);
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut validators: Vec<PeerId> = Vec::new();
-    while validators.len() < bootstrap.len().max(1) {
-        match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Some(NetworkEvent::PeerConnected(peer)))
-                if bootstrap.is_empty() || bootstrap.contains(&peer) =>
-            {
-                validators.push(peer);
-            }
-            Ok(Some(_)) => {}
-            Ok(None) | Err(_) => break,
-        }
-    }
-    if validators.is_empty() {
-        return Err(Error::NoValidator(timeout));
-    }
-    let mut directory = Directory::default();
-    let mut last_error = None;
-    for validator in &validators {
-        let fetch = directory.fetch_from(&network, *validator, &policy, max_age_secs);
-        match tokio::time::timeout_at(deadline, fetch).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => last_error = Some(e),
-            Err(_) => last_error = Some(Error::NoValidator(timeout)),
-        }
-    }
-    drop(network);
-    let _ = loop_task.await;
-    match last_error {
-        Some(e) if directory.is_empty() => Err(e),
-        _ => Ok(directory),
-    }
+    let client = Client::connect(NodeKey::generate(), config).await?;
+    let directory = client.take_directory().await;
+    client.shutdown();
+    Ok(directory)
 }
 
 #[cfg(test)]
@@ -177,6 +279,14 @@ mod tests {
         Cli::try_parse_from(["lloom-client", "keys", "show"]).unwrap();
         Cli::try_parse_from(["lloom-client", "--json", "keys", "new", "--format", "hex"]).unwrap();
         Cli::try_parse_from(["lloom-client", "models"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["lloom-client", "chat", "hi", "--strategy", "cheapest"]).unwrap();
+        let Command::Chat(args) = cli.command else { panic!("expected chat") };
+        assert_eq!((args.model.as_str(), args.strategy), (DEFAULT_MODEL, Strategy::Cheapest));
+        assert!(
+            Cli::try_parse_from(["lloom-client", "chat", "hi", "--strategy", "random"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["lloom-client", "chat", "hi", "--max-price", "-1"]).is_err());
         assert!(Cli::try_parse_from(["lloom-client", "keys", "import"]).is_err());
         assert!(
             Cli::try_parse_from(["lloom-client", "models", "--bootstrap", "nonsense"]).is_err()

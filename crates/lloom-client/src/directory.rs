@@ -7,11 +7,11 @@
 
 use std::collections::BTreeMap;
 
-use lloom_core::network::NetworkHandle;
+use lloom_core::network::{Multiaddr, NetworkHandle};
 use lloom_core::registry_query::{ExecutorInfo, MAX_PAGE, RegistryRequest, RegistryResponse};
 use lloom_core::{
-    Address, AnnouncementLimits, PeerId, SignedAnnouncement, U256, VerifyPolicy, unix_now,
-    verify_announcement,
+    Address, AnnouncementLimits, ExecutorLoad, ModelOffer, PeerId, SignedAnnouncement, U256,
+    VerifyPolicy, unix_now, verify_announcement,
 };
 use serde::Serialize;
 
@@ -35,6 +35,21 @@ pub struct ModelRow {
     pub output_price: (U256, U256),
     /// Largest context length offered.
     pub max_context: u32,
+}
+
+/// An executor that serves a model, as its verified announcement describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    /// Its peer id.
+    pub peer: PeerId,
+    /// Its Ethereum address (the signer of its responses).
+    pub address: Address,
+    /// Its offer for the model.
+    pub offer: ModelOffer,
+    /// Its announced load.
+    pub load: ExecutorLoad,
+    /// Where it listens.
+    pub addrs: Vec<Multiaddr>,
 }
 
 /// Verified announcements by executor.
@@ -124,6 +139,29 @@ impl Directory {
     /// Entries refused during ingestion (bad signature, wrong peer, withdrawn, malformed).
     pub fn rejected(&self) -> usize {
         self.rejected
+    }
+
+    /// Every executor that serves `model`, with its offer, load and addresses.
+    pub fn candidates(&self, model: &str) -> Vec<Candidate> {
+        self.executors
+            .iter()
+            .filter_map(|(address, (peer, ann))| {
+                let offer = ann.body.offers.iter().find(|o| o.model == model)?;
+                let addrs = ann
+                    .body
+                    .listen_addrs
+                    .iter()
+                    .filter_map(|a| a.parse::<Multiaddr>().ok())
+                    .collect();
+                Some(Candidate {
+                    peer: *peer,
+                    address: *address,
+                    offer: offer.clone(),
+                    load: ann.body.load,
+                    addrs,
+                })
+            })
+            .collect()
     }
 
     /// Every model on offer, by name.

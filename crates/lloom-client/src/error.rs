@@ -29,4 +29,43 @@ pub enum Error {
     /// A bootstrap address lacks its `/p2p/<peer id>` suffix.
     #[error("bootstrap address {0} must end in /p2p/<peer id>")]
     BootstrapWithoutPeerId(String),
+    /// Local state (nonce file, ...) is unusable.
+    #[error("client state: {0}")]
+    State(String),
+    /// The request is invalid before anything is sent.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// No executor serves the model.
+    #[error("no executor serves `{model}`; models on offer: {}", if available.is_empty() { "none".to_owned() } else { available.join(", ") })]
+    NoExecutor {
+        /// The model asked for.
+        model: String,
+        /// The models that are on offer.
+        available: Vec<String>,
+    },
+    /// Every executor tried was busy or rate limited.
+    #[error("all executors are busy; retry after {retry_after_secs}s")]
+    AllBusy {
+        /// The shortest retry-after any of them signed.
+        retry_after_secs: u64,
+    },
+    /// The deadline passed before a verified answer arrived.
+    #[error("no verified answer within {0:?}")]
+    DeadlineExceeded(std::time::Duration),
+    /// An executor refused the request for a reason another executor would share.
+    #[error("executor {executor} refused the request: {reason}")]
+    Refused {
+        /// The executor.
+        executor: lloom_core::Address,
+        /// Its signed reason.
+        reason: String,
+    },
+    /// Every attempt failed.
+    #[error("no executor for `{model}` gave a verified answer:\n  {}", attempts.join("\n  "))]
+    AllFailed {
+        /// The model.
+        model: String,
+        /// One line per attempt: executor and failure.
+        attempts: Vec<String>,
+    },
 }

@@ -7,16 +7,28 @@
 //!
 //! ## Layout
 //! - [`cli`]: command-line arguments and the dispatcher behind the binary.
+//! - [`client`]: the [`Client`]: connect, discover, `chat` with verified streaming and failover.
 //! - [`directory`]: verified executor announcements merged from validators; model listing.
+//! - [`nonce`]: request nonces that never repeat, across restarts.
+//! - [`report`]: how a verified receipt is shown (text and JSON).
+//! - [`routing`]: executor scoring, strategies, cooldowns.
 //! - [`error`]: this crate's error type.
 //!
 //! ## Status
-//! This release provides node identity (`keys new | show | import`) and model discovery
-//! through validators (`models`). Requests, verification of answers and the gateway arrive
-//! with the executor and client milestones (see the changelog).
+//! This release provides node identity (`keys new | show | import`), model discovery
+//! through validators (`models`), and verified, streamed `chat` with routing and failover.
+//! The OpenAI-compatible gateway arrives later (see the changelog).
 
+mod attempt;
 pub mod cli;
+pub mod client;
 pub mod directory;
 pub mod error;
+pub mod nonce;
+pub mod report;
+pub mod routing;
 
+pub use attempt::AttemptFailure;
+pub use client::{ChatEvent, ChatRequest, ChatStream, Client, ClientConfig, Receipt};
 pub use error::{Error, Result};
+pub use routing::{RouteFilter, Strategy};

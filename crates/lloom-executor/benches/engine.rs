@@ -87,6 +87,7 @@ fn request(max_tokens: u32) -> GenerateRequest {
         messages: vec![ChatMessage { role: Role::User, content: PROMPT.into() }],
         sampling: SamplingParams::default(),
         max_tokens,
+        max_input_tokens: None,
     }
 }
 
@@ -103,7 +104,8 @@ async fn engine_streams(
     for g in &mut gens {
         while let Some(event) = g.events.recv().await {
             match event {
-                GenerationEvent::Text(_) => {
+                GenerationEvent::Started { .. } => {}
+                GenerationEvent::Text { .. } => {
                     first.get_or_insert_with(|| start.elapsed());
                 }
                 GenerationEvent::Done(usage) => {

@@ -75,6 +75,11 @@ impl Announcer {
         let _ = self.offers.send(offers);
     }
 
+    /// A sender that replaces the offers, for tasks that outlive a borrow of the announcer.
+    pub fn sender(&self) -> watch::Sender<AnnouncementBody> {
+        self.offers.clone()
+    }
+
     /// Publishes the withdrawal and stops.
     pub async fn shutdown(mut self) -> Result<()> {
         if let Some(stop) = self.stop.take() {

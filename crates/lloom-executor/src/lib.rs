@@ -11,16 +11,24 @@
 //! - [`cli`]: command-line arguments and the dispatcher behind the binary.
 //! - [`error`]: this crate's error type.
 //! - [`models`]: known models, the local model cache and fetching through pip.
+//! - [`node`]: a running executor: network, request server and announcer together.
+//! - [`serve`]: serving signed requests from the network: verification, admission, streaming,
+//!   signed checkpoints and responses, the durable receipt store.
 //!
 //! ## Status
-//! This release provides node identity (`keys new | show | import`), the announcer and model
-//! download (`models pull | list`). Model backends and request serving arrive with the executor milestone (see the changelog).
+//! This release provides node identity (`keys new | show | import`), model download
+//! (`models pull | list`), local generation (`generate`), the embedded engine and serving
+//! signed requests over the network (`start`). The OpenAI-compatible HTTP backend and GPU
+//! memory management arrive later (see the changelog).
 
 pub mod announcer;
 pub mod backend;
 pub mod cli;
 pub mod error;
 pub mod models;
+pub mod node;
+pub mod serve;
 
 pub use announcer::{Announcer, AnnouncerConfig};
 pub use error::{Error, Result};
+pub use node::{ExecutorConfig, ExecutorNode};

@@ -38,6 +38,7 @@ fn ask(question: &str, max_tokens: u32, stop: &[&str]) -> GenerateRequest {
             ..SamplingParams::default()
         },
         max_tokens,
+        max_input_tokens: None,
     }
 }
 
@@ -92,8 +93,10 @@ async fn concurrent_requests_are_batched_and_all_answered() {
 async fn cancellation_frees_the_slot() {
     let engine = engine(EngineConfig { max_sequences: 1, ..EngineConfig::default() });
     let mut long = engine.generate(ask("Write a long story about a dragon.", 500, &[])).unwrap();
+    let started = long.events.recv().await.unwrap();
+    assert!(matches!(started, GenerationEvent::Started { input_tokens } if input_tokens > 0));
     let first = long.events.recv().await.unwrap();
-    assert!(matches!(first, GenerationEvent::Text(_)));
+    assert!(matches!(first, GenerationEvent::Text { tokens: 1.., .. }), "{first:?}");
     long.cancel();
     let mut done = None;
     while let Some(event) = long.events.recv().await {
@@ -121,6 +124,9 @@ async fn oversized_prompts_fail_and_a_full_queue_is_busy() {
     assert!(err.contains("exceeds"), "{err}");
     let err = engine.generate(ask(FRANCE, 0, &[])).unwrap().collect().await.unwrap_err();
     assert!(err.contains("max_tokens"), "{err}");
+    let limited = GenerateRequest { max_input_tokens: Some(3), ..ask(FRANCE, 8, &[]) };
+    let err = engine.generate(limited).unwrap().collect().await.unwrap_err();
+    assert!(err.contains("more than the 3 allowed"), "{err}");
 
     let mut held = Vec::new();
     let mut busy = false;

@@ -106,20 +106,10 @@ pub async fn run(cli: &Cli, out: &mut (dyn Write + Send)) -> Result<()> {
                 writeln!(out, "listening on {addr}")?;
             }
             out.flush()?;
-            wait_for_shutdown_signal().await?;
+            lloom_core::cli::wait_for_shutdown_signal().await?;
             writeln!(out, "shutting down")?;
             validator.shutdown().await;
         }
-    }
-    Ok(())
-}
-
-async fn wait_for_shutdown_signal() -> Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result?,
-        _ = term.recv() => {}
     }
     Ok(())
 }

@@ -41,6 +41,9 @@ pub struct ConfigFile {
     /// Client settings.
     #[serde(default)]
     pub client: ClientSection,
+    /// Executor settings.
+    #[serde(default)]
+    pub executor: ExecutorSection,
 }
 
 /// `[network]`.
@@ -71,6 +74,30 @@ pub struct ClientSection {
     pub timeout_secs: Option<u64>,
     /// Oldest announcement accepted from a validator, in seconds.
     pub max_age_secs: Option<u64>,
+}
+
+/// `[executor]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutorSection {
+    /// A GGUF file to serve instead of the default model.
+    pub model_path: Option<std::path::PathBuf>,
+    /// The model name to announce.
+    pub model_name: Option<String>,
+    /// Wei per prompt token.
+    pub price_per_input_token: Option<u64>,
+    /// Wei per generated token.
+    pub price_per_output_token: Option<u64>,
+    /// Sequences decoded together.
+    pub max_sequences: Option<u32>,
+    /// Total context (KV cache) in tokens.
+    pub n_ctx: Option<u32>,
+    /// A signed checkpoint every this many tokens (0: none).
+    pub checkpoint_every: Option<u64>,
+    /// Requests per minute per client.
+    pub requests_per_minute: Option<u32>,
+    /// Output tokens per minute per client.
+    pub tokens_per_minute: Option<u32>,
 }
 
 impl ConfigFile {

@@ -8,8 +8,12 @@ mod args;
 mod config_file;
 mod keys;
 mod logging;
+mod signal;
 
 pub use args::{NodeArgs, Role};
-pub use config_file::{ClientSection, ConfigFile, NetworkSection, ValidatorSection};
+pub use config_file::{
+    ClientSection, ConfigFile, ExecutorSection, NetworkSection, ValidatorSection,
+};
 pub use keys::{ImportSource, KeyReport, KeysCommand, run_keys};
 pub use logging::{LOG_ENV, init_logging};
+pub use signal::wait_for_shutdown_signal;

@@ -24,6 +24,7 @@ pub use config::NetworkConfig;
 pub use event::{NetworkEvent, NetworkStats, RegistryResponder};
 pub use event_loop::EventLoop;
 pub use handle::NetworkHandle;
+pub use libp2p::multiaddr::Protocol;
 pub use libp2p::{Multiaddr, Stream};
 
 /// The peer id at the end of `addr` (`.../p2p/<id>`), if any.

@@ -5,6 +5,8 @@
 //! the work and frees its slot.
 
 pub mod llama;
+#[cfg(feature = "test-utils")]
+pub mod scripted;
 mod text;
 
 pub use text::StreamText;
@@ -24,6 +26,9 @@ pub struct GenerateRequest {
     pub sampling: SamplingParams,
     /// Most tokens to generate.
     pub max_tokens: u32,
+    /// Longest prompt accepted, in tokens after the chat template (`None`: only the context
+    /// bounds it). A longer prompt fails before any work is done.
+    pub max_input_tokens: Option<u64>,
 }
 
 /// Exact usage of a finished generation.
@@ -40,8 +45,19 @@ pub struct Usage {
 /// One event of a generation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GenerationEvent {
+    /// The prompt was admitted: its exact size. Comes first, once.
+    Started {
+        /// Prompt tokens (after the chat template).
+        input_tokens: u64,
+    },
     /// More text, in order.
-    Text(String),
+    Text {
+        /// The new text.
+        text: String,
+        /// Output tokens generated so far (cumulative), including this text's. At most the
+        /// stop-sequence holdback (a few tokens) may be generated and not yet in the text.
+        tokens: u64,
+    },
     /// The end: exact usage. Nothing follows.
     Done(Usage),
     /// The backend failed; nothing follows.
@@ -68,7 +84,8 @@ impl Generation {
         let mut text = String::new();
         while let Some(event) = self.events.recv().await {
             match event {
-                GenerationEvent::Text(t) => text.push_str(&t),
+                GenerationEvent::Started { .. } => {}
+                GenerationEvent::Text { text: t, .. } => text.push_str(&t),
                 GenerationEvent::Done(usage) => return Ok((text, usage)),
                 GenerationEvent::Failed(e) => return Err(e),
             }

@@ -6,7 +6,9 @@
 
 mod cache;
 mod fetch;
+pub mod serving;
 mod spec;
 
 pub use cache::{CachedModel, ModelCache, PullProgress, VerifiedModel};
+pub use serving::{ModelChoice, prepare};
 pub use spec::{DEFAULT_MODEL, ModelSpec};

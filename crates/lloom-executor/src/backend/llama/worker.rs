@@ -202,6 +202,14 @@ fn batch_loop(
                     continue;
                 }
             };
+            if let Some(max) = job.request.max_input_tokens
+                && tokens.len() as u64 > max
+            {
+                let message =
+                    format!("prompt has {} tokens, more than the {max} allowed", tokens.len());
+                let _ = job.events.send(GenerationEvent::Failed(message));
+                continue;
+            }
             let budget = tokens.len() as u64 + u64::from(job.request.max_tokens);
             if budget > u64::from(per_sequence) {
                 let message = format!(
@@ -213,6 +221,7 @@ fn batch_loop(
                 continue;
             }
             let Some(id) = free_ids.pop() else { break };
+            let _ = job.events.send(GenerationEvent::Started { input_tokens: tokens.len() as u64 });
             active.push(Sequence {
                 id,
                 sampler: sampler_for(&job.request.sampling),
@@ -273,7 +282,7 @@ fn batch_loop(
                 if reason != FinishReason::Error {
                     let rest = seq.text.finish();
                     if !rest.is_empty() {
-                        seq.send(GenerationEvent::Text(rest));
+                        seq.send(GenerationEvent::Text { text: rest, tokens: seq.output_tokens });
                     }
                     seq.send(GenerationEvent::Done(Usage {
                         input_tokens: seq.input_tokens,
@@ -307,7 +316,7 @@ fn sample_all(
         let piece = vocab.token_to_piece(token, false, None);
         let text = seq.text.push(&piece);
         if !text.is_empty() {
-            seq.send(GenerationEvent::Text(text));
+            seq.send(GenerationEvent::Text { text, tokens: seq.output_tokens });
         }
         if seq.text.stopped() {
             seq.finished = Some(FinishReason::Stop);

@@ -1,5 +1,9 @@
 //! Command-line interface of `lloom-executor`.
 
+mod start;
+
+pub use start::{DEFAULT_PRICE_PER_INPUT_TOKEN, DEFAULT_PRICE_PER_OUTPUT_TOKEN, StartArgs};
+
 use std::io::Write;
 
 use clap::{Parser, Subcommand};
@@ -31,6 +35,8 @@ pub enum Command {
     Models(ModelsCommand),
     /// Generate locally with the embedded engine (no network): checks a model and this machine.
     Generate(GenerateArgs),
+    /// Serve models on the network: announce them and answer signed requests until stopped.
+    Start(StartArgs),
 }
 
 /// Options of `lloom-executor generate`.
@@ -71,8 +77,18 @@ pub enum ModelsCommand {
     List,
 }
 
-/// Draws extraction progress on stderr (hidden when stderr is not a terminal).
-struct Bar(indicatif::ProgressBar);
+/// Draws model download progress on stderr (hidden when stderr is not a terminal).
+pub struct Bar(indicatif::ProgressBar);
+
+impl Bar {
+    /// A bar drawn on stderr.
+    pub fn stderr() -> Self {
+        Self(indicatif::ProgressBar::with_draw_target(
+            None,
+            indicatif::ProgressDrawTarget::stderr(),
+        ))
+    }
+}
 
 impl PullProgress for Bar {
     fn start(&self, total: u64) {
@@ -114,10 +130,7 @@ pub async fn run(cli: &Cli, out: &mut (dyn Write + Send)) -> Result<()> {
                 )?;
                 out.flush()?;
             }
-            let bar = Bar(indicatif::ProgressBar::with_draw_target(
-                None,
-                indicatif::ProgressDrawTarget::stderr(),
-            ));
+            let bar = Bar::stderr();
             let (cache_ref, spec_copy, force) = (cache.clone(), *spec, *force);
             let model =
                 tokio::task::spawn_blocking(move || cache_ref.pull(&spec_copy, force, &bar))
@@ -136,6 +149,7 @@ pub async fn run(cli: &Cli, out: &mut (dyn Write + Send)) -> Result<()> {
             }
         }
         Command::Generate(args) => generate(args, cli.node.json, out).await?,
+        Command::Start(args) => start::run(args, &cli.node, out).await?,
         Command::Models(ModelsCommand::List) => {
             let cache = ModelCache::new(ModelCache::default_dir());
             let models = cache.list()?;
@@ -194,12 +208,17 @@ async fn generate(args: &GenerateArgs, json: bool, out: &mut (dyn Write + Send))
         seed: args.seed,
         ..SamplingParams::default()
     };
-    let mut generation =
-        engine.generate(GenerateRequest { messages, sampling, max_tokens: args.max_tokens })?;
+    let mut generation = engine.generate(GenerateRequest {
+        messages,
+        sampling,
+        max_tokens: args.max_tokens,
+        max_input_tokens: None,
+    })?;
     let mut text = String::new();
     while let Some(event) = generation.events.recv().await {
         match event {
-            GenerationEvent::Text(piece) => {
+            GenerationEvent::Started { .. } => {}
+            GenerationEvent::Text { text: piece, .. } => {
                 if !json {
                     write!(out, "{piece}")?;
                     out.flush()?;

@@ -1,0 +1,227 @@
+//! One attempt: a signed request to one executor, its stream read and verified frame by frame.
+
+use std::time::{Duration, Instant};
+
+use futures::AsyncWriteExt;
+use lloom_core::network::NetworkHandle;
+use lloom_core::verify::{verify_checkpoint, verify_error, verify_response};
+use lloom_core::wire::{read_frame, write_frame};
+use lloom_core::{
+    ErrorCode, FinishReason, PeerId, SignedRequest, SignedResponse, VerifyPolicy, WireMessage,
+    unix_now,
+};
+use tokio::sync::mpsc;
+
+use crate::directory::Candidate;
+
+/// Why an attempt failed; decides failover and penalties.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AttemptFailure {
+    /// No connection or stream could be opened.
+    Unreachable(String),
+    /// The executor answered with a signed error.
+    Refused {
+        /// The error code.
+        code: ErrorCode,
+        /// The executor's message.
+        message: String,
+        /// When it suggests coming back.
+        retry_after_secs: u64,
+    },
+    /// Something the executor sent failed a check (named in the message).
+    Verification(String),
+    /// The stream broke or stalled before the final response.
+    Broken(String),
+}
+
+impl AttemptFailure {
+    /// Whether another executor (or a later try) may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Refused { code, .. } => code.is_retryable() || *code == ErrorCode::PriceTooLow,
+            _ => true,
+        }
+    }
+}
+
+impl std::fmt::Display for AttemptFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unreachable(e) => write!(f, "unreachable: {e}"),
+            Self::Refused { code, message, retry_after_secs } => {
+                write!(f, "refused ({code:?}): {message}")?;
+                if *retry_after_secs > 0 {
+                    write!(f, " (retry after {retry_after_secs}s)")?;
+                }
+                Ok(())
+            }
+            Self::Verification(e) => write!(f, "verification failed: {e}"),
+            Self::Broken(e) => write!(f, "stream broke: {e}"),
+        }
+    }
+}
+
+/// A verified answer from one attempt.
+#[derive(Clone, Debug)]
+pub(crate) struct Answer {
+    pub(crate) text: String,
+    pub(crate) response: SignedResponse,
+    pub(crate) ttft: Duration,
+    pub(crate) elapsed: Duration,
+}
+
+/// A failed attempt: why, whether text reached the user, and the last verified checkpoint.
+#[derive(Debug)]
+pub(crate) struct Failed {
+    pub(crate) failure: AttemptFailure,
+    pub(crate) streamed: bool,
+    pub(crate) checkpoint: Option<SignedResponse>,
+}
+
+/// Limits of one attempt.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AttemptLimits {
+    /// Longest wait for any frame (first token included).
+    pub(crate) idle: Duration,
+    /// The request's deadline.
+    pub(crate) deadline: Instant,
+}
+
+/// Sends `request` to `executor` and reads the verified answer, passing text to `text_out`.
+pub(crate) async fn run(
+    network: &NetworkHandle,
+    executor: &Candidate,
+    request: &SignedRequest,
+    policy: &VerifyPolicy,
+    limits: AttemptLimits,
+    text_out: &mpsc::Sender<String>,
+) -> Result<Answer, Failed> {
+    let started = Instant::now();
+    let fail = |failure, streamed, checkpoint| Failed { failure, streamed, checkpoint };
+    let mut stream = open(network, executor, limits)
+        .await
+        .map_err(|e| fail(AttemptFailure::Unreachable(e), false, None))?;
+    let wire = policy.limits;
+    if let Err(e) = write_frame(&mut stream, &WireMessage::Request(request.clone()), &wire).await {
+        return Err(fail(AttemptFailure::Unreachable(e.to_string()), false, None));
+    }
+    let peer: PeerId = executor.peer;
+    let digest = request.digest();
+    let mut text = String::new();
+    let mut next_index = 0u32;
+    let mut ttft = None;
+    let mut checkpoint: Option<SignedResponse> = None;
+    loop {
+        let wait = limits.idle.min(limits.deadline.saturating_duration_since(Instant::now()));
+        let frame = match tokio::time::timeout(wait, read_frame(&mut stream, &wire)).await {
+            Ok(Ok(Some(frame))) => frame,
+            Ok(Ok(None)) => {
+                let failure =
+                    AttemptFailure::Broken("stream ended before the final response".into());
+                return Err(fail(failure, next_index > 0, checkpoint));
+            }
+            Ok(Err(e)) if e.is_peer_fault() => {
+                return Err(fail(
+                    AttemptFailure::Verification(e.to_string()),
+                    next_index > 0,
+                    checkpoint,
+                ));
+            }
+            Ok(Err(e)) => {
+                return Err(fail(
+                    AttemptFailure::Broken(e.to_string()),
+                    next_index > 0,
+                    checkpoint,
+                ));
+            }
+            Err(_) => {
+                let failure = AttemptFailure::Broken(format!("no data for {wait:?}"));
+                let _ = stream.close().await;
+                return Err(fail(failure, next_index > 0, checkpoint));
+            }
+        };
+        let now = unix_now();
+        match frame {
+            WireMessage::Chunk(chunk) => {
+                if chunk.index != next_index {
+                    let failure = AttemptFailure::Verification(format!(
+                        "chunk {} arrived where chunk {next_index} was expected",
+                        chunk.index
+                    ));
+                    return Err(fail(failure, next_index > 0, checkpoint));
+                }
+                next_index += 1;
+                ttft.get_or_insert_with(|| started.elapsed());
+                text.push_str(&chunk.text);
+                // A reader that went away does not stop verification of what was paid for.
+                let _ = text_out.send(chunk.text).await;
+            }
+            WireMessage::Checkpoint(cp) => {
+                if let Err(e) = verify_checkpoint(&cp, request, &text, Some(&peer), policy, now) {
+                    let failure = AttemptFailure::Verification(format!("checkpoint: {e}"));
+                    return Err(fail(failure, next_index > 0, checkpoint));
+                }
+                checkpoint = Some(cp);
+            }
+            WireMessage::Response(response) => {
+                if let Err(e) = verify_response(&response, request, &text, Some(&peer), policy, now)
+                {
+                    let failure = AttemptFailure::Verification(format!("final response: {e}"));
+                    return Err(fail(failure, next_index > 0, checkpoint));
+                }
+                let _ = stream.close().await;
+                let finish = FinishReason::from_code(response.commitment.finishReason)
+                    .unwrap_or(FinishReason::Error);
+                tracing::debug!(%digest, finish = finish.as_str(), "verified response");
+                return Ok(Answer {
+                    text,
+                    response,
+                    ttft: ttft.unwrap_or_else(|| started.elapsed()),
+                    elapsed: started.elapsed(),
+                });
+            }
+            WireMessage::Error(error) => {
+                if let Err(e) = verify_error(&error, &digest, Some(&peer), policy, now) {
+                    let failure = AttemptFailure::Verification(format!("error notice: {e}"));
+                    return Err(fail(failure, next_index > 0, checkpoint));
+                }
+                let c = error.commitment;
+                let failure = AttemptFailure::Refused {
+                    code: ErrorCode::from_code(c.code),
+                    message: c.message,
+                    retry_after_secs: c.retryAfterSecs,
+                };
+                return Err(fail(failure, next_index > 0, checkpoint));
+            }
+            WireMessage::Request(_) => {
+                let failure = AttemptFailure::Verification("executor sent a request".into());
+                return Err(fail(failure, next_index > 0, checkpoint));
+            }
+        }
+    }
+}
+
+/// Connects to the executor (dialing its announced addresses) and opens a request stream.
+async fn open(
+    network: &NetworkHandle,
+    executor: &Candidate,
+    limits: AttemptLimits,
+) -> Result<lloom_core::network::Stream, String> {
+    let connected = network.connected_peers().await.map_err(|e| e.to_string())?;
+    if !connected.contains(&executor.peer) {
+        for addr in &executor.addrs {
+            let mut addr = addr.clone();
+            if lloom_core::network::peer_id_of(&addr).is_none() {
+                addr.push(lloom_core::network::Protocol::P2p(executor.peer));
+            }
+            if let Err(e) = network.dial(addr).await {
+                tracing::debug!(peer = %executor.peer, "dial failed: {e}");
+            }
+        }
+    }
+    let wait = limits.idle.min(limits.deadline.saturating_duration_since(Instant::now()));
+    tokio::time::timeout(wait, network.open_request_stream(executor.peer))
+        .await
+        .map_err(|_| format!("no stream within {wait:?}"))?
+        .map_err(|e| e.to_string())
+}

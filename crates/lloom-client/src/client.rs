@@ -1,0 +1,609 @@
+//! The client: a network presence, a verified directory, a router, and `chat`.
+//!
+//! ```no_run
+//! # async fn example() -> lloom_client::Result<()> {
+//! use lloom_client::{ChatEvent, ChatRequest, Client, ClientConfig};
+//! let key = lloom_core::NodeKey::generate();
+//! let bootstrap = "/ip4/127.0.0.1/tcp/4001/p2p/16Uiu2HAm...".parse().unwrap();
+//! let client = Client::connect(key, ClientConfig::default().bootstrap(vec![bootstrap])).await?;
+//! let mut answer = client.chat(ChatRequest::user("SmolLM2-135M-Instruct", "Hi!")).await?;
+//! while let Some(event) = answer.next().await {
+//!     match event? {
+//!         ChatEvent::Text(text) => print!("{text}"),
+//!         ChatEvent::Done(receipt) => println!("\ncost: {} wei", receipt.cost),
+//!         _ => {}
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lloom_core::network::{
+    Multiaddr, NetworkConfig, NetworkEvent, NetworkHandle, peer_id_of, start,
+};
+use lloom_core::wire::request_hash;
+use lloom_core::{
+    Address, ChatMessage, ErrorCode, FinishReason, NodeKey, PeerId, RequestBody, RequestCommitment,
+    Role, SamplingParams, SignedRequest, SignedResponse, U256, VerifyPolicy, unix_now,
+};
+use tokio::sync::{Mutex, mpsc};
+use tokio::task::JoinHandle;
+
+use crate::attempt::{self, AttemptFailure, AttemptLimits};
+use crate::directory::{Candidate, Directory, ModelRow};
+use crate::error::{Error, Result};
+use crate::nonce::NonceSource;
+use crate::routing::{RouteFilter, Router, Strategy};
+
+/// How the client joins the network and treats requests. Build it with the setter methods.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Validators to ask, with `/p2p/<id>`.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Find validators on the local network with mDNS.
+    pub mdns: bool,
+    /// Verification policy (domain, clock skew, limits).
+    pub policy: VerifyPolicy,
+    /// How executors are chosen.
+    pub strategy: Strategy,
+    /// How long to wait for validators.
+    pub discovery_timeout: Duration,
+    /// Oldest announcement accepted from a validator, in seconds.
+    pub max_announcement_age_secs: u64,
+    /// Most executors tried for one request.
+    pub max_attempts: u32,
+    /// Longest wait for any frame of an answer (the first token included).
+    pub idle_timeout: Duration,
+    /// Where nonces persist; `None` keeps them in memory.
+    pub nonce_file: Option<PathBuf>,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            bootstrap: Vec::new(),
+            mdns: false,
+            policy: VerifyPolicy::default(),
+            strategy: Strategy::Balanced,
+            discovery_timeout: Duration::from_secs(10),
+            max_announcement_age_secs: 60,
+            max_attempts: 3,
+            idle_timeout: Duration::from_secs(30),
+            nonce_file: None,
+        }
+    }
+}
+
+impl ClientConfig {
+    /// Validators to bootstrap from.
+    pub fn bootstrap(mut self, addrs: Vec<Multiaddr>) -> Self {
+        self.bootstrap = addrs;
+        self
+    }
+    /// Turns mDNS discovery on or off.
+    pub fn mdns(mut self, on: bool) -> Self {
+        self.mdns = on;
+        self
+    }
+    /// Sets the routing strategy.
+    pub fn strategy(mut self, strategy: Strategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
+    /// Persists nonces in `file`.
+    pub fn nonce_file(mut self, file: PathBuf) -> Self {
+        self.nonce_file = Some(file);
+        self
+    }
+    /// Sets the verification policy.
+    pub fn policy(mut self, policy: VerifyPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+}
+
+/// What to ask.
+#[derive(Clone, Debug)]
+pub struct ChatRequest {
+    /// The model.
+    pub model: String,
+    /// The conversation.
+    pub messages: Vec<ChatMessage>,
+    /// Sampling parameters.
+    pub sampling: SamplingParams,
+    /// Most tokens to generate.
+    pub max_tokens: u32,
+    /// Price ceilings and minimum context.
+    pub filter: RouteFilter,
+    /// Time for the whole request, failovers included.
+    pub timeout: Duration,
+}
+
+impl ChatRequest {
+    /// A one-message request with greedy decoding and 256 output tokens.
+    pub fn user(model: impl Into<String>, prompt: impl Into<String>) -> Self {
+        Self {
+            model: model.into(),
+            messages: vec![ChatMessage { role: Role::User, content: prompt.into() }],
+            sampling: SamplingParams::default(),
+            max_tokens: 256,
+            filter: RouteFilter::default(),
+            timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// What happened to one attempt (shown with `--verbose`).
+#[derive(Clone, Debug)]
+pub struct AttemptReport {
+    /// The executor tried.
+    pub executor: Address,
+    /// Why it failed, or `None` for the attempt that answered.
+    pub failure: Option<AttemptFailure>,
+    /// The cooldown it was given.
+    pub cooldown: Option<Duration>,
+}
+
+/// A verified answer: everything needed to prove and settle it.
+#[derive(Clone, Debug)]
+pub struct Receipt {
+    /// The signed request that was answered.
+    pub request: SignedRequest,
+    /// The executor's signed final response (or, for a cut-off stream, its last checkpoint).
+    pub response: SignedResponse,
+    /// The executor's address (the response signer).
+    pub executor: Address,
+    /// The executor's peer id.
+    pub peer: PeerId,
+    /// The full answer text (its hash is in the response).
+    pub text: String,
+    /// Prompt tokens.
+    pub input_tokens: u64,
+    /// Generated tokens.
+    pub output_tokens: u64,
+    /// Cost in wei.
+    pub cost: U256,
+    /// Why generation ended.
+    pub finish: FinishReason,
+    /// Time to first token.
+    pub ttft: Duration,
+    /// The checks that passed, in order.
+    pub checks: Vec<&'static str>,
+    /// Every attempt, the successful one last.
+    pub attempts: Vec<AttemptReport>,
+}
+
+/// The checks a final response passes before it is reported.
+pub const RESPONSE_CHECKS: [&str; 7] = [
+    "signed for our EIP-712 domain",
+    "signer is the chosen executor (address == peer key)",
+    "references this request's digest, client and model",
+    "timestamp within the clock-skew window",
+    "token counts within the signed limits",
+    "cost == input × price_in + output × price_out",
+    "content hash matches the streamed text",
+];
+
+/// One event of a chat answer.
+#[derive(Clone, Debug)]
+pub enum ChatEvent {
+    /// An executor was chosen and the request sent.
+    Attempt {
+        /// The executor.
+        executor: Address,
+    },
+    /// More text.
+    Text(String),
+    /// The executor failed after streaming; text since the last `Attempt` is void and the
+    /// answer restarts on another executor.
+    Restart {
+        /// What happened.
+        reason: String,
+    },
+    /// The verified receipt; nothing follows.
+    Done(Box<Receipt>),
+}
+
+/// The answer as it streams.
+#[derive(Debug)]
+pub struct ChatStream {
+    events: mpsc::Receiver<Result<ChatEvent>>,
+    task: JoinHandle<()>,
+}
+
+impl ChatStream {
+    /// The next event; `None` after `Done` or an error.
+    pub async fn next(&mut self) -> Option<Result<ChatEvent>> {
+        self.events.recv().await
+    }
+
+    /// Waits for the whole answer: its text and receipt.
+    pub async fn collect(mut self) -> Result<Receipt> {
+        while let Some(event) = self.next().await {
+            if let ChatEvent::Done(receipt) = event? {
+                return Ok(*receipt);
+            }
+        }
+        Err(Error::State("the answer ended without a receipt".into()))
+    }
+}
+
+impl Drop for ChatStream {
+    fn drop(&mut self) {
+        // Dropping the answer cancels it: the stream to the executor closes.
+        self.task.abort();
+    }
+}
+
+struct Inner {
+    key: NodeKey,
+    config: ClientConfig,
+    network: NetworkHandle,
+    validators: Vec<PeerId>,
+    directory: Mutex<(Directory, Option<Instant>)>,
+    router: Mutex<Router>,
+    nonces: NonceSource,
+    network_task: JoinHandle<()>,
+}
+
+/// A connected client. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("address", &self.inner.key.address()).finish_non_exhaustive()
+    }
+}
+
+/// How long a fetched directory is used before it is fetched again.
+const DIRECTORY_TTL: Duration = Duration::from_secs(5);
+
+impl Client {
+    /// Starts the network, waits for the validators and fetches the directory.
+    pub async fn connect(key: NodeKey, config: ClientConfig) -> Result<Self> {
+        let mut bootstrap = HashSet::new();
+        for addr in &config.bootstrap {
+            bootstrap.insert(
+                peer_id_of(addr).ok_or_else(|| Error::BootstrapWithoutPeerId(addr.to_string()))?,
+            );
+        }
+        let listen = match config.mdns {
+            true => vec![
+                "/ip4/0.0.0.0/tcp/0"
+                    .parse()
+                    .map_err(|_| Error::State("bad listen address".into()))?,
+            ],
+            false => Vec::new(),
+        };
+        let network_config = NetworkConfig {
+            listen_addrs: listen,
+            bootstrap: config.bootstrap.clone(),
+            enable_mdns: config.mdns,
+            ..NetworkConfig::default()
+        };
+        let (network, mut events, event_loop) = start(&key, network_config, config.policy).await?;
+        let network_task = tokio::spawn(event_loop.run());
+        let deadline = tokio::time::Instant::now() + config.discovery_timeout;
+        let mut validators = Vec::new();
+        while validators.len() < bootstrap.len().max(1) {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Ok(Some(NetworkEvent::PeerConnected(peer)))
+                    if bootstrap.is_empty() || bootstrap.contains(&peer) =>
+                {
+                    validators.push(peer);
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        // Later events are not needed; keep the channel drained so the network never waits.
+        tokio::spawn(async move { while events.recv().await.is_some() {} });
+        if validators.is_empty() {
+            network_task.abort();
+            return Err(Error::NoValidator(config.discovery_timeout));
+        }
+        let nonces = match &config.nonce_file {
+            Some(file) => NonceSource::persistent(file.clone())?,
+            None => NonceSource::in_memory(),
+        };
+        let inner = Inner {
+            router: Mutex::new(Router::new(config.strategy)),
+            key,
+            config,
+            network,
+            validators,
+            directory: Mutex::new((Directory::default(), None)),
+            nonces,
+            network_task,
+        };
+        let client = Self { inner: Arc::new(inner) };
+        client.refresh().await?;
+        Ok(client)
+    }
+
+    /// The client's address (the signer of its requests).
+    pub fn address(&self) -> Address {
+        self.inner.key.address()
+    }
+
+    /// The network handle.
+    pub fn network(&self) -> &NetworkHandle {
+        &self.inner.network
+    }
+
+    /// Fetches every validator's registry again; returns how many executors are known.
+    pub async fn refresh(&self) -> Result<usize> {
+        let inner = &self.inner;
+        let mut fresh = Directory::default();
+        let mut last_error = None;
+        for validator in &inner.validators {
+            let fetch = fresh.fetch_from(
+                &inner.network,
+                *validator,
+                &inner.config.policy,
+                inner.config.max_announcement_age_secs,
+            );
+            if let Err(e) = fetch.await {
+                last_error = Some(e);
+            }
+        }
+        if let Some(e) = last_error
+            && fresh.is_empty()
+        {
+            return Err(e);
+        }
+        let count = fresh.len();
+        *inner.directory.lock().await = (fresh, Some(Instant::now()));
+        Ok(count)
+    }
+
+    /// Takes the directory fetched so far (the client fetches a fresh one when next needed).
+    pub async fn take_directory(&self) -> Directory {
+        std::mem::take(&mut *self.inner.directory.lock().await).0
+    }
+
+    /// The models on offer (from the directory, refreshed when stale).
+    pub async fn models(&self) -> Result<Vec<ModelRow>> {
+        self.refresh_if_stale().await?;
+        Ok(self.inner.directory.lock().await.0.models())
+    }
+
+    async fn refresh_if_stale(&self) -> Result<()> {
+        let fetched = self.inner.directory.lock().await.1;
+        if fetched.is_none_or(|t| t.elapsed() > DIRECTORY_TTL) {
+            self.refresh().await?;
+        }
+        Ok(())
+    }
+
+    /// Executors the client has measured or penalised, for `--verbose` and metrics.
+    pub async fn executor_stats(&self) -> Vec<(Address, crate::routing::ExecutorStats)> {
+        self.inner.router.lock().await.all_stats().map(|(a, s)| (*a, s.clone())).collect()
+    }
+
+    /// Sends `request` to the best executor and streams its verified answer, failing over to
+    /// the next candidate when one is unreachable, busy, failing or caught lying.
+    pub async fn chat(&self, request: ChatRequest) -> Result<ChatStream> {
+        if request.max_tokens == 0 {
+            return Err(Error::InvalidRequest("max_tokens must be at least 1".into()));
+        }
+        let body =
+            RequestBody { messages: request.messages.clone(), sampling: request.sampling.clone() };
+        body.validate(&self.inner.config.policy.limits)
+            .map_err(|e| Error::InvalidRequest(e.to_string()))?;
+        self.refresh_if_stale().await?;
+        let candidates = self.inner.directory.lock().await.0.candidates(&request.model);
+        if candidates.is_empty() {
+            let models = self.inner.directory.lock().await.0.models();
+            return Err(Error::NoExecutor {
+                model: request.model.clone(),
+                available: models.into_iter().map(|m| m.model).collect(),
+            });
+        }
+        let (tx, rx) = mpsc::channel(64);
+        let client = self.clone();
+        let task = tokio::spawn(async move {
+            let outcome = client.run_chat(request, body, candidates, &tx).await;
+            match outcome {
+                Ok(receipt) => {
+                    let _ = tx.send(Ok(ChatEvent::Done(Box::new(receipt)))).await;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                }
+            }
+        });
+        Ok(ChatStream { events: rx, task })
+    }
+
+    async fn run_chat(
+        &self,
+        request: ChatRequest,
+        body: RequestBody,
+        candidates: Vec<Candidate>,
+        events: &mpsc::Sender<Result<ChatEvent>>,
+    ) -> Result<Receipt> {
+        let inner = &self.inner;
+        let started = Instant::now();
+        let deadline = started + request.timeout;
+        let mut tried: Vec<Address> = Vec::new();
+        let mut reports: Vec<AttemptReport> = Vec::new();
+        let mut busy_retry_after: Option<u64> = None;
+        let mut last_checkpoint: Option<(SignedRequest, SignedResponse, Candidate)> = None;
+        for _ in 0..inner.config.max_attempts.max(1) {
+            if Instant::now() >= deadline {
+                break;
+            }
+            let ranked = inner.router.lock().await.rank(
+                candidates.clone(),
+                &request.filter,
+                &tried,
+                Instant::now(),
+            );
+            let Some(executor) = ranked.into_iter().next() else { break };
+            tried.push(executor.address);
+            let signed = self.sign(&request, &body, &executor, deadline)?;
+            if events.send(Ok(ChatEvent::Attempt { executor: executor.address })).await.is_err() {
+                return Err(Error::State("the answer was dropped".into()));
+            }
+            let (text_tx, mut text_rx) = mpsc::channel::<String>(64);
+            let forward = {
+                let events = events.clone();
+                tokio::spawn(async move {
+                    while let Some(text) = text_rx.recv().await {
+                        if events.send(Ok(ChatEvent::Text(text))).await.is_err() {
+                            break;
+                        }
+                    }
+                })
+            };
+            let limits = AttemptLimits { idle: inner.config.idle_timeout, deadline };
+            let outcome = attempt::run(
+                &inner.network,
+                &executor,
+                &signed,
+                &inner.config.policy,
+                limits,
+                &text_tx,
+            )
+            .await;
+            drop(text_tx);
+            let _ = forward.await;
+            match outcome {
+                Ok(answer) => {
+                    let c = &answer.response.commitment;
+                    let tokens_per_sec = c.outputTokens as f64
+                        / answer.elapsed.saturating_sub(answer.ttft).as_secs_f64().max(1e-3);
+                    inner.router.lock().await.record_success(
+                        executor.address,
+                        answer.ttft,
+                        tokens_per_sec,
+                    );
+                    reports.push(AttemptReport {
+                        executor: executor.address,
+                        failure: None,
+                        cooldown: None,
+                    });
+                    return Ok(Receipt {
+                        executor: executor.address,
+                        peer: executor.peer,
+                        input_tokens: c.inputTokens,
+                        output_tokens: c.outputTokens,
+                        cost: c.totalCost,
+                        finish: FinishReason::from_code(c.finishReason)?,
+                        ttft: answer.ttft,
+                        text: answer.text,
+                        request: signed,
+                        response: answer.response,
+                        checks: RESPONSE_CHECKS.to_vec(),
+                        attempts: reports,
+                    });
+                }
+                Err(failed) => {
+                    let reason = failed.failure.to_string();
+                    tracing::info!(executor = %executor.address, "attempt failed: {reason}");
+                    let cooldown = inner.router.lock().await.record_failure(
+                        executor.address,
+                        &reason,
+                        Instant::now(),
+                    );
+                    if let AttemptFailure::Refused {
+                        code: ErrorCode::Busy | ErrorCode::RateLimited,
+                        retry_after_secs,
+                        ..
+                    } = failed.failure
+                    {
+                        busy_retry_after = Some(
+                            busy_retry_after.map_or(retry_after_secs, |b| b.min(retry_after_secs)),
+                        );
+                    }
+                    if let Some(cp) = failed.checkpoint {
+                        last_checkpoint = Some((signed.clone(), cp, executor.clone()));
+                    }
+                    let retryable = failed.failure.is_retryable();
+                    reports.push(AttemptReport {
+                        executor: executor.address,
+                        failure: Some(failed.failure.clone()),
+                        cooldown: Some(cooldown),
+                    });
+                    if failed.streamed {
+                        let _ =
+                            events.send(Ok(ChatEvent::Restart { reason: reason.clone() })).await;
+                    }
+                    if !retryable {
+                        return Err(Error::Refused { executor: executor.address, reason });
+                    }
+                }
+            }
+        }
+        if let Some((_, cp, executor)) = &last_checkpoint {
+            tracing::info!(executor = %executor.address, tokens = cp.commitment.outputTokens, "kept the last verified checkpoint of a broken stream");
+        }
+        if let Some(retry_after_secs) = busy_retry_after
+            && reports.iter().all(|r| {
+                matches!(
+                    r.failure,
+                    Some(AttemptFailure::Refused {
+                        code: ErrorCode::Busy | ErrorCode::RateLimited,
+                        ..
+                    })
+                )
+            })
+        {
+            return Err(Error::AllBusy { retry_after_secs });
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::DeadlineExceeded(request.timeout));
+        }
+        Err(Error::AllFailed {
+            model: request.model,
+            attempts: reports
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{}: {}",
+                        r.executor,
+                        r.failure.as_ref().map(ToString::to_string).unwrap_or_default()
+                    )
+                })
+                .collect(),
+        })
+    }
+
+    fn sign(
+        &self,
+        request: &ChatRequest,
+        body: &RequestBody,
+        executor: &Candidate,
+        deadline: Instant,
+    ) -> Result<SignedRequest> {
+        let inner = &self.inner;
+        let left = deadline.saturating_duration_since(Instant::now()).as_secs().max(1);
+        let max_output = u64::from(request.max_tokens);
+        let commitment = RequestCommitment {
+            client: inner.key.address(),
+            executor: executor.address,
+            model: request.model.clone(),
+            requestHash: request_hash(body),
+            maxInputTokens: u64::from(executor.offer.context_length).saturating_sub(max_output),
+            maxOutputTokens: max_output,
+            pricePerInputToken: executor.offer.price_per_input_token,
+            pricePerOutputToken: executor.offer.price_per_output_token,
+            nonce: inner.nonces.next()?,
+            deadline: unix_now() + left,
+        };
+        Ok(SignedRequest::sign(&inner.key, inner.config.policy.domain, commitment, body.clone())?)
+    }
+
+    /// Leaves the network.
+    pub fn shutdown(&self) {
+        self.inner.network_task.abort();
+    }
+}

@@ -1,0 +1,136 @@
+//! A running executor node: the network, the request server and the announcer, together.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lloom_core::network::{Multiaddr, NetworkConfig, NetworkHandle, start};
+use lloom_core::{AnnouncementBody, NodeKey, ReplayStore};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::announcer::{Announcer, AnnouncerConfig};
+use crate::error::Result;
+use crate::serve::{ReceiptStore, ServeConfig, ServedModel, Server};
+
+/// Everything an executor node needs to run.
+#[derive(Clone, Debug)]
+pub struct ExecutorConfig {
+    /// Network settings.
+    pub network: NetworkConfig,
+    /// Request handling (checkpoints, limits, timeouts, verification policy).
+    pub serve: ServeConfig,
+    /// Heartbeat and domain of announcements.
+    pub announce: AnnouncerConfig,
+    /// Where the replay and receipt databases live.
+    pub data_dir: PathBuf,
+    /// Sequences the backends decode at once (announced as `max_concurrency`).
+    pub max_concurrency: u32,
+    /// How often the load is re-checked and, when it changed, re-announced.
+    pub load_interval: Duration,
+}
+
+impl ExecutorConfig {
+    /// Defaults for an executor keeping its state in `data_dir`.
+    pub fn new(data_dir: PathBuf) -> Self {
+        Self {
+            network: NetworkConfig::default(),
+            serve: ServeConfig::default(),
+            announce: AnnouncerConfig::default(),
+            data_dir,
+            max_concurrency: 4,
+            load_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A running executor.
+#[derive(Debug)]
+pub struct ExecutorNode {
+    /// Its network handle.
+    pub network: NetworkHandle,
+    /// Its request server (stats, receipts).
+    pub server: Server,
+    announcer: Option<Announcer>,
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl ExecutorNode {
+    /// Opens the stores, starts the network, serves `models` and announces them.
+    pub async fn start(
+        key: &NodeKey,
+        models: Vec<ServedModel>,
+        mut config: ExecutorConfig,
+    ) -> Result<Self> {
+        config.serve.policy.domain = config.announce.domain;
+        let replay = ReplayStore::open(&config.data_dir.join("replay.redb"))?;
+        let receipts = ReceiptStore::open(&config.data_dir.join("receipts.redb"))?;
+        let (network, mut events, event_loop) =
+            start(key, config.network.clone(), config.serve.policy).await?;
+        let mut tasks = vec![tokio::spawn(event_loop.run())];
+        // The executor acts on no network event; drain them so the loop never waits on us.
+        tasks.push(tokio::spawn(async move { while events.recv().await.is_some() {} }));
+        let server = Server::new(key.clone(), config.serve.clone(), models, replay, receipts);
+        tasks.push(server.spawn(&network)?);
+
+        let listen_addrs: Vec<String> =
+            network.listen_addrs().await?.iter().map(Multiaddr::to_string).collect();
+        let max_concurrency = config.max_concurrency;
+        let body = move |server: &Server| AnnouncementBody {
+            offers: server.offers(),
+            load: server.load(max_concurrency, 0),
+            listen_addrs: listen_addrs.clone(),
+        };
+        let announcer =
+            Announcer::spawn(key.clone(), network.clone(), body(&server), config.announce);
+        let stop = CancellationToken::new();
+        let node = Self { network, server, announcer: Some(announcer), stop, tasks };
+        node.spawn_load_reporter(config.load_interval, body);
+        Ok(node)
+    }
+
+    fn spawn_load_reporter(
+        &self,
+        every: Duration,
+        body: impl Fn(&Server) -> AnnouncementBody + Send + 'static,
+    ) {
+        let Some(announcer) = &self.announcer else { return };
+        let offers = announcer.sender();
+        let (server, stop) = (self.server.clone(), self.stop.clone());
+        let mut last = body(&server).load;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(every) => {}
+                }
+                let next = body(&server);
+                if next.load != last {
+                    last = next.load;
+                    if offers.send(next).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+    }
+
+    /// The addresses the executor listens on, each with `/p2p/<id>`.
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>> {
+        Ok(self.network.listen_addrs().await?)
+    }
+
+    /// Withdraws the offers, then stops serving and leaves the network.
+    pub async fn shutdown(mut self) -> Result<()> {
+        self.stop.cancel();
+        let withdrawn = match self.announcer.take() {
+            Some(announcer) => announcer.shutdown().await,
+            None => Ok(()),
+        };
+        for task in &self.tasks {
+            task.abort();
+        }
+        drop(self.network);
+        withdrawn
+    }
+}

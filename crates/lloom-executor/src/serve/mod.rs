@@ -1,0 +1,196 @@
+//! Serving requests from the network.
+//!
+//! [`Server`] accepts request streams (`/lloom/request/1`), applies every verification rule of
+//! lloom-core to each signed request, admits it past the per-client rate limits and the
+//! durable nonce store, runs it on the backend of the requested model, and streams the answer:
+//! text chunks as they are generated, a signed checkpoint every
+//! [`ServeConfig::checkpoint_every`] tokens, and a final signed response, which is stored in
+//! the [`ReceiptStore`] before it is sent. Every refusal is a signed error naming the rule.
+//!
+//! Everything a peer can make the server hold is bounded: streams in flight
+//! ([`ServeConfig::max_streams`]), the time to send the request and to take each chunk, frame
+//! sizes (the wire limits), the backend queue (a full one answers a signed Busy), and the
+//! per-client rate-limiter state.
+
+mod limiter;
+mod receipts;
+mod session;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use lloom_core::network::NetworkHandle;
+use lloom_core::{ExecutorLoad, ModelOffer, NodeKey, ReplayStore, VerifyPolicy};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+pub use limiter::{RateLimiter, RateLimits};
+pub use receipts::{Receipt, ReceiptStore};
+
+use crate::backend::Backend;
+use crate::error::Result;
+
+/// How the server treats requests.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// The verification policy (domain, clock skew, deadline horizon, wire limits).
+    pub policy: VerifyPolicy,
+    /// A signed checkpoint every this many output tokens; 0 disables checkpoints.
+    pub checkpoint_every: u64,
+    /// Time a peer has to send its request after opening a stream.
+    pub request_timeout: Duration,
+    /// Time a peer has to take each frame we send (a reader that stalls is cut off).
+    pub write_timeout: Duration,
+    /// Most request streams handled at once; more are closed at once.
+    pub max_streams: usize,
+    /// Per-client limits.
+    pub rate_limits: RateLimits,
+    /// `retryAfterSecs` in a signed Busy answer.
+    pub busy_retry_after_secs: u64,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            policy: VerifyPolicy::default(),
+            checkpoint_every: 32,
+            request_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
+            max_streams: 1024,
+            rate_limits: RateLimits::default(),
+            busy_retry_after_secs: 1,
+        }
+    }
+}
+
+/// A model this executor serves: what it announces and the backend that runs it.
+#[derive(Clone)]
+pub struct ServedModel {
+    /// The announced offer (name, context length, prices, weights hash).
+    pub offer: ModelOffer,
+    /// The backend that generates for it.
+    pub backend: Arc<dyn Backend>,
+}
+
+impl std::fmt::Debug for ServedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServedModel").field("offer", &self.offer).finish_non_exhaustive()
+    }
+}
+
+/// Counters of what the server did, for metrics and tests.
+#[derive(Debug, Default)]
+pub struct ServeStats {
+    /// Requests answered with a final signed response.
+    pub completed: AtomicU64,
+    /// Requests refused with a signed error (any code).
+    pub refused: AtomicU64,
+    /// Requests refused as Busy (also counted in `refused`).
+    pub busy: AtomicU64,
+    /// Streams that ended without a request, with an undecodable one, or cut by the peer.
+    pub dropped_streams: AtomicU64,
+    /// Requests being served now.
+    pub in_flight: AtomicU64,
+}
+
+pub(crate) struct Shared {
+    pub(crate) key: NodeKey,
+    pub(crate) config: ServeConfig,
+    pub(crate) models: BTreeMap<String, ServedModel>,
+    pub(crate) replay: ReplayStore,
+    pub(crate) receipts: ReceiptStore,
+    pub(crate) limiter: Mutex<RateLimiter>,
+    pub(crate) stats: ServeStats,
+}
+
+/// The request server of an executor. Cheap to clone.
+#[derive(Clone)]
+pub struct Server {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("executor", &self.shared.key.address())
+            .field("models", &self.shared.models.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// A server that signs with `key` and serves `models`.
+    pub fn new(
+        key: NodeKey,
+        config: ServeConfig,
+        models: Vec<ServedModel>,
+        replay: ReplayStore,
+        receipts: ReceiptStore,
+    ) -> Self {
+        let limiter = Mutex::new(RateLimiter::new(config.rate_limits));
+        let models = models.into_iter().map(|m| (m.offer.model.clone(), m)).collect();
+        let shared =
+            Shared { key, config, models, replay, receipts, limiter, stats: ServeStats::default() };
+        Self { shared: Arc::new(shared) }
+    }
+
+    /// Starts accepting request streams on `network`; the task ends when the network stops.
+    pub fn spawn(&self, network: &NetworkHandle) -> Result<JoinHandle<()>> {
+        let mut incoming = network.accept_request_streams()?;
+        let server = self.clone();
+        let slots = Arc::new(Semaphore::new(self.shared.config.max_streams));
+        Ok(tokio::spawn(async move {
+            while let Some((peer, stream)) = incoming.next().await {
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    server.shared.stats.dropped_streams.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%peer, "too many request streams; closing a new one");
+                    continue;
+                };
+                let shared = server.shared.clone();
+                tokio::spawn(async move {
+                    session::serve(&shared, peer, stream).await;
+                    drop(permit);
+                });
+            }
+        }))
+    }
+
+    /// Serves one request stream from `peer` to its end (what [`Server::spawn`] does per
+    /// stream); public so benchmarks and tests can drive it over any byte stream.
+    pub async fn serve_stream<S>(&self, peer: lloom_core::PeerId, stream: S)
+    where
+        S: futures::AsyncRead + futures::AsyncWrite + Unpin,
+    {
+        session::serve(&self.shared, peer, stream).await;
+    }
+
+    /// The offers to announce.
+    pub fn offers(&self) -> Vec<ModelOffer> {
+        self.shared.models.values().map(|m| m.offer.clone()).collect()
+    }
+
+    /// Current load, for announcements.
+    pub fn load(&self, max_concurrency: u32, free_memory_bytes: u64) -> ExecutorLoad {
+        let in_flight =
+            u32::try_from(self.shared.stats.in_flight.load(Ordering::Relaxed)).unwrap_or(u32::MAX);
+        ExecutorLoad {
+            queue_depth: in_flight.saturating_sub(max_concurrency),
+            free_slots: max_concurrency.saturating_sub(in_flight),
+            max_concurrency,
+            free_memory_bytes,
+        }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &ServeStats {
+        &self.shared.stats
+    }
+
+    /// The receipt store.
+    pub fn receipts(&self) -> &ReceiptStore {
+        &self.shared.receipts
+    }
+}

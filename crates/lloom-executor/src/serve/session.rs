@@ -1,0 +1,364 @@
+//! One request stream, from the signed request to the signed final response.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use futures::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use lloom_core::verify::{compute_cost, verify_request};
+use lloom_core::wire::{content_hash, read_frame, write_frame};
+use lloom_core::{
+    B256, ErrorCode, ErrorCommitment, FinishReason, PeerId, ResponseCommitment, SignedError,
+    SignedRequest, SignedResponse, StreamChunk, WireMessage, unix_now,
+};
+
+use super::{Receipt, ServedModel, Shared};
+use crate::backend::{GenerateRequest, GenerationEvent};
+
+/// A refusal: the code, what to tell the client, and when to come back.
+struct Refusal {
+    code: ErrorCode,
+    message: String,
+    retry_after_secs: u64,
+}
+
+impl Refusal {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), retry_after_secs: 0 }
+    }
+
+    fn retry(code: ErrorCode, message: impl Into<String>, retry_after_secs: u64) -> Self {
+        Self { code, message: message.into(), retry_after_secs }
+    }
+}
+
+impl From<lloom_core::Error> for Refusal {
+    fn from(e: lloom_core::Error) -> Self {
+        let code = match e {
+            lloom_core::Error::DeadlinePassed { .. } => ErrorCode::DeadlineExceeded,
+            lloom_core::Error::NonceReplayed { .. } => ErrorCode::NonceReplayed,
+            _ => ErrorCode::InvalidRequest,
+        };
+        Self::new(code, e.to_string())
+    }
+}
+
+/// Serves one stream: reads the request, answers it, closes.
+pub(crate) async fn serve<S>(shared: &Arc<Shared>, peer: PeerId, mut stream: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let limits = shared.config.policy.limits;
+    let read =
+        tokio::time::timeout(shared.config.request_timeout, read_frame(&mut stream, &limits));
+    let request = match read.await {
+        Ok(Ok(Some(WireMessage::Request(request)))) => request,
+        outcome => {
+            // Without a decodable request there is no digest to sign an error for.
+            shared.stats.dropped_streams.fetch_add(1, Ordering::Relaxed);
+            match outcome {
+                Ok(Ok(Some(other))) => {
+                    tracing::debug!(%peer, kind = other.kind(), "stream did not start with a request")
+                }
+                Ok(Err(e)) => tracing::debug!(%peer, "unreadable request: {e}"),
+                _ => tracing::debug!(%peer, "no request before the timeout"),
+            }
+            let _ = stream.close().await;
+            return;
+        }
+    };
+    let digest = request.digest();
+    shared.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+    let outcome = match admit(shared, &peer, &request).await {
+        Ok(model) => run(shared, &request, digest, model, &mut stream).await,
+        Err(refusal) => send_refusal(shared, digest, refusal, &mut stream).await,
+    };
+    shared.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+    if let Err(e) = outcome {
+        shared.stats.dropped_streams.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%peer, %digest, "stream ended early: {e}");
+    }
+    let _ = stream.close().await;
+}
+
+/// Applies every rule, in order, before any work is done.
+async fn admit(
+    shared: &Arc<Shared>,
+    peer: &PeerId,
+    request: &SignedRequest,
+) -> Result<ServedModel, Refusal> {
+    let now = unix_now();
+    verify_request(request, Some(peer), &shared.config.policy, now)?;
+    let c = &request.commitment;
+    if c.executor != shared.key.address() {
+        return Err(Refusal::new(
+            ErrorCode::InvalidRequest,
+            format!("request is addressed to executor {}, not to this one", c.executor),
+        ));
+    }
+    let Some(model) = shared.models.get(&c.model) else {
+        let known: Vec<&str> = shared.models.keys().map(String::as_str).collect();
+        return Err(Refusal::new(
+            ErrorCode::UnknownModel,
+            format!("model `{}` is not served here; served: {}", c.model, known.join(", ")),
+        ));
+    };
+    let offer = &model.offer;
+    if c.pricePerInputToken < offer.price_per_input_token
+        || c.pricePerOutputToken < offer.price_per_output_token
+    {
+        return Err(Refusal::new(
+            ErrorCode::PriceTooLow,
+            format!(
+                "offered {}/{} wei per input/output token; this executor asks {}/{}",
+                c.pricePerInputToken,
+                c.pricePerOutputToken,
+                offer.price_per_input_token,
+                offer.price_per_output_token
+            ),
+        ));
+    }
+    if c.maxOutputTokens == 0 || c.maxOutputTokens > u64::from(offer.context_length) {
+        return Err(Refusal::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "maxOutputTokens {} must be between 1 and the context length {}",
+                c.maxOutputTokens, offer.context_length
+            ),
+        ));
+    }
+    let admitted =
+        shared.limiter.lock().map(|mut l| l.admit(c.client, Instant::now())).map_err(|_| ());
+    match admitted {
+        Ok(Ok(())) => {}
+        Ok(Err(wait)) => {
+            return Err(Refusal::retry(
+                ErrorCode::RateLimited,
+                format!("rate limit reached for client {}", c.client),
+                wait,
+            ));
+        }
+        Err(_) => return Err(Refusal::new(ErrorCode::Internal, "rate limiter unavailable")),
+    }
+    // The nonce rule last: a refused request does not burn the client's nonce.
+    let (client, nonce, deadline) = (c.client, c.nonce, c.deadline);
+    let store = shared.clone();
+    tokio::task::spawn_blocking(move || {
+        store.replay.check_and_record(client, nonce, deadline, unix_now())
+    })
+    .await
+    .map_err(|_| Refusal::new(ErrorCode::Internal, "replay store task failed"))??;
+    Ok(model.clone())
+}
+
+/// What has been streamed so far.
+#[derive(Default)]
+struct Progress {
+    text: String,
+    chunks: u32,
+    input_tokens: u64,
+    output_tokens: u64,
+    next_checkpoint: u64,
+    last_checkpoint: Option<SignedResponse>,
+}
+
+/// Runs an admitted request and streams its answer.
+async fn run<S>(
+    shared: &Arc<Shared>,
+    request: &SignedRequest,
+    digest: B256,
+    model: ServedModel,
+    stream: &mut S,
+) -> lloom_core::Result<()>
+where
+    S: AsyncWrite + Unpin,
+{
+    let c = &request.commitment;
+    let generate = GenerateRequest {
+        messages: request.body.messages.clone(),
+        sampling: request.body.sampling.clone(),
+        max_tokens: u32::try_from(c.maxOutputTokens).unwrap_or(u32::MAX),
+        max_input_tokens: Some(c.maxInputTokens),
+    };
+    let mut generation = match model.backend.generate(generate) {
+        Ok(g) => g,
+        Err(crate::Error::Busy { queued }) => {
+            shared.stats.busy.fetch_add(1, Ordering::Relaxed);
+            let refusal = Refusal::retry(
+                ErrorCode::Busy,
+                format!("all slots busy and {queued} requests queued"),
+                shared.config.busy_retry_after_secs,
+            );
+            return send_refusal(shared, digest, refusal, stream).await;
+        }
+        Err(e) => {
+            let refusal = Refusal::new(ErrorCode::BackendFailure, e.to_string());
+            return send_refusal(shared, digest, refusal, stream).await;
+        }
+    };
+    let every = shared.config.checkpoint_every;
+    let mut progress = Progress { next_checkpoint: every, ..Progress::default() };
+    let deadline = deadline_instant(c.deadline);
+    let mut deadline_hit = false;
+    loop {
+        let event = tokio::select! {
+            event = generation.events.recv() => event,
+            () = tokio::time::sleep_until(deadline), if !deadline_hit => {
+                // Stop the work; the backend reports what was generated as CANCELLED.
+                deadline_hit = true;
+                generation.cancel();
+                continue;
+            }
+        };
+        match event {
+            Some(GenerationEvent::Started { input_tokens }) => progress.input_tokens = input_tokens,
+            Some(GenerationEvent::Text { text, tokens }) => {
+                progress.text.push_str(&text);
+                progress.output_tokens = tokens;
+                let chunk = StreamChunk { index: progress.chunks, text };
+                progress.chunks += 1;
+                if let Err(e) = send(shared, stream, &WireMessage::Chunk(chunk)).await {
+                    keep_checkpoint(shared, request, &progress).await;
+                    return Err(e);
+                }
+                if every > 0 && tokens >= progress.next_checkpoint {
+                    progress.next_checkpoint = (tokens / every + 1) * every;
+                    let checkpoint =
+                        sign_response(shared, request, digest, &progress, FinishReason::Partial)?;
+                    progress.last_checkpoint = Some(checkpoint.clone());
+                    if let Err(e) = send(shared, stream, &WireMessage::Checkpoint(checkpoint)).await
+                    {
+                        keep_checkpoint(shared, request, &progress).await;
+                        return Err(e);
+                    }
+                }
+            }
+            Some(GenerationEvent::Done(usage)) => {
+                progress.input_tokens = usage.input_tokens;
+                progress.output_tokens = usage.output_tokens;
+                let response = sign_response(shared, request, digest, &progress, usage.finish)?;
+                let receipt = Receipt { request: request.clone(), response: response.clone() };
+                if let Err(e) = store_receipt(shared, receipt).await {
+                    tracing::error!(%digest, "cannot store the receipt: {e}");
+                    let refusal = Refusal::new(ErrorCode::Internal, "receipt store failed");
+                    return send_refusal(shared, digest, refusal, stream).await;
+                }
+                if let Ok(mut limiter) = shared.limiter.lock() {
+                    limiter.charge_tokens(c.client, usage.output_tokens, Instant::now());
+                }
+                shared.stats.completed.fetch_add(1, Ordering::Relaxed);
+                return send(shared, stream, &WireMessage::Response(response)).await;
+            }
+            Some(GenerationEvent::Failed(message)) => {
+                keep_checkpoint(shared, request, &progress).await;
+                let refusal = Refusal::new(ErrorCode::BackendFailure, message);
+                return send_refusal(shared, digest, refusal, stream).await;
+            }
+            None => {
+                // The backend dropped the job before it started (cancelled at the deadline).
+                let refusal = Refusal::new(
+                    ErrorCode::DeadlineExceeded,
+                    "the deadline passed before generation started",
+                );
+                return send_refusal(shared, digest, refusal, stream).await;
+            }
+        }
+    }
+}
+
+/// The deadline (unix seconds) as a tokio instant.
+fn deadline_instant(deadline: u64) -> tokio::time::Instant {
+    let left = deadline.saturating_sub(unix_now());
+    tokio::time::Instant::now() + std::time::Duration::from_secs(left)
+}
+
+fn sign_response(
+    shared: &Shared,
+    request: &SignedRequest,
+    digest: B256,
+    progress: &Progress,
+    finish: FinishReason,
+) -> lloom_core::Result<SignedResponse> {
+    let c = &request.commitment;
+    let total_cost = compute_cost(
+        progress.input_tokens,
+        progress.output_tokens,
+        c.pricePerInputToken,
+        c.pricePerOutputToken,
+    )?;
+    let commitment = ResponseCommitment {
+        requestDigest: digest,
+        client: c.client,
+        executor: c.executor,
+        model: c.model.clone(),
+        contentHash: content_hash(&progress.text),
+        inputTokens: progress.input_tokens,
+        outputTokens: progress.output_tokens,
+        totalCost: total_cost,
+        finishReason: finish.code(),
+        timestamp: unix_now(),
+    };
+    SignedResponse::sign(&shared.key, shared.config.policy.domain, commitment)
+}
+
+/// A broken stream still leaves a settleable record: the last checkpoint the client got.
+async fn keep_checkpoint(shared: &Arc<Shared>, request: &SignedRequest, progress: &Progress) {
+    if let Some(checkpoint) = &progress.last_checkpoint {
+        let receipt = Receipt { request: request.clone(), response: checkpoint.clone() };
+        if let Err(e) = store_receipt(shared, receipt).await {
+            tracing::error!("cannot store the checkpoint receipt: {e}");
+        }
+    }
+}
+
+async fn store_receipt(shared: &Arc<Shared>, receipt: Receipt) -> crate::Result<()> {
+    let store = shared.clone();
+    tokio::task::spawn_blocking(move || store.receipts.put(&receipt))
+        .await
+        .map_err(|e| crate::Error::Io(std::io::Error::other(e)))?
+}
+
+async fn send<S: AsyncWrite + Unpin>(
+    shared: &Shared,
+    stream: &mut S,
+    message: &WireMessage,
+) -> lloom_core::Result<()> {
+    let timeout = shared.config.write_timeout;
+    tokio::time::timeout(timeout, write_frame(stream, message, &shared.config.policy.limits))
+        .await
+        .map_err(|_| lloom_core::Error::Timeout(timeout))?
+}
+
+async fn send_refusal<S: AsyncWrite + Unpin>(
+    shared: &Shared,
+    digest: B256,
+    refusal: Refusal,
+    stream: &mut S,
+) -> lloom_core::Result<()> {
+    shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+    if refusal.code == ErrorCode::RateLimited {
+        tracing::debug!(%digest, "rate limited");
+    }
+    let mut message = refusal.message;
+    truncate_at_char(&mut message, shared.config.policy.limits.max_error_message_bytes);
+    let commitment = ErrorCommitment {
+        requestDigest: digest,
+        executor: shared.key.address(),
+        code: refusal.code.code(),
+        message,
+        retryAfterSecs: refusal.retry_after_secs,
+        timestamp: unix_now(),
+    };
+    let error = SignedError::sign(&shared.key, shared.config.policy.domain, commitment)?;
+    send(shared, stream, &WireMessage::Error(error)).await
+}
+
+fn truncate_at_char(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+}

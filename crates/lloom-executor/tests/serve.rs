@@ -1,0 +1,382 @@
+//! The request server over real libp2p streams, with a scripted backend: streamed chunks,
+//! signed checkpoints and responses, the receipt store, and a signed error for every rule.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use futures::{AsyncReadExt, AsyncWriteExt};
+use lloom_core::network::test_utils::{TestNode, WAIT};
+use lloom_core::network::{NetworkConfig, Stream};
+use lloom_core::verify::{verify_checkpoint, verify_error, verify_response};
+use lloom_core::wire::{read_frame, request_hash, write_frame};
+use lloom_core::{
+    ChatMessage, ErrorCode, FinishReason, ModelOffer, NodeKey, ReplayStore, RequestBody,
+    RequestCommitment, Role, SamplingParams, SignedRequest, U256, VerifyPolicy, WireLimits,
+    WireMessage, unix_now,
+};
+use lloom_executor::backend::scripted::{Script, ScriptedBackend};
+use lloom_executor::serve::{RateLimits, ReceiptStore, ServeConfig, ServedModel, Server};
+
+const MODEL: &str = "scripted";
+const ANSWER: &str = "The capital of France is Paris , of course .";
+
+struct Rig {
+    executor: TestNode,
+    client: TestNode,
+    server: Server,
+    backend: Arc<ScriptedBackend>,
+    accept: tokio::task::JoinHandle<()>,
+    dir: tempfile::TempDir,
+}
+
+fn offer() -> ModelOffer {
+    ModelOffer {
+        model: MODEL.into(),
+        context_length: 1024,
+        price_per_input_token: U256::from(3),
+        price_per_output_token: U256::from(5),
+        weights_sha256: None,
+        quantization: None,
+        capabilities: vec![],
+    }
+}
+
+async fn server_on(
+    executor: &TestNode,
+    backend: Arc<ScriptedBackend>,
+    config: ServeConfig,
+    dir: &std::path::Path,
+) -> (Server, tokio::task::JoinHandle<()>) {
+    let model = ServedModel { offer: offer(), backend };
+    let server = Server::new(
+        executor.key.clone(),
+        config,
+        vec![model],
+        ReplayStore::open(&dir.join("replay.redb")).unwrap(),
+        ReceiptStore::open(&dir.join("receipts.redb")).unwrap(),
+    );
+    let accept = server.spawn(&executor.handle).unwrap();
+    (server, accept)
+}
+
+async fn rig(script: Script, config: ServeConfig) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let executor = TestNode::spawn_with(NetworkConfig::local()).await.unwrap();
+    let backend = Arc::new(ScriptedBackend::new(script));
+    let (server, accept) = server_on(&executor, backend.clone(), config, dir.path()).await;
+    let client = TestNode::spawn_with(NetworkConfig {
+        bootstrap: vec![executor.addr().await.unwrap()],
+        ..NetworkConfig::local()
+    })
+    .await
+    .unwrap();
+    Rig { executor, client, server, backend, accept, dir }
+}
+
+fn config(checkpoint_every: u64) -> ServeConfig {
+    ServeConfig { checkpoint_every, ..ServeConfig::default() }
+}
+
+fn commitment(client: &NodeKey, executor: &NodeKey, body: &RequestBody) -> RequestCommitment {
+    RequestCommitment {
+        client: client.address(),
+        executor: executor.address(),
+        model: MODEL.into(),
+        requestHash: request_hash(body),
+        maxInputTokens: 512,
+        maxOutputTokens: 64,
+        pricePerInputToken: U256::from(3),
+        pricePerOutputToken: U256::from(5),
+        nonce: 1,
+        deadline: unix_now() + 60,
+    }
+}
+
+fn body() -> RequestBody {
+    RequestBody {
+        messages: vec![ChatMessage { role: Role::User, content: "Capital of France?".into() }],
+        sampling: SamplingParams::default(),
+    }
+}
+
+fn signed(rig: &Rig, edit: impl FnOnce(&mut RequestCommitment)) -> SignedRequest {
+    let body = body();
+    let mut c = commitment(&rig.client.key, &rig.executor.key, &body);
+    edit(&mut c);
+    SignedRequest::sign(&rig.client.key, Default::default(), c, body).unwrap()
+}
+
+async fn open(rig: &Rig) -> Stream {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match rig.client.handle.open_request_stream(rig.executor.key.peer_id()).await {
+            Ok(stream) => return stream,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("retrying stream open: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("cannot open a stream: {e}"),
+        }
+    }
+}
+
+/// Sends `request` and reads every frame until the executor closes the stream.
+async fn exchange(rig: &Rig, request: &SignedRequest) -> Vec<WireMessage> {
+    let mut stream = open(rig).await;
+    let limits = WireLimits::default();
+    write_frame(&mut stream, &WireMessage::Request(request.clone()), &limits).await.unwrap();
+    let mut frames = Vec::new();
+    while let Some(frame) =
+        tokio::time::timeout(WAIT, read_frame(&mut stream, &limits)).await.unwrap().unwrap()
+    {
+        frames.push(frame);
+    }
+    frames
+}
+
+fn the_error(frames: &[WireMessage]) -> &lloom_core::SignedError {
+    match frames {
+        [WireMessage::Error(e)] => e,
+        other => panic!("expected exactly one signed error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn streams_chunks_and_signed_checkpoints_then_a_stored_signed_response() {
+    let rig = rig(Script::answer(MODEL, ANSWER), config(4)).await;
+    let request = signed(&rig, |_| {});
+    let frames = exchange(&rig, &request).await;
+
+    let policy = VerifyPolicy::default();
+    let peer = rig.executor.key.peer_id();
+    let mut text = String::new();
+    let (mut chunks, mut checkpoints) = (0, Vec::new());
+    let mut response = None;
+    for frame in &frames {
+        match frame {
+            WireMessage::Chunk(c) => {
+                assert_eq!(c.index, chunks, "chunks arrive in order");
+                chunks += 1;
+                text.push_str(&c.text);
+            }
+            WireMessage::Checkpoint(cp) => {
+                verify_checkpoint(cp, &request, &text, Some(&peer), &policy, unix_now()).unwrap();
+                checkpoints.push(cp.commitment.outputTokens);
+            }
+            WireMessage::Response(r) => response = Some(r.clone()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(text, ANSWER);
+    assert_eq!(checkpoints, vec![4, 8], "a checkpoint every 4 tokens");
+    let response = response.expect("a final response");
+    verify_response(&response, &request, &text, Some(&peer), &policy, unix_now()).unwrap();
+    let c = &response.commitment;
+    assert_eq!((c.inputTokens, c.outputTokens), (10, 10));
+    assert_eq!(c.totalCost, U256::from(10 * 3 + 10 * 5));
+    assert_eq!(c.finishReason, FinishReason::Stop.code());
+
+    let stored = rig.server.receipts().get(&request.digest()).unwrap().expect("stored receipt");
+    assert_eq!((stored.request, stored.response), (request, response));
+    assert_eq!(rig.server.receipts().counts().unwrap(), (1, 1));
+    assert_eq!(rig.server.stats().completed.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn every_rule_failure_is_a_signed_error_naming_the_rule() {
+    let rig = rig(Script::answer(MODEL, ANSWER), config(0)).await;
+    let other = NodeKey::generate();
+    let cases: Vec<(&str, SignedRequest, ErrorCode, &str)> = vec![
+        (
+            "another executor",
+            signed(&rig, |c| c.executor = other.address()),
+            ErrorCode::InvalidRequest,
+            "addressed to executor",
+        ),
+        (
+            "unknown model",
+            signed(&rig, |c| c.model = "gpt-17".into()),
+            ErrorCode::UnknownModel,
+            "served: scripted",
+        ),
+        (
+            "price too low",
+            signed(&rig, |c| c.pricePerOutputToken = U256::from(4)),
+            ErrorCode::PriceTooLow,
+            "asks 3/5",
+        ),
+        (
+            "deadline passed",
+            signed(&rig, |c| c.deadline = unix_now() - 5),
+            ErrorCode::DeadlineExceeded,
+            "has passed",
+        ),
+        (
+            "no output tokens",
+            signed(&rig, |c| c.maxOutputTokens = 0),
+            ErrorCode::InvalidRequest,
+            "maxOutputTokens 0",
+        ),
+        (
+            "body does not match its hash",
+            {
+                let mut r = signed(&rig, |_| {});
+                r.body.messages[0].content = "something else".into();
+                r
+            },
+            ErrorCode::InvalidRequest,
+            "request hash",
+        ),
+        (
+            "signed by a key other than the sender's",
+            {
+                let body = body();
+                let mut c = commitment(&other, &rig.executor.key, &body);
+                c.nonce = 99;
+                SignedRequest::sign(&other, Default::default(), c, body).unwrap()
+            },
+            ErrorCode::InvalidRequest,
+            "is not the sending peer",
+        ),
+        (
+            "another chain",
+            {
+                let body = body();
+                let c = commitment(&rig.client.key, &rig.executor.key, &body);
+                let domain = lloom_core::DomainConfig { chain_id: 1, ..Default::default() };
+                SignedRequest::sign(&rig.client.key, domain, c, body).unwrap()
+            },
+            ErrorCode::InvalidRequest,
+            "wrong EIP-712 domain",
+        ),
+    ];
+    let policy = VerifyPolicy::default();
+    for (name, request, code, needle) in cases {
+        let frames = exchange(&rig, &request).await;
+        let error = the_error(&frames);
+        verify_error(
+            error,
+            &request.digest(),
+            Some(&rig.executor.key.peer_id()),
+            &policy,
+            unix_now(),
+        )
+        .unwrap_or_else(|e| panic!("{name}: the error notice must verify: {e}"));
+        assert_eq!(ErrorCode::from_code(error.commitment.code), code, "{name}");
+        assert!(
+            error.commitment.message.to_lowercase().contains(&needle.to_lowercase()),
+            "{name}: {:?} should mention {needle:?}",
+            error.commitment.message
+        );
+    }
+    assert_eq!(rig.backend.running(), 0, "no refused request reached the backend");
+    assert_eq!(rig.server.receipts().counts().unwrap(), (0, 0));
+}
+
+#[tokio::test]
+async fn a_replayed_nonce_is_refused_even_after_a_restart() {
+    let rig = rig(Script::answer(MODEL, ANSWER), config(0)).await;
+    let request = signed(&rig, |c| c.nonce = 7);
+    assert!(matches!(exchange(&rig, &request).await.last(), Some(WireMessage::Response(_))));
+    let again = exchange(&rig, &request).await;
+    assert_eq!(ErrorCode::from_code(the_error(&again).commitment.code), ErrorCode::NonceReplayed);
+
+    // Stop the server: the store is closed, and reopened as a restarted executor would.
+    let Rig { server, accept, dir, client, .. } = rig;
+    accept.abort();
+    let _ = accept.await;
+    drop(server);
+    let reopened = ReplayStore::open(&dir.path().join("replay.redb")).unwrap();
+    assert!(reopened.contains(client.key.address(), 7).unwrap(), "the nonce survived");
+}
+
+#[tokio::test]
+async fn garbage_and_oversized_frames_close_the_stream_without_an_answer() {
+    let rig = rig(Script::answer(MODEL, ANSWER), config(0)).await;
+    for bytes in [vec![0, 0, 0, 3, 1, 0xff, 0xff], u32::MAX.to_be_bytes().to_vec(), vec![1, 2]] {
+        let mut stream = open(&rig).await;
+        stream.write_all(&bytes).await.unwrap();
+        stream.flush().await.unwrap();
+        if bytes.len() == 2 {
+            stream.close().await.unwrap(); // a truncated header, then EOF
+        }
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(WAIT, stream.read_to_end(&mut rest)).await.unwrap();
+        assert!(read.is_err() || rest.is_empty(), "no answer to {bytes:?}");
+    }
+    assert_eq!(rig.server.stats().dropped_streams.load(Ordering::Relaxed), 3);
+    // The server still serves well-formed requests.
+    let frames = exchange(&rig, &signed(&rig, |_| {})).await;
+    assert!(matches!(frames.last(), Some(WireMessage::Response(_))));
+}
+
+#[tokio::test]
+async fn a_full_backend_answers_a_signed_busy_with_retry_after() {
+    let script = Script { capacity: 0, ..Script::answer(MODEL, ANSWER) };
+    let rig = rig(script, config(0)).await;
+    let request = signed(&rig, |_| {});
+    let frames = exchange(&rig, &request).await;
+    let error = the_error(&frames);
+    assert_eq!(ErrorCode::from_code(error.commitment.code), ErrorCode::Busy);
+    assert_eq!(error.commitment.retryAfterSecs, 1);
+    assert_eq!(rig.server.stats().busy.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn rate_limited_clients_are_told_when_to_come_back() {
+    let limits = RateLimits { requests_per_minute: Some(1), ..RateLimits::default() };
+    let rig = rig(
+        Script::answer(MODEL, ANSWER),
+        ServeConfig { rate_limits: limits, checkpoint_every: 0, ..ServeConfig::default() },
+    )
+    .await;
+    assert!(matches!(
+        exchange(&rig, &signed(&rig, |c| c.nonce = 1)).await.last(),
+        Some(WireMessage::Response(_))
+    ));
+    let frames = exchange(&rig, &signed(&rig, |c| c.nonce = 2)).await;
+    let error = the_error(&frames);
+    assert_eq!(ErrorCode::from_code(error.commitment.code), ErrorCode::RateLimited);
+    assert!(error.commitment.retryAfterSecs >= 1 && error.commitment.retryAfterSecs <= 60);
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_stops_the_generation() {
+    let script =
+        Script { delay: Duration::from_millis(20), ..Script::answer(MODEL, &"word ".repeat(200)) };
+    let rig = rig(script, config(0)).await;
+    let mut stream = open(&rig).await;
+    let limits = WireLimits::default();
+    let request = signed(&rig, |c| c.maxOutputTokens = 500);
+    write_frame(&mut stream, &WireMessage::Request(request), &limits).await.unwrap();
+    let first = read_frame(&mut stream, &limits).await.unwrap();
+    assert!(matches!(first, Some(WireMessage::Chunk(_))));
+    drop(stream);
+    let deadline = Instant::now() + WAIT;
+    while rig.backend.cancelled.load(Ordering::SeqCst) == 0 || rig.backend.running() > 0 {
+        assert!(Instant::now() < deadline, "generation was not cancelled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(rig.server.stats().in_flight.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn a_backend_failure_is_signed_and_the_last_checkpoint_is_kept_as_a_receipt() {
+    let script = Script { fail_after: Some(5), ..Script::answer(MODEL, ANSWER) };
+    let rig = rig(script, config(2)).await;
+    let request = signed(&rig, |_| {});
+    let frames = exchange(&rig, &request).await;
+    let Some(WireMessage::Error(error)) = frames.last() else { panic!("{frames:?}") };
+    assert_eq!(ErrorCode::from_code(error.commitment.code), ErrorCode::BackendFailure);
+    let kept = rig.server.receipts().get(&request.digest()).unwrap().expect("checkpoint receipt");
+    assert_eq!(kept.response.commitment.finishReason, FinishReason::Partial.code());
+    assert_eq!(kept.response.commitment.outputTokens, 4);
+}
