@@ -60,6 +60,19 @@ pub async fn run(args: &DemoArgs, out: &mut (dyn Write + Send)) -> anyhow::Resul
         }
         Ok(())
     };
+    // Check the question before the (slower) model load and network start.
+    let mut request = ChatRequest::user("", &args.prompt);
+    request.max_tokens = args.max_tokens;
+    request.sampling.temperature = args.temperature;
+    lloom_core::RequestBody {
+        messages: request.messages.clone(),
+        sampling: request.sampling.clone(),
+    }
+    .validate(&lloom_core::WireLimits::default())
+    .context("invalid question")?;
+    if args.max_tokens == 0 {
+        bail!("--max-tokens must be at least 1");
+    }
     say(out, "Lloom demo: a validator, an executor and a client on 127.0.0.1 (mDNS off)".into())?;
     let choice = ModelChoice {
         path: args.model_path.clone(),
@@ -122,9 +135,7 @@ pub async fn run(args: &DemoArgs, out: &mut (dyn Write + Send)) -> anyhow::Resul
     )?;
     say(out, format!("\n> {}\n", args.prompt))?;
 
-    let mut request = ChatRequest::user(&offer.model, &args.prompt);
-    request.max_tokens = args.max_tokens;
-    request.sampling.temperature = args.temperature;
+    request.model = offer.model.clone();
     let receipt = stream_answer(&client, request, false, args.json, out).await?;
     let stored = executor.server.receipts().get(&receipt.request.digest())?;
     if stored.as_ref().map(|r| &r.response) != Some(&receipt.response) {

@@ -1,0 +1,258 @@
+//! `Client::chat` against real validators and executors (scripted backends): a verified
+//! receipt, failover when an executor dies mid-stream, a clear error when all are busy, and
+//! a lying executor caught by verification.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use lloom_client::{
+    AttemptFailure, ChatEvent, ChatRequest, Client, ClientConfig, Error, Receipt, Strategy,
+};
+use lloom_core::network::test_utils::WAIT;
+use lloom_core::network::{Multiaddr, NetworkConfig};
+use lloom_core::wire::{content_hash, read_frame, write_frame};
+use lloom_core::{
+    AnnouncementBody, ModelOffer, NodeKey, ResponseCommitment, SignedResponse, StreamChunk, U256,
+    WireLimits, WireMessage, unix_now,
+};
+use lloom_executor::backend::scripted::{Script, ScriptedBackend};
+use lloom_executor::serve::ServedModel;
+use lloom_executor::{Announcer, AnnouncerConfig, ExecutorConfig, ExecutorNode};
+use lloom_validator::{Validator, ValidatorConfig};
+
+const MODEL: &str = "scripted";
+
+fn offer(price: u64) -> ModelOffer {
+    ModelOffer {
+        model: MODEL.into(),
+        context_length: 1024,
+        price_per_input_token: U256::from(price),
+        price_per_output_token: U256::from(price * 2),
+        weights_sha256: None,
+        quantization: None,
+        capabilities: vec![],
+    }
+}
+
+async fn validator() -> (Validator, Vec<Multiaddr>) {
+    let config = ValidatorConfig {
+        network: NetworkConfig { server_mode: true, ..NetworkConfig::local() },
+        ..ValidatorConfig::default()
+    };
+    let v = Validator::spawn(&NodeKey::generate(), config).await.unwrap();
+    let addrs = v.listen_addrs().await.unwrap();
+    (v, addrs)
+}
+
+async fn executor(
+    bootstrap: &[Multiaddr],
+    script: Script,
+    price: u64,
+    dir: &tempfile::TempDir,
+) -> (ExecutorNode, NodeKey) {
+    let key = NodeKey::generate();
+    let mut config = ExecutorConfig::new(dir.path().join(key.address().to_string()));
+    config.network = NetworkConfig { bootstrap: bootstrap.to_vec(), ..NetworkConfig::local() };
+    let model =
+        ServedModel { offer: offer(price), backend: Arc::new(ScriptedBackend::new(script)) };
+    (ExecutorNode::start(&key, vec![model], config).await.unwrap(), key)
+}
+
+/// Connects a client and waits until it sees `count` executors.
+async fn client(bootstrap: &[Multiaddr], strategy: Strategy, count: usize) -> Client {
+    let config = ClientConfig::default().bootstrap(bootstrap.to_vec()).strategy(strategy);
+    let client = Client::connect(NodeKey::generate(), config).await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    while client.refresh().await.unwrap() < count {
+        assert!(Instant::now() < deadline, "executors did not appear in the registry");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    client
+}
+
+fn ask() -> ChatRequest {
+    ChatRequest { timeout: WAIT, ..ChatRequest::user(MODEL, "Capital of France?") }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_returns_the_streamed_text_and_a_verified_receipt() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_v, addrs) = validator().await;
+    let (node, key) =
+        executor(&addrs, Script::answer(MODEL, "Paris is the capital."), 3, &dir).await;
+    let client = client(&addrs, Strategy::Balanced, 1).await;
+
+    let mut stream = client.chat(ask()).await.unwrap();
+    let mut streamed = String::new();
+    let mut receipt: Option<Receipt> = None;
+    while let Some(event) = stream.next().await {
+        match event.unwrap() {
+            ChatEvent::Attempt { executor } => assert_eq!(executor, key.address()),
+            ChatEvent::Text(t) => streamed.push_str(&t),
+            ChatEvent::Restart { reason } => panic!("unexpected restart: {reason}"),
+            ChatEvent::Done(r) => receipt = Some(*r),
+        }
+    }
+    let receipt = receipt.expect("a receipt");
+    assert_eq!(streamed, "Paris is the capital.");
+    assert_eq!(receipt.text, streamed);
+    assert_eq!(receipt.executor, key.address());
+    assert_eq!((receipt.input_tokens, receipt.output_tokens), (10, 4));
+    assert_eq!(receipt.cost, U256::from(10 * 3 + 4 * 6));
+    assert_eq!(receipt.response.commitment.contentHash, content_hash(&streamed));
+    assert_eq!(receipt.request.commitment.client, client.address());
+    assert_eq!(receipt.checks.len(), 7);
+    // The executor kept the same exchange for settlement.
+    let stored = node.server.receipts().get(&receipt.request.digest()).unwrap().unwrap();
+    assert_eq!(stored.response, receipt.response);
+    // Router learned about it.
+    let stats = client.executor_stats().await;
+    assert_eq!(stats.len(), 1);
+    assert_eq!(stats[0].1.successes, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_killed_mid_stream_is_replaced_by_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_v, addrs) = validator().await;
+    let slow =
+        Script { delay: Duration::from_millis(50), ..Script::answer(MODEL, &"tick ".repeat(100)) };
+    // The cheap executor is chosen first (strategy `cheapest`) and dies after its first token.
+    let (doomed, doomed_key) = executor(&addrs, slow, 1, &dir).await;
+    let (_good, good_key) = executor(&addrs, Script::answer(MODEL, "Paris."), 5, &dir).await;
+    let client = client(&addrs, Strategy::Cheapest, 2).await;
+
+    let mut stream = client.chat(ask()).await.unwrap();
+    let mut doomed = Some(doomed);
+    let mut restarted = false;
+    let mut receipt = None;
+    while let Some(event) = tokio::time::timeout(WAIT, stream.next()).await.unwrap() {
+        match event.unwrap() {
+            ChatEvent::Text(_) => {
+                if let Some(node) = doomed.take() {
+                    node.shutdown().await.unwrap(); // the executor process goes away
+                }
+            }
+            ChatEvent::Restart { .. } => restarted = true,
+            ChatEvent::Done(r) => receipt = Some(*r),
+            ChatEvent::Attempt { .. } => {}
+        }
+    }
+    let receipt = receipt.expect("the answer completes on the other executor");
+    assert!(restarted, "the user is told the answer restarted");
+    assert_eq!(receipt.executor, good_key.address());
+    assert_eq!(receipt.text, "Paris.");
+    assert_eq!(receipt.attempts.len(), 2);
+    assert_eq!(receipt.attempts[0].executor, doomed_key.address());
+    assert!(
+        matches!(receipt.attempts[0].failure, Some(AttemptFailure::Broken(_))),
+        "{:?}",
+        receipt.attempts[0].failure
+    );
+    // The failed executor is cooling down.
+    let stats = client.executor_stats().await;
+    let doomed_stats = stats.iter().find(|(a, _)| *a == doomed_key.address()).unwrap();
+    assert!(doomed_stats.1.cooldown_until.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_executors_busy_is_a_clear_error_naming_the_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_v, addrs) = validator().await;
+    let full = Script { capacity: 0, ..Script::answer(MODEL, "never") };
+    let (_a, _) = executor(&addrs, full.clone(), 1, &dir).await;
+    let (_b, _) = executor(&addrs, full, 2, &dir).await;
+    let client = client(&addrs, Strategy::Balanced, 2).await;
+    let err = client.chat(ask()).await.unwrap().collect().await.unwrap_err();
+    assert!(matches!(err, Error::AllBusy { retry_after_secs: 1 }), "{err:?}");
+    assert!(err.to_string().contains("retry after 1s"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_model_names_the_models_on_offer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_v, addrs) = validator().await;
+    let (_e, _) = executor(&addrs, Script::answer(MODEL, "x"), 1, &dir).await;
+    let client = client(&addrs, Strategy::Balanced, 1).await;
+    let err = client.chat(ChatRequest::user("gpt-17", "hi")).await.unwrap_err();
+    assert!(err.to_string().contains("no executor serves `gpt-17`"), "{err}");
+    assert!(err.to_string().contains(MODEL), "{err}");
+    let zero = ChatRequest { max_tokens: 0, ..ask() };
+    assert!(matches!(client.chat(zero).await.unwrap_err(), Error::InvalidRequest(_)));
+}
+
+/// An executor that streams "Paris" but signs the hash of another text.
+async fn lying_executor(bootstrap: &[Multiaddr]) -> (NodeKey, Announcer) {
+    let node = lloom_core::network::test_utils::TestNode::spawn_with(NetworkConfig {
+        bootstrap: bootstrap.to_vec(),
+        ..NetworkConfig::local()
+    })
+    .await
+    .unwrap();
+    let key = node.key.clone();
+    let handle = node.handle.clone();
+    let listen_addrs =
+        handle.listen_addrs().await.unwrap().iter().map(ToString::to_string).collect();
+    let mut incoming = node.handle.accept_request_streams().unwrap();
+    let signer = key.clone();
+    tokio::spawn(async move {
+        let _node = node; // keep the network alive
+        while let Some((_, mut stream)) = incoming.next().await {
+            let limits = WireLimits::default();
+            let Ok(Some(WireMessage::Request(request))) = read_frame(&mut stream, &limits).await
+            else {
+                continue;
+            };
+            let chunk = StreamChunk { index: 0, text: "Paris".into() };
+            write_frame(&mut stream, &WireMessage::Chunk(chunk), &limits).await.unwrap();
+            let c = &request.commitment;
+            let commitment = ResponseCommitment {
+                requestDigest: request.digest(),
+                client: c.client,
+                executor: c.executor,
+                model: c.model.clone(),
+                contentHash: content_hash("London"),
+                inputTokens: 1,
+                outputTokens: 1,
+                totalCost: c.pricePerInputToken + c.pricePerOutputToken,
+                finishReason: 0,
+                timestamp: unix_now(),
+            };
+            let response = SignedResponse::sign(&signer, request.domain, commitment).unwrap();
+            let _ = write_frame(&mut stream, &WireMessage::Response(response), &limits).await;
+        }
+    });
+    let body = AnnouncementBody { offers: vec![offer(1)], load: Default::default(), listen_addrs };
+    let announcer = Announcer::spawn(key.clone(), handle, body, AnnouncerConfig::default());
+    (key, announcer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_executor_is_caught_penalised_and_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_v, addrs) = validator().await;
+    let (liar, _announcer) = lying_executor(&addrs).await;
+    let (_honest, honest_key) = executor(&addrs, Script::answer(MODEL, "Paris."), 5, &dir).await;
+    let client = client(&addrs, Strategy::Cheapest, 2).await;
+
+    let receipt = client.chat(ask()).await.unwrap().collect().await.unwrap();
+    assert_eq!(receipt.executor, honest_key.address());
+    let first = &receipt.attempts[0];
+    assert_eq!(first.executor, liar.address());
+    let Some(AttemptFailure::Verification(why)) = &first.failure else {
+        panic!("expected a verification failure, got {:?}", first.failure)
+    };
+    assert!(why.contains("content hash"), "the failed check is named: {why}");
+    let stats = client.executor_stats().await;
+    let liar_stats = stats.iter().find(|(a, _)| *a == liar.address()).unwrap();
+    assert_eq!(liar_stats.1.failures, 1);
+    assert!(liar_stats.1.cooldown_until.is_some());
+}

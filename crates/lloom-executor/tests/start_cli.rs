@@ -1,0 +1,129 @@
+//! `lloom-executor start` through the real binary with the real default model: it joins a
+//! validator, answers a client's signed request (the answer mentions Paris), stores the
+//! receipt, withdraws on SIGTERM; bad input is refused with a clear message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::cargo::CommandCargoExt;
+use lloom_client::{ChatRequest, Client, ClientConfig};
+use lloom_core::NodeKey;
+use lloom_core::network::NetworkConfig;
+use lloom_executor::models::{DEFAULT_MODEL, ModelCache};
+use lloom_validator::{Validator, ValidatorConfig};
+use predicates::str::contains;
+
+fn new_hex_key(dir: &std::path::Path) -> std::path::PathBuf {
+    let key = dir.join("executor.key");
+    assert_cmd::Command::cargo_bin("lloom-executor")
+        .unwrap()
+        .arg("--key")
+        .arg(&key)
+        .args(["keys", "new", "--format", "hex"])
+        .assert()
+        .success();
+    key
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_serves_the_default_model_to_a_client_and_withdraws_on_sigterm() {
+    // The binary finds the model in the shared cache (fetched once for all tests).
+    tokio::task::spawn_blocking(|| {
+        ModelCache::new(ModelCache::default_dir()).pull(&DEFAULT_MODEL, false, &()).unwrap()
+    })
+    .await
+    .unwrap();
+    let config = ValidatorConfig {
+        network: NetworkConfig { server_mode: true, ..NetworkConfig::local() },
+        ..ValidatorConfig::default()
+    };
+    let validator = Validator::spawn(&NodeKey::generate(), config).await.unwrap();
+    let bootstrap = validator.listen_addrs().await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let key = new_hex_key(dir.path());
+    let mut child = Command::cargo_bin("lloom-executor")
+        .unwrap()
+        .arg("--key")
+        .arg(&key)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["start", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--n-ctx", "2048"])
+        .args(["--max-sequences", "2", "--price-in", "7", "--price-out", "11"])
+        .arg("--bootstrap")
+        .arg(bootstrap[0].to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.starts_with("listening on")) && Instant::now() < deadline
+    {
+        let Some(line) = lines.next() else { break };
+        seen.push(line.unwrap());
+    }
+    assert!(
+        seen.iter().any(|l| l.contains("serving SmolLM2-135M-Instruct (Q4_1, sha256 0xb179c952")),
+        "{seen:?}"
+    );
+    assert!(seen.iter().any(|l| l.contains("/p2p/16Uiu2")), "{seen:?}");
+
+    let client_config = ClientConfig::default().bootstrap(bootstrap);
+    let client = Client::connect(NodeKey::generate(), client_config).await.unwrap();
+    let wait = Instant::now() + Duration::from_secs(30);
+    while client.refresh().await.unwrap() == 0 {
+        assert!(Instant::now() < wait, "the executor never appeared in the registry");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut request = ChatRequest::user(DEFAULT_MODEL.name, "What is the capital of France?");
+    request.max_tokens = 48;
+    let receipt = client.chat(request).await.unwrap().collect().await.unwrap();
+    assert!(receipt.text.contains("Paris"), "{:?}", receipt.text);
+    assert_eq!(
+        receipt.cost,
+        lloom_core::U256::from(receipt.input_tokens * 7 + receipt.output_tokens * 11)
+    );
+
+    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "exit status {exit:?}, output {rest:?}");
+    assert!(rest.iter().any(|l| l.contains("withdrawing")), "{rest:?}");
+    assert!(dir.path().join("receipts.redb").exists(), "the receipt store is on disk");
+    validator.shutdown().await;
+}
+
+#[test]
+fn start_refuses_a_missing_model_file_and_a_missing_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = new_hex_key(dir.path());
+    assert_cmd::Command::cargo_bin("lloom-executor")
+        .unwrap()
+        .arg("--key")
+        .arg(&key)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["start", "--no-mdns", "--model-path", "/nonexistent/model.gguf"])
+        .assert()
+        .failure()
+        .stderr(contains("no model file at /nonexistent/model.gguf"));
+    assert_cmd::Command::cargo_bin("lloom-executor")
+        .unwrap()
+        .env_clear()
+        .arg("--key")
+        .arg(dir.path().join("missing.key"))
+        .args(["start", "--no-mdns"])
+        .assert()
+        .failure()
+        .stderr(contains("keys new"));
+    assert_cmd::Command::cargo_bin("lloom-executor")
+        .unwrap()
+        .args(["start", "--price-in=lots"])
+        .assert()
+        .failure()
+        .stderr(contains("--price-in"));
+}
