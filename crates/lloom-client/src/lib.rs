@@ -12,18 +12,20 @@
 //! - [`nonce`]: request nonces that never repeat, across restarts.
 //! - [`report`]: how a verified receipt is shown (text and JSON).
 //! - [`routing`]: executor scoring, strategies, cooldowns.
+//! - [`gateway`]: the OpenAI-compatible HTTP gateway in front of a [`Client`].
 //! - [`error`]: this crate's error type.
 //!
 //! ## Status
 //! This release provides node identity (`keys new | show | import`), model discovery
 //! through validators (`models`), and verified, streamed `chat` with routing and failover.
-//! The OpenAI-compatible gateway arrives later (see the changelog).
+//! The OpenAI-compatible gateway is `serve`.
 
 mod attempt;
 pub mod cli;
 pub mod client;
 pub mod directory;
 pub mod error;
+pub mod gateway;
 pub mod nonce;
 pub mod report;
 pub mod routing;

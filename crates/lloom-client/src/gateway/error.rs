@@ -1,0 +1,118 @@
+//! OpenAI-style JSON errors: `{"error": {"message", "type", "param", "code"}}` with the right
+//! HTTP status.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::error::Error;
+
+/// An error answered to an HTTP client.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Human-readable message.
+    pub message: String,
+    /// OpenAI error type (`invalid_request_error`, ...).
+    pub kind: &'static str,
+    /// The offending parameter.
+    pub param: Option<&'static str>,
+    /// A machine-readable code.
+    pub code: Option<&'static str>,
+    /// `Retry-After` seconds.
+    pub retry_after_secs: Option<u64>,
+}
+
+impl ApiError {
+    /// A 400 for an invalid parameter.
+    pub fn invalid(message: &str, param: Option<&'static str>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: message.to_owned(),
+            kind: "invalid_request_error",
+            param,
+            code: None,
+            retry_after_secs: None,
+        }
+    }
+
+    fn new(status: StatusCode, kind: &'static str, code: &'static str, message: String) -> Self {
+        Self { status, message, kind, param: None, code: Some(code), retry_after_secs: None }
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> serde_json::Value {
+        json!({ "error": {
+            "message": self.message,
+            "type": self.kind,
+            "param": self.param,
+            "code": self.code,
+        }})
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let message = e.to_string();
+        match e {
+            Error::NoExecutor { .. } => {
+                let mut api = Self::new(
+                    StatusCode::NOT_FOUND,
+                    "invalid_request_error",
+                    "model_not_found",
+                    message,
+                );
+                api.param = Some("model");
+                api
+            }
+            Error::InvalidRequest(_) => Self::invalid(&message, None),
+            Error::AllBusy { retry_after_secs } => {
+                let mut api = Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_error",
+                    "all_executors_busy",
+                    message,
+                );
+                api.retry_after_secs = Some(retry_after_secs);
+                api
+            }
+            Error::DeadlineExceeded(_) => Self::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout_error",
+                "deadline_exceeded",
+                message,
+            ),
+            Error::Refused { .. } => Self::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "refused_by_executor",
+                message,
+            ),
+            Error::AllFailed { .. } => {
+                Self::new(StatusCode::BAD_GATEWAY, "api_error", "no_verified_answer", message)
+            }
+            Error::NoValidator(_) | Error::ValidatorRefused { .. } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "api_error",
+                "network_unavailable",
+                message,
+            ),
+            _ => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "api_error", "internal_error", message)
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, axum::Json(self.body())).into_response();
+        if let Some(secs) = self.retry_after_secs
+            && let Ok(value) = HeaderValue::from_str(&secs.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        response
+    }
+}

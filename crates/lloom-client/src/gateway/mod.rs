@@ -1,0 +1,266 @@
+//! The OpenAI-compatible HTTP gateway: `POST /v1/chat/completions` (streaming and not),
+//! `GET /v1/models` and `GET /health`, in front of a [`Client`].
+//!
+//! Any OpenAI SDK pointed at the gateway uses the network unmodified. Every answer is verified
+//! before it is reported; receipt details travel in `x-lloom-*` headers (non-streaming) and in
+//! an extra `lloom` field (the completion object, or the last streamed chunk). A streamed
+//! answer cannot take back text it has sent, so when the executor fails after streaming began
+//! the stream ends with an error event instead of restarting on another executor (before any
+//! text is sent, failover works as in [`Client::chat`]).
+
+mod error;
+mod openai;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::Stream;
+use lloom_core::unix_now;
+use serde_json::{Value, json};
+
+pub use error::ApiError;
+pub use openai::CompletionRequest;
+
+use crate::client::{ChatEvent, ChatStream, Client, Receipt};
+
+/// Gateway limits and defaults.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// `max_tokens` when the request gives none.
+    pub default_max_tokens: u32,
+    /// Time for one completion, failovers included.
+    pub request_timeout: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            default_max_tokens: 256,
+            request_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+struct GatewayState {
+    client: Client,
+    config: GatewayConfig,
+    ids: AtomicU64,
+}
+
+impl GatewayState {
+    fn next_id(&self) -> String {
+        let n = self.ids.fetch_add(1, Ordering::Relaxed);
+        format!(
+            "chatcmpl-{}-{n}",
+            hex::encode(self.client.address().as_slice().get(..6).unwrap_or_default())
+        )
+    }
+}
+
+/// The gateway's routes, ready to serve.
+pub fn router(client: Client, config: GatewayConfig) -> Router {
+    let limit = config.max_body_bytes;
+    let state = Arc::new(GatewayState { client, config, ids: AtomicU64::new(1) });
+    Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/models", get(models))
+        .route("/health", get(health))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// Serves the gateway on `listener` until `shutdown` resolves.
+pub async fn serve(
+    client: Client,
+    listener: tokio::net::TcpListener,
+    config: GatewayConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(client, config)).with_graceful_shutdown(shutdown).await
+}
+
+async fn not_found() -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        message: "no such endpoint; try POST /v1/chat/completions or GET /v1/models".into(),
+        kind: "invalid_request_error",
+        param: None,
+        code: Some("unknown_url"),
+        retry_after_secs: None,
+    }
+}
+
+async fn health(State(state): State<Arc<GatewayState>>) -> Response {
+    match state.client.models().await {
+        Ok(models) => axum::Json(json!({
+            "status": "ok",
+            "client": state.client.address().to_checksum(None),
+            "models": models.len(),
+        }))
+        .into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+async fn models(State(state): State<Arc<GatewayState>>) -> Result<Response, ApiError> {
+    let rows = state.client.models().await?;
+    let data: Vec<openai::ModelEntry> = rows
+        .into_iter()
+        .map(|r| openai::ModelEntry {
+            id: r.model,
+            object: "model",
+            created: 0,
+            owned_by: "lloom",
+            executors: r.executors,
+            min_input_price_wei: r.input_price.0.to_string(),
+            min_output_price_wei: r.output_price.0.to_string(),
+            max_context: r.max_context,
+        })
+        .collect();
+    Ok(axum::Json(json!({ "object": "list", "data": data })).into_response())
+}
+
+async fn chat_completions(
+    State(state): State<Arc<GatewayState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|rejection| {
+        let status = rejection.status();
+        let message = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                format!("request body is larger than {} bytes", state.config.max_body_bytes)
+            }
+            _ => rejection.body_text(),
+        };
+        ApiError { status, ..ApiError::invalid(&message, None) }
+    })?;
+    let request: CompletionRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::invalid(&format!("invalid JSON body: {e}"), None))?;
+    let stream = request.stream;
+    let model = request.model.clone();
+    let (mut chat, include_usage) = request.into_chat(state.config.default_max_tokens)?;
+    chat.timeout = state.config.request_timeout;
+    let answer = state.client.chat(chat).await?;
+    let (id, created) = (state.next_id(), unix_now());
+    if stream {
+        let events = sse_events(answer, id, created, model, include_usage);
+        return Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response());
+    }
+    let receipt = answer.collect().await?;
+    let mut response = axum::Json(openai::completion(&id, created, &receipt)).into_response();
+    let headers = response.headers_mut();
+    for (name, value) in [
+        ("x-lloom-executor", receipt.executor.to_checksum(None)),
+        ("x-lloom-request-digest", receipt.request.digest().to_string()),
+        ("x-lloom-cost-wei", receipt.cost.to_string()),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    }
+    Ok(response)
+}
+
+enum Phase {
+    Start,
+    Running,
+    Usage(Box<Receipt>),
+    Done,
+    End,
+}
+
+struct SseState {
+    answer: ChatStream,
+    id: String,
+    created: u64,
+    model: String,
+    include_usage: bool,
+    phase: Phase,
+}
+
+fn data(value: &Value) -> Event {
+    Event::default().data(value.to_string())
+}
+
+fn sse_events(
+    answer: ChatStream,
+    id: String,
+    created: u64,
+    model: String,
+    include_usage: bool,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    let state = SseState { answer, id, created, model, include_usage, phase: Phase::Start };
+    futures::stream::unfold(state, |mut s| async move {
+        let event = next_event(&mut s).await?;
+        Some((Ok(event), s))
+    })
+}
+
+async fn next_event(s: &mut SseState) -> Option<Event> {
+    loop {
+        match std::mem::replace(&mut s.phase, Phase::End) {
+            Phase::Start => {
+                s.phase = Phase::Running;
+                let delta = json!({ "role": "assistant", "content": "" });
+                return Some(data(&openai::chunk(&s.id, s.created, &s.model, &delta, None)));
+            }
+            Phase::Running => match s.answer.next().await {
+                Some(Ok(ChatEvent::Attempt { .. })) => s.phase = Phase::Running,
+                Some(Ok(ChatEvent::Text(text))) => {
+                    s.phase = Phase::Running;
+                    let delta = json!({ "content": text });
+                    return Some(data(&openai::chunk(&s.id, s.created, &s.model, &delta, None)));
+                }
+                Some(Ok(ChatEvent::Restart { reason })) => {
+                    let message = format!("the executor failed after streaming began: {reason}");
+                    let error = ApiError {
+                        status: StatusCode::BAD_GATEWAY,
+                        ..ApiError::invalid(&message, None)
+                    };
+                    return Some(data(&error.body()));
+                }
+                Some(Ok(ChatEvent::Done(receipt))) => {
+                    let mut last = openai::chunk(
+                        &s.id,
+                        s.created,
+                        &s.model,
+                        &json!({}),
+                        Some(openai::finish_reason(&receipt)),
+                    );
+                    if let Some(fields) = last.as_object_mut() {
+                        fields.insert("lloom".into(), openai::lloom_field(&receipt));
+                    }
+                    s.phase = if s.include_usage { Phase::Usage(receipt) } else { Phase::Done };
+                    return Some(data(&last));
+                }
+                Some(Err(e)) => return Some(data(&ApiError::from(e).body())),
+                None => return None,
+            },
+            Phase::Usage(receipt) => {
+                s.phase = Phase::Done;
+                let mut chunk = openai::chunk(&s.id, s.created, &s.model, &json!({}), None);
+                if let Some(fields) = chunk.as_object_mut() {
+                    fields.insert("choices".into(), json!([]));
+                    fields.insert("usage".into(), openai::usage(&receipt));
+                }
+                return Some(data(&chunk));
+            }
+            Phase::Done => return Some(Event::default().data("[DONE]")),
+            Phase::End => return None,
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! The OpenAI chat-completions wire types the gateway accepts and returns.
+
+use lloom_core::{ChatMessage, Role, SamplingParams};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use crate::client::{ChatRequest, Receipt};
+
+/// `POST /v1/chat/completions` body (the fields Lloom uses; unknown fields are ignored, as
+/// OpenAI-compatible servers do).
+#[derive(Debug, Deserialize)]
+pub struct CompletionRequest {
+    /// The model.
+    pub model: String,
+    /// The conversation.
+    pub messages: Vec<InMessage>,
+    /// Most tokens to generate.
+    pub max_tokens: Option<u32>,
+    /// Newer name of `max_tokens`.
+    pub max_completion_tokens: Option<u32>,
+    /// Sampling temperature in [0, 2].
+    pub temperature: Option<f32>,
+    /// Nucleus sampling mass.
+    pub top_p: Option<f32>,
+    /// Seed.
+    pub seed: Option<u64>,
+    /// Stop sequences: a string or a list.
+    pub stop: Option<Stop>,
+    /// Stream with server-sent events.
+    #[serde(default)]
+    pub stream: bool,
+    /// Streaming options.
+    pub stream_options: Option<StreamOptions>,
+    /// Number of choices; only 1 is supported.
+    pub n: Option<u32>,
+}
+
+/// `stop`: one string or several.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Stop {
+    /// One stop sequence.
+    One(String),
+    /// Several.
+    Many(Vec<String>),
+}
+
+/// `stream_options`.
+#[derive(Debug, Deserialize)]
+pub struct StreamOptions {
+    /// Send a last chunk with usage.
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+/// One input message.
+#[derive(Debug, Deserialize)]
+pub struct InMessage {
+    /// `system`, `developer`, `user` or `assistant`.
+    pub role: String,
+    /// Text, or a list of content parts (only `text` parts are supported).
+    pub content: Content,
+}
+
+/// Message content: a string or parts.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    /// Plain text.
+    Text(String),
+    /// Content parts.
+    Parts(Vec<Part>),
+}
+
+/// A content part.
+#[derive(Debug, Deserialize)]
+pub struct Part {
+    /// The part type; only `text` is supported.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The text of a `text` part.
+    pub text: Option<String>,
+}
+
+impl CompletionRequest {
+    /// Converts to a Lloom chat request, refusing what Lloom cannot honour.
+    pub fn into_chat(self, default_max_tokens: u32) -> Result<(ChatRequest, bool), ApiError> {
+        if self.n.is_some_and(|n| n != 1) {
+            return Err(ApiError::invalid("only n = 1 is supported", Some("n")));
+        }
+        if self.messages.is_empty() {
+            return Err(ApiError::invalid("messages must not be empty", Some("messages")));
+        }
+        let mut messages = Vec::with_capacity(self.messages.len());
+        for (i, m) in self.messages.into_iter().enumerate() {
+            let role = match m.role.as_str() {
+                "system" | "developer" => Role::System,
+                "user" => Role::User,
+                "assistant" => Role::Assistant,
+                other => {
+                    return Err(ApiError::invalid(
+                        &format!("messages[{i}].role `{other}` is not supported"),
+                        Some("messages"),
+                    ));
+                }
+            };
+            let content = match m.content {
+                Content::Text(t) => t,
+                Content::Parts(parts) => {
+                    let mut text = String::new();
+                    for part in parts {
+                        match (part.kind.as_str(), part.text) {
+                            ("text", Some(t)) => text.push_str(&t),
+                            (kind, _) => {
+                                return Err(ApiError::invalid(
+                                    &format!(
+                                        "messages[{i}]: content part `{kind}` is not supported"
+                                    ),
+                                    Some("messages"),
+                                ));
+                            }
+                        }
+                    }
+                    text
+                }
+            };
+            messages.push(ChatMessage { role, content });
+        }
+        let max_tokens =
+            self.max_completion_tokens.or(self.max_tokens).unwrap_or(default_max_tokens);
+        if max_tokens == 0 {
+            return Err(ApiError::invalid("max_tokens must be at least 1", Some("max_tokens")));
+        }
+        let defaults = SamplingParams::default();
+        let sampling = SamplingParams {
+            temperature: self.temperature.unwrap_or(defaults.temperature),
+            top_p: self.top_p.unwrap_or(defaults.top_p),
+            top_k: 0,
+            seed: self.seed,
+            stop: match self.stop {
+                None => Vec::new(),
+                Some(Stop::One(s)) => vec![s],
+                Some(Stop::Many(v)) => v,
+            },
+        };
+        let mut request = ChatRequest::user(self.model, "");
+        request.messages = messages;
+        request.sampling = sampling;
+        request.max_tokens = max_tokens;
+        let include_usage = self.stream_options.is_some_and(|o| o.include_usage);
+        Ok((request, include_usage))
+    }
+}
+
+/// The OpenAI `finish_reason` for a Lloom finish reason.
+pub(super) fn finish_reason(receipt: &Receipt) -> &'static str {
+    match receipt.finish {
+        lloom_core::FinishReason::Length => "length",
+        _ => "stop",
+    }
+}
+
+/// Receipt details carried in the extra `lloom` field.
+pub(super) fn lloom_field(receipt: &Receipt) -> Value {
+    json!({
+        "executor": receipt.executor.to_checksum(None),
+        "peer_id": receipt.peer.to_string(),
+        "request_digest": receipt.request.digest().to_string(),
+        "cost_wei": receipt.cost.to_string(),
+        "response_signature": receipt.response.signature.to_string(),
+        "checks": receipt.checks,
+    })
+}
+
+/// `usage` for a receipt.
+pub(super) fn usage(receipt: &Receipt) -> Value {
+    json!({
+        "prompt_tokens": receipt.input_tokens,
+        "completion_tokens": receipt.output_tokens,
+        "total_tokens": receipt.input_tokens + receipt.output_tokens,
+    })
+}
+
+/// A complete (non-streaming) completion.
+pub(super) fn completion(id: &str, created: u64, receipt: &Receipt) -> Value {
+    json!({
+        "id": id,
+        "object": "chat.completion",
+        "created": created,
+        "model": receipt.request.commitment.model,
+        "choices": [{
+            "index": 0,
+            "message": { "role": "assistant", "content": receipt.text },
+            "finish_reason": finish_reason(receipt),
+        }],
+        "usage": usage(receipt),
+        "lloom": lloom_field(receipt),
+    })
+}
+
+/// One streamed chunk.
+pub(super) fn chunk(
+    id: &str,
+    created: u64,
+    model: &str,
+    delta: &Value,
+    finish: Option<&str>,
+) -> Value {
+    json!({
+        "id": id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }],
+    })
+}
+
+/// A model entry of `GET /v1/models`.
+#[derive(Debug, Serialize)]
+pub(super) struct ModelEntry {
+    /// The model name.
+    pub(super) id: String,
+    /// Always `model`.
+    pub(super) object: &'static str,
+    /// Unknown; 0.
+    pub(super) created: u64,
+    /// Always `lloom`.
+    pub(super) owned_by: &'static str,
+    /// Executors serving it.
+    pub(super) executors: usize,
+    /// Cheapest price per prompt token, in wei.
+    pub(super) min_input_price_wei: String,
+    /// Cheapest price per generated token, in wei.
+    pub(super) min_output_price_wei: String,
+    /// Largest context length offered.
+    pub(super) max_context: u32,
+}

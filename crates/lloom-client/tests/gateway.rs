@@ -1,0 +1,210 @@
+//! The OpenAI-compatible gateway over real HTTP, in front of real validators and executors
+//! (scripted backends): completions with receipt headers, SSE streaming, `/v1/models`,
+//! `/health`, and an OpenAI-style JSON error with the right status for every kind of bad input.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lloom_client::gateway::{GatewayConfig, serve};
+use lloom_client::{Client, ClientConfig};
+use lloom_core::network::test_utils::WAIT;
+use lloom_core::network::{Multiaddr, NetworkConfig};
+use lloom_core::{ModelOffer, NodeKey, U256};
+use lloom_executor::backend::scripted::{Script, ScriptedBackend};
+use lloom_executor::serve::ServedModel;
+use lloom_executor::{ExecutorConfig, ExecutorNode};
+use lloom_validator::{Validator, ValidatorConfig};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const MODEL: &str = "scripted";
+
+struct Net {
+    _validator: Validator,
+    _executors: Vec<ExecutorNode>,
+    _dir: tempfile::TempDir,
+    addr: SocketAddr,
+}
+
+async fn network(scripts: Vec<Script>, config: GatewayConfig) -> Net {
+    let dir = tempfile::tempdir().unwrap();
+    let vconfig = ValidatorConfig {
+        network: NetworkConfig { server_mode: true, ..NetworkConfig::local() },
+        ..ValidatorConfig::default()
+    };
+    let validator = Validator::spawn(&NodeKey::generate(), vconfig).await.unwrap();
+    let bootstrap: Vec<Multiaddr> = validator.listen_addrs().await.unwrap();
+    let mut executors = Vec::new();
+    for script in scripts {
+        let key = NodeKey::generate();
+        let mut config = ExecutorConfig::new(dir.path().join(key.address().to_string()));
+        config.network = NetworkConfig { bootstrap: bootstrap.clone(), ..NetworkConfig::local() };
+        let offer = ModelOffer {
+            model: script.model.clone(),
+            context_length: 1024,
+            price_per_input_token: U256::from(2),
+            price_per_output_token: U256::from(3),
+            weights_sha256: None,
+            quantization: None,
+            capabilities: vec![],
+        };
+        let model = ServedModel { offer, backend: Arc::new(ScriptedBackend::new(script)) };
+        executors.push(ExecutorNode::start(&key, vec![model], config).await.unwrap());
+    }
+    let client = Client::connect(NodeKey::generate(), ClientConfig::default().bootstrap(bootstrap))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while client.refresh().await.unwrap() < executors.len() {
+        assert!(Instant::now() < deadline, "executors never appeared");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve(client, listener, config, std::future::pending()));
+    Net { _validator: validator, _executors: executors, _dir: dir, addr }
+}
+
+/// One HTTP/1.1 exchange; returns status, lower-cased headers and the body.
+async fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut raw)).await.unwrap().unwrap();
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head[9..12].parse().unwrap();
+    (status, head.to_lowercase(), body.to_owned())
+}
+
+fn json_body(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+fn chat(extra: &Value) -> Vec<u8> {
+    let mut request = json!({
+        "model": MODEL,
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"}],
+    });
+    request.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    request.to_string().into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_models_and_health_follow_the_openai_shapes() {
+    let net = network(vec![Script::answer(MODEL, "Paris it is.")], GatewayConfig::default()).await;
+
+    let (status, headers, body) =
+        http(net.addr, "POST", "/v1/chat/completions", &chat(&json!({}))).await;
+    assert_eq!(status, 200, "{body}");
+    let v = json_body(&body);
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["choices"][0]["message"]["content"], "Paris it is.");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert_eq!(v["usage"]["prompt_tokens"], 10);
+    assert_eq!(v["usage"]["completion_tokens"], 3);
+    assert_eq!(v["usage"]["total_tokens"], 13);
+    assert_eq!(v["lloom"]["cost_wei"], (10 * 2 + 3 * 3).to_string());
+    assert!(headers.contains("x-lloom-executor: 0x"), "{headers}");
+    assert!(headers.contains("x-lloom-request-digest: 0x"), "{headers}");
+    assert!(headers.contains("x-lloom-cost-wei: 29"), "{headers}");
+
+    let (status, _, body) = http(net.addr, "GET", "/v1/models", b"").await;
+    assert_eq!(status, 200);
+    let v = json_body(&body);
+    assert_eq!(v["object"], "list");
+    assert_eq!(v["data"][0]["id"], MODEL);
+    assert_eq!(v["data"][0]["executors"], 1);
+
+    let (status, _, body) = http(net.addr, "GET", "/health", b"").await;
+    assert_eq!((status, json_body(&body)["status"].clone()), (200, json!("ok")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_sends_role_content_finish_usage_and_done() {
+    let net = network(vec![Script::answer(MODEL, "Paris it is.")], GatewayConfig::default()).await;
+    let body = chat(&json!({"stream": true, "stream_options": {"include_usage": true}}));
+    let (status, headers, raw) = http(net.addr, "POST", "/v1/chat/completions", &body).await;
+    assert_eq!(status, 200);
+    assert!(headers.contains("content-type: text/event-stream"), "{headers}");
+    let events: Vec<Value> = raw
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(json_body)
+        .collect();
+    assert!(raw.contains("data: [DONE]"), "{raw}");
+    assert_eq!(events[0]["choices"][0]["delta"]["role"], "assistant");
+    let text: String =
+        events.iter().filter_map(|e| e["choices"][0]["delta"]["content"].as_str()).collect();
+    assert_eq!(text, "Paris it is.");
+    let finish = events.iter().find(|e| e["choices"][0]["finish_reason"].is_string()).unwrap();
+    assert_eq!(finish["choices"][0]["finish_reason"], "stop");
+    assert!(finish["lloom"]["request_digest"].as_str().unwrap().starts_with("0x"));
+    let usage = events.last().unwrap();
+    assert_eq!(usage["choices"], json!([]));
+    assert_eq!(usage["usage"]["completion_tokens"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_an_openai_style_error_with_the_right_status() {
+    let config = GatewayConfig { max_body_bytes: 4096, ..GatewayConfig::default() };
+    let net = network(vec![Script::answer(MODEL, "x")], config).await;
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        ("malformed JSON", b"{\"model\": ".to_vec(), 400, "invalid JSON body"),
+        ("missing messages", json!({"model": MODEL}).to_string().into_bytes(), 400, "messages"),
+        ("unknown model", chat(&json!({"model": "gpt-17"})), 404, "no executor serves `gpt-17`"),
+        (
+            "oversized body",
+            chat(&json!({"pad": "x".repeat(10_000)})),
+            413,
+            "larger than 4096 bytes",
+        ),
+        ("temperature out of range", chat(&json!({"temperature": 5.0})), 400, "temperature 5"),
+        ("n > 1", chat(&json!({"n": 2})), 400, "only n = 1"),
+        ("max_tokens 0", chat(&json!({"max_tokens": 0})), 400, "max_tokens must be at least 1"),
+        (
+            "a tool message",
+            json!({"model": MODEL, "messages": [{"role": "tool", "content": "x"}]})
+                .to_string()
+                .into_bytes(),
+            400,
+            "role `tool`",
+        ),
+    ];
+    for (name, body, want, needle) in cases {
+        let (status, headers, body) = http(net.addr, "POST", "/v1/chat/completions", &body).await;
+        assert_eq!(status, want, "{name}: {body}");
+        assert!(headers.contains("content-type: application/json"), "{name}: {headers}");
+        let error = &json_body(&body)["error"];
+        assert!(error["message"].as_str().unwrap().contains(needle), "{name}: {error}");
+        assert!(error["type"].is_string(), "{name}: {error}");
+    }
+    let (status, _, body) = http(net.addr, "GET", "/v2/nothing", b"").await;
+    assert_eq!(status, 404);
+    assert_eq!(json_body(&body)["error"]["code"], "unknown_url");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_executors_busy_is_a_429_with_retry_after() {
+    let full = Script { capacity: 0, ..Script::answer(MODEL, "never") };
+    let net = network(vec![full], GatewayConfig::default()).await;
+    let (status, headers, body) =
+        http(net.addr, "POST", "/v1/chat/completions", &chat(&json!({}))).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(headers.contains("retry-after: 1"), "{headers}");
+    assert_eq!(json_body(&body)["error"]["code"], "all_executors_busy");
+}

@@ -1,0 +1,134 @@
+//! The gateway with the official `openai` Python package and the real default model: list
+//! models, one completion, one streamed completion, and a 404 for an unknown model.
+//!
+//! The package lives in a virtual environment that `scripts/test.sh` creates
+//! (`~/.cache/lloom/venv`, or `LLOOM_OPENAI_PYTHON`). Without it the test is skipped, unless
+//! `LLOOM_REQUIRE_OPENAI` is set (as it is in CI), in which case it fails.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use lloom_client::gateway::{GatewayConfig, serve};
+use lloom_client::{Client, ClientConfig};
+use lloom_core::network::NetworkConfig;
+use lloom_core::{NodeKey, U256};
+use lloom_executor::backend::llama::EngineConfig;
+use lloom_executor::models::{DEFAULT_MODEL, ModelChoice, prepare};
+use lloom_executor::{ExecutorConfig, ExecutorNode};
+use lloom_validator::{Validator, ValidatorConfig};
+
+const SCRIPT: &str = r#"
+import json, sys
+import openai
+client = openai.OpenAI(base_url=sys.argv[1], api_key="not-needed")
+model = sys.argv[2]
+ask = [{"role": "user", "content": "What is the capital of France?"}]
+models = [m.id for m in client.models.list()]
+done = client.chat.completions.create(model=model, messages=ask, max_tokens=48, temperature=0)
+parts, usage = [], None
+for chunk in client.chat.completions.create(
+    model=model, messages=ask, max_tokens=48, temperature=0, stream=True,
+    stream_options={"include_usage": True},
+):
+    if chunk.choices and chunk.choices[0].delta.content:
+        parts.append(chunk.choices[0].delta.content)
+    if chunk.usage:
+        usage = chunk.usage.completion_tokens
+try:
+    client.chat.completions.create(model="no-such-model", messages=ask)
+    missing = None
+except openai.NotFoundError as e:
+    missing = e.status_code
+print(json.dumps({
+    "models": models,
+    "text": done.choices[0].message.content,
+    "finish": done.choices[0].finish_reason,
+    "completion_tokens": done.usage.completion_tokens,
+    "streamed": "".join(parts),
+    "streamed_usage": usage,
+    "missing_status": missing,
+}))
+"#;
+
+fn python() -> Option<PathBuf> {
+    let path = std::env::var_os("LLOOM_OPENAI_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| dirs_home().join(".cache/lloom/venv/bin/python"));
+    let ok = std::process::Command::new(&path)
+        .args(["-c", "import openai"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("LLOOM_REQUIRE_OPENAI").is_none(),
+        "LLOOM_REQUIRE_OPENAI is set but {} cannot import openai",
+        path.display()
+    );
+    eprintln!("skipped: no Python with the openai package (run ./scripts/test.sh)");
+    None
+}
+
+fn dirs_home() -> PathBuf {
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_openai_sdk_works_against_the_gateway() {
+    let Some(python) = python() else { return };
+    let choice = ModelChoice {
+        path: None,
+        name: None,
+        price_per_input_token: U256::from(1),
+        price_per_output_token: U256::from(2),
+        engine: EngineConfig { n_ctx: 2048, max_sequences: 2, ..EngineConfig::default() },
+    };
+    let model = tokio::task::spawn_blocking(move || prepare(&choice, &())).await.unwrap().unwrap();
+    let vconfig = ValidatorConfig {
+        network: NetworkConfig { server_mode: true, ..NetworkConfig::local() },
+        ..ValidatorConfig::default()
+    };
+    let validator = Validator::spawn(&NodeKey::generate(), vconfig).await.unwrap();
+    let bootstrap = validator.listen_addrs().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ExecutorConfig::new(dir.path().to_owned());
+    config.network = NetworkConfig { bootstrap: bootstrap.clone(), ..NetworkConfig::local() };
+    let _executor = ExecutorNode::start(&NodeKey::generate(), vec![model], config).await.unwrap();
+    let client = Client::connect(NodeKey::generate(), ClientConfig::default().bootstrap(bootstrap))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.refresh().await.unwrap() == 0 {
+        assert!(Instant::now() < deadline, "the executor never appeared");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(serve(client, listener, GatewayConfig::default(), std::future::pending()));
+
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .args(["-c", SCRIPT, &base_url, DEFAULT_MODEL.name])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["models"], serde_json::json!([DEFAULT_MODEL.name]));
+    assert!(report["text"].as_str().unwrap().contains("Paris"), "{report}");
+    assert!(report["completion_tokens"].as_u64().unwrap() > 0);
+    // Greedy decoding: the stream carries the same answer.
+    assert_eq!(report["streamed"], report["text"], "{report}");
+    assert_eq!(report["streamed_usage"], report["completion_tokens"]);
+    assert_eq!(report["missing_status"], 404);
+}
