@@ -81,9 +81,9 @@ fn dirs_home() -> PathBuf {
     std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_official_openai_sdk_works_against_the_gateway() {
-    let Some(python) = python() else { return };
+/// A validator, an executor with the real engine, a client and its gateway; returns the
+/// gateway's base URL and the validator's addresses (the nodes live as long as the runtime).
+async fn gateway_over_the_real_model() -> (String, Vec<lloom_core::network::Multiaddr>) {
     let choice = ModelChoice {
         path: None,
         name: None,
@@ -98,6 +98,7 @@ async fn the_official_openai_sdk_works_against_the_gateway() {
     };
     let validator = Validator::spawn(&NodeKey::generate(), vconfig).await.unwrap();
     let bootstrap = validator.listen_addrs().await.unwrap();
+    let bootstrap_copy = bootstrap.clone();
     let dir = tempfile::tempdir().unwrap();
     let mut config = ExecutorConfig::new(dir.path().to_owned());
     config.network = NetworkConfig { bootstrap: bootstrap.clone(), ..NetworkConfig::local() };
@@ -113,6 +114,18 @@ async fn the_official_openai_sdk_works_against_the_gateway() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
     tokio::spawn(serve(client, listener, GatewayConfig::default(), std::future::pending()));
+    tokio::spawn(async move {
+        // Keep the nodes alive until the test's runtime ends.
+        let _keep = (validator, _executor, dir);
+        std::future::pending::<()>().await;
+    });
+    (base_url, bootstrap_copy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_openai_sdk_works_against_the_gateway() {
+    let Some(python) = python() else { return };
+    let (base_url, _) = gateway_over_the_real_model().await;
 
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new(python)
@@ -131,4 +144,49 @@ async fn the_official_openai_sdk_works_against_the_gateway() {
     assert_eq!(report["streamed"], report["text"], "{report}");
     assert_eq!(report["streamed_usage"], report["completion_tokens"]);
     assert_eq!(report["missing_status"], 404);
+}
+
+/// The executor's HTTP backend against a real OpenAI-compatible server (this gateway): a
+/// second executor resells the model through HTTP, and a client gets a verified answer from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_serves_through_the_http_backend_in_front_of_a_real_server() {
+    use lloom_executor::backend::openai::{OpenAiBackend, OpenAiConfig};
+    use lloom_executor::serve::ServedModel;
+
+    let (base_url, bootstrap) = gateway_over_the_real_model().await;
+    let mut config = OpenAiConfig::new(base_url, DEFAULT_MODEL.name);
+    config.served_model = "smol-over-http".into();
+    let backend = OpenAiBackend::new(config).unwrap();
+    backend.probe().await.unwrap();
+    let offer = lloom_core::ModelOffer {
+        model: "smol-over-http".into(),
+        context_length: 1024,
+        price_per_input_token: U256::from(5),
+        price_per_output_token: U256::from(9),
+        weights_sha256: None,
+        quantization: None,
+        capabilities: vec!["chat".into()],
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut exec_config = ExecutorConfig::new(dir.path().to_owned());
+    exec_config.network = NetworkConfig { bootstrap: bootstrap.clone(), ..NetworkConfig::local() };
+    let model = ServedModel { offer, backend: std::sync::Arc::new(backend) };
+    let _reseller =
+        ExecutorNode::start(&NodeKey::generate(), vec![model], exec_config).await.unwrap();
+
+    let client = Client::connect(NodeKey::generate(), ClientConfig::default().bootstrap(bootstrap))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.refresh().await.unwrap() < 2 {
+        assert!(Instant::now() < deadline, "the reseller never appeared");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut request =
+        lloom_client::ChatRequest::user("smol-over-http", "What is the capital of France?");
+    request.max_tokens = 48;
+    let receipt = client.chat(request).await.unwrap().collect().await.unwrap();
+    assert!(receipt.text.contains("Paris"), "{:?}", receipt.text);
+    assert!(receipt.input_tokens > 5, "usage came from the server: {receipt:?}");
+    assert_eq!(receipt.cost, U256::from(receipt.input_tokens * 5 + receipt.output_tokens * 9));
 }

@@ -53,6 +53,9 @@ pub enum Error {
     /// The engine configuration is invalid.
     #[error("invalid engine configuration: {0}")]
     EngineConfig(String),
+    /// A model backend (e.g. the HTTP server behind the OpenAI backend) failed.
+    #[error("backend: {0}")]
+    Backend(String),
     /// The backend's queue is full.
     #[error("busy: {queued} requests are already waiting")]
     Busy {

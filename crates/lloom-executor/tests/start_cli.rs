@@ -111,6 +111,18 @@ fn start_refuses_a_missing_model_file_and_a_missing_key() {
         .assert()
         .failure()
         .stderr(contains("no model file at /nonexistent/model.gguf"));
+    // An HTTP backend that does not answer.
+    assert_cmd::Command::cargo_bin("lloom-executor")
+        .unwrap()
+        .arg("--key")
+        .arg(&key)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["start", "--no-mdns", "--backend-url", "http://127.0.0.1:9/v1"])
+        .args(["--backend-model", "llama3"])
+        .assert()
+        .failure()
+        .stderr(contains("http://127.0.0.1:9/v1/models is unreachable"));
     assert_cmd::Command::cargo_bin("lloom-executor")
         .unwrap()
         .env_clear()

@@ -5,6 +5,7 @@
 //! the work and frees its slot.
 
 pub mod llama;
+pub mod openai;
 #[cfg(feature = "test-utils")]
 pub mod scripted;
 mod text;

@@ -26,6 +26,7 @@ pub struct Cli {
 
 /// The subcommands of `lloom-executor`.
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum Command {
     /// Manage the node key (one secp256k1 key: Ethereum address and libp2p peer id).
     #[command(subcommand)]

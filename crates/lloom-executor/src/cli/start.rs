@@ -5,18 +5,20 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use lloom_core::U256;
 use lloom_core::cli::{ConfigFile, NodeArgs, Role};
 use lloom_core::identity::load_key;
 use lloom_core::network::{Multiaddr, NetworkConfig};
+use lloom_core::{ModelOffer, U256};
+use std::sync::Arc;
 
 use super::Bar;
 use crate::announcer::AnnouncerConfig;
 use crate::backend::llama::EngineConfig;
+use crate::backend::openai::{OpenAiBackend, OpenAiConfig};
 use crate::error::{Error, Result};
 use crate::models::{ModelChoice, prepare};
 use crate::node::{ExecutorConfig, ExecutorNode};
-use crate::serve::{RateLimits, ServeConfig};
+use crate::serve::{RateLimits, ServeConfig, ServedModel};
 
 /// Default wei per prompt token.
 pub const DEFAULT_PRICE_PER_INPUT_TOKEN: u64 = 1_000;
@@ -66,6 +68,20 @@ pub struct StartArgs {
     /// Output tokens per minute per client [default: unlimited].
     #[arg(long)]
     pub tokens_per_minute: Option<u32>,
+    /// Serve through an OpenAI-compatible server at this base URL (e.g.
+    /// http://127.0.0.1:8080/v1 for llama-server, http://127.0.0.1:11434/v1 for Ollama)
+    /// instead of the embedded engine.
+    #[arg(long, value_name = "URL")]
+    pub backend_url: Option<String>,
+    /// The model name the HTTP server knows [default: --model-name].
+    #[arg(long, requires = "backend_url")]
+    pub backend_model: Option<String>,
+    /// Environment variable holding the HTTP server's API key.
+    #[arg(long, default_value = "LLOOM_BACKEND_API_KEY", requires = "backend_url")]
+    pub backend_api_key_env: String,
+    /// Context length announced for an HTTP backend.
+    #[arg(long, default_value_t = 4096, requires = "backend_url")]
+    pub context_length: u32,
     /// Seconds between announcement heartbeats [default: 10].
     #[arg(long, default_value_t = 10)]
     pub heartbeat_secs: u64,
@@ -158,12 +174,17 @@ pub(super) async fn run(
     let key = load_key(&node.key_path(Role::Executor), &node.password_source())?;
     let choice = args.model_choice(&file);
     let config = args.executor_config(&file, node.data_dir(Role::Executor));
-    writeln!(out, "loading the model ...")?;
-    out.flush()?;
-    let bar = Bar::stderr();
-    let model = tokio::task::spawn_blocking(move || prepare(&choice, &bar))
-        .await
-        .map_err(|e| Error::Io(std::io::Error::other(e)))??;
+    let model = match &args.backend_url {
+        Some(url) => http_backend(args, url, &choice).await?,
+        None => {
+            writeln!(out, "loading the model ...")?;
+            out.flush()?;
+            let bar = Bar::stderr();
+            tokio::task::spawn_blocking(move || prepare(&choice, &bar))
+                .await
+                .map_err(|e| Error::Io(std::io::Error::other(e)))??
+        }
+    };
     let offer = model.offer.clone();
     let executor = ExecutorNode::start(&key, vec![model], config).await?;
     writeln!(out, "executor {} ({})", key.address().to_checksum(None), key.peer_id())?;
@@ -184,4 +205,27 @@ pub(super) async fn run(
     lloom_core::cli::wait_for_shutdown_signal().await?;
     writeln!(out, "shutting down: withdrawing the offers")?;
     executor.shutdown().await
+}
+
+/// An OpenAI-compatible server as the backend; checked to list the model before serving.
+async fn http_backend(args: &StartArgs, url: &str, choice: &ModelChoice) -> Result<ServedModel> {
+    let remote = args.backend_model.clone().or_else(|| choice.name.clone()).ok_or_else(|| {
+        Error::Backend("--backend-url needs --backend-model or --model-name".into())
+    })?;
+    let mut config = OpenAiConfig::new(url, remote.clone());
+    config.served_model = choice.name.clone().unwrap_or(remote);
+    config.api_key = std::env::var(&args.backend_api_key_env).ok().filter(|k| !k.is_empty());
+    config.max_concurrent = choice.engine.max_sequences.max(1) as usize * 4;
+    let backend = OpenAiBackend::new(config.clone())?;
+    backend.probe().await?;
+    let offer = ModelOffer {
+        model: config.served_model,
+        context_length: args.context_length,
+        price_per_input_token: choice.price_per_input_token,
+        price_per_output_token: choice.price_per_output_token,
+        weights_sha256: None,
+        quantization: None,
+        capabilities: vec!["chat".into(), "stream".into()],
+    };
+    Ok(ServedModel { offer, backend: Arc::new(backend) })
 }
