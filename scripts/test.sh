@@ -28,8 +28,8 @@ fi
 step "system packages"
 ./scripts/setup-system.sh
 
-step "npm tooling (foundry cast)"
-if [ ! -x node_modules/.bin/cast ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+step "npm tooling (foundry forge, anvil, cast; solc; OpenZeppelin)"
+if [ ! -x node_modules/.bin/forge ] || [ ! -x node_modules/.bin/anvil ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
     npm install --no-audit --no-fund --loglevel=error
 fi
 node_modules/.bin/cast --version | head -1
@@ -68,10 +68,16 @@ fi
 step "docs (mdbook)"
 mdbook build docs
 
-step "tests"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
+
+step "contracts (forge tests, artifact up to date)"
+(cd contracts && ../node_modules/.bin/forge test --offline --use ./solc) 2>&1 | tee -a "$log"
+contracts/build.sh --check
+
+step "tests"
 cargo test --workspace --all-targets --features lloom-core/test-utils,lloom-executor/test-utils --locked 2>&1 | tee "$log"
 cargo test --workspace --doc --features lloom-core/test-utils,lloom-executor/test-utils --locked 2>&1 | tee -a "$log"
 awk '/^test result:/ { passed += $4; failed += $6 }
+     /^Suite result:/ { passed += $4; failed += $6 }
      END { printf "\ntests: %d passed, %d failed\n", passed, failed }' "$log"

@@ -1,8 +1,9 @@
 //! Request nonces that never repeat for a client key, even across restarts.
 //!
-//! A nonce is the larger of "one more than the last one issued" and the current time in
-//! microseconds, so a client whose state file was lost still moves forward. With a file the
-//! last nonce is written (atomically, by rename) before the nonce is handed out.
+//! Nonces count up from 1, one per request, so the settlement contract can record settled
+//! requests densely (256 per storage word). With a file the last nonce is written (atomically,
+//! by rename) before the nonce is handed out; keep the data directory, or executors will refuse
+//! the re-used nonces as replays until the count passes them.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -14,13 +15,6 @@ use crate::error::{Error, Result};
 pub struct NonceSource {
     last: Mutex<u64>,
     file: Option<PathBuf>,
-}
-
-fn now_micros() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-        .unwrap_or_default()
 }
 
 impl NonceSource {
@@ -44,7 +38,7 @@ impl NonceSource {
     /// The next nonce; persisted before it is returned.
     pub fn next(&self) -> Result<u64> {
         let mut last = self.last.lock().map_err(|_| Error::State("nonce lock poisoned".into()))?;
-        let next = now_micros().max(last.saturating_add(1));
+        let next = last.checked_add(1).ok_or_else(|| Error::State("nonces exhausted".into()))?;
         if let Some(file) = &self.file {
             if let Some(dir) = file.parent() {
                 std::fs::create_dir_all(dir)?;
@@ -67,10 +61,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("nonce");
         let first = NonceSource::persistent(file.clone()).unwrap();
-        let a = first.next().unwrap();
-        let b = first.next().unwrap();
-        assert!(b > a);
-        // Pretend the clock went back: the file still moves us forward.
+        assert_eq!(first.next().unwrap(), 1);
+        assert_eq!(first.next().unwrap(), 2);
+        assert_eq!(NonceSource::persistent(file.clone()).unwrap().next().unwrap(), 3);
+        // The file is the authority.
         std::fs::write(&file, (u64::MAX / 2).to_string()).unwrap();
         let again = NonceSource::persistent(file).unwrap();
         assert_eq!(again.next().unwrap(), u64::MAX / 2 + 1);

@@ -1,0 +1,83 @@
+//! `lloom-bench`: end-to-end benchmarks of a local Lloom network (see the book's benchmark
+//! chapter for the figures and how to read them).
+//!
+//! ```text
+//! cargo run --release -p lloom-bench -- overhead     # P1: signed round trip vs direct HTTP
+//! cargo run --release -p lloom-bench -- streaming    # P2: time to first token, network vs direct
+//! cargo run --release -p lloom-bench -- throughput   # P3: signed requests/s vs signature ceiling
+//! cargo run --release -p lloom-bench -- load         # R1: 1,000 concurrent requests
+//! cargo run --release -p lloom-bench -- soak         # 100,000 requests, RSS start/end
+//! ```
+
+// A benchmark binary reports on stdout; counts become floats for rates.
+#![allow(clippy::print_stdout, clippy::cast_precision_loss)]
+
+mod load;
+mod net;
+mod overhead;
+mod soak;
+mod streaming;
+mod throughput;
+
+use clap::{Parser, Subcommand};
+
+/// End-to-end benchmarks of a local Lloom network.
+#[derive(Parser, Debug)]
+#[command(name = "lloom-bench", version)]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand, Debug)]
+enum Bench {
+    /// P1: latency of a signed round trip through an executor with an instant backend, next
+    /// to a direct HTTP call to an instant OpenAI-compatible server.
+    Overhead {
+        /// Measured requests of each kind.
+        #[arg(long, default_value_t = 2000)]
+        requests: usize,
+    },
+    /// P2: time to first token through the network vs directly from the same engine.
+    Streaming {
+        /// Measured requests of each kind.
+        #[arg(long, default_value_t = 20)]
+        requests: usize,
+    },
+    /// P3: signed requests per second through one executor with an instant backend.
+    Throughput {
+        /// Concurrent requests.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// R1: many concurrent requests against one executor; each must end verified or Busy.
+    Load {
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 1000)]
+        requests: usize,
+    },
+    /// Queue soak: many requests through one executor; RSS at start and end.
+    Soak {
+        /// Requests in total.
+        #[arg(long, default_value_t = 100_000)]
+        requests: usize,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    lloom_core::cli::init_logging();
+    match Cli::parse().bench {
+        Bench::Overhead { requests } => overhead::run(requests).await,
+        Bench::Streaming { requests } => streaming::run(requests).await,
+        Bench::Throughput { concurrency, seconds } => throughput::run(concurrency, seconds).await,
+        Bench::Load { requests } => load::run(requests).await,
+        Bench::Soak { requests, concurrency } => soak::run(requests, concurrency).await,
+    }
+}

@@ -1,0 +1,72 @@
+//! P1: a full signed round trip (client → executor → instant backend → client, every
+//! signature made and checked) next to a direct HTTP call to an equally instant
+//! OpenAI-compatible server, in the same run.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::response::IntoResponse;
+use lloom_client::ChatRequest;
+use lloom_executor::backend::scripted::{Script, ScriptedBackend};
+
+use crate::net::{self, MODEL};
+
+const WARMUP: usize = 200;
+
+/// The instant OpenAI-compatible server: one content chunk, usage, `[DONE]`.
+async fn instant_completion() -> impl IntoResponse {
+    let body = concat!(
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"ok\"}}]}\n\n",
+        "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":1}}\n\n",
+        "data: [DONE]\n\n"
+    );
+    ([("content-type", "text/event-stream")], body)
+}
+
+pub(crate) async fn run(requests: usize) -> anyhow::Result<()> {
+    let backend = Arc::new(ScriptedBackend::new(Script::answer(MODEL, "ok")));
+    let network = net::start(vec![backend], 0).await?;
+    let client = network.client().await?;
+    let ask = || ChatRequest { max_tokens: 1, ..ChatRequest::user(MODEL, "hi") };
+    let mut lloom = Vec::with_capacity(requests);
+    for i in 0..WARMUP + requests {
+        let start = Instant::now();
+        client.chat(ask()).await?.collect().await?;
+        if i >= WARMUP {
+            lloom.push(start.elapsed());
+        }
+    }
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/v1/chat/completions", listener.local_addr()?);
+    let app =
+        axum::Router::new().route("/v1/chat/completions", axum::routing::post(instant_completion));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let http = reqwest::Client::new();
+    let body = serde_json::json!({
+        "model": MODEL, "stream": true, "max_tokens": 1,
+        "messages": [{"role": "user", "content": "hi"}],
+    });
+    let mut direct = Vec::with_capacity(requests);
+    for i in 0..WARMUP + requests {
+        let start = Instant::now();
+        let text = http.post(&url).json(&body).send().await?.text().await?;
+        anyhow::ensure!(text.ends_with("data: [DONE]\n\n"), "unexpected answer {text}");
+        if i >= WARMUP {
+            direct.push(start.elapsed());
+        }
+    }
+    let (l50, l99) = net::percentiles(&mut lloom);
+    let (d50, d99) = net::percentiles(&mut direct);
+    println!("P1 overhead, {requests} sequential requests each (after {WARMUP} warm-up)");
+    println!("  signed round trip over libp2p : p50 {l50:8.0} µs   p99 {l99:8.0} µs");
+    println!("  direct HTTP to instant server : p50 {d50:8.0} µs   p99 {d99:8.0} µs");
+    println!(
+        "  added by Lloom                : p50 {:8.0} µs   p99 {:8.0} µs   (goal ≤ 500 / ≤ 2000)",
+        l50 - d50,
+        l99 - d99
+    );
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    Ok(())
+}
