@@ -40,6 +40,9 @@ pub enum Command {
     Chat(ChatArgs),
     /// Run the OpenAI-compatible HTTP gateway (`/v1/chat/completions`, `/v1/models`, `/health`).
     Serve(ServeArgs),
+    /// Settlement on chain: deploy the contract, deposit, balance, withdraw.
+    #[command(subcommand)]
+    Chain(crate::chain_cli::ChainCommand),
 }
 
 /// Options of `lloom-client serve`.
@@ -144,6 +147,7 @@ pub async fn run(cli: &Cli, out: &mut (dyn Write + Send)) -> Result<()> {
         }
         Command::Chat(args) => chat(args, &cli.node, out).await?,
         Command::Serve(args) => serve(args, &cli.node, out).await?,
+        Command::Chain(cmd) => crate::chain_cli::run(cmd, &cli.node, out).await?,
         Command::Models(args) => {
             let rows = discover(&args.merged(&cli.node.config_file()?)).await?.models();
             let text = if cli.node.json { render_json(&rows) } else { render_table(&rows) };

@@ -21,6 +21,7 @@
 //! The OpenAI-compatible gateway is `serve`.
 
 mod attempt;
+mod chain_cli;
 pub mod cli;
 pub mod client;
 pub mod directory;
@@ -31,6 +32,7 @@ pub mod report;
 pub mod routing;
 
 pub use attempt::AttemptFailure;
+pub use chain_cli::ChainCommand;
 pub use client::{ChatEvent, ChatRequest, ChatStream, Client, ClientConfig, Receipt};
 pub use error::{Error, Result};
 pub use routing::{RouteFilter, Strategy};

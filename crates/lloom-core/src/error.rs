@@ -244,6 +244,9 @@ pub enum Error {
     /// A stream timed out.
     #[error("timed out after {0:?}")]
     Timeout(std::time::Duration),
+    /// An EVM JSON-RPC call or transaction failed (unreachable node, revert, bad address).
+    #[error("chain: {0}")]
+    Chain(String),
 }
 
 impl Error {
@@ -294,7 +297,8 @@ impl Error {
             | Dial(_)
             | Publish(_)
             | RegistryQueryFailed(_)
-            | Stream(_) => true,
+            | Stream(_)
+            | Chain(_) => true,
             // Another executor may answer correctly.
             e if e.is_peer_fault() => true,
             _ => false,

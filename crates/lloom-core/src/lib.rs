@@ -16,6 +16,7 @@
 //! - [`replay`]: the durable `(client, nonce)` replay store (redb).
 //! - [`wire`]: wire messages and the length-prefixed, versioned, size-limited codec.
 //! - [`error`]: the crate's one error type, with `is_peer_fault` / `is_retryable`.
+//! - `chain` (feature `chain`): settlement contract bindings and an RPC client.
 //!
 //! ## Example: a signed request, checked as an executor would
 //!
@@ -71,6 +72,8 @@ pub mod signature;
 pub mod verify;
 pub mod wire;
 
+#[cfg(feature = "chain")]
+pub mod chain;
 #[cfg(feature = "cli")]
 pub mod cli;
 

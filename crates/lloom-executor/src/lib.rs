@@ -12,6 +12,7 @@
 //! - [`error`]: this crate's error type.
 //! - [`models`]: known models, the local model cache and fetching through pip.
 //! - [`node`]: a running executor: network, request server and announcer together.
+//! - [`settle`]: the settlement loop: stored receipts, batched by client, settled on chain.
 //! - [`serve`]: serving signed requests from the network: verification, admission, streaming,
 //!   signed checkpoints and responses, the durable receipt store.
 //!
@@ -28,6 +29,7 @@ pub mod error;
 pub mod models;
 pub mod node;
 pub mod serve;
+pub mod settle;
 
 pub use announcer::{Announcer, AnnouncerConfig};
 pub use error::{Error, Result};

@@ -1,6 +1,9 @@
 //! Command-line interface of `lloom-executor`.
 
+mod chain;
 mod start;
+
+pub use chain::{ChainArgs, ChainCommand};
 
 pub use start::{DEFAULT_PRICE_PER_INPUT_TOKEN, DEFAULT_PRICE_PER_OUTPUT_TOKEN, StartArgs};
 
@@ -38,6 +41,9 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Serve models on the network: announce them and answer signed requests until stopped.
     Start(StartArgs),
+    /// Settlement on chain: settle receipts, show and withdraw earnings.
+    #[command(subcommand)]
+    Chain(ChainCommand),
 }
 
 /// Options of `lloom-executor generate`.
@@ -151,6 +157,7 @@ pub async fn run(cli: &Cli, out: &mut (dyn Write + Send)) -> Result<()> {
         }
         Command::Generate(args) => generate(args, cli.node.json, out).await?,
         Command::Start(args) => start::run(args, &cli.node, out).await?,
+        Command::Chain(cmd) => chain::run(cmd, &cli.node, out).await?,
         Command::Models(ModelsCommand::List) => {
             let cache = ModelCache::new(ModelCache::default_dir());
             let models = cache.list()?;

@@ -19,6 +19,10 @@ use crate::error::{Error, Result};
 use crate::models::{ModelChoice, prepare};
 use crate::node::{ExecutorConfig, ExecutorNode};
 use crate::serve::{RateLimits, ServeConfig, ServedModel};
+use crate::settle::{SettlerConfig, spawn_settler};
+use lloom_core::DomainConfig;
+use lloom_core::chain::Settlement;
+use tokio_util::sync::CancellationToken;
 
 /// Default wei per prompt token.
 pub const DEFAULT_PRICE_PER_INPUT_TOKEN: u64 = 1_000;
@@ -82,6 +86,16 @@ pub struct StartArgs {
     /// Context length announced for an HTTP backend.
     #[arg(long, default_value_t = 4096, requires = "backend_url")]
     pub context_length: u32,
+    /// JSON-RPC URL of the chain where receipts are settled (with --contract); requests must
+    /// then be signed for that contract's EIP-712 domain.
+    #[arg(long, env = "LLOOM_RPC_URL", requires = "contract")]
+    pub rpc_url: Option<String>,
+    /// Address of the settlement contract (with --rpc-url).
+    #[arg(long, env = "LLOOM_CONTRACT", requires = "rpc_url")]
+    pub contract: Option<lloom_core::Address>,
+    /// Seconds between settlement rounds.
+    #[arg(long, default_value_t = 60)]
+    pub settle_interval_secs: u64,
     /// Seconds between announcement heartbeats [default: 10].
     #[arg(long, default_value_t = 10)]
     pub heartbeat_secs: u64,
@@ -173,7 +187,16 @@ pub(super) async fn run(
     let file = node.config_file()?;
     let key = load_key(&node.key_path(Role::Executor), &node.password_source())?;
     let choice = args.model_choice(&file);
-    let config = args.executor_config(&file, node.data_dir(Role::Executor));
+    let mut config = args.executor_config(&file, node.data_dir(Role::Executor));
+    let chain = match (&args.rpc_url, args.contract) {
+        (Some(url), Some(contract)) => {
+            let chain = Settlement::at(url, &key, contract)?;
+            let chain_id = chain.chain_id().await?;
+            config.announce.domain = DomainConfig { chain_id, verifying_contract: contract };
+            Some(chain)
+        }
+        _ => None,
+    };
     let model = match &args.backend_url {
         Some(url) => http_backend(args, url, &choice).await?,
         None => {
@@ -201,8 +224,23 @@ pub(super) async fn run(
     for addr in executor.listen_addrs().await? {
         writeln!(out, "listening on {addr}")?;
     }
+    let stop = CancellationToken::new();
+    if let Some(chain) = chain {
+        writeln!(
+            out,
+            "settling receipts with contract {} every {}s",
+            chain.address(),
+            args.settle_interval_secs
+        )?;
+        let settler = SettlerConfig {
+            interval: Duration::from_secs(args.settle_interval_secs.max(1)),
+            ..SettlerConfig::default()
+        };
+        spawn_settler(executor.server.clone(), chain, settler, stop.clone());
+    }
     out.flush()?;
     lloom_core::cli::wait_for_shutdown_signal().await?;
+    stop.cancel();
     writeln!(out, "shutting down: withdrawing the offers")?;
     executor.shutdown().await
 }

@@ -18,6 +18,8 @@ use crate::error::Result;
 const RECEIPTS: TableDefinition<'_, &[u8; 32], &[u8]> = TableDefinition::new("receipts");
 /// request digest → (), for receipts not yet settled.
 const UNSETTLED: TableDefinition<'_, &[u8; 32], ()> = TableDefinition::new("unsettled");
+/// request digest → the contract's rejection code, for receipts the contract refused for good.
+const REJECTED: TableDefinition<'_, &[u8; 32], u8> = TableDefinition::new("rejected");
 
 /// One settleable exchange.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -61,6 +63,7 @@ impl ReceiptStore {
         let txn = stored(db.begin_write())?;
         stored(txn.open_table(RECEIPTS))?;
         stored(txn.open_table(UNSETTLED))?;
+        stored(txn.open_table(REJECTED))?;
         stored(txn.commit())?;
         Ok(Self { db })
     }
@@ -113,6 +116,18 @@ impl ReceiptStore {
         Ok(out)
     }
 
+    /// Up to `limit` receipts, settled or not, in digest order.
+    pub fn all(&self, limit: usize) -> Result<Vec<Receipt>> {
+        let txn = stored(self.db.begin_read())?;
+        let receipts = stored(txn.open_table(RECEIPTS))?;
+        let mut out = Vec::new();
+        for entry in stored(receipts.iter())?.take(limit) {
+            let (_, bytes) = stored(entry)?;
+            out.push(postcard::from_bytes(bytes.value()).map_err(lloom_core::Error::from)?);
+        }
+        Ok(out)
+    }
+
     /// Marks receipts settled (after their settlement transaction is confirmed).
     pub fn mark_settled(&self, digests: &[B256]) -> Result<()> {
         let txn = stored(self.db.begin_write())?;
@@ -123,6 +138,27 @@ impl ReceiptStore {
             }
         }
         stored(txn.commit())
+    }
+
+    /// Records that the contract refused receipts for good (they leave the unsettled set).
+    pub fn mark_rejected(&self, rejected: &[(B256, u8)]) -> Result<()> {
+        let txn = stored(self.db.begin_write())?;
+        {
+            let mut unsettled = stored(txn.open_table(UNSETTLED))?;
+            let mut table = stored(txn.open_table(REJECTED))?;
+            for (digest, reason) in rejected {
+                stored(unsettled.remove(&digest.0))?;
+                stored(table.insert(&digest.0, *reason))?;
+            }
+        }
+        stored(txn.commit())
+    }
+
+    /// The contract's rejection code for `digest`, if it refused the receipt for good.
+    pub fn rejection(&self, digest: &B256) -> Result<Option<u8>> {
+        let txn = stored(self.db.begin_read())?;
+        let table = stored(txn.open_table(REJECTED))?;
+        Ok(stored(table.get(&digest.0))?.map(|v| v.value()))
     }
 
     /// How many receipts are stored, and how many of them are unsettled.

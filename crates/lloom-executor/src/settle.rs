@@ -1,0 +1,133 @@
+//! The settlement loop: unsettled receipts from the durable store, batched by client, submitted
+//! to the settlement contract; a receipt leaves the unsettled set only after its transaction is
+//! confirmed (settled, already settled, or refused for good). Receipts the contract may accept
+//! later (the client's escrow is short) stay pending. After a failure (RPC unreachable, a
+//! reverted transaction) the loop backs off and tries again; nothing is lost across restarts
+//! because the store is the source of truth, and nothing is paid twice because the contract
+//! settles each request once.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use lloom_core::chain::{Settlement, receipt_call_data};
+use lloom_core::{Address, U256};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Result;
+use crate::serve::{Receipt, ReceiptStore, Server};
+
+/// The contract's rejection codes (see `LloomSettlement.Rejection`).
+mod rejection {
+    /// Already settled: as good as settled for us.
+    pub(super) const ALREADY_SETTLED: u8 = 8;
+    /// The client's escrow is short: may succeed after a deposit.
+    pub(super) const INSUFFICIENT_ESCROW: u8 = 9;
+}
+
+/// How the loop runs.
+#[derive(Clone, Copy, Debug)]
+pub struct SettlerConfig {
+    /// Most receipts per transaction.
+    pub batch_size: usize,
+    /// Time between rounds when all went well.
+    pub interval: Duration,
+    /// Longest wait after failures (the wait doubles from `interval / 4`).
+    pub max_backoff: Duration,
+}
+
+impl Default for SettlerConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 100,
+            interval: Duration::from_secs(60),
+            max_backoff: Duration::from_secs(600),
+        }
+    }
+}
+
+/// What one round did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SettleReport {
+    /// Transactions sent.
+    pub transactions: usize,
+    /// Receipts settled now.
+    pub settled: usize,
+    /// Receipts the contract had settled before.
+    pub already_settled: usize,
+    /// Receipts refused for good.
+    pub rejected: usize,
+    /// Receipts left pending (the client's escrow is short).
+    pub pending: usize,
+    /// Wei earned in this round.
+    pub earned: U256,
+}
+
+/// Settles every unsettled receipt once (one transaction per client and batch).
+pub async fn settle_pending(
+    store: &ReceiptStore,
+    chain: &Settlement,
+    batch_size: usize,
+) -> Result<SettleReport> {
+    let batch_size = batch_size.max(1);
+    let mut report = SettleReport::default();
+    let mut by_client: BTreeMap<Address, Vec<Receipt>> = BTreeMap::new();
+    // Bounded per round: at most this many receipts are read and submitted.
+    for receipt in store.unsettled(batch_size * 100)? {
+        by_client.entry(receipt.request.commitment.client).or_default().push(receipt);
+    }
+    for receipts in by_client.values() {
+        for batch in receipts.chunks(batch_size) {
+            let calls = batch.iter().map(|r| receipt_call_data(&r.request, &r.response)).collect();
+            let outcome = chain.settle(calls).await?;
+            report.transactions += 1;
+            report.settled += outcome.settled.len();
+            report.earned += outcome.total;
+            store.mark_settled(&outcome.settled)?;
+            let mut done = Vec::new();
+            let mut refused = Vec::new();
+            for (digest, reason) in outcome.rejected {
+                match reason {
+                    rejection::ALREADY_SETTLED => done.push(digest),
+                    rejection::INSUFFICIENT_ESCROW => report.pending += 1,
+                    _ => refused.push((digest, reason)),
+                }
+            }
+            report.already_settled += done.len();
+            report.rejected += refused.len();
+            store.mark_settled(&done)?;
+            store.mark_rejected(&refused)?;
+        }
+    }
+    Ok(report)
+}
+
+/// Runs [`settle_pending`] on `server`'s receipts every `interval` (backing off after failures) until `stop`.
+pub fn spawn_settler(
+    server: Server,
+    chain: Settlement,
+    config: SettlerConfig,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut wait = config.interval;
+        loop {
+            match settle_pending(server.receipts(), &chain, config.batch_size).await {
+                Ok(report) => {
+                    if report.transactions > 0 {
+                        tracing::info!(?report, "settled receipts");
+                    }
+                    wait = config.interval;
+                }
+                Err(e) => {
+                    wait = (wait * 2).min(config.max_backoff).max(config.interval / 4);
+                    tracing::warn!("settlement failed, retrying in {wait:?}: {e}");
+                }
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    })
+}

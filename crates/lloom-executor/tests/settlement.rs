@@ -1,0 +1,130 @@
+//! Settlement on a real EVM node (anvil): the contract is deployed, a client deposits, an
+//! executor serves signed requests over the network, and its stored receipts are settled in
+//! one transaction; nothing is settled twice, and an unreachable RPC loses nothing.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lloom_client::{ChatRequest, Client, ClientConfig};
+use lloom_core::chain::Settlement;
+use lloom_core::chain::anvil::Anvil;
+use lloom_core::network::NetworkConfig;
+use lloom_core::{DomainConfig, ModelOffer, NodeKey, U256, VerifyPolicy};
+use lloom_executor::backend::scripted::{Script, ScriptedBackend};
+use lloom_executor::serve::{ReceiptStore, ServedModel};
+use lloom_executor::settle::settle_pending;
+use lloom_executor::{AnnouncerConfig, ExecutorConfig, ExecutorNode};
+use lloom_validator::{Validator, ValidatorConfig};
+
+const MODEL: &str = "scripted";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_are_settled_once_on_chain_and_survive_an_unreachable_rpc() {
+    let anvil = tokio::task::spawn_blocking(Anvil::spawn).await.unwrap().unwrap();
+    let (deployer, client_key, executor_key) =
+        (anvil.key(0).unwrap(), anvil.key(1).unwrap(), anvil.key(2).unwrap());
+    let contract = Settlement::deploy(anvil.url(), &deployer, 60).await.unwrap();
+    let domain = DomainConfig { chain_id: 31337, verifying_contract: contract.address() };
+    assert_eq!(contract.chain_id().await.unwrap(), 31337);
+    let as_client = Settlement::at(anvil.url(), &client_key, contract.address()).unwrap();
+    let deposit = U256::from(10u64).pow(U256::from(18));
+    as_client.deposit(deposit).await.unwrap();
+    assert_eq!(as_client.escrow_of(client_key.address()).await.unwrap(), deposit);
+
+    // A network whose signatures are made for this contract's domain.
+    let policy = VerifyPolicy::new(domain);
+    let validator = Validator::spawn(
+        &NodeKey::generate(),
+        ValidatorConfig {
+            network: NetworkConfig { server_mode: true, ..NetworkConfig::local() },
+            policy,
+            ..ValidatorConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let bootstrap = validator.listen_addrs().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ExecutorConfig::new(dir.path().join("executor"));
+    config.network = NetworkConfig { bootstrap: bootstrap.clone(), ..NetworkConfig::local() };
+    config.announce = AnnouncerConfig { domain, ..AnnouncerConfig::default() };
+    let offer = ModelOffer {
+        model: MODEL.into(),
+        context_length: 1024,
+        price_per_input_token: U256::from(1_000_000_000u64),
+        price_per_output_token: U256::from(2_000_000_000u64),
+        weights_sha256: None,
+        quantization: None,
+        capabilities: vec![],
+    };
+    let backend = Arc::new(ScriptedBackend::new(Script::answer(MODEL, "Paris is the capital.")));
+    let executor = ExecutorNode::start(&executor_key, vec![ServedModel { offer, backend }], config)
+        .await
+        .unwrap();
+    let client = Client::connect(
+        client_key.clone(),
+        ClientConfig::default().bootstrap(bootstrap).policy(policy),
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while client.refresh().await.unwrap() == 0 {
+        assert!(Instant::now() < deadline, "the executor never appeared");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut expected = U256::ZERO;
+    for _ in 0..3 {
+        let receipt = client
+            .chat(ChatRequest::user(MODEL, "Capital?"))
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        expected += receipt.cost;
+    }
+    let store = executor.server.receipts();
+    assert_eq!(store.counts().unwrap(), (3, 3));
+
+    // The RPC is unreachable: an error, and every receipt is still pending.
+    let dead = Settlement::at("http://127.0.0.1:9", &executor_key, contract.address()).unwrap();
+    assert!(settle_pending(store, &dead, 100).await.is_err());
+    assert_eq!(store.counts().unwrap(), (3, 3));
+
+    // One transaction settles all three; the executor earned exactly what the client paid.
+    let as_executor = Settlement::at(anvil.url(), &executor_key, contract.address()).unwrap();
+    let report = settle_pending(store, &as_executor, 100).await.unwrap();
+    assert_eq!((report.transactions, report.settled, report.rejected), (1, 3, 0));
+    assert_eq!(report.earned, expected);
+    assert_eq!(store.counts().unwrap(), (3, 0));
+    assert_eq!(as_executor.earnings_of(executor_key.address()).await.unwrap(), expected);
+    assert_eq!(as_client.escrow_of(client_key.address()).await.unwrap(), deposit - expected);
+
+    // Nothing left to settle.
+    assert_eq!(settle_pending(store, &as_executor, 100).await.unwrap().transactions, 0);
+
+    // A crash after confirmation but before the store was updated: the receipt is submitted
+    // again, the contract refuses to pay twice, and the store catches up.
+    let again = ReceiptStore::open(&dir.path().join("replayed.redb")).unwrap();
+    for receipt in store.all(1000).unwrap() {
+        again.put(&receipt).unwrap();
+    }
+    let report = settle_pending(&again, &as_executor, 100).await.unwrap();
+    assert_eq!((report.settled, report.already_settled), (0, 3));
+    assert_eq!(again.counts().unwrap(), (3, 0));
+    assert_eq!(as_executor.earnings_of(executor_key.address()).await.unwrap(), expected);
+
+    // The executor withdraws its earnings.
+    as_executor.withdraw_earnings().await.unwrap();
+    assert_eq!(as_executor.earnings_of(executor_key.address()).await.unwrap(), U256::ZERO);
+    client.shutdown();
+    executor.shutdown().await.unwrap();
+    validator.shutdown().await;
+}
