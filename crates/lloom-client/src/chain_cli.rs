@@ -3,30 +3,18 @@
 use std::io::Write;
 
 use clap::{Args, Subcommand};
-use lloom_core::Address;
 use lloom_core::chain::{Settlement, format_ether, parse_amount};
 use lloom_core::cli::{NodeArgs, Role};
 use lloom_core::identity::load_key;
 
 use crate::error::Result;
 
-/// Where the chain is.
+/// Where the chain is (the contract is the global --contract).
 #[derive(Args, Debug, Clone)]
 pub struct RpcArgs {
     /// JSON-RPC URL of the chain.
     #[arg(long, env = "LLOOM_RPC_URL")]
     pub rpc_url: String,
-}
-
-/// Where the settlement contract is.
-#[derive(Args, Debug, Clone)]
-pub struct ContractArgs {
-    /// JSON-RPC URL of the chain.
-    #[arg(long, env = "LLOOM_RPC_URL")]
-    pub rpc_url: String,
-    /// Address of the settlement contract.
-    #[arg(long, env = "LLOOM_CONTRACT")]
-    pub contract: Address,
 }
 
 /// `lloom-client chain ...`.
@@ -47,20 +35,20 @@ pub enum ChainCommand {
         amount: String,
         /// The contract.
         #[command(flatten)]
-        contract: ContractArgs,
+        contract: RpcArgs,
     },
     /// Show the client's escrow and any pending withdrawal.
-    Balance(ContractArgs),
+    Balance(RpcArgs),
     /// Start the notice period for withdrawing an amount of escrow.
     RequestWithdrawal {
         /// The amount.
         amount: String,
         /// The contract.
         #[command(flatten)]
-        contract: ContractArgs,
+        contract: RpcArgs,
     },
     /// Withdraw the requested amount once the notice period is over.
-    Withdraw(ContractArgs),
+    Withdraw(RpcArgs),
 }
 
 pub(crate) async fn run(
@@ -69,6 +57,7 @@ pub(crate) async fn run(
     out: &mut (dyn Write + Send),
 ) -> Result<()> {
     let key = load_key(&node.key_path(Role::Client), &node.password_source())?;
+    let address = || node.require_contract();
     match cmd {
         ChainCommand::Deploy { rpc, withdrawal_delay_secs } => {
             let contract = Settlement::deploy(&rpc.rpc_url, &key, *withdrawal_delay_secs).await?;
@@ -81,7 +70,7 @@ pub(crate) async fn run(
         }
         ChainCommand::Deposit { amount, contract } => {
             let amount = parse_amount(amount)?;
-            let chain = Settlement::at(&contract.rpc_url, &key, contract.contract)?;
+            let chain = Settlement::at(&contract.rpc_url, &key, address()?)?;
             let tx = chain.deposit(amount).await?;
             let escrow = chain.escrow_of(key.address()).await?;
             writeln!(
@@ -92,13 +81,13 @@ pub(crate) async fn run(
             )?;
         }
         ChainCommand::Balance(contract) => {
-            let chain = Settlement::at(&contract.rpc_url, &key, contract.contract)?;
+            let chain = Settlement::at(&contract.rpc_url, &key, address()?)?;
             let escrow = chain.escrow_of(key.address()).await?;
             writeln!(out, "escrow of {}: {} ({escrow} wei)", key.address(), format_ether(escrow))?;
         }
         ChainCommand::RequestWithdrawal { amount, contract } => {
             let amount = parse_amount(amount)?;
-            let chain = Settlement::at(&contract.rpc_url, &key, contract.contract)?;
+            let chain = Settlement::at(&contract.rpc_url, &key, address()?)?;
             let tx = chain.request_withdrawal(amount).await?;
             writeln!(
                 out,
@@ -107,7 +96,7 @@ pub(crate) async fn run(
             )?;
         }
         ChainCommand::Withdraw(contract) => {
-            let chain = Settlement::at(&contract.rpc_url, &key, contract.contract)?;
+            let chain = Settlement::at(&contract.rpc_url, &key, address()?)?;
             let tx = chain.withdraw().await?;
             let escrow = chain.escrow_of(key.address()).await?;
             writeln!(out, "withdrawn (transaction {tx}); escrow now {}", format_ether(escrow))?;

@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use lloom_core::cli::{ConfigFile, KeysCommand, NodeArgs, Role, run_keys};
 use lloom_core::identity::load_key;
 use lloom_core::network::Multiaddr;
-use lloom_core::{ChatMessage, NodeKey, U256};
+use lloom_core::{ChatMessage, NodeKey, U256, VerifyPolicy};
 
 use crate::client::{ChatEvent, ChatRequest, Client, ClientConfig, Receipt};
 use crate::directory::{Directory, ModelRow, render_table};
@@ -149,7 +149,8 @@ pub async fn run(cli: &Cli, out: &mut (dyn Write + Send)) -> Result<()> {
         Command::Serve(args) => serve(args, &cli.node, out).await?,
         Command::Chain(cmd) => crate::chain_cli::run(cmd, &cli.node, out).await?,
         Command::Models(args) => {
-            let rows = discover(&args.merged(&cli.node.config_file()?)).await?.models();
+            let args = args.merged(&cli.node.config_file()?);
+            let rows = discover_in(&args, cli.node.domain()).await?.models();
             let text = if cli.node.json { render_json(&rows) } else { render_table(&rows) };
             writeln!(out, "{text}")?;
         }
@@ -182,6 +183,7 @@ async fn connect(discovery: &DiscoveryArgs, node: &NodeArgs, strategy: Strategy)
         discovery_timeout: Duration::from_secs(discovery.timeout_secs.unwrap_or(10)),
         max_announcement_age_secs: discovery.max_age_secs.unwrap_or(60),
         nonce_file: Some(nonce_file),
+        policy: VerifyPolicy::new(node.domain()),
         ..ClientConfig::default()
     };
     Client::connect(key, config).await
@@ -308,9 +310,18 @@ fn render_json(rows: &[ModelRow]) -> String {
 }
 
 /// Connects to the validators (bootstrap addresses, else whoever mDNS finds) and merges their
-/// registries into a verified [`Directory`].
+/// registries into a verified [`Directory`] (announcements signed for the default domain).
 pub async fn discover(args: &DiscoveryArgs) -> Result<Directory> {
+    discover_in(args, lloom_core::DomainConfig::default()).await
+}
+
+/// [`discover`] for announcements signed for `domain`.
+pub async fn discover_in(
+    args: &DiscoveryArgs,
+    domain: lloom_core::DomainConfig,
+) -> Result<Directory> {
     let config = ClientConfig {
+        policy: VerifyPolicy::new(domain),
         bootstrap: args.bootstrap.clone(),
         mdns: !args.no_mdns,
         discovery_timeout: Duration::from_secs(args.timeout_secs.unwrap_or(10)),

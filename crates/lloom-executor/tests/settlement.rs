@@ -128,3 +128,95 @@ async fn receipts_are_settled_once_on_chain_and_survive_an_unreachable_rpc() {
     executor.shutdown().await.unwrap();
     validator.shutdown().await;
 }
+
+/// The real binary: `lloom-executor start --rpc-url ... --contract ...` signs for the
+/// contract's domain and settles its receipts by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_executor_settles_by_itself() {
+    use assert_cmd::cargo::CommandCargoExt;
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::fs::PermissionsExt;
+
+    tokio::task::spawn_blocking(|| {
+        use lloom_executor::models::{DEFAULT_MODEL, ModelCache};
+        ModelCache::new(ModelCache::default_dir()).pull(&DEFAULT_MODEL, false, &()).unwrap()
+    })
+    .await
+    .unwrap();
+    let anvil = tokio::task::spawn_blocking(Anvil::spawn).await.unwrap().unwrap();
+    let (client_key, executor_key) = (anvil.key(1).unwrap(), anvil.key(2).unwrap());
+    let contract = Settlement::deploy(anvil.url(), &anvil.key(0).unwrap(), 60).await.unwrap();
+    let as_client = Settlement::at(anvil.url(), &client_key, contract.address()).unwrap();
+    as_client.deposit(U256::from(10u64).pow(U256::from(17))).await.unwrap();
+    let domain = DomainConfig { chain_id: 31337, verifying_contract: contract.address() };
+    let policy = VerifyPolicy::new(domain);
+    let validator = Validator::spawn(
+        &NodeKey::generate(),
+        ValidatorConfig {
+            network: NetworkConfig { server_mode: true, ..NetworkConfig::local() },
+            policy,
+            ..ValidatorConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let bootstrap = validator.listen_addrs().await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("executor.key");
+    std::fs::write(&key, lloom_core::chain::anvil::DEV_KEYS[2]).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut child = std::process::Command::cargo_bin("lloom-executor")
+        .unwrap()
+        .arg("--key")
+        .arg(&key)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--contract", &contract.address().to_string()])
+        .args(["start", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--n-ctx", "2048"])
+        .args(["--rpc-url", anvil.url(), "--settle-interval-secs", "1"])
+        .arg("--bootstrap")
+        .arg(bootstrap[0].to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.starts_with("settling receipts")) {
+        let Some(Ok(line)) = lines.next() else { panic!("executor output ended: {seen:?}") };
+        seen.push(line);
+    }
+
+    let client =
+        Client::connect(client_key, ClientConfig::default().bootstrap(bootstrap).policy(policy))
+            .await
+            .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.refresh().await.unwrap() == 0 {
+        assert!(Instant::now() < deadline, "the executor never appeared");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut request = ChatRequest::user("SmolLM2-135M-Instruct", "What is the capital of France?");
+    request.max_tokens = 24;
+    let receipt = client.chat(request).await.unwrap().collect().await.unwrap();
+    assert!(receipt.text.contains("Paris"), "{:?}", receipt.text);
+
+    // The executor's loop settles within a few seconds.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let earned = contract.earnings_of(executor_key.address()).await.unwrap();
+        if earned == receipt.cost {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not settled: earned {earned}, expected {}",
+            receipt.cost
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    assert!(child.wait().unwrap().success());
+    validator.shutdown().await;
+}

@@ -98,7 +98,8 @@ pub async fn run(cli: &Cli, out: &mut (dyn Write + Send)) -> Result<()> {
             writeln!(out, "{}", report.render(cli.node.json))?;
         }
         Command::Start(args) => {
-            let config = args.config(&cli.node.config_file()?);
+            let mut config = args.config(&cli.node.config_file()?);
+            config.policy = lloom_core::VerifyPolicy::new(cli.node.domain());
             let key = load_key(&cli.node.key_path(Role::Validator), &cli.node.password_source())?;
             let validator = Validator::spawn(&key, config).await?;
             writeln!(out, "validator {} ({})", key.address().to_checksum(None), key.peer_id())?;

@@ -9,14 +9,17 @@ pub fn parse_amount(text: &str) -> Result<U256> {
     let bad =
         || Error::Chain(format!("`{text}` is not an amount: use wei (1500) or ether (0.5eth)"));
     let text = text.trim();
+    let digits = |s: &str| s.chars().all(|c| c.is_ascii_digit());
     let Some(ether) = text.strip_suffix("eth") else {
+        if text.is_empty() || !digits(text) {
+            return Err(bad());
+        }
         return text.parse::<U256>().map_err(|_| bad());
     };
     let (whole, fraction) = ether.split_once('.').unwrap_or((ether, ""));
     if whole.is_empty() && fraction.is_empty() || fraction.len() > 18 {
         return Err(bad());
     }
-    let digits = |s: &str| s.is_empty() || s.chars().all(|c| c.is_ascii_digit());
     if !digits(whole) || !digits(fraction) {
         return Err(bad());
     }

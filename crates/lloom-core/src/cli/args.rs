@@ -50,6 +50,16 @@ pub struct NodeArgs {
     /// Print machine-readable JSON instead of human text.
     #[arg(long, global = true)]
     pub json: bool,
+
+    /// Chain id of the EIP-712 domain every message is signed for [default: 31337]; all nodes
+    /// of a network must agree.
+    #[arg(long, global = true, env = "LLOOM_CHAIN_ID", value_name = "ID")]
+    pub chain_id: Option<u64>,
+
+    /// Address of the settlement contract: the verifying contract of the EIP-712 domain, and
+    /// where receipts are settled [default: the zero address, no settlement].
+    #[arg(long, global = true, env = "LLOOM_CONTRACT", value_name = "ADDRESS")]
+    pub contract: Option<alloy_primitives::Address>,
 }
 
 impl NodeArgs {
@@ -68,6 +78,24 @@ impl NodeArgs {
     /// The configuration file given with `--config`, or an empty one.
     pub fn config_file(&self) -> crate::error::Result<super::ConfigFile> {
         super::ConfigFile::load_optional(self.config.as_deref())
+    }
+
+    /// The EIP-712 domain this node signs and verifies for.
+    pub fn domain(&self) -> crate::DomainConfig {
+        let default = crate::DomainConfig::default();
+        crate::DomainConfig {
+            chain_id: self.chain_id.unwrap_or(default.chain_id),
+            verifying_contract: self.contract.unwrap_or(default.verifying_contract),
+        }
+    }
+
+    /// The settlement contract, or an error saying how to name it.
+    pub fn require_contract(&self) -> crate::error::Result<alloy_primitives::Address> {
+        self.contract.ok_or_else(|| {
+            crate::Error::Chain(
+                "no settlement contract: pass --contract or set LLOOM_CONTRACT".into(),
+            )
+        })
     }
 
     /// Where the keystore password comes from.

@@ -36,13 +36,16 @@ fn setup<E: std::error::Error + Send + Sync + 'static>(e: E) -> Error {
     Error::NetworkSetup(Box::new(e))
 }
 
-/// Builds the swarm: TCP and QUIC, Noise, Yamux, a relay client, and [`Behaviour`].
+/// Builds the swarm: TCP and QUIC, DNS names in addresses, Noise, Yamux, a relay client, and
+/// [`Behaviour`].
 pub(crate) fn build_swarm(key: &NodeKey, config: &NetworkConfig) -> Result<Swarm<Behaviour>> {
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key.keypair().clone())
         .with_tokio()
         .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
         .map_err(setup)?
         .with_quic()
+        .with_dns()
+        .map_err(setup)?
         .with_relay_client(noise::Config::new, yamux::Config::default)
         .map_err(setup)?
         .with_behaviour(|keypair, relay_client| -> Result<Behaviour, BoxError> {

@@ -3,7 +3,6 @@
 use std::io::Write;
 
 use clap::{Args, Subcommand};
-use lloom_core::Address;
 use lloom_core::chain::{Settlement, format_ether};
 use lloom_core::cli::{NodeArgs, Role};
 use lloom_core::identity::load_key;
@@ -12,15 +11,12 @@ use crate::error::Result;
 use crate::serve::ReceiptStore;
 use crate::settle::settle_pending;
 
-/// Where the settlement contract is.
+/// Where the chain is (the contract is the global --contract).
 #[derive(Args, Debug, Clone)]
 pub struct ChainArgs {
     /// JSON-RPC URL of the chain.
     #[arg(long, env = "LLOOM_RPC_URL")]
     pub rpc_url: String,
-    /// Address of the settlement contract.
-    #[arg(long, env = "LLOOM_CONTRACT")]
-    pub contract: Address,
 }
 
 /// `lloom-executor chain ...`.
@@ -48,10 +44,11 @@ pub(super) async fn run(
     out: &mut (dyn Write + Send),
 ) -> Result<()> {
     let key = load_key(&node.key_path(Role::Executor), &node.password_source())?;
+    let address = node.require_contract()?;
     let receipts_path = node.data_dir(Role::Executor).join("receipts.redb");
     match cmd {
         ChainCommand::Settle { chain, batch_size } => {
-            let contract = Settlement::at(&chain.rpc_url, &key, chain.contract)?;
+            let contract = Settlement::at(&chain.rpc_url, &key, address)?;
             let store = ReceiptStore::open(&receipts_path)?;
             let report = settle_pending(&store, &contract, *batch_size).await?;
             writeln!(
@@ -66,7 +63,7 @@ pub(super) async fn run(
             )?;
         }
         ChainCommand::Earnings(chain) => {
-            let contract = Settlement::at(&chain.rpc_url, &key, chain.contract)?;
+            let contract = Settlement::at(&chain.rpc_url, &key, address)?;
             let earned = contract.earnings_of(key.address()).await?;
             writeln!(out, "earnings on chain: {} ({earned} wei)", format_ether(earned))?;
             if receipts_path.exists() {
@@ -75,7 +72,7 @@ pub(super) async fn run(
             }
         }
         ChainCommand::Withdraw(chain) => {
-            let contract = Settlement::at(&chain.rpc_url, &key, chain.contract)?;
+            let contract = Settlement::at(&chain.rpc_url, &key, address)?;
             let earned = contract.earnings_of(key.address()).await?;
             let tx = contract.withdraw_earnings().await?;
             writeln!(out, "withdrew {} in transaction {tx}", format_ether(earned))?;

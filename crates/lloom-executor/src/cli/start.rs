@@ -86,13 +86,10 @@ pub struct StartArgs {
     /// Context length announced for an HTTP backend.
     #[arg(long, default_value_t = 4096, requires = "backend_url")]
     pub context_length: u32,
-    /// JSON-RPC URL of the chain where receipts are settled (with --contract); requests must
-    /// then be signed for that contract's EIP-712 domain.
-    #[arg(long, env = "LLOOM_RPC_URL", requires = "contract")]
+    /// JSON-RPC URL of the chain where receipts are settled with the contract named by the
+    /// global --contract; the chain id is read from it.
+    #[arg(long, env = "LLOOM_RPC_URL")]
     pub rpc_url: Option<String>,
-    /// Address of the settlement contract (with --rpc-url).
-    #[arg(long, env = "LLOOM_CONTRACT", requires = "rpc_url")]
-    pub contract: Option<lloom_core::Address>,
     /// Seconds between settlement rounds.
     #[arg(long, default_value_t = 60)]
     pub settle_interval_secs: u64,
@@ -188,14 +185,22 @@ pub(super) async fn run(
     let key = load_key(&node.key_path(Role::Executor), &node.password_source())?;
     let choice = args.model_choice(&file);
     let mut config = args.executor_config(&file, node.data_dir(Role::Executor));
-    let chain = match (&args.rpc_url, args.contract) {
-        (Some(url), Some(contract)) => {
+    config.announce.domain = node.domain();
+    let chain = match &args.rpc_url {
+        Some(url) => {
+            let contract = node.require_contract()?;
             let chain = Settlement::at(url, &key, contract)?;
             let chain_id = chain.chain_id().await?;
+            if node.chain_id.is_some_and(|id| id != chain_id) {
+                return Err(Error::Backend(format!(
+                    "--chain-id {} does not match the chain at {url} ({chain_id})",
+                    node.domain().chain_id
+                )));
+            }
             config.announce.domain = DomainConfig { chain_id, verifying_contract: contract };
             Some(chain)
         }
-        _ => None,
+        None => None,
     };
     let model = match &args.backend_url {
         Some(url) => http_backend(args, url, &choice).await?,
