@@ -14,10 +14,10 @@ for line in log.splitlines():
         name = line.split("time:")[0].strip() or name
     elif line and not line.startswith(" "):
         name = line.strip()
-    m = re.search(r"change:\s*\[\S+ \S+ ([+-][\d.]+)% \S+ \S+ [+-][\d.]+%\]", line)
+    m = re.search(r"change:\s*\[([+-]?[\d.]+)% ([+-]?[\d.]+)% ([+-]?[\d.]+)%\]", line)
     if m:
         seen += 1
-        change = float(m.group(1))
+        change = float(m.group(2))  # the estimate, between the interval bounds
         if change > tolerance:
             failed.append(f"{name}: {change:+.2f}% (tolerance {tolerance}%)")
 if not seen:

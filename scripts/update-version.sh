@@ -27,7 +27,7 @@ fi
 sed -i "/^\[workspace.package\]/,/^\[/ s/^version = \"$old\"$/version = \"$new\"/" Cargo.toml
 sed -i "s/^\(lloom-[a-z]* = { path = \"crates\/lloom-[a-z]*\", version = \)\"$old\"/\1\"$new\"/" Cargo.toml
 # Version strings in the docs (dependency lines and tags), not the changelog's history.
-grep -rlE "(lloom-[a-z]+ = \"|v)$old\b" README.md docs/src 2>/dev/null | while read -r file; do
+{ grep -rlE "(lloom-[a-z]+ = \"|v)$old\b" README.md docs/src 2>/dev/null || true; } | while read -r file; do
     sed -i -E "s/(lloom-[a-z]+ = \")$old\"/\1$new\"/g; s/\bv$old\b/v$new/g" "$file"
 done
 # The lock file records the workspace members' versions.
