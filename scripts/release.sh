@@ -118,17 +118,19 @@ git add -A
 git commit -q -m "chore: release $version"
 git tag -a "$version" -F RELEASE_NOTES.md
 
+prerelease=""
+if [ -n "$pre" ]; then prerelease="--prerelease "; fi
 remote_steps=(
     "git push origin $(git rev-parse --abbrev-ref HEAD) $version"
     "make publish-crates PUBLISH=1"
-    "gh release create $version --title 'Lloom $version' --notes-file RELEASE_NOTES.md $( [ "$kind" = rc ] && echo --prerelease ) dist/*"
+    "gh release create $version --title 'Lloom $version' --notes-file RELEASE_NOTES.md ${prerelease}dist/*"
     "docker buildx bake --push (or docker build/push for docker/*.Dockerfile, tags $number and latest)"
 )
 if [ -n "${CARGO_REGISTRY_TOKEN:-}" ] && [ -n "${GH_TOKEN:-}" ] && [ -z "${LLOOM_RELEASE_PRINT_ONLY:-}" ]; then
     step "publishing (credentials present)"
     git push origin "$(git rev-parse --abbrev-ref HEAD)" "$version"
     make publish-crates PUBLISH=1
-    gh release create "$version" --title "Lloom $version" --notes-file RELEASE_NOTES.md dist/*
+    gh release create "$version" --title "Lloom $version" --notes-file RELEASE_NOTES.md $prerelease dist/*
 else
     step "tagged $version locally; to publish, run:"
     for s in "${remote_steps[@]}"; do echo "  $s"; done

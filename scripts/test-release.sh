@@ -132,7 +132,9 @@ recover                 time:   [55.512 µs 56.101 µs 56.771 µs]
 LOG
     "$repo/scripts/bench-regressions.sh" "$d/ok.log" 10 >/dev/null || return 1
     expect_fail 1 "" "$repo/scripts/bench-regressions.sh" "$d/slow.log" 10 || return 1
-    "$repo/scripts/bench-regressions.sh" "$d/slow.log" 10 2>&1 | grep -q "regression: recover: +24.40%"
+    local out
+    out="$("$repo/scripts/bench-regressions.sh" "$d/slow.log" 10 2>&1)"
+    grep -q "regression: recover: +24.40%" <<<"$out" || { echo "$out"; return 1; }
 }
 t_workflows_and_compose_are_valid() {
     python3 - "$repo" <<'PY'
