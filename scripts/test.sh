@@ -83,7 +83,7 @@ step "release process (scripts, packaging, workflows, Dockerfiles)"
 ./scripts/test-release.sh 2>&1 | tee -a "$log"
 
 step "tests"
-cargo test --workspace --all-targets --features lloom-core/test-utils,lloom-executor/test-utils --locked 2>&1 | tee "$log"
+cargo test --workspace --all-targets --features lloom-core/test-utils,lloom-executor/test-utils --locked 2>&1 | tee -a "$log"
 cargo test --workspace --doc --features lloom-core/test-utils,lloom-executor/test-utils --locked 2>&1 | tee -a "$log"
 awk '/^test result:/ { passed += $4; failed += $6 }
      /^Suite result:/ { passed += $4; failed += $6 }

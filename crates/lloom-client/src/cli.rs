@@ -66,6 +66,9 @@ pub struct ServeArgs {
     /// How to find the network.
     #[command(flatten)]
     pub discovery: DiscoveryArgs,
+    /// Escrow check.
+    #[command(flatten)]
+    pub escrow: EscrowArgs,
 }
 
 /// Options of `lloom-client chat`.
@@ -100,6 +103,21 @@ pub struct ChatArgs {
     /// How to find the network.
     #[command(flatten)]
     pub discovery: DiscoveryArgs,
+    /// Escrow check.
+    #[command(flatten)]
+    pub escrow: EscrowArgs,
+}
+
+/// The client's own escrow check (with a settlement contract).
+#[derive(Args, Debug, Clone, Default)]
+pub struct EscrowArgs {
+    /// JSON-RPC URL of the chain of the settlement contract (global --contract): requests whose
+    /// worst-case cost exceeds the client's escrow there are not signed.
+    #[arg(long, env = "LLOOM_RPC_URL")]
+    pub rpc_url: Option<String>,
+    /// Sign requests even when their worst-case cost exceeds the escrow.
+    #[arg(long)]
+    pub no_escrow_check: bool,
 }
 
 /// The model asked for when none is named.
@@ -172,9 +190,25 @@ fn client_key(node: &NodeArgs) -> Result<NodeKey> {
 }
 
 /// Connects a signing client (the node key, nonces persisted in the data directory).
-async fn connect(discovery: &DiscoveryArgs, node: &NodeArgs, strategy: Strategy) -> Result<Client> {
+async fn connect(
+    discovery: &DiscoveryArgs,
+    node: &NodeArgs,
+    strategy: Strategy,
+    escrow: &EscrowArgs,
+) -> Result<Client> {
     let discovery = discovery.merged(&node.config_file()?);
     let key = client_key(node)?;
+    let escrow_guard = match (&escrow.rpc_url, escrow.no_escrow_check) {
+        (Some(url), false) => {
+            let settlement =
+                lloom_core::chain::Settlement::at(url, &key, node.require_contract()?)?;
+            Some(std::sync::Arc::new(crate::escrow::EscrowGuard::new(
+                settlement,
+                Duration::from_secs(30),
+            )))
+        }
+        _ => None,
+    };
     let nonce_file = node.data_dir(Role::Client).join("nonces").join(key.address().to_string());
     let config = ClientConfig {
         bootstrap: discovery.bootstrap.clone(),
@@ -184,6 +218,7 @@ async fn connect(discovery: &DiscoveryArgs, node: &NodeArgs, strategy: Strategy)
         max_announcement_age_secs: discovery.max_age_secs.unwrap_or(60),
         nonce_file: Some(nonce_file),
         policy: VerifyPolicy::new(node.domain()),
+        escrow_guard,
         ..ClientConfig::default()
     };
     Client::connect(key, config).await
@@ -191,7 +226,7 @@ async fn connect(discovery: &DiscoveryArgs, node: &NodeArgs, strategy: Strategy)
 
 async fn serve(args: &ServeArgs, node: &NodeArgs, out: &mut (dyn Write + Send)) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    let client = connect(&args.discovery, node, args.strategy).await?;
+    let client = connect(&args.discovery, node, args.strategy, &args.escrow).await?;
     let config = GatewayConfig {
         max_body_bytes: args.max_body_bytes,
         default_max_tokens: args.default_max_tokens,
@@ -214,7 +249,7 @@ async fn serve(args: &ServeArgs, node: &NodeArgs, out: &mut (dyn Write + Send)) 
 }
 
 async fn chat(args: &ChatArgs, node: &NodeArgs, out: &mut (dyn Write + Send)) -> Result<()> {
-    let client = connect(&args.discovery, node, args.strategy).await?;
+    let client = connect(&args.discovery, node, args.strategy, &args.escrow).await?;
     let mut request = ChatRequest::user(&args.model, &args.prompt);
     if let Some(system) = &args.system {
         request

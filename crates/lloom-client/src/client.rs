@@ -60,6 +60,8 @@ pub struct ClientConfig {
     pub idle_timeout: Duration,
     /// Where nonces persist; `None` keeps them in memory.
     pub nonce_file: Option<PathBuf>,
+    /// Refuse to sign requests whose worst-case cost exceeds the escrow (`None`: no check).
+    pub escrow_guard: Option<Arc<crate::escrow::EscrowGuard>>,
 }
 
 impl Default for ClientConfig {
@@ -74,6 +76,7 @@ impl Default for ClientConfig {
             max_attempts: 3,
             idle_timeout: Duration::from_secs(30),
             nonce_file: None,
+            escrow_guard: None,
         }
     }
 }
@@ -97,6 +100,11 @@ impl ClientConfig {
     /// Persists nonces in `file`.
     pub fn nonce_file(mut self, file: PathBuf) -> Self {
         self.nonce_file = Some(file);
+        self
+    }
+    /// Checks the client's escrow before signing.
+    pub fn escrow_guard(mut self, guard: crate::escrow::EscrowGuard) -> Self {
+        self.escrow_guard = Some(Arc::new(guard));
         self
     }
     /// Sets the verification policy.
@@ -260,6 +268,19 @@ impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client").field("address", &self.inner.key.address()).finish_non_exhaustive()
     }
+}
+
+/// The most a request to `executor` can cost: both token limits at its prices.
+fn worst_case_cost(request: &ChatRequest, executor: &Candidate) -> U256 {
+    let max_output = u64::from(request.max_tokens);
+    let max_input = u64::from(executor.offer.context_length).saturating_sub(max_output);
+    lloom_core::verify::compute_cost(
+        max_input,
+        max_output,
+        executor.offer.price_per_input_token,
+        executor.offer.price_per_output_token,
+    )
+    .unwrap_or(U256::MAX)
 }
 
 /// How long a fetched directory is used before it is fetched again.
@@ -437,7 +458,9 @@ impl Client {
         let mut reports: Vec<AttemptReport> = Vec::new();
         let mut busy_retry_after: Option<u64> = None;
         let mut last_checkpoint: Option<(SignedRequest, SignedResponse, Candidate)> = None;
-        for _ in 0..inner.config.max_attempts.max(1) {
+        let (mut over_escrow, mut escrow_seen) = (None, U256::ZERO);
+        let mut attempts = 0;
+        while attempts < inner.config.max_attempts.max(1) {
             if Instant::now() >= deadline {
                 break;
             }
@@ -449,10 +472,20 @@ impl Client {
             );
             let Some(executor) = ranked.into_iter().next() else { break };
             tried.push(executor.address);
+            if let Some(guard) = &inner.config.escrow_guard {
+                let worst = worst_case_cost(&request, &executor);
+                let escrow = guard.escrow().await?;
+                if worst > escrow {
+                    over_escrow = Some(over_escrow.map_or(worst, |w: U256| w.min(worst)));
+                    escrow_seen = escrow;
+                    continue;
+                }
+            }
             let signed = self.sign(&request, &body, &executor, deadline)?;
             if events.send(Ok(ChatEvent::Attempt { executor: executor.address })).await.is_err() {
                 return Err(Error::State("the answer was dropped".into()));
             }
+            attempts += 1;
             let (text_tx, mut text_rx) = mpsc::channel::<String>(64);
             let forward = {
                 let events = events.clone();
@@ -545,6 +578,11 @@ impl Client {
         }
         if let Some((_, cp, executor)) = &last_checkpoint {
             tracing::info!(executor = %executor.address, tokens = cp.commitment.outputTokens, "kept the last verified checkpoint of a broken stream");
+        }
+        if reports.is_empty()
+            && let Some(needed) = over_escrow
+        {
+            return Err(Error::InsufficientEscrow { needed, escrow: escrow_seen });
         }
         if let Some(retry_after_secs) = busy_retry_after
             && reports.iter().all(|r| {

@@ -68,4 +68,14 @@ pub enum Error {
         /// One line per attempt: executor and failure.
         attempts: Vec<String>,
     },
+    /// Every executor's worst-case cost exceeds the client's escrow.
+    #[error(
+        "the worst-case cost ({needed} wei) exceeds your escrow ({escrow} wei): deposit more or lower --max-tokens"
+    )]
+    InsufficientEscrow {
+        /// The smallest worst-case cost among the candidates, in wei.
+        needed: lloom_core::U256,
+        /// The escrow, in wei.
+        escrow: lloom_core::U256,
+    },
 }

@@ -12,6 +12,7 @@
 //! - [`nonce`]: request nonces that never repeat, across restarts.
 //! - [`report`]: how a verified receipt is shown (text and JSON).
 //! - [`routing`]: executor scoring, strategies, cooldowns.
+//! - [`escrow`]: the client's own escrow check before it signs.
 //! - [`gateway`]: the OpenAI-compatible HTTP gateway in front of a [`Client`].
 //! - [`error`]: this crate's error type.
 //!
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod client;
 pub mod directory;
 pub mod error;
+pub mod escrow;
 pub mod gateway;
 pub mod nonce;
 pub mod report;

@@ -46,6 +46,28 @@ pub struct DemoArgs {
     /// Print the receipt as JSON (the answer is in it) instead of streaming text.
     #[arg(long)]
     pub json: bool,
+    /// Where the demo keeps its keys and the executor's receipt store between runs
+    /// [default: DATA_HOME/lloom/demo].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<std::path::PathBuf>,
+}
+
+/// The demo's state directory.
+fn state_dir(args: &DemoArgs) -> std::path::PathBuf {
+    args.state_dir.clone().unwrap_or_else(|| {
+        lloom_core::cli::NodeArgs::default()
+            .data_dir(lloom_core::cli::Role::Executor)
+            .with_file_name("demo")
+    })
+}
+
+/// The key at `path`, created (hex, mode 0600) on first use.
+fn demo_key(path: &std::path::Path) -> anyhow::Result<NodeKey> {
+    let password = lloom_core::PasswordSource::Env("LLOOM_DEMO_UNUSED".into());
+    if !path.exists() {
+        lloom_core::save_key(&NodeKey::generate(), path, lloom_core::KeyFormat::Hex, None)?;
+    }
+    Ok(lloom_core::load_key(path, &password)?)
 }
 
 /// Seconds the client waits for the executor to appear in the registry.
@@ -106,9 +128,10 @@ pub async fn run(args: &DemoArgs, out: &mut (dyn Write + Send)) -> anyhow::Resul
     let bootstrap = validator.listen_addrs().await?;
     say(out, format!("• validator {} listening on {}", validator_key.address(), list(&bootstrap)))?;
 
-    let state = tempfile::tempdir().context("temporary state directory")?;
-    let executor_key = NodeKey::generate();
-    let mut executor_config = ExecutorConfig::new(state.path().join("executor"));
+    let state = state_dir(args);
+    std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
+    let executor_key = demo_key(&state.join("executor.key"))?;
+    let mut executor_config = ExecutorConfig::new(state.join("executor"));
     executor_config.network =
         NetworkConfig { bootstrap: bootstrap.clone(), ..NetworkConfig::local() };
     let executor = ExecutorNode::start(&executor_key, vec![model], executor_config).await?;
@@ -123,10 +146,9 @@ pub async fn run(args: &DemoArgs, out: &mut (dyn Write + Send)) -> anyhow::Resul
         ),
     )?;
 
-    let client_key = NodeKey::generate();
-    let client_config = ClientConfig::default()
-        .bootstrap(bootstrap)
-        .nonce_file(state.path().join("client").join("nonce"));
+    let client_key = demo_key(&state.join("client.key"))?;
+    let client_config =
+        ClientConfig::default().bootstrap(bootstrap).nonce_file(state.join("client").join("nonce"));
     let client = Client::connect(client_key.clone(), client_config).await?;
     wait_for_executor(&client, &offer.model).await?;
     say(
@@ -150,6 +172,14 @@ pub async fn run(args: &DemoArgs, out: &mut (dyn Write + Send)) -> anyhow::Resul
     } else {
         writeln!(out, "\n{}", render_receipt(&receipt, false))?;
         writeln!(out, "  ✓ the executor stored the same receipt durably, for settlement")?;
+        let (total, unsettled) = executor.server.receipts().counts()?;
+        writeln!(
+            out,
+            "\nNo chain is configured, so receipts stay in the executor's store ({}; {total} stored, {unsettled} unsettled).\nSettle them later on any chain with the settlement contract:\n  lloom-executor --data-dir {} --key {} --contract <address> chain settle --rpc-url <url>",
+            state.join("executor").join("receipts.redb").display(),
+            state.join("executor").display(),
+            state.join("executor.key").display(),
+        )?;
     }
     client.shutdown();
     executor.shutdown().await?;

@@ -9,7 +9,8 @@ use predicates::str::contains;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_streams_an_answer_about_paris_and_prints_the_verified_receipt() {
-    let args = DemoArgs::parse_from(["lloom-demo"]);
+    let state = tempfile::tempdir().unwrap();
+    let args = DemoArgs::parse_from(["lloom-demo", "--state-dir", state.path().to_str().unwrap()]);
     let mut out = Vec::new();
     run(&args, &mut out).await.unwrap();
     let out = String::from_utf8(out).unwrap();
@@ -21,6 +22,8 @@ async fn the_demo_streams_an_answer_about_paris_and_prints_the_verified_receipt(
         "✓ content hash matches the streamed text",
         "✓ signer is the chosen executor",
         "✓ the executor stored the same receipt durably",
+        "No chain is configured, so receipts stay in the executor's store",
+        "1 stored, 1 unsettled",
     ] {
         assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
     }
@@ -28,9 +31,12 @@ async fn the_demo_streams_an_answer_about_paris_and_prints_the_verified_receipt(
 
 #[test]
 fn the_demo_binary_answers_in_json() {
+    let state = tempfile::tempdir().unwrap();
     let output = Command::cargo_bin("lloom-demo")
         .unwrap()
         .args(["--json", "--max-tokens", "32", "What is the capital of France?"])
+        .arg("--state-dir")
+        .arg(state.path())
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
@@ -48,7 +54,12 @@ fn the_demo_binary_answers_in_json() {
 fn bad_demo_input_is_a_clear_error() {
     Command::cargo_bin("lloom-demo")
         .unwrap()
-        .args(["--model-path", "/nonexistent/model.gguf"])
+        .args([
+            "--model-path",
+            "/nonexistent/model.gguf",
+            "--state-dir",
+            "/tmp/lloom-demo-test-unused",
+        ])
         .assert()
         .failure()
         .stderr(contains("no model file at /nonexistent/model.gguf"));

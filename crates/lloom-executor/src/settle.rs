@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use lloom_core::chain::{Settlement, receipt_call_data};
-use lloom_core::{Address, U256};
+use lloom_core::verify;
+use lloom_core::{Address, DomainConfig, U256};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -63,7 +64,46 @@ pub struct SettleReport {
     pub earned: U256,
 }
 
-/// Settles every unsettled receipt once (one transaction per client and batch).
+/// Rejection code recorded for receipts refused by the local checks (never sent).
+pub const REJECTED_LOCALLY: u8 = 100;
+
+/// The contract's rules, checked before anything is sent: both signatures for the contract's
+/// domain (chain id and address), the binding of response to request, token limits, the exact
+/// cost, and a response timestamped no later than the deadline plus 30 s.
+pub fn check_receipt(receipt: &Receipt, domain: &DomainConfig) -> lloom_core::Result<()> {
+    let (request, response) = (&receipt.request, &receipt.response);
+    let q = &request.commitment;
+    let r = &response.commitment;
+    let request_digest = request.digest();
+    verify::check_origin(
+        domain,
+        &request.domain,
+        &request_digest,
+        &request.signature,
+        q.client,
+        None,
+    )?;
+    verify::check_request_hash(request)?;
+    let response_digest = response.digest();
+    verify::check_origin(
+        domain,
+        &response.domain,
+        &response_digest,
+        &response.signature,
+        r.executor,
+        None,
+    )?;
+    verify::check_binding(r, q, &request_digest)?;
+    verify::check_token_limits(r, q)?;
+    verify::check_cost(r, q)?;
+    if r.timestamp > q.deadline.saturating_add(30) {
+        return Err(lloom_core::Error::DeadlinePassed { deadline: q.deadline, now: r.timestamp });
+    }
+    Ok(())
+}
+
+/// Settles every unsettled receipt once (one transaction per client and batch). Receipts that
+/// fail [`check_receipt`] for the contract's domain are recorded as rejected and never sent.
 pub async fn settle_pending(
     store: &ReceiptStore,
     chain: &Settlement,
@@ -71,11 +111,22 @@ pub async fn settle_pending(
 ) -> Result<SettleReport> {
     let batch_size = batch_size.max(1);
     let mut report = SettleReport::default();
+    let domain =
+        DomainConfig { chain_id: chain.chain_id().await?, verifying_contract: chain.address() };
     let mut by_client: BTreeMap<Address, Vec<Receipt>> = BTreeMap::new();
+    let mut refused_locally = Vec::new();
     // Bounded per round: at most this many receipts are read and submitted.
     for receipt in store.unsettled(batch_size * 100)? {
-        by_client.entry(receipt.request.commitment.client).or_default().push(receipt);
+        match check_receipt(&receipt, &domain) {
+            Ok(()) => by_client.entry(receipt.request.commitment.client).or_default().push(receipt),
+            Err(e) => {
+                tracing::warn!(digest = %receipt.digest(), "receipt refused before sending: {e}");
+                refused_locally.push((receipt.digest(), REJECTED_LOCALLY));
+            }
+        }
     }
+    report.rejected += refused_locally.len();
+    store.mark_rejected(&refused_locally)?;
     for receipts in by_client.values() {
         for batch in receipts.chunks(batch_size) {
             let calls = batch.iter().map(|r| receipt_call_data(&r.request, &r.response)).collect();

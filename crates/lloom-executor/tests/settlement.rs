@@ -121,6 +121,64 @@ async fn receipts_are_settled_once_on_chain_and_survive_an_unreachable_rpc() {
     assert_eq!(again.counts().unwrap(), (3, 0));
     assert_eq!(as_executor.earnings_of(executor_key.address()).await.unwrap(), expected);
 
+    // Tampered and wrong-domain receipts are refused before sending, and refused by the
+    // contract when sent anyway.
+    let mut tampered = store.all(1).unwrap().remove(0);
+    tampered.response.commitment.outputTokens += 1;
+    tampered.response.commitment.totalCost += tampered.request.commitment.pricePerOutputToken;
+    let mut foreign = tampered.clone();
+    foreign.request = lloom_core::SignedRequest::sign(
+        &client_key,
+        DomainConfig::default(),
+        foreign.request.commitment.clone(),
+        foreign.request.body.clone(),
+    )
+    .unwrap();
+    for (receipt, contract_reason) in [(tampered, 2u8), (foreign, 1u8)] {
+        let bad =
+            ReceiptStore::open(&dir.path().join(format!("bad{contract_reason}.redb"))).unwrap();
+        bad.put(&receipt).unwrap();
+        let report = settle_pending(&bad, &as_executor, 100).await.unwrap();
+        assert_eq!((report.transactions, report.rejected), (0, 1), "refused locally, nothing sent");
+        assert_eq!(
+            bad.rejection(&receipt.digest()).unwrap(),
+            Some(lloom_executor::settle::REJECTED_LOCALLY)
+        );
+        let sent = as_executor
+            .settle(vec![lloom_core::chain::receipt_call_data(&receipt.request, &receipt.response)])
+            .await
+            .unwrap();
+        assert!(sent.settled.is_empty());
+        assert_eq!(sent.rejected.first().map(|r| r.1), Some(contract_reason), "{sent:?}");
+    }
+    assert_eq!(as_executor.earnings_of(executor_key.address()).await.unwrap(), expected);
+
+    // A client without escrow does not sign: its worst-case cost exceeds its deposit (zero).
+    let broke = anvil.key(3).unwrap();
+    let guard = lloom_client::escrow::EscrowGuard::new(
+        Settlement::at(anvil.url(), &broke, contract.address()).unwrap(),
+        Duration::from_secs(30),
+    );
+    let broke_client = Client::connect(
+        broke,
+        ClientConfig::default()
+            .bootstrap(validator.listen_addrs().await.unwrap())
+            .policy(policy)
+            .escrow_guard(guard),
+    )
+    .await
+    .unwrap();
+    let err = broke_client
+        .chat(ChatRequest::user(MODEL, "Capital?"))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, lloom_client::Error::InsufficientEscrow { .. }), "{err}");
+    assert!(err.to_string().contains("exceeds your escrow (0 wei)"), "{err}");
+    assert_eq!(store.counts().unwrap(), (3, 0), "nothing was served");
+
     // The executor withdraws its earnings.
     as_executor.withdraw_earnings().await.unwrap();
     assert_eq!(as_executor.earnings_of(executor_key.address()).await.unwrap(), U256::ZERO);

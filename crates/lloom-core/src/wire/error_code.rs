@@ -21,6 +21,8 @@ pub enum ErrorCode {
     BackendFailure,
     /// Any other internal failure.
     Internal,
+    /// The client's escrow on the settlement contract is below what this executor requires.
+    InsufficientEscrow,
     /// A code this version does not know.
     Other(u16),
 }
@@ -38,6 +40,7 @@ impl ErrorCode {
             Self::NonceReplayed => 7,
             Self::BackendFailure => 8,
             Self::Internal => 9,
+            Self::InsufficientEscrow => 10,
             Self::Other(c) => c,
         }
     }
@@ -54,6 +57,7 @@ impl ErrorCode {
             7 => Self::NonceReplayed,
             8 => Self::BackendFailure,
             9 => Self::Internal,
+            10 => Self::InsufficientEscrow,
             c => Self::Other(c),
         }
     }
@@ -67,6 +71,7 @@ impl ErrorCode {
                 | Self::BackendFailure
                 | Self::Internal
                 | Self::NonceReplayed
+                | Self::InsufficientEscrow
         )
     }
 }

@@ -18,7 +18,7 @@ use crate::backend::openai::{OpenAiBackend, OpenAiConfig};
 use crate::error::{Error, Result};
 use crate::models::{ModelChoice, prepare};
 use crate::node::{ExecutorConfig, ExecutorNode};
-use crate::serve::{RateLimits, ServeConfig, ServedModel};
+use crate::serve::{EscrowPolicy, RateLimits, ServeConfig, ServedModel};
 use crate::settle::{SettlerConfig, spawn_settler};
 use lloom_core::DomainConfig;
 use lloom_core::chain::Settlement;
@@ -90,6 +90,10 @@ pub struct StartArgs {
     /// global --contract; the chain id is read from it.
     #[arg(long, env = "LLOOM_RPC_URL")]
     pub rpc_url: Option<String>,
+    /// Serve only clients holding at least this escrow on the contract (`1500` wei or
+    /// `0.01eth`; needs --rpc-url); balances are cached for 30 s.
+    #[arg(long, requires = "rpc_url")]
+    pub min_escrow: Option<String>,
     /// Seconds between settlement rounds.
     #[arg(long, default_value_t = 60)]
     pub settle_interval_secs: u64,
@@ -198,6 +202,11 @@ pub(super) async fn run(
                 )));
             }
             config.announce.domain = DomainConfig { chain_id, verifying_contract: contract };
+            if let Some(minimum) = &args.min_escrow {
+                let minimum = lloom_core::chain::parse_amount(minimum)?;
+                let policy = EscrowPolicy::new(chain.clone(), minimum, Duration::from_secs(30));
+                config.serve.escrow = Some(Arc::new(policy));
+            }
             Some(chain)
         }
         None => None,

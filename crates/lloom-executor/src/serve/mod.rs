@@ -12,6 +12,7 @@
 //! sizes (the wire limits), the backend queue (a full one answers a signed Busy), and the
 //! per-client rate-limiter state.
 
+mod escrow;
 mod limiter;
 mod receipts;
 mod session;
@@ -27,6 +28,7 @@ use lloom_core::{ExecutorLoad, ModelOffer, NodeKey, ReplayStore, VerifyPolicy};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
+pub use escrow::{EscrowPolicy, EscrowShortfall};
 pub use limiter::{RateLimiter, RateLimits};
 pub use receipts::{Receipt, ReceiptStore};
 
@@ -50,6 +52,8 @@ pub struct ServeConfig {
     pub rate_limits: RateLimits,
     /// `retryAfterSecs` in a signed Busy answer.
     pub busy_retry_after_secs: u64,
+    /// A minimum escrow clients must hold on the settlement contract (`None`: no check).
+    pub escrow: Option<Arc<EscrowPolicy>>,
 }
 
 impl Default for ServeConfig {
@@ -62,6 +66,7 @@ impl Default for ServeConfig {
             max_streams: 1024,
             rate_limits: RateLimits::default(),
             busy_retry_after_secs: 1,
+            escrow: None,
         }
     }
 }

@@ -140,6 +140,26 @@ async fn admit(
         }
         Err(_) => return Err(Refusal::new(ErrorCode::Internal, "rate limiter unavailable")),
     }
+    if let Some(policy) = &shared.config.escrow {
+        match policy.check(c.client).await {
+            Ok(()) => {}
+            Err(super::EscrowShortfall::Below { escrow, minimum }) => {
+                return Err(Refusal::new(
+                    ErrorCode::InsufficientEscrow,
+                    format!(
+                        "client escrow {escrow} wei is below this executor's minimum of {minimum} wei"
+                    ),
+                ));
+            }
+            Err(super::EscrowShortfall::Unknown(e)) => {
+                return Err(Refusal::retry(
+                    ErrorCode::Internal,
+                    format!("cannot read the client's escrow: {e}"),
+                    5,
+                ));
+            }
+        }
+    }
     // The nonce rule last: a refused request does not burn the client's nonce.
     let (client, nonce, deadline) = (c.client, c.nonce, c.deadline);
     let store = shared.clone();
