@@ -201,6 +201,9 @@ pub(crate) async fn run(
     }
 }
 
+/// Longest wait for one try at opening a stream on an established connection.
+const OPEN_TRY: Duration = Duration::from_secs(3);
+
 /// Connects to the executor (dialing its announced addresses) and opens a request stream.
 async fn open(
     network: &NetworkHandle,
@@ -220,8 +223,30 @@ async fn open(
         }
     }
     let wait = limits.idle.min(limits.deadline.saturating_duration_since(Instant::now()));
-    tokio::time::timeout(wait, network.open_request_stream(executor.peer))
-        .await
-        .map_err(|_| format!("no stream within {wait:?}"))?
-        .map_err(|e| e.to_string())
+    let until = Instant::now() + wait;
+    // Open the stream on an established connection: a stream requested while a connection is
+    // still being set up can be lost by the stream behaviour, so wait for the connection.
+    while Instant::now() < until {
+        match network.connected_peers().await {
+            Ok(peers) if peers.contains(&executor.peer) => break,
+            Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    // Each try is bounded; a lost stream request is retried on the same connection.
+    let mut last = format!("no connection within {wait:?}");
+    for _ in 0..3 {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match tokio::time::timeout(left.min(OPEN_TRY), network.open_request_stream(executor.peer))
+            .await
+        {
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(e)) => last = e.to_string(),
+            Err(_) => last = format!("no stream within {:?}", left.min(OPEN_TRY)),
+        }
+    }
+    Err(last)
 }

@@ -60,6 +60,8 @@ pub struct ClientConfig {
     pub idle_timeout: Duration,
     /// Where nonces persist; `None` keeps them in memory.
     pub nonce_file: Option<PathBuf>,
+    /// How long a fetched directory is used before validators are asked again.
+    pub directory_ttl: Duration,
     /// Refuse to sign requests whose worst-case cost exceeds the escrow (`None`: no check).
     pub escrow_guard: Option<Arc<crate::escrow::EscrowGuard>>,
 }
@@ -76,6 +78,7 @@ impl Default for ClientConfig {
             max_attempts: 3,
             idle_timeout: Duration::from_secs(30),
             nonce_file: None,
+            directory_ttl: Duration::from_secs(5),
             escrow_guard: None,
         }
     }
@@ -283,9 +286,6 @@ fn worst_case_cost(request: &ChatRequest, executor: &Candidate) -> U256 {
     .unwrap_or(U256::MAX)
 }
 
-/// How long a fetched directory is used before it is fetched again.
-const DIRECTORY_TTL: Duration = Duration::from_secs(5);
-
 impl Client {
     /// Starts the network, waits for the validators and fetches the directory.
     pub async fn connect(key: NodeKey, config: ClientConfig) -> Result<Self> {
@@ -396,10 +396,21 @@ impl Client {
         Ok(self.inner.directory.lock().await.0.models())
     }
 
+    /// Refreshes a directory older than the TTL. When no validator answers, the last verified
+    /// directory stays in use (executors are reached directly, not through validators).
     async fn refresh_if_stale(&self) -> Result<()> {
-        let fetched = self.inner.directory.lock().await.1;
-        if fetched.is_none_or(|t| t.elapsed() > DIRECTORY_TTL) {
-            self.refresh().await?;
+        let (known, fetched) = {
+            let directory = self.inner.directory.lock().await;
+            (directory.0.len(), directory.1)
+        };
+        if fetched.is_none_or(|t| t.elapsed() > self.inner.config.directory_ttl)
+            && let Err(e) = self.refresh().await
+        {
+            if known == 0 {
+                return Err(e);
+            }
+            tracing::warn!("validators unreachable, using the {known} executors known: {e}");
+            self.inner.directory.lock().await.1 = Some(Instant::now());
         }
         Ok(())
     }

@@ -256,3 +256,22 @@ async fn a_lying_executor_is_caught_penalised_and_replaced() {
     assert_eq!(liar_stats.1.failures, 1);
     assert!(liar_stats.1.cooldown_until.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_validator_down_known_executors_still_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (validator, addrs) = validator().await;
+    let (_node, key) = executor(&addrs, Script::answer(MODEL, "Paris."), 3, &dir).await;
+    let config = ClientConfig { directory_ttl: Duration::ZERO, ..ClientConfig::default() }
+        .bootstrap(addrs.clone());
+    let client = Client::connect(NodeKey::generate(), config).await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    while client.refresh().await.unwrap() < 1 {
+        assert!(Instant::now() < deadline, "the executor never appeared");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    validator.shutdown().await;
+    assert!(client.refresh().await.is_err(), "the validator is gone");
+    let receipt = client.chat(ask()).await.unwrap().collect().await.unwrap();
+    assert_eq!((receipt.executor, receipt.text.as_str()), (key.address(), "Paris."));
+}
