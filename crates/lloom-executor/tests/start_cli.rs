@@ -139,3 +139,22 @@ fn start_refuses_a_missing_model_file_and_a_missing_key() {
         .failure()
         .stderr(contains("--price-in"));
 }
+
+#[test]
+fn init_writes_a_commented_config_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("conf/lloom.toml");
+    let init = |force: bool| {
+        let mut cmd = assert_cmd::Command::cargo_bin("lloom-executor").unwrap();
+        cmd.env_clear().args(["init", "--path"]).arg(&path);
+        if force {
+            cmd.arg("--force");
+        }
+        cmd.assert()
+    };
+    init(false).success().stdout(contains("wrote"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("price_per_output_token = 2000") && text.contains("# model_path"));
+    init(false).failure().stderr(contains("exists; pass --force"));
+    init(true).success();
+}

@@ -1,9 +1,11 @@
 //! Command-line interface of `lloom-executor`.
 
 mod chain;
+mod init;
 mod start;
 
 pub use chain::{ChainArgs, ChainCommand};
+pub use init::{InitArgs, template as config_template};
 
 pub use start::{DEFAULT_PRICE_PER_INPUT_TOKEN, DEFAULT_PRICE_PER_OUTPUT_TOKEN, StartArgs};
 
@@ -39,6 +41,8 @@ pub enum Command {
     Models(ModelsCommand),
     /// Generate locally with the embedded engine (no network): checks a model and this machine.
     Generate(GenerateArgs),
+    /// Write a commented configuration file with every setting and its default.
+    Init(InitArgs),
     /// Serve models on the network: announce them and answer signed requests until stopped.
     Start(StartArgs),
     /// Settlement on chain: settle receipts, show and withdraw earnings.
@@ -156,6 +160,7 @@ pub async fn run(cli: &Cli, out: &mut (dyn Write + Send)) -> Result<()> {
             }
         }
         Command::Generate(args) => generate(args, cli.node.json, out).await?,
+        Command::Init(args) => init::run(args, &cli.node, out)?,
         Command::Start(args) => start::run(args, &cli.node, out).await?,
         Command::Chain(cmd) => chain::run(cmd, &cli.node, out).await?,
         Command::Models(ModelsCommand::List) => {

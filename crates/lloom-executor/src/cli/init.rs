@@ -1,0 +1,96 @@
+//! `lloom-executor init`: writes a commented configuration file with every setting.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::Args;
+use lloom_core::cli::{NodeArgs, Role};
+
+use super::start::{DEFAULT_PRICE_PER_INPUT_TOKEN, DEFAULT_PRICE_PER_OUTPUT_TOKEN};
+use crate::backend::llama::EngineConfig;
+use crate::error::{Error, Result};
+
+/// Options of `lloom-executor init`.
+#[derive(Args, Debug, Clone)]
+pub struct InitArgs {
+    /// Where to write the file [default: DATA_DIR/lloom.toml].
+    #[arg(long, value_name = "PATH")]
+    pub path: Option<PathBuf>,
+    /// Replace an existing file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// The commented configuration, with the defaults filled in.
+pub fn template() -> String {
+    let engine = EngineConfig::default();
+    format!(
+        r#"# Lloom executor configuration. Flags and LLOOM_* environment variables override it.
+# Use it with: lloom-executor --config <this file> start
+
+[network]
+# Where to listen (TCP and QUIC on a random port by default).
+listen = ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"]
+# Validators to join, each ending in /p2p/<peer id>.
+bootstrap = []
+# Find peers on the local network with mDNS.
+mdns = true
+
+[executor]
+# A GGUF file to serve; leave unset to serve the default model (fetched on first start).
+# model_path = "/models/my-model.Q4_K_M.gguf"
+# The model name clients ask for (default: the file stem).
+# model_name = "my-model"
+# Prices in wei per token.
+price_per_input_token = {price_in}
+price_per_output_token = {price_out}
+# Sequences decoded together (continuous batching) and the KV cache they share, in tokens.
+max_sequences = {sequences}
+n_ctx = {n_ctx}
+# A signed checkpoint every this many output tokens (0: none).
+checkpoint_every = 32
+# Per-client limits.
+requests_per_minute = 600
+# tokens_per_minute = 100000
+"#,
+        price_in = DEFAULT_PRICE_PER_INPUT_TOKEN,
+        price_out = DEFAULT_PRICE_PER_OUTPUT_TOKEN,
+        sequences = engine.max_sequences,
+        n_ctx = engine.n_ctx,
+    )
+}
+
+pub(super) fn run(args: &InitArgs, node: &NodeArgs, out: &mut (dyn Write + Send)) -> Result<()> {
+    let path =
+        args.path.clone().unwrap_or_else(|| node.data_dir(Role::Executor).join("lloom.toml"));
+    if path.exists() && !args.force {
+        return Err(Error::EngineConfig(format!(
+            "{} exists; pass --force to replace it",
+            path.display()
+        )));
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&path, template())?;
+    writeln!(out, "wrote {}", path.display())?;
+    writeln!(out, "start with: lloom-executor --config {} start", path.display())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_template_is_a_valid_config_with_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lloom.toml");
+        std::fs::write(&path, template()).unwrap();
+        let file = lloom_core::cli::ConfigFile::load(&path).unwrap();
+        assert_eq!(file.executor.price_per_input_token, Some(DEFAULT_PRICE_PER_INPUT_TOKEN));
+        assert_eq!(file.executor.max_sequences, Some(EngineConfig::default().max_sequences));
+        assert_eq!(file.network.mdns, Some(true));
+        assert_eq!(file.executor.model_path, None);
+    }
+}
