@@ -38,19 +38,28 @@ pub(crate) async fn run(concurrency: usize, seconds: u64) -> anyhow::Result<()> 
     let client = network.client().await?;
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
+    let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
     let until = Instant::now() + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
         let (client, done, failed) = (client.clone(), done.clone(), failed.clone());
+        let first_error = first_error.clone();
         tasks.push(tokio::spawn(async move {
             while Instant::now() < until {
                 let request = ChatRequest { max_tokens: 1, ..ChatRequest::user(MODEL, "hi") };
-                let ok = match client.chat(request).await {
-                    Ok(answer) => answer.collect().await.is_ok(),
-                    Err(_) => false,
+                let outcome = match client.chat(request).await {
+                    Ok(answer) => answer.collect().await.map(|_| ()),
+                    Err(e) => Err(e),
                 };
-                let counter = if ok { &done } else { &failed };
-                counter.fetch_add(1, Ordering::Relaxed);
+                match outcome {
+                    Ok(()) => done.fetch_add(1, Ordering::Relaxed),
+                    Err(e) => {
+                        if let Ok(mut first) = first_error.lock() {
+                            first.get_or_insert_with(|| e.to_string());
+                        }
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
             }
         }));
     }
@@ -64,6 +73,9 @@ pub(crate) async fn run(concurrency: usize, seconds: u64) -> anyhow::Result<()> 
         "P3 throughput: {concurrency} concurrent requests for {seconds} s, client and executor in one process"
     );
     println!("  verified requests/s     : {rate:.0} ({} failed)", failed.load(Ordering::Relaxed));
+    if let Some(e) = first_error.lock().ok().and_then(|f| f.clone()) {
+        println!("  first failure           : {e}");
+    }
     println!(
         "  signature ceiling       : {ceiling:.0} req/s ({cores} cores × 1 / {:.1} µs for 4 signature operations)",
         per_request * 1e6

@@ -7,8 +7,8 @@ use lloom_core::network::NetworkHandle;
 use lloom_core::verify::{verify_checkpoint, verify_error, verify_response};
 use lloom_core::wire::{read_frame, write_frame};
 use lloom_core::{
-    ErrorCode, FinishReason, PeerId, SignedRequest, SignedResponse, VerifyPolicy, WireMessage,
-    unix_now,
+    ErrorCode, FinishReason, PeerId, SignedRequest, SignedResponse, VerifyPolicy, WireLimits,
+    WireMessage, unix_now,
 };
 use tokio::sync::mpsc;
 
@@ -90,6 +90,7 @@ pub(crate) struct AttemptLimits {
 /// Sends `request` to `executor` and reads the verified answer, passing text to `text_out`.
 pub(crate) async fn run(
     network: &NetworkHandle,
+    dial_lock: &tokio::sync::Mutex<()>,
     executor: &Candidate,
     request: &SignedRequest,
     policy: &VerifyPolicy,
@@ -98,13 +99,10 @@ pub(crate) async fn run(
 ) -> Result<Answer, Failed> {
     let started = Instant::now();
     let fail = |failure, streamed, checkpoint| Failed { failure, streamed, checkpoint };
-    let mut stream = open(network, executor, limits)
+    let wire = policy.limits;
+    let (mut stream, mut first) = start(network, dial_lock, executor, request, &wire, limits)
         .await
         .map_err(|e| fail(AttemptFailure::Unreachable(e), false, None))?;
-    let wire = policy.limits;
-    if let Err(e) = write_frame(&mut stream, &WireMessage::Request(request.clone()), &wire).await {
-        return Err(fail(AttemptFailure::Unreachable(e.to_string()), false, None));
-    }
     let peer: PeerId = executor.peer;
     let digest = request.digest();
     let mut text = String::new();
@@ -113,7 +111,11 @@ pub(crate) async fn run(
     let mut checkpoint: Option<SignedResponse> = None;
     loop {
         let wait = limits.idle.min(limits.deadline.saturating_duration_since(Instant::now()));
-        let frame = match tokio::time::timeout(wait, read_frame(&mut stream, &wire)).await {
+        let next = match first.take() {
+            Some(frame) => Ok(Ok(Some(frame))),
+            None => tokio::time::timeout(wait, read_frame(&mut stream, &wire)).await,
+        };
+        let frame = match next {
             Ok(Ok(Some(frame))) => frame,
             Ok(Ok(None)) => {
                 let failure =
@@ -201,15 +203,74 @@ pub(crate) async fn run(
     }
 }
 
+/// Opens a stream, sends the request and reads the first frame. A stream the executor dropped
+/// before reading the request (its node accepts streams through a one-slot queue and drops
+/// what does not fit, under load) is retried, at most [`START_TRIES`] times; a request the
+/// executor did read is never sent twice by this path (a replay would be refused anyway).
+async fn start(
+    network: &NetworkHandle,
+    dial_lock: &tokio::sync::Mutex<()>,
+    executor: &Candidate,
+    request: &SignedRequest,
+    wire: &WireLimits,
+    limits: AttemptLimits,
+) -> Result<(lloom_core::network::Stream, Option<WireMessage>), String> {
+    let mut last = String::new();
+    for attempt in 0..START_TRIES {
+        if attempt > 0 {
+            // Exponential backoff with jitter, so a burst of dropped streams spreads out.
+            let base = Duration::from_millis(2u64 << attempt.min(7)).min(START_MAX_BACKOFF);
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::from(d.subsec_nanos()));
+            let jitter = nanos % u64::try_from(base.as_micros()).unwrap_or(1).max(1);
+            let pause = base + Duration::from_micros(jitter);
+            if Instant::now() + pause >= limits.deadline {
+                break;
+            }
+            tokio::time::sleep(pause).await;
+        }
+        let mut stream = open(network, dial_lock, executor, limits).await?;
+        if let Err(e) = write_frame(&mut stream, &WireMessage::Request(request.clone()), wire).await
+        {
+            last = e.to_string();
+            continue;
+        }
+        let wait = limits.idle.min(limits.deadline.saturating_duration_since(Instant::now()));
+        match tokio::time::timeout(wait, read_frame(&mut stream, wire)).await {
+            Ok(Ok(Some(frame))) => return Ok((stream, Some(frame))),
+            // Reset or closed before a single frame: the request was dropped unread.
+            Ok(Ok(None)) => last = "stream closed before any answer".into(),
+            Ok(Err(e)) if matches!(e, lloom_core::Error::Io(_)) => last = e.to_string(),
+            // Anything else is for the caller to judge (a timeout, a malformed frame).
+            Ok(Err(_)) | Err(_) => return Ok((stream, None)),
+        }
+    }
+    Err(last)
+}
+
+/// Tries at starting an exchange with one executor.
+const START_TRIES: u32 = 8;
+/// Longest pause between two tries.
+const START_MAX_BACKOFF: Duration = Duration::from_millis(200);
+
 /// Longest wait for one try at opening a stream on an established connection.
 const OPEN_TRY: Duration = Duration::from_secs(3);
 
 /// Connects to the executor (dialing its announced addresses) and opens a request stream.
 async fn open(
     network: &NetworkHandle,
+    dial_lock: &tokio::sync::Mutex<()>,
     executor: &Candidate,
     limits: AttemptLimits,
 ) -> Result<lloom_core::network::Stream, String> {
+    let wait = limits.idle.min(limits.deadline.saturating_duration_since(Instant::now()));
+    let until = Instant::now() + wait;
+    // One dialer at a time: concurrent requests to a new executor share one connection instead
+    // of racing to open several (of which the extra ones get closed, taking streams with them).
+    let _dialing = tokio::time::timeout(wait, dial_lock.lock())
+        .await
+        .map_err(|_| format!("no connection within {wait:?}"))?;
     let connected = network.connected_peers().await.map_err(|e| e.to_string())?;
     if !connected.contains(&executor.peer) {
         for addr in &executor.addrs {
@@ -222,8 +283,6 @@ async fn open(
             }
         }
     }
-    let wait = limits.idle.min(limits.deadline.saturating_duration_since(Instant::now()));
-    let until = Instant::now() + wait;
     // Open the stream on an established connection: a stream requested while a connection is
     // still being set up can be lost by the stream behaviour, so wait for the connection.
     while Instant::now() < until {
@@ -233,6 +292,7 @@ async fn open(
             Err(e) => return Err(e.to_string()),
         }
     }
+    drop(_dialing);
     // Each try is bounded; a lost stream request is retried on the same connection.
     let mut last = format!("no connection within {wait:?}");
     for _ in 0..3 {

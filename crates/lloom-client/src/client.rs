@@ -258,6 +258,7 @@ struct Inner {
     directory: Mutex<(Directory, Option<Instant>)>,
     router: Mutex<Router>,
     nonces: NonceSource,
+    dial_lock: Mutex<()>,
     network_task: JoinHandle<()>,
 }
 
@@ -342,6 +343,7 @@ impl Client {
             validators,
             directory: Mutex::new((Directory::default(), None)),
             nonces,
+            dial_lock: Mutex::new(()),
             network_task,
         };
         let client = Self { inner: Arc::new(inner) };
@@ -511,6 +513,7 @@ impl Client {
             let limits = AttemptLimits { idle: inner.config.idle_timeout, deadline };
             let outcome = attempt::run(
                 &inner.network,
+                &inner.dial_lock,
                 &executor,
                 &signed,
                 &inner.config.policy,

@@ -50,7 +50,7 @@ impl ReplayStore {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let db = Database::create(path)?;
+        let db = Database::builder().set_cache_size(CACHE_BYTES).create(path)?;
         let txn = db.begin_write()?;
         txn.open_table(SEEN)?;
         txn.open_table(BY_DEADLINE)?;
@@ -86,6 +86,35 @@ impl ReplayStore {
         Ok(())
     }
 
+    /// [`ReplayStore::check_and_record`] for many requests in one durable transaction (group
+    /// commit: one disk sync for the batch). Results are in input order; a nonce repeated
+    /// within the batch is refused for all but its first occurrence.
+    pub fn check_and_record_batch(
+        &self,
+        requests: &[(Address, u64, u64)],
+        now: u64,
+    ) -> Result<Vec<Result<()>>> {
+        let txn = self.db.begin_write()?;
+        let mut results = Vec::with_capacity(requests.len());
+        {
+            let mut seen = txn.open_table(SEEN)?;
+            let mut by_deadline = txn.open_table(BY_DEADLINE)?;
+            for &(client, nonce, deadline) in requests {
+                let key = seen_key(client, nonce);
+                if seen.get(key.as_slice())?.is_some() {
+                    results.push(Err(Error::NonceReplayed { client, nonce }));
+                    continue;
+                }
+                seen.insert(key.as_slice(), deadline)?;
+                by_deadline.insert(deadline_key(deadline, &key).as_slice(), ())?;
+                results.push(Ok(()));
+            }
+            prune(&mut seen, &mut by_deadline, now, PRUNE_PER_CALL)?;
+        }
+        txn.commit()?;
+        Ok(results)
+    }
+
     /// Whether `(client, nonce)` has been recorded and not yet pruned.
     pub fn contains(&self, client: Address, nonce: u64) -> Result<bool> {
         let txn = self.db.begin_read()?;
@@ -119,6 +148,8 @@ impl ReplayStore {
 
 /// Entries pruned opportunistically per insert, keeping each insert's cost bounded.
 const PRUNE_PER_CALL: usize = 16;
+/// Page cache of the database: bounds the memory the store holds, whatever its size on disk.
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 fn prune(
     seen: &mut redb::Table<'_, &[u8], u64>,

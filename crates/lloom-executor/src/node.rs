@@ -70,7 +70,7 @@ impl ExecutorNode {
         let mut tasks = vec![tokio::spawn(event_loop.run())];
         // The executor acts on no network event; drain them so the loop never waits on us.
         tasks.push(tokio::spawn(async move { while events.recv().await.is_some() {} }));
-        let server = Server::new(key.clone(), config.serve.clone(), models, replay, receipts);
+        let server = Server::new(key.clone(), config.serve.clone(), models, replay, receipts)?;
         tasks.push(server.spawn(&network)?);
 
         let listen_addrs: Vec<String> =

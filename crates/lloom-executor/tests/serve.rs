@@ -62,7 +62,8 @@ async fn server_on(
         vec![model],
         ReplayStore::open(&dir.join("replay.redb")).unwrap(),
         ReceiptStore::open(&dir.join("receipts.redb")).unwrap(),
-    );
+    )
+    .unwrap();
     let accept = server.spawn(&executor.handle).unwrap();
     (server, accept)
 }

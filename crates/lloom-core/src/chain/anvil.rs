@@ -40,11 +40,21 @@ pub fn anvil_binary() -> Option<PathBuf> {
 impl Anvil {
     /// Starts anvil on a free loopback port and waits until it listens.
     pub fn spawn() -> Result<Self> {
+        Self::spawn_with(0, None)
+    }
+
+    /// Starts anvil on `port` (0: any free one), loading its chain from `state` and saving it
+    /// there when stopped with [`Anvil::stop`], so a restart continues the same chain.
+    pub fn spawn_with(port: u16, state: Option<&Path>) -> Result<Self> {
         let binary = anvil_binary().ok_or_else(|| {
             Error::Chain("anvil not found: run `npm install` (or ./scripts/test.sh)".into())
         })?;
-        let mut child = Command::new(&binary)
-            .args(["--host", "127.0.0.1", "--port", "0"])
+        let mut command = Command::new(&binary);
+        command.args(["--host", "127.0.0.1", "--port", &port.to_string()]);
+        if let Some(state) = state {
+            command.arg("--state").arg(state);
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -64,6 +74,17 @@ impl Anvil {
         // Keep draining its output so anvil never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         Ok(Self { child, url })
+    }
+
+    /// Stops anvil gracefully (SIGTERM), so it saves its state; waits for it to exit.
+    pub fn stop(mut self) -> Result<()> {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .map_err(|e| Error::Chain(e.to_string()))?;
+        self.child.wait().map_err(|e| Error::Chain(e.to_string()))?;
+        Ok(())
     }
 
     /// The JSON-RPC URL.

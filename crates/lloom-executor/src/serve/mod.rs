@@ -13,6 +13,7 @@
 //! per-client rate-limiter state.
 
 mod escrow;
+mod group_commit;
 mod limiter;
 mod receipts;
 mod session;
@@ -24,13 +25,15 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use lloom_core::network::NetworkHandle;
-use lloom_core::{ExecutorLoad, ModelOffer, NodeKey, ReplayStore, VerifyPolicy};
+use lloom_core::{Address, ExecutorLoad, ModelOffer, NodeKey, ReplayStore, VerifyPolicy};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 pub use escrow::{EscrowPolicy, EscrowShortfall};
 pub use limiter::{RateLimiter, RateLimits};
 pub use receipts::{Receipt, ReceiptStore};
+
+use group_commit::GroupCommit;
 
 use crate::backend::Backend;
 use crate::error::Result;
@@ -101,12 +104,21 @@ pub struct ServeStats {
     pub in_flight: AtomicU64,
 }
 
+/// `(client, nonce, deadline)` to record, and whether it was new.
+pub(crate) type NonceWriter = GroupCommit<(Address, u64, u64), lloom_core::Result<()>>;
+/// A receipt to store, and whether it was stored.
+pub(crate) type ReceiptWriter = GroupCommit<Receipt, std::result::Result<(), String>>;
+
+/// Most writes committed in one transaction.
+const MAX_GROUP: usize = 256;
+
 pub(crate) struct Shared {
     pub(crate) key: NodeKey,
     pub(crate) config: ServeConfig,
     pub(crate) models: BTreeMap<String, ServedModel>,
-    pub(crate) replay: ReplayStore,
-    pub(crate) receipts: ReceiptStore,
+    pub(crate) nonces: NonceWriter,
+    pub(crate) receipt_writer: ReceiptWriter,
+    pub(crate) receipts: Arc<ReceiptStore>,
     pub(crate) limiter: Mutex<RateLimiter>,
     pub(crate) stats: ServeStats,
 }
@@ -127,19 +139,50 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// A server that signs with `key` and serves `models`.
+    /// A server that signs with `key` and serves `models`; it starts one writer thread per
+    /// store (group commit).
     pub fn new(
         key: NodeKey,
         config: ServeConfig,
         models: Vec<ServedModel>,
         replay: ReplayStore,
         receipts: ReceiptStore,
-    ) -> Self {
+    ) -> Result<Self> {
         let limiter = Mutex::new(RateLimiter::new(config.rate_limits));
         let models = models.into_iter().map(|m| (m.offer.model.clone(), m)).collect();
-        let shared =
-            Shared { key, config, models, replay, receipts, limiter, stats: ServeStats::default() };
-        Self { shared: Arc::new(shared) }
+        let capacity = config.max_streams.max(1);
+        let nonces =
+            GroupCommit::spawn("lloom-nonces", capacity, MAX_GROUP, move |ops| {
+                match replay.check_and_record_batch(&ops, lloom_core::unix_now()) {
+                    Ok(results) => results,
+                    Err(e) => {
+                        let message = format!("replay store: {e}");
+                        ops.iter()
+                            .map(|_| {
+                                Err(lloom_core::Error::Io(std::io::Error::other(message.clone())))
+                            })
+                            .collect()
+                    }
+                }
+            })?;
+        let receipts = Arc::new(receipts);
+        let store = receipts.clone();
+        let receipt_writer =
+            GroupCommit::spawn("lloom-receipts", capacity, MAX_GROUP, move |ops: Vec<Receipt>| {
+                let outcome = store.put_batch(&ops).map_err(|e| e.to_string());
+                ops.iter().map(|_| outcome.clone()).collect()
+            })?;
+        let shared = Shared {
+            key,
+            config,
+            models,
+            nonces,
+            receipt_writer,
+            receipts,
+            limiter,
+            stats: ServeStats::default(),
+        };
+        Ok(Self { shared: Arc::new(shared) })
     }
 
     /// Starts accepting request streams on `network`; the task ends when the network stops.

@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 
+/// Page cache of the database: bounds the memory the store holds, whatever its size on disk.
+const CACHE_BYTES: usize = 32 * 1024 * 1024;
 /// request digest → postcard([`Receipt`]).
 const RECEIPTS: TableDefinition<'_, &[u8; 32], &[u8]> = TableDefinition::new("receipts");
 /// request digest → (), for receipts not yet settled.
@@ -59,7 +61,7 @@ impl ReceiptStore {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let db = stored(Database::create(path))?;
+        let db = stored(Database::builder().set_cache_size(CACHE_BYTES).create(path))?;
         let txn = stored(db.begin_write())?;
         stored(txn.open_table(RECEIPTS))?;
         stored(txn.open_table(UNSETTLED))?;
@@ -73,17 +75,24 @@ impl ReceiptStore {
     /// A receipt for the same request replaces the earlier one only while it is unsettled, so
     /// a final response supersedes a checkpoint but nothing changes after settlement.
     pub fn put(&self, receipt: &Receipt) -> Result<()> {
-        let key = receipt.digest().0;
-        let bytes = postcard::to_stdvec(receipt).map_err(lloom_core::Error::from)?;
+        self.put_batch(std::slice::from_ref(receipt))
+    }
+
+    /// [`ReceiptStore::put`] for many receipts in one durable transaction (group commit).
+    pub fn put_batch(&self, batch: &[Receipt]) -> Result<()> {
         let txn = stored(self.db.begin_write())?;
         {
             let mut receipts = stored(txn.open_table(RECEIPTS))?;
             let mut unsettled = stored(txn.open_table(UNSETTLED))?;
-            let settled =
-                stored(receipts.get(&key))?.is_some() && stored(unsettled.get(&key))?.is_none();
-            if !settled {
-                stored(receipts.insert(&key, bytes.as_slice()))?;
-                stored(unsettled.insert(&key, ()))?;
+            for receipt in batch {
+                let key = receipt.digest().0;
+                let bytes = postcard::to_stdvec(receipt).map_err(lloom_core::Error::from)?;
+                let settled =
+                    stored(receipts.get(&key))?.is_some() && stored(unsettled.get(&key))?.is_none();
+                if !settled {
+                    stored(receipts.insert(&key, bytes.as_slice()))?;
+                    stored(unsettled.insert(&key, ()))?;
+                }
             }
         }
         stored(txn.commit())

@@ -161,13 +161,11 @@ async fn admit(
         }
     }
     // The nonce rule last: a refused request does not burn the client's nonce.
-    let (client, nonce, deadline) = (c.client, c.nonce, c.deadline);
-    let store = shared.clone();
-    tokio::task::spawn_blocking(move || {
-        store.replay.check_and_record(client, nonce, deadline, unix_now())
-    })
-    .await
-    .map_err(|_| Refusal::new(ErrorCode::Internal, "replay store task failed"))??;
+    shared
+        .nonces
+        .submit((c.client, c.nonce, c.deadline))
+        .await
+        .ok_or_else(|| Refusal::new(ErrorCode::Internal, "replay store stopped"))??;
     Ok(model.clone())
 }
 
@@ -332,10 +330,11 @@ async fn keep_checkpoint(shared: &Arc<Shared>, request: &SignedRequest, progress
 }
 
 async fn store_receipt(shared: &Arc<Shared>, receipt: Receipt) -> crate::Result<()> {
-    let store = shared.clone();
-    tokio::task::spawn_blocking(move || store.receipts.put(&receipt))
-        .await
-        .map_err(|e| crate::Error::Io(std::io::Error::other(e)))?
+    match shared.receipt_writer.submit(receipt).await {
+        Some(Ok(())) => Ok(()),
+        Some(Err(e)) => Err(crate::Error::Io(std::io::Error::other(e))),
+        None => Err(crate::Error::Io(std::io::Error::other("receipt store stopped"))),
+    }
 }
 
 async fn send<S: AsyncWrite + Unpin>(
