@@ -134,9 +134,40 @@ async fn receipts_are_settled_once_on_chain_and_survive_an_unreachable_rpc() {
         foreign.request.body.clone(),
     )
     .unwrap();
-    for (receipt, contract_reason) in [(tampered, 2u8), (foreign, 1u8)] {
-        let bad =
-            ReceiptStore::open(&dir.path().join(format!("bad{contract_reason}.redb"))).unwrap();
+    let base = store.all(1).unwrap().remove(0);
+    let resign = |mut receipt: lloom_executor::serve::Receipt,
+                  edit: &dyn Fn(&mut lloom_core::ResponseCommitment)| {
+        edit(&mut receipt.response.commitment);
+        receipt.response = lloom_core::SignedResponse::sign(
+            &executor_key,
+            domain,
+            receipt.response.commitment.clone(),
+        )
+        .unwrap();
+        receipt
+    };
+    let mut wrong_chain = base.clone();
+    wrong_chain.request = lloom_core::SignedRequest::sign(
+        &client_key,
+        DomainConfig { chain_id: 1, ..domain },
+        base.request.commitment.clone(),
+        base.request.body.clone(),
+    )
+    .unwrap();
+    let over_cost = resign(base.clone(), &|c| c.totalCost += U256::from(1));
+    let late = resign(base.clone(), &|c| c.timestamp = base.request.commitment.deadline + 31);
+    let max_out = base.request.commitment.maxOutputTokens;
+    let price_out = base.request.commitment.pricePerOutputToken;
+    let too_long = resign(base.clone(), &|c| {
+        c.totalCost += U256::from(max_out + 1 - c.outputTokens) * price_out;
+        c.outputTokens = max_out + 1;
+    });
+    // Contract reasons: 1 bad request signature, 2 bad response signature, 5 too many output
+    // tokens, 7 late response.
+    let cases =
+        [(tampered, 2u8), (foreign, 1), (wrong_chain, 1), (over_cost, 2), (late, 7), (too_long, 5)];
+    for (i, (receipt, contract_reason)) in cases.into_iter().enumerate() {
+        let bad = ReceiptStore::open(&dir.path().join(format!("bad-{i}.redb"))).unwrap();
         bad.put(&receipt).unwrap();
         let report = settle_pending(&bad, &as_executor, 100).await.unwrap();
         assert_eq!((report.transactions, report.rejected), (0, 1), "refused locally, nothing sent");
