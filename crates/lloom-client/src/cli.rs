@@ -13,6 +13,7 @@ use crate::client::{ChatEvent, ChatRequest, Client, ClientConfig, Receipt};
 use crate::directory::{Directory, ModelRow, render_table};
 use crate::error::{Error, Result};
 use crate::gateway::GatewayConfig;
+use crate::receipts::ReceiptStore;
 use crate::report::{receipt_json, render_receipt};
 use crate::routing::{RouteFilter, Strategy};
 
@@ -43,6 +44,25 @@ pub enum Command {
     /// Settlement on chain: deploy the contract, deposit, balance, withdraw.
     #[command(subcommand)]
     Chain(crate::chain_cli::ChainCommand),
+    /// List or show the verified receipts kept by `chat` and `serve`.
+    #[command(subcommand)]
+    Receipts(ReceiptsCommand),
+}
+
+/// `lloom-client receipts ...`.
+#[derive(Subcommand, Debug, Clone)]
+pub enum ReceiptsCommand {
+    /// The newest receipts, newest first.
+    List {
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// One receipt in full, by request digest.
+    Show {
+        /// The request digest (0x…).
+        digest: lloom_core::B256,
+    },
 }
 
 /// Options of `lloom-client serve`.
@@ -166,6 +186,7 @@ pub async fn run(cli: &Cli, out: &mut (dyn Write + Send)) -> Result<()> {
         Command::Chat(args) => chat(args, &cli.node, out).await?,
         Command::Serve(args) => serve(args, &cli.node, out).await?,
         Command::Chain(cmd) => crate::chain_cli::run(cmd, &cli.node, out).await?,
+        Command::Receipts(cmd) => receipts(cmd, &cli.node, out)?,
         Command::Models(args) => {
             let args = args.merged(&cli.node.config_file()?);
             let rows = discover_in(&args, cli.node.domain()).await?.models();
@@ -219,6 +240,7 @@ async fn connect(
         nonce_file: Some(nonce_file),
         policy: VerifyPolicy::new(node.domain()),
         escrow_guard,
+        receipts: Some(std::sync::Arc::new(ReceiptStore::open(&receipts_path(node))?)),
         ..ClientConfig::default()
     };
     Client::connect(key, config).await
@@ -326,6 +348,75 @@ pub async fn stream_answer(
         }
     }
     Err(Error::State("the answer ended without a receipt".into()))
+}
+
+fn receipts_path(node: &NodeArgs) -> std::path::PathBuf {
+    node.data_dir(Role::Client).join("receipts.redb")
+}
+
+fn receipts(cmd: &ReceiptsCommand, node: &NodeArgs, out: &mut (dyn Write + Send)) -> Result<()> {
+    let store = ReceiptStore::open(&receipts_path(node))?;
+    match cmd {
+        ReceiptsCommand::List { limit } => {
+            let list = store.latest(*limit)?;
+            if node.json {
+                let rows: Vec<_> = list.iter().map(stored_json).collect();
+                writeln!(out, "{}", serde_json::to_string_pretty(&rows).unwrap_or_default())?;
+            } else if list.is_empty() {
+                writeln!(out, "no receipts yet")?;
+            } else {
+                writeln!(
+                    out,
+                    "{:<66}  {:<42}  {:>6}  {:>6}  {:>20}  KIND",
+                    "REQUEST DIGEST", "EXECUTOR", "IN", "OUT", "COST WEI"
+                )?;
+                for r in &list {
+                    let c = &r.response.commitment;
+                    let kind = if r.text.is_some() { "final" } else { "checkpoint" };
+                    writeln!(
+                        out,
+                        "{:<66}  {:<42}  {:>6}  {:>6}  {:>20}  {kind}",
+                        r.digest().to_string(),
+                        r.executor().to_checksum(None),
+                        c.inputTokens,
+                        c.outputTokens,
+                        c.totalCost.to_string()
+                    )?;
+                }
+            }
+        }
+        ReceiptsCommand::Show { digest } => {
+            let receipt = store
+                .get(digest)?
+                .ok_or_else(|| Error::State(format!("no receipt for request {digest}")))?;
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&stored_json(&receipt)).unwrap_or_default()
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn stored_json(r: &crate::receipts::StoredReceipt) -> serde_json::Value {
+    let (q, c) = (&r.request.commitment, &r.response.commitment);
+    serde_json::json!({
+        "request_digest": r.digest().to_string(),
+        "executor": r.executor().to_checksum(None),
+        "client": q.client.to_checksum(None),
+        "model": q.model,
+        "nonce": q.nonce,
+        "input_tokens": c.inputTokens,
+        "output_tokens": c.outputTokens,
+        "cost_wei": c.totalCost.to_string(),
+        "finish_reason": c.finishReason,
+        "final": r.text.is_some(),
+        "text": r.text,
+        "stored_at": r.stored_at,
+        "request_signature": r.request.signature.to_string(),
+        "response_signature": r.response.signature.to_string(),
+    })
 }
 
 fn render_json(rows: &[ModelRow]) -> String {

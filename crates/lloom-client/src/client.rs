@@ -62,6 +62,8 @@ pub struct ClientConfig {
     pub nonce_file: Option<PathBuf>,
     /// How long a fetched directory is used before validators are asked again.
     pub directory_ttl: Duration,
+    /// Where verified receipts are kept (`None`: not kept).
+    pub receipts: Option<Arc<crate::receipts::ReceiptStore>>,
     /// Refuse to sign requests whose worst-case cost exceeds the escrow (`None`: no check).
     pub escrow_guard: Option<Arc<crate::escrow::EscrowGuard>>,
 }
@@ -79,6 +81,7 @@ impl Default for ClientConfig {
             idle_timeout: Duration::from_secs(30),
             nonce_file: None,
             directory_ttl: Duration::from_secs(5),
+            receipts: None,
             escrow_guard: None,
         }
     }
@@ -538,6 +541,7 @@ impl Client {
                         failure: None,
                         cooldown: None,
                     });
+                    self.keep(&signed, &answer.response, Some(&answer.text)).await;
                     return Ok(Receipt {
                         executor: executor.address,
                         peer: executor.peer,
@@ -590,8 +594,9 @@ impl Client {
                 }
             }
         }
-        if let Some((_, cp, executor)) = &last_checkpoint {
+        if let Some((request, cp, executor)) = &last_checkpoint {
             tracing::info!(executor = %executor.address, tokens = cp.commitment.outputTokens, "kept the last verified checkpoint of a broken stream");
+            self.keep(request, cp, None).await;
         }
         if reports.is_empty()
             && let Some(needed) = over_escrow
@@ -627,6 +632,19 @@ impl Client {
                 })
                 .collect(),
         })
+    }
+
+    /// Stores a verified receipt (a failure to store is logged: the answer was verified).
+    async fn keep(&self, request: &SignedRequest, response: &SignedResponse, text: Option<&str>) {
+        let Some(store) = self.inner.config.receipts.clone() else { return };
+        let (request, response, text) =
+            (request.clone(), response.clone(), text.map(str::to_owned));
+        let stored =
+            tokio::task::spawn_blocking(move || store.put(&request, &response, text.as_deref()))
+                .await;
+        if !matches!(stored, Ok(Ok(()))) {
+            tracing::warn!("could not store a verified receipt: {stored:?}");
+        }
     }
 
     fn sign(

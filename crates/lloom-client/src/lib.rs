@@ -10,6 +10,7 @@
 //! - [`client`]: the [`Client`]: connect, discover, `chat` with verified streaming and failover.
 //! - [`directory`]: verified executor announcements merged from validators; model listing.
 //! - [`nonce`]: request nonces that never repeat, across restarts.
+//! - [`receipts`]: the client's durable receipt store.
 //! - [`report`]: how a verified receipt is shown (text and JSON).
 //! - [`routing`]: executor scoring, strategies, cooldowns.
 //! - [`escrow`]: the client's own escrow check before it signs.
@@ -30,6 +31,7 @@ pub mod error;
 pub mod escrow;
 pub mod gateway;
 pub mod nonce;
+pub mod receipts;
 pub mod report;
 pub mod routing;
 

@@ -1,0 +1,209 @@
+//! The client's receipt store: every verified answer (and the last verified checkpoint of a
+//! stream that broke), kept in redb under the request digest, newest last.
+
+use std::path::Path;
+
+use lloom_core::{Address, B256, SignedRequest, SignedResponse, U256, unix_now};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// request digest → postcard([`StoredReceipt`]).
+const RECEIPTS: TableDefinition<'_, &[u8; 32], &[u8]> = TableDefinition::new("receipts");
+/// (stored at ‖ request digest) → (), to list in time order.
+const BY_TIME: TableDefinition<'_, &[u8; 40], ()> = TableDefinition::new("receipts_by_time");
+/// Page cache: bounds the memory the store holds.
+const CACHE_BYTES: usize = 8 * 1024 * 1024;
+
+/// One stored receipt.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredReceipt {
+    /// The signed request.
+    pub request: SignedRequest,
+    /// The executor's signed final response, or its last checkpoint for a broken stream.
+    pub response: SignedResponse,
+    /// The answer text (absent for a checkpoint of a broken stream).
+    pub text: Option<String>,
+    /// When it was stored (unix seconds).
+    pub stored_at: u64,
+}
+
+impl StoredReceipt {
+    /// The request digest.
+    pub fn digest(&self) -> B256 {
+        self.request.digest()
+    }
+    /// The executor.
+    pub fn executor(&self) -> Address {
+        self.response.commitment.executor
+    }
+    /// The cost, in wei.
+    pub fn cost(&self) -> U256 {
+        self.response.commitment.totalCost
+    }
+}
+
+/// Receipts in an embedded redb database.
+pub struct ReceiptStore {
+    db: Database,
+}
+
+impl std::fmt::Debug for ReceiptStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReceiptStore").finish_non_exhaustive()
+    }
+}
+
+fn db<T, E: std::fmt::Display>(result: std::result::Result<T, E>) -> Result<T> {
+    result.map_err(|e| Error::State(format!("receipt store: {e}")))
+}
+
+impl ReceiptStore {
+    /// Opens (or creates) the store at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let database = db(Database::builder().set_cache_size(CACHE_BYTES).create(path))?;
+        let txn = db(database.begin_write())?;
+        db(txn.open_table(RECEIPTS))?;
+        db(txn.open_table(BY_TIME))?;
+        db(txn.commit())?;
+        Ok(Self { db: database })
+    }
+
+    /// Stores a receipt durably (a later one for the same request replaces it).
+    pub fn put(
+        &self,
+        request: &SignedRequest,
+        response: &SignedResponse,
+        text: Option<&str>,
+    ) -> Result<()> {
+        let receipt = StoredReceipt {
+            request: request.clone(),
+            response: response.clone(),
+            text: text.map(str::to_owned),
+            stored_at: unix_now(),
+        };
+        let digest = receipt.digest().0;
+        let bytes = db(postcard::to_stdvec(&receipt))?;
+        let mut time_key = [0u8; 40];
+        time_key[..8].copy_from_slice(&receipt.stored_at.to_be_bytes());
+        time_key[8..].copy_from_slice(&digest);
+        let txn = db(self.db.begin_write())?;
+        {
+            let mut receipts = db(txn.open_table(RECEIPTS))?;
+            db(receipts.insert(&digest, bytes.as_slice()))?;
+            db(db(txn.open_table(BY_TIME))?.insert(&time_key, ()))?;
+        }
+        db(txn.commit())
+    }
+
+    /// The receipt of a request, by digest.
+    pub fn get(&self, digest: &B256) -> Result<Option<StoredReceipt>> {
+        let txn = db(self.db.begin_read())?;
+        let receipts = db(txn.open_table(RECEIPTS))?;
+        match db(receipts.get(&digest.0))? {
+            Some(bytes) => Ok(Some(db(postcard::from_bytes(bytes.value()))?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The newest `limit` receipts, newest first.
+    pub fn latest(&self, limit: usize) -> Result<Vec<StoredReceipt>> {
+        let txn = db(self.db.begin_read())?;
+        let by_time = db(txn.open_table(BY_TIME))?;
+        let receipts = db(txn.open_table(RECEIPTS))?;
+        let mut out = Vec::new();
+        for entry in db(by_time.iter())?.rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, _) = db(entry)?;
+            let digest: [u8; 32] =
+                key.value().get(8..).and_then(|d| d.try_into().ok()).unwrap_or([0; 32]);
+            if let Some(bytes) = db(receipts.get(&digest))? {
+                let receipt: StoredReceipt = db(postcard::from_bytes(bytes.value()))?;
+                // A replaced receipt leaves an older time entry: list each request once.
+                if !out.iter().any(|r: &StoredReceipt| r.digest().0 == digest) {
+                    out.push(receipt);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many receipts are stored.
+    pub fn len(&self) -> Result<u64> {
+        let txn = db(self.db.begin_read())?;
+        db(db(txn.open_table(RECEIPTS))?.len())
+    }
+
+    /// Whether the store is empty.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lloom_core::wire::{content_hash, request_hash};
+    use lloom_core::*;
+
+    fn exchange(nonce: u64) -> (SignedRequest, SignedResponse) {
+        let (client, executor) = (NodeKey::generate(), NodeKey::generate());
+        let body = RequestBody {
+            messages: vec![ChatMessage { role: Role::User, content: "hi".into() }],
+            sampling: SamplingParams::default(),
+        };
+        let c = RequestCommitment {
+            client: client.address(),
+            executor: executor.address(),
+            model: "m".into(),
+            requestHash: request_hash(&body),
+            maxInputTokens: 10,
+            maxOutputTokens: 10,
+            pricePerInputToken: U256::from(1),
+            pricePerOutputToken: U256::from(1),
+            nonce,
+            deadline: unix_now() + 60,
+        };
+        let request =
+            SignedRequest::sign(&client, DomainConfig::default(), c.clone(), body).unwrap();
+        let r = ResponseCommitment {
+            requestDigest: request.digest(),
+            client: c.client,
+            executor: c.executor,
+            model: c.model,
+            contentHash: content_hash("hello"),
+            inputTokens: 1,
+            outputTokens: 1,
+            totalCost: U256::from(2),
+            finishReason: 0,
+            timestamp: unix_now(),
+        };
+        let response = SignedResponse::sign(&executor, DomainConfig::default(), r).unwrap();
+        (request, response)
+    }
+
+    #[test]
+    fn receipts_are_stored_listed_newest_first_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("receipts.redb");
+        let store = ReceiptStore::open(&path).unwrap();
+        let (a, b) = (exchange(1), exchange(2));
+        store.put(&a.0, &a.1, Some("hello")).unwrap();
+        store.put(&b.0, &b.1, None).unwrap();
+        store.put(&b.0, &b.1, Some("hello")).unwrap(); // replaced, listed once
+        drop(store);
+        let store = ReceiptStore::open(&path).unwrap();
+        assert_eq!(store.len().unwrap(), 2);
+        let latest = store.latest(10).unwrap();
+        assert_eq!(latest.len(), 2);
+        assert_eq!(store.get(&a.0.digest()).unwrap().unwrap().text.as_deref(), Some("hello"));
+        assert!(store.get(&B256::ZERO).unwrap().is_none());
+        assert_eq!(store.latest(1).unwrap().len(), 1);
+    }
+}

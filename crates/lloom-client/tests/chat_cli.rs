@@ -1,0 +1,127 @@
+//! `lloom-client chat` and `lloom-client receipts` through the real binary, against a validator
+//! and an executor (scripted backend) in this process.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use lloom_client::{Client, ClientConfig};
+use lloom_core::network::NetworkConfig;
+use lloom_core::{ModelOffer, NodeKey, U256};
+use lloom_executor::backend::scripted::{Script, ScriptedBackend};
+use lloom_executor::serve::ServedModel;
+use lloom_executor::{ExecutorConfig, ExecutorNode};
+use lloom_validator::{Validator, ValidatorConfig};
+use predicates::str::contains;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_prints_a_verified_receipt_and_receipts_lists_it() {
+    let vconfig = ValidatorConfig {
+        network: NetworkConfig { server_mode: true, ..NetworkConfig::local() },
+        ..ValidatorConfig::default()
+    };
+    let validator = Validator::spawn(&NodeKey::generate(), vconfig).await.unwrap();
+    let bootstrap = validator.listen_addrs().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ExecutorConfig::new(dir.path().join("executor"));
+    config.network = NetworkConfig { bootstrap: bootstrap.clone(), ..NetworkConfig::local() };
+    let offer = ModelOffer {
+        model: "scripted".into(),
+        context_length: 1024,
+        price_per_input_token: U256::from(2),
+        price_per_output_token: U256::from(3),
+        weights_sha256: None,
+        quantization: None,
+        capabilities: vec![],
+    };
+    let backend = Arc::new(ScriptedBackend::new(Script::answer("scripted", "Paris it is.")));
+    let _executor =
+        ExecutorNode::start(&NodeKey::generate(), vec![ServedModel { offer, backend }], config)
+            .await
+            .unwrap();
+    let probe =
+        Client::connect(NodeKey::generate(), ClientConfig::default().bootstrap(bootstrap.clone()))
+            .await
+            .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while probe.refresh().await.unwrap() == 0 {
+        assert!(Instant::now() < deadline, "the executor never appeared");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let data = dir.path().join("client");
+    let boot = bootstrap[0].to_string();
+    let run = move |args: Vec<String>| {
+        let data = data.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::cargo_bin("lloom-client")
+                .unwrap()
+                .env_clear()
+                .arg("--data-dir")
+                .arg(&data)
+                .args(args)
+                .output()
+                .unwrap()
+        })
+    };
+    let args = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let chat = run(args(&[
+        "--json",
+        "chat",
+        "Capital?",
+        "--model",
+        "scripted",
+        "--no-mdns",
+        "--bootstrap",
+        &boot,
+    ]))
+    .await
+    .unwrap();
+    assert!(chat.status.success(), "{}", String::from_utf8_lossy(&chat.stderr));
+    let receipt: serde_json::Value = serde_json::from_slice(&chat.stdout).unwrap();
+    assert_eq!(receipt["text"], "Paris it is.");
+    assert_eq!(receipt["cost_wei"], (10 * 2 + 3 * 3).to_string());
+    let digest = receipt["request_digest"].as_str().unwrap().to_owned();
+
+    let list = run(args(&["--json", "receipts", "list"])).await.unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["request_digest"], digest);
+    assert_eq!(listed[0]["final"], true);
+    let show = run(args(&["receipts", "show", &digest])).await.unwrap();
+    assert!(String::from_utf8_lossy(&show.stdout).contains("Paris it is."));
+
+    let missing =
+        run(args(&["receipts", "show", &format!("0x{}", "00".repeat(32))])).await.unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no receipt for request"));
+    let unknown =
+        run(args(&["chat", "hi", "--model", "gpt-17", "--no-mdns", "--bootstrap", &boot]))
+            .await
+            .unwrap();
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("models on offer: scripted"));
+}
+
+#[test]
+fn bad_chat_arguments_are_refused_before_any_network_use() {
+    Command::cargo_bin("lloom-client")
+        .unwrap()
+        .args(["chat", "hi", "--temperature", "hot"])
+        .assert()
+        .failure()
+        .stderr(contains("--temperature"));
+    Command::cargo_bin("lloom-client")
+        .unwrap()
+        .args(["receipts", "show", "not-a-digest"])
+        .assert()
+        .failure()
+        .stderr(contains("invalid value"));
+}
