@@ -160,13 +160,20 @@ async fn admit(
             }
         }
     }
-    // The nonce rule last: a refused request does not burn the client's nonce.
+    // The nonce rule comes last and is applied in `run`, overlapping the model's prompt
+    // processing: a refused request does not burn the client's nonce.
+    Ok(model.clone())
+}
+
+/// Records the request's nonce durably; refuses a replay.
+async fn record_nonce(shared: &Shared, request: &SignedRequest) -> Result<(), Refusal> {
+    let c = &request.commitment;
     shared
         .nonces
         .submit((c.client, c.nonce, c.deadline))
         .await
-        .ok_or_else(|| Refusal::new(ErrorCode::Internal, "replay store stopped"))??;
-    Ok(model.clone())
+        .ok_or_else(|| Refusal::new(ErrorCode::Internal, "replay store stopped"))?
+        .map_err(Refusal::from)
 }
 
 /// What has been streamed so far.
@@ -214,6 +221,12 @@ where
             return send_refusal(shared, digest, refusal, stream).await;
         }
     };
+    // The backend processes the prompt while the nonce is committed; nothing is sent before
+    // the nonce is durable, and a replay stops the work at once.
+    if let Err(refusal) = record_nonce(shared, request).await {
+        drop(generation);
+        return send_refusal(shared, digest, refusal, stream).await;
+    }
     let every = shared.config.checkpoint_every;
     let mut progress = Progress { next_checkpoint: every, ..Progress::default() };
     let deadline = deadline_instant(c.deadline);
