@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the contract with forge (offline, solcjs through ./solc) and writes the artifact the
-# Rust bindings use: artifacts/LloomSettlement.json = { abi, bytecode, sources_sha256 }.
+# Rust bindings use: crates/lloom-core/artifacts/LloomSettlement.json = { abi, bytecode,
+# sources_sha256 } (inside the crate, so the published crate carries it).
 #
 # Usage: contracts/build.sh           # rebuild and rewrite the artifact
 #        contracts/build.sh --check   # fail if the committed artifact is out of date
@@ -22,14 +23,15 @@ print(json.dumps({
 }, indent=1, sort_keys=True))
 PY
 )
-mkdir -p artifacts
+artifact=../crates/lloom-core/artifacts/LloomSettlement.json
+mkdir -p "$(dirname "$artifact")"
 if [ "${1:-}" = "--check" ]; then
-    if ! diff -q <(echo "$fresh") artifacts/LloomSettlement.json >/dev/null; then
-        echo "contracts/artifacts/LloomSettlement.json is out of date: run contracts/build.sh" >&2
+    if ! diff -q <(echo "$fresh") "$artifact" >/dev/null; then
+        echo "crates/lloom-core/artifacts/LloomSettlement.json is out of date: run contracts/build.sh" >&2
         exit 1
     fi
     echo "artifact up to date"
 else
-    echo "$fresh" > artifacts/LloomSettlement.json
-    echo "wrote contracts/artifacts/LloomSettlement.json"
+    echo "$fresh" > "$artifact"
+    echo "wrote crates/lloom-core/artifacts/LloomSettlement.json"
 fi

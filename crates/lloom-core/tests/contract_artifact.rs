@@ -23,13 +23,16 @@ fn the_contract_artifact_is_up_to_date_with_its_sources() {
     }
     let expected = hex::encode(hasher.finalize());
     let artifact: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(contracts.join("artifacts/LloomSettlement.json")).unwrap(),
+        &std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("artifacts/LloomSettlement.json"),
+        )
+        .unwrap(),
     )
     .unwrap();
     assert_eq!(
         artifact["sources_sha256"].as_str().unwrap(),
         expected,
-        "contracts/artifacts/LloomSettlement.json is stale: run contracts/build.sh"
+        "crates/lloom-core/artifacts/LloomSettlement.json is stale: run contracts/build.sh"
     );
     let bytecode = artifact["bytecode"].as_str().unwrap();
     assert!(bytecode.starts_with("0x") && bytecode.len() > 1000, "bytecode present");

@@ -10,6 +10,7 @@
 //! - [`backend`]: model backends behind one streaming interface; the embedded llama.cpp engine.
 //! - [`cli`]: command-line arguments and the dispatcher behind the binary.
 //! - [`error`]: this crate's error type.
+//! - [`memory`]: GGUF geometry and the memory plan (layers to offload, sequences that fit).
 //! - [`models`]: known models, the local model cache and fetching through pip.
 //! - [`node`]: a running executor: network, request server and announcer together.
 //! - [`settle`]: the settlement loop: stored receipts, batched by client, settled on chain.
@@ -26,6 +27,7 @@ pub mod announcer;
 pub mod backend;
 pub mod cli;
 pub mod error;
+pub mod memory;
 pub mod models;
 pub mod node;
 pub mod serve;

@@ -156,3 +156,40 @@ fn bad_model_files_are_clear_errors() {
         Err(Error::EngineConfig(_))
     ));
 }
+
+#[test]
+fn the_default_model_geometry_is_read_from_its_header() {
+    use lloom_executor::memory::{KvType, MemoryRequest, ModelGeometry, plan, read_metadata};
+    let path = model_path();
+    let meta = read_metadata(&path).unwrap();
+    assert_eq!(meta.architecture(), Some("llama"));
+    let size = std::fs::metadata(&path).unwrap().len();
+    let g = ModelGeometry::from_gguf(&meta, size).unwrap();
+    assert_eq!((g.n_layers, g.n_embd, g.n_head, g.n_head_kv, g.head_dim), (30, 576, 9, 3, 64));
+    assert_eq!(g.n_vocab, 49_152);
+    // The tensor table accounts for the file (the rest is the header and padding).
+    let weights = g.weights_bytes();
+    assert!(weights <= size && weights > size * 9 / 10, "{weights} of {size}");
+    // 2 × 3 KV heads × 64 × 2 bytes × 30 layers = 23,040 bytes per token.
+    assert_eq!(g.kv_bytes_per_token(KvType::F16), 23_040);
+    let request = MemoryRequest {
+        n_ctx: 8192,
+        max_sequences: 4,
+        kv: KvType::F16,
+        n_ubatch: 512,
+        gpu_budget: Some(1 << 30),
+        require_full_offload: true,
+    };
+    let p = plan(&g, &request).unwrap();
+    assert_eq!((p.gpu_layers, p.max_sequences), (30, 4));
+
+    // Not a GGUF file, and a truncated one.
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("fake.gguf");
+    std::fs::write(&fake, b"not a model at all").unwrap();
+    assert!(read_metadata(&fake).unwrap_err().to_string().contains("no GGUF magic"));
+    let mut head = vec![0u8; 4096];
+    std::io::Read::read_exact(&mut std::fs::File::open(&path).unwrap(), &mut head).unwrap();
+    std::fs::write(&fake, &head).unwrap();
+    assert!(read_metadata(&fake).is_err());
+}

@@ -93,3 +93,22 @@ fn pull_reports_a_pip_failure_clearly() {
         .failure()
         .stderr(contains("cannot run pip"));
 }
+
+#[test]
+fn models_inspect_plans_memory_and_refuses_what_cannot_fit() {
+    use assert_cmd::Command;
+    use predicates::str::contains;
+    let inspect = |args: &[&str]| {
+        let mut cmd = Command::cargo_bin("lloom-executor").unwrap();
+        cmd.args(["models", "inspect"]).args(args);
+        cmd.assert()
+    };
+    inspect(&["--gpu-mib", "1024"])
+        .success()
+        .stdout(contains("30 layers, 576 wide, 9 heads (3 KV heads of 64)"))
+        .stdout(contains("plan: 30 of 30 layers on the GPU, 4 sequences of 2048 tokens"));
+    inspect(&["--gpu-mib", "64", "--full-offload"])
+        .failure()
+        .stderr(contains("64 MiB are available"));
+    inspect(&["/nonexistent.gguf"]).failure();
+}

@@ -6,5 +6,5 @@ alloy::sol!(
     #[sol(rpc)]
     #[derive(Debug, PartialEq, Eq)]
     LloomSettlement,
-    "../../contracts/artifacts/LloomSettlement.json"
+    "artifacts/LloomSettlement.json"
 );

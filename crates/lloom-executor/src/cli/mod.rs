@@ -86,6 +86,27 @@ pub enum ModelsCommand {
     },
     /// List the model files in the cache.
     List,
+    /// Read a GGUF file's geometry and plan its memory: layers to offload, sequences that fit.
+    Inspect(InspectArgs),
+}
+
+/// Options of `lloom-executor models inspect`.
+#[derive(clap::Args, Debug)]
+pub struct InspectArgs {
+    /// The GGUF file [default: the default model, fetched on first use].
+    pub path: Option<std::path::PathBuf>,
+    /// Total context (KV cache) in tokens.
+    #[arg(long, default_value_t = 8192)]
+    pub n_ctx: u64,
+    /// Sequences wanted at once.
+    #[arg(long, default_value_t = 4)]
+    pub max_sequences: u64,
+    /// Accelerator memory available, in MiB [default: none, CPU only].
+    #[arg(long)]
+    pub gpu_mib: Option<u64>,
+    /// Refuse unless every layer fits on the accelerator.
+    #[arg(long)]
+    pub full_offload: bool,
 }
 
 /// Draws model download progress on stderr (hidden when stderr is not a terminal).
@@ -163,6 +184,7 @@ pub async fn run(cli: &Cli, out: &mut (dyn Write + Send)) -> Result<()> {
         Command::Init(args) => init::run(args, &cli.node, out)?,
         Command::Start(args) => start::run(args, &cli.node, out).await?,
         Command::Chain(cmd) => chain::run(cmd, &cli.node, out).await?,
+        Command::Models(ModelsCommand::Inspect(args)) => inspect(args, cli.node.json, out).await?,
         Command::Models(ModelsCommand::List) => {
             let cache = ModelCache::new(ModelCache::default_dir());
             let models = cache.list()?;
@@ -266,6 +288,77 @@ async fn generate(args: &GenerateArgs, json: bool, out: &mut (dyn Write + Send))
         }
     }
     Err(Error::EngineLoad("the engine stopped without finishing".into()))
+}
+
+async fn inspect(args: &InspectArgs, json: bool, out: &mut (dyn Write + Send)) -> Result<()> {
+    use crate::memory::{KvType, MemoryRequest, ModelGeometry, plan, read_metadata};
+    let path = match &args.path {
+        Some(path) => path.clone(),
+        None => {
+            let cache = ModelCache::new(ModelCache::default_dir());
+            tokio::task::spawn_blocking(move || cache.pull(&DEFAULT_MODEL, false, &()))
+                .await
+                .map_err(|e| Error::Io(std::io::Error::other(e)))??
+                .path
+        }
+    };
+    let meta = read_metadata(&path)?;
+    let size = std::fs::metadata(&path)?.len();
+    let g = ModelGeometry::from_gguf(&meta, size)?;
+    let request = MemoryRequest {
+        n_ctx: args.n_ctx,
+        max_sequences: args.max_sequences,
+        kv: KvType::F16,
+        n_ubatch: 512,
+        gpu_budget: args.gpu_mib.map(|m| m << 20),
+        require_full_offload: args.full_offload,
+    };
+    let p = plan(&g, &request)?;
+    #[allow(clippy::cast_precision_loss)] // display only
+    let mib = |b: u64| b as f64 / f64::from(1u32 << 20);
+    if json {
+        let report = serde_json::json!({
+            "path": path.display().to_string(),
+            "architecture": meta.architecture(),
+            "layers": g.n_layers, "embedding": g.n_embd, "heads": g.n_head,
+            "kv_heads": g.n_head_kv, "head_dim": g.head_dim, "vocab": g.n_vocab,
+            "weights_bytes": g.weights_bytes(),
+            "kv_bytes_per_token": g.kv_bytes_per_token(KvType::F16),
+            "plan": {
+                "gpu_layers": p.gpu_layers, "max_sequences": p.max_sequences,
+                "ctx_per_sequence": p.ctx_per_sequence, "gpu_bytes": p.gpu_bytes,
+                "host_bytes": p.host_bytes, "kv_bytes_per_sequence": p.kv_bytes_per_sequence,
+            },
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&report).unwrap_or_default())?;
+        return Ok(());
+    }
+    let arch = meta.architecture().unwrap_or("?");
+    writeln!(out, "{} ({arch}, GGUF v{})", path.display(), meta.version)?;
+    writeln!(
+        out,
+        "  {} layers, {} wide, {} heads ({} KV heads of {}), vocabulary {}",
+        g.n_layers, g.n_embd, g.n_head, g.n_head_kv, g.head_dim, g.n_vocab
+    )?;
+    writeln!(
+        out,
+        "  weights {:.1} MiB ({:.2} MiB per layer); KV cache {} bytes per token (f16)",
+        mib(g.weights_bytes()),
+        mib(g.layer_bytes),
+        g.kv_bytes_per_token(KvType::F16)
+    )?;
+    writeln!(
+        out,
+        "plan: {} of {} layers on the GPU, {} sequences of {} tokens ({:.1} MiB KV each); GPU {:.1} MiB, host {:.1} MiB",
+        p.gpu_layers,
+        g.n_layers,
+        p.max_sequences,
+        p.ctx_per_sequence,
+        mib(p.kv_bytes_per_sequence),
+        mib(p.gpu_bytes),
+        mib(p.host_bytes)
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]

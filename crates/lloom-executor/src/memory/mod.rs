@@ -1,0 +1,8 @@
+//! Memory planning: the geometry of a GGUF model read from its header, and the arithmetic that
+//! decides how many layers go to the accelerator and how many sequences fit.
+
+pub mod gguf;
+pub mod plan;
+
+pub use gguf::{GgufMetadata, MetaValue, TensorInfo, read_metadata};
+pub use plan::{KvType, MemoryPlan, MemoryRequest, ModelGeometry, plan};

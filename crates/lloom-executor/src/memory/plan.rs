@@ -1,0 +1,348 @@
+//! The memory arithmetic: from a model's geometry to weights per layer, KV cache per token and
+//! per sequence, and a compute buffer; then how many layers to offload to the GPU and how many
+//! sequences fit in a memory budget.
+
+use super::gguf::GgufMetadata;
+use crate::error::{Error, Result};
+
+/// The shape of a model, as the memory plan needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModelGeometry {
+    /// Transformer blocks.
+    pub n_layers: u64,
+    /// Hidden size.
+    pub n_embd: u64,
+    /// Attention heads.
+    pub n_head: u64,
+    /// Key/value heads (grouped-query attention).
+    pub n_head_kv: u64,
+    /// Size of one head.
+    pub head_dim: u64,
+    /// Vocabulary size.
+    pub n_vocab: u64,
+    /// Bytes of weights in one block.
+    pub layer_bytes: u64,
+    /// Bytes of weights outside the blocks (embeddings, output).
+    pub other_bytes: u64,
+}
+
+/// Element type of the KV cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KvType {
+    /// 16-bit floats (llama.cpp's default).
+    #[default]
+    F16,
+    /// 8-bit blocks (34 bytes per 32 values).
+    Q8_0,
+    /// 4-bit blocks (18 bytes per 32 values).
+    Q4_0,
+}
+
+impl KvType {
+    /// Bytes per 32 elements.
+    fn bytes_per_32(self) -> u64 {
+        match self {
+            Self::F16 => 64,
+            Self::Q8_0 => 34,
+            Self::Q4_0 => 18,
+        }
+    }
+}
+
+/// Bytes per 32 elements of a GGML tensor type, for the types GGUF models use.
+fn ggml_bytes_per_32(ggml_type: u32) -> Option<u64> {
+    Some(match ggml_type {
+        0 => 128,      // F32
+        1 | 30 => 64,  // F16, BF16
+        2 => 18,       // Q4_0
+        3 => 20,       // Q4_1
+        6 => 22,       // Q5_0
+        7 => 24,       // Q5_1
+        8 => 34,       // Q8_0
+        10 => 84 / 8,  // Q2_K: 84 bytes per 256
+        11 => 110 / 8, // Q3_K
+        12 => 144 / 8, // Q4_K
+        13 => 176 / 8, // Q5_K
+        14 => 210 / 8, // Q6_K
+        _ => return None,
+    })
+}
+
+impl ModelGeometry {
+    /// Reads the geometry from GGUF metadata; `file_size` apportions weights whose tensor
+    /// types are unknown.
+    pub fn from_gguf(meta: &GgufMetadata, file_size: u64) -> Result<Self> {
+        let need = |key: &str| {
+            meta.arch_u64(key).ok_or_else(|| {
+                Error::EngineLoad(format!(
+                    "GGUF metadata lacks {}.{key}",
+                    meta.architecture().unwrap_or("?")
+                ))
+            })
+        };
+        let n_layers = need("block_count")?;
+        let n_embd = need("embedding_length")?;
+        let n_head = need("attention.head_count")?.max(1);
+        let n_head_kv = meta.arch_u64("attention.head_count_kv").unwrap_or(n_head);
+        let head_dim = meta.arch_u64("attention.key_length").unwrap_or(n_embd / n_head);
+        let n_vocab = meta
+            .arch_u64("vocab_size")
+            .or_else(|| match meta.values.get("tokenizer.ggml.tokens") {
+                Some(super::gguf::MetaValue::Array(n)) => Some(*n),
+                _ => None,
+            })
+            .unwrap_or(32_000);
+        let (mut layers, mut other, mut unknown) = (0u64, 0u64, false);
+        for t in &meta.tensors {
+            let elements = t.dims.iter().product::<u64>();
+            let Some(per_32) = ggml_bytes_per_32(t.ggml_type) else {
+                unknown = true;
+                continue;
+            };
+            let bytes = elements.div_ceil(32) * per_32;
+            if t.name.starts_with("blk.") {
+                layers += bytes;
+            } else {
+                other += bytes;
+            }
+        }
+        if unknown || layers == 0 {
+            // Apportion the file: nearly all of it is weights.
+            let per_layer = file_size / (n_layers + 1).max(1);
+            return Ok(Self {
+                n_layers,
+                n_embd,
+                n_head,
+                n_head_kv,
+                head_dim,
+                n_vocab,
+                layer_bytes: per_layer,
+                other_bytes: file_size.saturating_sub(per_layer * n_layers),
+            });
+        }
+        Ok(Self {
+            n_layers,
+            n_embd,
+            n_head,
+            n_head_kv,
+            head_dim,
+            n_vocab,
+            layer_bytes: layers / n_layers.max(1),
+            other_bytes: other,
+        })
+    }
+
+    /// KV cache bytes per token for one layer (keys and values).
+    pub fn kv_bytes_per_token_per_layer(&self, kv: KvType) -> u64 {
+        (2 * self.n_head_kv * self.head_dim).div_ceil(32) * kv.bytes_per_32()
+    }
+
+    /// KV cache bytes per token for the whole model.
+    pub fn kv_bytes_per_token(&self, kv: KvType) -> u64 {
+        self.kv_bytes_per_token_per_layer(kv) * self.n_layers
+    }
+
+    /// Estimated compute buffer for a micro-batch of `n_ubatch` tokens: activations plus logits,
+    /// in f32.
+    pub fn compute_bytes(&self, n_ubatch: u64) -> u64 {
+        n_ubatch * (4 * self.n_embd + self.n_vocab) * 4
+    }
+
+    /// All weights.
+    pub fn weights_bytes(&self) -> u64 {
+        self.layer_bytes * self.n_layers + self.other_bytes
+    }
+}
+
+/// What the operator asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryRequest {
+    /// Total context (KV cache) in tokens, shared by the sequences.
+    pub n_ctx: u64,
+    /// Sequences wanted at once.
+    pub max_sequences: u64,
+    /// KV cache element type.
+    pub kv: KvType,
+    /// Tokens per micro-batch.
+    pub n_ubatch: u64,
+    /// Accelerator memory available, in bytes (`None`: no accelerator).
+    pub gpu_budget: Option<u64>,
+    /// Refuse unless every layer fits on the accelerator.
+    pub require_full_offload: bool,
+}
+
+/// The chosen configuration and what it costs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryPlan {
+    /// Layers offloaded to the accelerator.
+    pub gpu_layers: u64,
+    /// Sequences served at once (at most the request's).
+    pub max_sequences: u64,
+    /// Context per sequence, in tokens.
+    pub ctx_per_sequence: u64,
+    /// Accelerator memory used: offloaded weights, their KV cache and the compute buffer.
+    pub gpu_bytes: u64,
+    /// Host memory used by the weights and KV cache kept on the CPU.
+    pub host_bytes: u64,
+    /// KV cache of one full sequence, in bytes.
+    pub kv_bytes_per_sequence: u64,
+}
+
+/// Chooses how many layers to offload and how many sequences fit.
+///
+/// Full offload is preferred: when the weights and compute buffer fit but the KV cache for
+/// every requested sequence does not, fewer sequences are served (at least one). Otherwise the
+/// most layers that fit with their KV cache are offloaded. A configuration that cannot fit at
+/// all (or not fully, when full offload is required) is refused with the numbers.
+pub fn plan(geometry: &ModelGeometry, request: &MemoryRequest) -> Result<MemoryPlan> {
+    if request.max_sequences == 0 || request.n_ctx == 0 {
+        return Err(Error::EngineConfig("n_ctx and max_sequences must be positive".into()));
+    }
+    let ctx_per_sequence = request.n_ctx / request.max_sequences;
+    if ctx_per_sequence == 0 {
+        return Err(Error::EngineConfig("fewer context tokens than sequences".into()));
+    }
+    let kv_layer_token = geometry.kv_bytes_per_token_per_layer(request.kv);
+    let kv_bytes_per_sequence = kv_layer_token * geometry.n_layers * ctx_per_sequence;
+    let compute = geometry.compute_bytes(request.n_ubatch);
+    let all_kv = kv_bytes_per_sequence * request.max_sequences;
+    let Some(budget) = request.gpu_budget else {
+        if request.require_full_offload {
+            return Err(Error::EngineConfig(
+                "full offload requested but no GPU is available".into(),
+            ));
+        }
+        return Ok(MemoryPlan {
+            gpu_layers: 0,
+            max_sequences: request.max_sequences,
+            ctx_per_sequence,
+            gpu_bytes: 0,
+            host_bytes: geometry.weights_bytes() + all_kv + compute,
+            kv_bytes_per_sequence,
+        });
+    };
+    let full_weights = geometry.weights_bytes();
+    // Full offload, as many sequences as fit.
+    if full_weights + compute + kv_bytes_per_sequence <= budget {
+        let room = budget - full_weights - compute;
+        let sequences = (room / kv_bytes_per_sequence.max(1)).min(request.max_sequences).max(1);
+        return Ok(MemoryPlan {
+            gpu_layers: geometry.n_layers,
+            max_sequences: sequences,
+            ctx_per_sequence,
+            gpu_bytes: full_weights + compute + kv_bytes_per_sequence * sequences,
+            host_bytes: 0,
+            kv_bytes_per_sequence,
+        });
+    }
+    if request.require_full_offload {
+        return Err(Error::EngineConfig(format!(
+            "the model needs {} MiB on the GPU for all {} layers, one sequence of {ctx_per_sequence} tokens and the compute buffer; {} MiB are available",
+            (full_weights + compute + kv_bytes_per_sequence) >> 20,
+            geometry.n_layers,
+            budget >> 20
+        )));
+    }
+    // Partial offload: each offloaded layer brings its weights and its share of the KV cache.
+    let per_layer = geometry.layer_bytes + kv_layer_token * request.n_ctx;
+    if compute > budget {
+        return Err(Error::EngineConfig(format!(
+            "the compute buffer alone needs {} MiB; {} MiB are available",
+            compute >> 20,
+            budget >> 20
+        )));
+    }
+    let layers = ((budget - compute) / per_layer.max(1)).min(geometry.n_layers);
+    Ok(MemoryPlan {
+        gpu_layers: layers,
+        max_sequences: request.max_sequences,
+        ctx_per_sequence,
+        gpu_bytes: compute + layers * per_layer,
+        host_bytes: (full_weights + all_kv).saturating_sub(layers * per_layer),
+        kv_bytes_per_sequence,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 7B-like model: 32 layers, 4096 wide, 32 heads, 8 KV heads of 128, Q4 weights.
+    fn seven_b() -> ModelGeometry {
+        ModelGeometry {
+            n_layers: 32,
+            n_embd: 4096,
+            n_head: 32,
+            n_head_kv: 8,
+            head_dim: 128,
+            n_vocab: 32_000,
+            layer_bytes: 110 << 20,
+            other_bytes: 250 << 20,
+        }
+    }
+
+    fn request(gpu_gib: Option<u64>) -> MemoryRequest {
+        MemoryRequest {
+            n_ctx: 32_768,
+            max_sequences: 8,
+            kv: KvType::F16,
+            n_ubatch: 512,
+            gpu_budget: gpu_gib.map(|g| g << 30),
+            require_full_offload: false,
+        }
+    }
+
+    #[test]
+    fn kv_cache_arithmetic() {
+        let g = seven_b();
+        // 2 (K and V) × 8 heads × 128 × 2 bytes = 4 KiB per token per layer; 128 KiB per token.
+        assert_eq!(g.kv_bytes_per_token_per_layer(KvType::F16), 4096);
+        assert_eq!(g.kv_bytes_per_token(KvType::F16), 128 * 1024);
+        assert_eq!(g.kv_bytes_per_token_per_layer(KvType::Q8_0), 2048 / 32 * 34);
+        assert_eq!(g.weights_bytes(), (32 * 110 + 250) << 20);
+    }
+
+    #[test]
+    fn a_big_gpu_takes_everything() {
+        let p = plan(&seven_b(), &request(Some(80))).unwrap();
+        assert_eq!((p.gpu_layers, p.max_sequences, p.host_bytes), (32, 8, 0));
+        assert_eq!(p.ctx_per_sequence, 4096);
+        assert_eq!(p.kv_bytes_per_sequence, 128 * 1024 * 4096);
+    }
+
+    #[test]
+    fn a_tight_gpu_serves_fewer_sequences_before_dropping_layers() {
+        // Weights 3.7 GiB + compute ~0.3 GiB; each sequence needs 0.5 GiB of KV.
+        let p = plan(&seven_b(), &request(Some(6))).unwrap();
+        assert_eq!(p.gpu_layers, 32);
+        assert!(p.max_sequences >= 1 && p.max_sequences < 8, "{p:?}");
+        assert!(p.gpu_bytes <= 6 << 30);
+    }
+
+    #[test]
+    fn a_small_gpu_offloads_some_layers() {
+        let p = plan(&seven_b(), &request(Some(2))).unwrap();
+        assert!(p.gpu_layers > 0 && p.gpu_layers < 32, "{p:?}");
+        assert!(p.gpu_bytes <= 2 << 30);
+        assert!(p.host_bytes > 0);
+    }
+
+    #[test]
+    fn impossible_configurations_are_refused_with_numbers() {
+        let full = MemoryRequest { require_full_offload: true, ..request(Some(2)) };
+        let err = plan(&seven_b(), &full).unwrap_err().to_string();
+        assert!(err.contains("2048 MiB are available"), "{err}");
+        let tiny = request(Some(0));
+        assert!(plan(&seven_b(), &MemoryRequest { gpu_budget: Some(1 << 20), ..tiny }).is_err());
+        let none = MemoryRequest { gpu_budget: None, require_full_offload: true, ..request(None) };
+        assert!(plan(&seven_b(), &none).is_err());
+        assert!(plan(&seven_b(), &MemoryRequest { max_sequences: 0, ..request(None) }).is_err());
+    }
+
+    #[test]
+    fn cpu_only_keeps_everything_on_the_host() {
+        let p = plan(&seven_b(), &request(None)).unwrap();
+        assert_eq!((p.gpu_layers, p.gpu_bytes), (0, 0));
+        assert!(p.host_bytes > seven_b().weights_bytes());
+    }
+}
