@@ -117,7 +117,10 @@ t_crates_package_in_dependency_order() {
         (cd "$r" && cargo package --offline --no-verify --locked -p lloom-core -p lloom-client -p lloom-executor -p lloom-validator 2>&1 | tail -5)
         return 1
     }
-    ls "${CARGO_TARGET_DIR:-$r/target}"/package/lloom-validator-0.1.0.crate >/dev/null
+    local packages="${CARGO_TARGET_DIR:-$r/target}/package"
+    ls "$packages"/lloom-validator-0.1.0.crate >/dev/null || return 1
+    # Files the code includes at compile time must be inside the crate (the contract artifact).
+    tar -tzf "$packages"/lloom-core-0.1.0.crate | grep -q "lloom-core-0.1.0/artifacts/LloomSettlement.json"
 }
 t_bench_regressions_are_reported() {
     local d; d="$(mktemp -d)"
