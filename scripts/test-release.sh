@@ -101,9 +101,11 @@ t_package_names_archives_and_checksums() {
     for n in client executor validator; do
         local a="$out/lloom-$n-v1.2.3-linux-amd64.tar.gz"
         [ -f "$a" ] || { echo "missing $a"; return 1; }
-        tar -tzf "$a" | grep -q "lloom-$n-v1.2.3-linux-amd64/README.md" || return 1
-        tar -tzf "$a" | grep -q "lloom-$n-v1.2.3-linux-amd64/LICENSE" || return 1
-        tar -tzf "$a" | grep -q "lloom-$n-v1.2.3-linux-amd64/lloom-$n$" || return 1
+        local listing
+        listing="$(tar -tzf "$a")" || return 1
+        grep -q "lloom-$n-v1.2.3-linux-amd64/README.md" <<<"$listing" || return 1
+        grep -q "lloom-$n-v1.2.3-linux-amd64/LICENSE" <<<"$listing" || return 1
+        grep -q "lloom-$n-v1.2.3-linux-amd64/lloom-$n$" <<<"$listing" || return 1
     done
     (cd "$out" && sha256sum -c SHA256SUMS >/dev/null) || return 1
     [ "$(wc -l < "$out/SHA256SUMS")" = 3 ] || return 1
@@ -120,7 +122,10 @@ t_crates_package_in_dependency_order() {
     local packages="${CARGO_TARGET_DIR:-$r/target}/package"
     ls "$packages"/lloom-validator-0.1.0.crate >/dev/null || return 1
     # Files the code includes at compile time must be inside the crate (the contract artifact).
-    tar -tzf "$packages"/lloom-core-0.1.0.crate | grep -q "lloom-core-0.1.0/artifacts/LloomSettlement.json"
+    # (grep -q on a pipe would end tar early and fail the pipeline under pipefail)
+    local files
+    files="$(tar -tzf "$packages"/lloom-core-0.1.0.crate)" || return 1
+    grep -q "lloom-core-0.1.0/artifacts/LloomSettlement.json" <<<"$files"
 }
 t_bench_regressions_are_reported() {
     local d; d="$(mktemp -d)"
