@@ -37,6 +37,7 @@ pub(crate) async fn run(requests: usize) -> anyhow::Result<()> {
             sampling: SamplingParams::default(),
             max_tokens: 8,
             max_input_tokens: None,
+            client: None,
         })?;
         let mut first = None;
         while let Some(event) = g.events.recv().await {

@@ -56,12 +56,9 @@ pub enum Error {
     /// A model backend (e.g. the HTTP server behind the OpenAI backend) failed.
     #[error("backend: {0}")]
     Backend(String),
-    /// The backend's queue is full.
-    #[error("busy: {queued} requests are already waiting")]
-    Busy {
-        /// The queue capacity.
-        queued: usize,
-    },
+    /// The backend cannot take the request now (queue or memory full); retry later.
+    #[error("busy: {0}")]
+    Busy(String),
     /// The downloaded package is not a readable wheel.
     #[error("downloaded package is not a valid wheel: {0}")]
     Archive(zip::result::ZipError),

@@ -7,7 +7,9 @@
 //!
 //! ## Layout
 //! - [`announcer`]: signed announcements on start, on change, on heartbeat, and withdrawal.
-//! - [`backend`]: model backends behind one streaming interface; the embedded llama.cpp engine.
+//! - [`backend`]: model backends behind one streaming interface; the embedded llama.cpp engine
+//!   and the pool that loads several models on demand under a memory budget.
+//! - [`bench`]: the engine benchmark (`lloom-executor bench`).
 //! - [`cli`]: command-line arguments and the dispatcher behind the binary.
 //! - [`error`]: this crate's error type.
 //! - [`memory`]: GGUF geometry and the memory plan (layers to offload, sequences that fit).
@@ -18,13 +20,14 @@
 //!   signed checkpoints and responses, the durable receipt store.
 //!
 //! ## Status
-//! This release provides node identity (`keys new | show | import`), model download
-//! (`models pull | list`), local generation (`generate`), the embedded engine and serving
-//! signed requests over the network (`start`). The OpenAI-compatible HTTP backend and GPU
-//! memory management arrive later (see the changelog).
+//! Node identity (`keys`), model download and inspection (`models pull | list | inspect`),
+//! local generation (`generate`), the engine benchmark (`bench`), serving signed requests over
+//! the network with the embedded engine or an OpenAI-compatible server (`start`), and on-chain
+//! settlement (`chain`). See the changelog for what is still missing.
 
 pub mod announcer;
 pub mod backend;
+pub mod bench;
 pub mod cli;
 pub mod error;
 pub mod memory;

@@ -1,6 +1,7 @@
 //! A running executor node: the network, the request server and the announcer, together.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use lloom_core::network::{Multiaddr, NetworkConfig, NetworkHandle, start};
@@ -27,6 +28,30 @@ pub struct ExecutorConfig {
     pub max_concurrency: u32,
     /// How often the load is re-checked and, when it changed, re-announced.
     pub load_interval: Duration,
+    /// Memory free for more models, announced with the load (`None`: 0).
+    pub free_memory: Option<FreeMemory>,
+}
+
+/// Reads the memory free for more models, in bytes.
+#[derive(Clone)]
+pub struct FreeMemory(Arc<dyn Fn() -> u64 + Send + Sync>);
+
+impl FreeMemory {
+    /// Reads it with `read`.
+    pub fn new(read: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+        Self(Arc::new(read))
+    }
+
+    /// The bytes free now.
+    pub fn read(&self) -> u64 {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for FreeMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("FreeMemory").finish_non_exhaustive()
+    }
 }
 
 impl ExecutorConfig {
@@ -39,6 +64,7 @@ impl ExecutorConfig {
             data_dir,
             max_concurrency: 4,
             load_interval: Duration::from_secs(2),
+            free_memory: None,
         }
     }
 }
@@ -76,9 +102,10 @@ impl ExecutorNode {
         let listen_addrs: Vec<String> =
             network.listen_addrs().await?.iter().map(Multiaddr::to_string).collect();
         let max_concurrency = config.max_concurrency;
+        let free_memory = config.free_memory.clone();
         let body = move |server: &Server| AnnouncementBody {
             offers: server.offers(),
-            load: server.load(max_concurrency, 0),
+            load: server.load(max_concurrency, free_memory.as_ref().map_or(0, FreeMemory::read)),
             listen_addrs: listen_addrs.clone(),
         };
         let announcer =

@@ -8,41 +8,18 @@
     missing_docs
 )]
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
-
-use lloom_core::{ChatMessage, FinishReason, Role, SamplingParams};
+use lloom_core::FinishReason;
 use lloom_executor::Error;
 use lloom_executor::backend::llama::{EngineConfig, LlamaEngine};
 use lloom_executor::backend::{Backend, GenerateRequest, GenerationEvent};
-use lloom_executor::models::{DEFAULT_MODEL, ModelCache};
+use lloom_executor::models::DEFAULT_MODEL;
 
-fn model_path() -> PathBuf {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let cache = ModelCache::new(ModelCache::default_dir());
-        cache.pull(&DEFAULT_MODEL, false, &()).expect("default model available").path
-    })
-    .clone()
-}
+mod common;
+use common::{FRANCE, ask, model_path};
 
 fn engine(config: EngineConfig) -> LlamaEngine {
     LlamaEngine::load(DEFAULT_MODEL.name, &model_path(), config).unwrap()
 }
-
-fn ask(question: &str, max_tokens: u32, stop: &[&str]) -> GenerateRequest {
-    GenerateRequest {
-        messages: vec![ChatMessage { role: Role::User, content: question.into() }],
-        sampling: SamplingParams {
-            stop: stop.iter().map(|s| (*s).to_owned()).collect(),
-            ..SamplingParams::default()
-        },
-        max_tokens,
-        max_input_tokens: None,
-    }
-}
-
-const FRANCE: &str = "What is the capital of France?";
 
 #[tokio::test]
 async fn greedy_answer_mentions_paris_with_exact_usage() {
@@ -133,7 +110,7 @@ async fn oversized_prompts_fail_and_a_full_queue_is_busy() {
     for _ in 0..5 {
         match engine.generate(ask("Write a long story.", 400, &[])) {
             Ok(g) => held.push(g),
-            Err(Error::Busy { .. }) => busy = true,
+            Err(Error::Busy(_)) => busy = true,
             Err(e) => panic!("unexpected {e}"),
         }
     }

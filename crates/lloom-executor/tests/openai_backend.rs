@@ -81,6 +81,7 @@ fn ask() -> GenerateRequest {
         sampling: SamplingParams::default(),
         max_tokens: 32,
         max_input_tokens: None,
+        client: None,
     }
 }
 
@@ -204,7 +205,7 @@ async fn oversized_events_and_a_full_backend_are_refused() {
     let (addr, _) = server(vec![slow]).await;
     let b = backend(addr, |c| c.max_concurrent = 1);
     let first = b.generate(ask()).unwrap();
-    assert!(matches!(b.generate(ask()), Err(lloom_executor::Error::Busy { .. })));
+    assert!(matches!(b.generate(ask()), Err(lloom_executor::Error::Busy(_))));
     drop(first);
 }
 

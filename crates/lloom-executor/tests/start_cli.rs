@@ -71,6 +71,12 @@ async fn start_serves_the_default_model_to_a_client_and_withdraws_on_sigterm() {
         "{seen:?}"
     );
     assert!(seen.iter().any(|l| l.contains("/p2p/16Uiu2")), "{seen:?}");
+    // The memory plan sets the engine: 2 sequences share the 2048-token context.
+    assert!(seen.iter().any(|l| l.starts_with("memory budget")), "{seen:?}");
+    assert!(
+        seen.iter().any(|l| l.contains("SmolLM2-135M-Instruct: 2 sequences of 1024 tokens")),
+        "{seen:?}"
+    );
 
     let client_config = ClientConfig::default().bootstrap(bootstrap);
     let client = Client::connect(NodeKey::generate(), client_config).await.unwrap();
@@ -97,27 +103,24 @@ async fn start_serves_the_default_model_to_a_client_and_withdraws_on_sigterm() {
     validator.shutdown().await;
 }
 
+/// `lloom-executor --key KEY --data-dir DIR`.
+fn with_key(key: &std::path::Path, dir: &std::path::Path) -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::cargo_bin("lloom-executor").unwrap();
+    cmd.arg("--key").arg(key).arg("--data-dir").arg(dir);
+    cmd
+}
+
 #[test]
 fn start_refuses_a_missing_model_file_and_a_missing_key() {
     let dir = tempfile::tempdir().unwrap();
     let key = new_hex_key(dir.path());
-    assert_cmd::Command::cargo_bin("lloom-executor")
-        .unwrap()
-        .arg("--key")
-        .arg(&key)
-        .arg("--data-dir")
-        .arg(dir.path())
+    with_key(&key, dir.path())
         .args(["start", "--no-mdns", "--model-path", "/nonexistent/model.gguf"])
         .assert()
         .failure()
         .stderr(contains("no model file at /nonexistent/model.gguf"));
     // An HTTP backend that does not answer.
-    assert_cmd::Command::cargo_bin("lloom-executor")
-        .unwrap()
-        .arg("--key")
-        .arg(&key)
-        .arg("--data-dir")
-        .arg(dir.path())
+    with_key(&key, dir.path())
         .args(["start", "--no-mdns", "--backend-url", "http://127.0.0.1:9/v1"])
         .args(["--backend-model", "llama3"])
         .assert()
@@ -138,6 +141,24 @@ fn start_refuses_a_missing_model_file_and_a_missing_key() {
         .assert()
         .failure()
         .stderr(contains("--price-in"));
+    assert_cmd::Command::cargo_bin("lloom-executor")
+        .unwrap()
+        .args(["start", "--memory-budget=lots"])
+        .assert()
+        .failure()
+        .stderr(contains("memory budget `lots`"));
+    // A budget the default model cannot fit in is refused with the numbers, before serving.
+    with_key(&key, dir.path())
+        .args(["start", "--no-mdns", "--memory-budget", "10MiB"])
+        .assert()
+        .failure()
+        .stderr(contains("but the memory budget is 10 MiB"));
+    assert_cmd::Command::cargo_bin("lloom-executor")
+        .unwrap()
+        .args(["bench", "--streams", "4,0"])
+        .assert()
+        .failure()
+        .stderr(contains("must be positive"));
 }
 
 #[test]
@@ -155,6 +176,8 @@ fn init_writes_a_commented_config_once() {
     init(false).success().stdout(contains("wrote"));
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.contains("price_per_output_token = 2000") && text.contains("# model_path"));
+    let parsed = lloom_core::cli::ConfigFile::load(&path).expect("init writes a valid file");
+    assert_eq!(parsed.executor.memory_budget.as_deref(), Some("0.9"));
     init(false).failure().stderr(contains("exists; pass --force"));
     init(true).success();
 }

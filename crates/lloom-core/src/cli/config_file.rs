@@ -7,7 +7,7 @@
 //! ```toml
 //! [network]
 //! listen = ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"]
-//! bootstrap = ["/ip4/192.0.2.10/tcp/4001/p2p/16Uiu2HAm..."]
+//! bootstrap = ["/ip4/192.0.2.10/tcp/4001/p2p/16Uiu2HAkwdQ9geiyZ6Mv6vfoZcWW6frHNDe2GajMmmFpc2dG7SwC"]
 //! mdns = false
 //!
 //! [validator]
@@ -21,7 +21,7 @@
 use std::path::Path;
 
 use libp2p::Multiaddr;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
 /// The whole file; every key is optional.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
     /// Network settings for every node.
@@ -47,7 +47,7 @@ pub struct ConfigFile {
 }
 
 /// `[network]`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkSection {
     /// Listen addresses.
@@ -59,7 +59,7 @@ pub struct NetworkSection {
 }
 
 /// `[validator]`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ValidatorSection {
     /// Seconds without a heartbeat after which an executor leaves the registry.
@@ -67,7 +67,7 @@ pub struct ValidatorSection {
 }
 
 /// `[client]`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientSection {
     /// Seconds to wait for validators.
@@ -77,7 +77,7 @@ pub struct ClientSection {
 }
 
 /// `[executor]`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExecutorSection {
     /// A GGUF file to serve instead of the default model.
@@ -98,6 +98,31 @@ pub struct ExecutorSection {
     pub requests_per_minute: Option<u32>,
     /// Output tokens per minute per client.
     pub tokens_per_minute: Option<u32>,
+    /// Memory the models may use: a size (`20GiB`) or a share of the free memory (`0.8`).
+    pub memory_budget: Option<String>,
+    /// Requests one client may have waiting for the engine (the queue serves clients in turn).
+    pub queue_per_client: Option<usize>,
+    /// Several models served under the memory budget, instead of `model_path`: loaded on
+    /// demand, the least recently used idle one unloaded when the budget is full.
+    pub models: Option<Vec<ModelSection>>,
+}
+
+/// One `[[executor.models]]` entry; unset keys take the `[executor]` values.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// The GGUF file (absent: the default model).
+    pub path: Option<std::path::PathBuf>,
+    /// The name to announce (default: the file stem).
+    pub name: Option<String>,
+    /// Wei per prompt token.
+    pub price_per_input_token: Option<u64>,
+    /// Wei per generated token.
+    pub price_per_output_token: Option<u64>,
+    /// Sequences decoded together.
+    pub max_sequences: Option<u32>,
+    /// Total context (KV cache) in tokens.
+    pub n_ctx: Option<u32>,
 }
 
 impl ConfigFile {
@@ -147,5 +172,76 @@ mod tests {
             Err(Error::ConfigFile { .. })
         ));
         assert_eq!(ConfigFile::load_optional(None).unwrap(), ConfigFile::default());
+    }
+
+    /// Every key, set: the struct literal names every field, so a new key does not compile
+    /// here until it is added, and then the test below demands it be documented.
+    fn every_key() -> ConfigFile {
+        let model = ModelSection {
+            path: Some("m.gguf".into()),
+            name: Some("m".into()),
+            price_per_input_token: Some(1),
+            price_per_output_token: Some(2),
+            max_sequences: Some(4),
+            n_ctx: Some(4096),
+        };
+        ConfigFile {
+            network: NetworkSection {
+                listen: Some(vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()]),
+                bootstrap: Some(vec![]),
+                mdns: Some(false),
+            },
+            validator: ValidatorSection { stale_after_secs: Some(30) },
+            client: ClientSection { timeout_secs: Some(10), max_age_secs: Some(60) },
+            executor: ExecutorSection {
+                model_path: Some("m.gguf".into()),
+                model_name: Some("m".into()),
+                price_per_input_token: Some(1),
+                price_per_output_token: Some(2),
+                max_sequences: Some(4),
+                n_ctx: Some(8192),
+                checkpoint_every: Some(32),
+                requests_per_minute: Some(600),
+                tokens_per_minute: Some(10_000),
+                memory_budget: Some("0.9".into()),
+                queue_per_client: Some(32),
+                models: Some(vec![model]),
+            },
+        }
+    }
+
+    #[test]
+    fn the_configuration_reference_documents_every_key_and_its_example_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../docs/src/user-guide/configuration.md");
+        let Ok(doc) = std::fs::read_to_string(&path) else {
+            // Outside the repository (a packaged crate) there is no book to check.
+            eprintln!("skipped: {} not found", path.display());
+            return;
+        };
+        let example = doc
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("the reference has a TOML example");
+        toml::from_str::<ConfigFile>(example).expect("the documented example is a valid file");
+
+        let value = toml::Value::try_from(every_key()).unwrap();
+        let mut missing = Vec::new();
+        for (section, table) in value.as_table().unwrap() {
+            for (key, value) in table.as_table().unwrap() {
+                if !doc.contains(&format!("`{section}.{key}`")) {
+                    missing.push(format!("{section}.{key}"));
+                }
+                for entry in value.as_array().into_iter().flatten().filter_map(|v| v.as_table()) {
+                    for sub in entry.keys() {
+                        if !doc.contains(&format!("`{section}.{key}[].{sub}`")) {
+                            missing.push(format!("{section}.{key}[].{sub}"));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(missing.is_empty(), "undocumented configuration keys: {missing:?}");
     }
 }

@@ -12,7 +12,7 @@ mod signal;
 
 pub use args::{NodeArgs, Role};
 pub use config_file::{
-    ClientSection, ConfigFile, ExecutorSection, NetworkSection, ValidatorSection,
+    ClientSection, ConfigFile, ExecutorSection, ModelSection, NetworkSection, ValidatorSection,
 };
 pub use keys::{ImportSource, KeyReport, KeysCommand, run_keys};
 pub use logging::{LOG_ENV, init_logging};

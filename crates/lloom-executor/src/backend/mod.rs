@@ -30,6 +30,8 @@ pub struct GenerateRequest {
     /// Longest prompt accepted, in tokens after the chat template (`None`: only the context
     /// bounds it). A longer prompt fails before any work is done.
     pub max_input_tokens: Option<u64>,
+    /// Who asked: backends that queue serve clients in turn (`None`: one shared lane).
+    pub client: Option<lloom_core::Address>,
 }
 
 /// Exact usage of a finished generation.

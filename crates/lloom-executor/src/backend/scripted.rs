@@ -89,7 +89,7 @@ impl Backend for ScriptedBackend {
     fn generate(&self, request: GenerateRequest) -> Result<Generation> {
         if self.running.fetch_add(1, Ordering::SeqCst) >= self.script.capacity {
             self.running.fetch_sub(1, Ordering::SeqCst);
-            return Err(Error::Busy { queued: 0 });
+            return Err(Error::Busy("the scripted backend is full".into()));
         }
         let guard = RunningGuard(self.running.clone());
         let (tx, events) = mpsc::unbounded_channel();

@@ -52,7 +52,24 @@ checkpoint_every = 32
 # Per-client limits.
 requests_per_minute = 600
 # tokens_per_minute = 100000
+# Requests one client may have waiting for the engine (clients are served in turn).
+queue_per_client = {per_client}
+# Memory the models may use: a size ("20GiB") or a share of the memory free at start ("0.9");
+# host RAM, or GPU memory (read through NVML) in a cuda build.
+memory_budget = "0.9"
+
+# Several models instead of model_path: planned within the memory budget, the first loaded at
+# start, the others on their first request; the least recently used idle model is unloaded
+# when the budget is full. Unset keys take the [executor] values.
+# [[executor.models]]
+# name = "SmolLM2-135M-Instruct"
+# [[executor.models]]
+# path = "/models/other.Q4_K_M.gguf"
+# name = "other"
+# price_per_output_token = 4000
+# n_ctx = 16384
 "#,
+        per_client = engine.queue_per_client,
         price_in = DEFAULT_PRICE_PER_INPUT_TOKEN,
         price_out = DEFAULT_PRICE_PER_OUTPUT_TOKEN,
         sequences = engine.max_sequences,

@@ -1,5 +1,6 @@
 //! Command-line interface of `lloom-executor`.
 
+mod bench;
 mod chain;
 mod init;
 mod start;
@@ -48,6 +49,9 @@ pub enum Command {
     /// Settlement on chain: settle receipts, show and withdraw earnings.
     #[command(subcommand)]
     Chain(ChainCommand),
+    /// Benchmark the engine here: a plain llama.cpp loop, then 1 and several concurrent
+    /// streams, and the model's memory (measured against the plan).
+    Bench(bench::BenchArgs),
 }
 
 /// Options of `lloom-executor generate`.
@@ -184,6 +188,7 @@ pub async fn run(cli: &Cli, out: &mut (dyn Write + Send)) -> Result<()> {
         Command::Init(args) => init::run(args, &cli.node, out)?,
         Command::Start(args) => start::run(args, &cli.node, out).await?,
         Command::Chain(cmd) => chain::run(cmd, &cli.node, out).await?,
+        Command::Bench(args) => bench::run(args, cli.node.json, out).await?,
         Command::Models(ModelsCommand::Inspect(args)) => inspect(args, cli.node.json, out).await?,
         Command::Models(ModelsCommand::List) => {
             let cache = ModelCache::new(ModelCache::default_dir());
@@ -248,6 +253,7 @@ async fn generate(args: &GenerateArgs, json: bool, out: &mut (dyn Write + Send))
         sampling,
         max_tokens: args.max_tokens,
         max_input_tokens: None,
+        client: None,
     })?;
     let mut text = String::new();
     while let Some(event) = generation.events.recv().await {

@@ -14,10 +14,12 @@ use std::sync::Arc;
 use super::Bar;
 use crate::announcer::AnnouncerConfig;
 use crate::backend::llama::EngineConfig;
+use crate::backend::llama::ModelPool;
 use crate::backend::openai::{OpenAiBackend, OpenAiConfig};
 use crate::error::{Error, Result};
-use crate::models::{ModelChoice, prepare};
-use crate::node::{ExecutorConfig, ExecutorNode};
+use crate::memory::{MemoryBudget, ServingDevice, format_bytes};
+use crate::models::{ModelChoice, PreparedModels, prepare_models};
+use crate::node::{ExecutorConfig, ExecutorNode, FreeMemory};
 use crate::serve::{EscrowPolicy, RateLimits, ServeConfig, ServedModel};
 use crate::settle::{SettlerConfig, spawn_settler};
 use lloom_core::DomainConfig;
@@ -60,6 +62,13 @@ pub struct StartArgs {
     /// Total context (KV cache) in tokens, shared by the sequences [default: 8192].
     #[arg(long)]
     pub n_ctx: Option<u32>,
+    /// Memory the models may use: a size (20GiB, 512MiB) or a share of the memory free at
+    /// start (0.8, 80%); host RAM, or GPU memory in a `cuda` build [default: 0.9].
+    #[arg(long, value_name = "SIZE|SHARE")]
+    pub memory_budget: Option<MemoryBudget>,
+    /// Requests one client may have waiting for the engine [default: 32].
+    #[arg(long)]
+    pub queue_per_client: Option<usize>,
     /// CPU threads for the engine [default: all cores].
     #[arg(long)]
     pub threads: Option<u32>,
@@ -103,6 +112,44 @@ pub struct StartArgs {
 }
 
 impl StartArgs {
+    /// The memory budget: the flag, else the file, else 90 % of the free memory.
+    pub fn memory_budget(&self, file: &ConfigFile) -> Result<MemoryBudget> {
+        match (&self.memory_budget, &file.executor.memory_budget) {
+            (Some(budget), _) => Ok(*budget),
+            (None, Some(text)) => text.parse(),
+            (None, None) => Ok(MemoryBudget::default()),
+        }
+    }
+
+    /// The models to serve: `--model-path` (or `executor.model_path`) serves one model;
+    /// otherwise `[[executor.models]]`, each entry taking unset keys from the flags and the
+    /// `[executor]` section; otherwise the default model.
+    pub fn model_choices(&self, file: &ConfigFile) -> Vec<ModelChoice> {
+        let base = self.model_choice(file);
+        let listed = file.executor.models.as_deref().unwrap_or_default();
+        if self.model_path.is_some() || file.executor.model_path.is_some() || listed.is_empty() {
+            return vec![base];
+        }
+        listed
+            .iter()
+            .map(|m| ModelChoice {
+                path: m.path.clone(),
+                name: m.name.clone(),
+                price_per_input_token: m
+                    .price_per_input_token
+                    .map_or(base.price_per_input_token, U256::from),
+                price_per_output_token: m
+                    .price_per_output_token
+                    .map_or(base.price_per_output_token, U256::from),
+                engine: EngineConfig {
+                    n_ctx: m.n_ctx.unwrap_or(base.engine.n_ctx),
+                    max_sequences: m.max_sequences.unwrap_or(base.engine.max_sequences),
+                    ..base.engine.clone()
+                },
+            })
+            .collect()
+    }
+
     /// The model to serve: flags, else the file, else defaults.
     pub fn model_choice(&self, file: &ConfigFile) -> ModelChoice {
         let ex = &file.executor;
@@ -123,6 +170,10 @@ impl StartArgs {
                     .or(ex.max_sequences)
                     .unwrap_or(defaults.max_sequences),
                 threads: self.threads,
+                queue_per_client: self
+                    .queue_per_client
+                    .or(ex.queue_per_client)
+                    .unwrap_or(defaults.queue_per_client),
                 ..defaults
             },
         }
@@ -188,6 +239,7 @@ pub(super) async fn run(
     let file = node.config_file()?;
     let key = load_key(&node.key_path(Role::Executor), &node.password_source())?;
     let choice = args.model_choice(&file);
+    let budget = args.memory_budget(&file)?;
     let mut config = args.executor_config(&file, node.data_dir(Role::Executor));
     config.announce.domain = node.domain();
     let chain = match &args.rpc_url {
@@ -211,30 +263,43 @@ pub(super) async fn run(
         }
         None => None,
     };
-    let model = match &args.backend_url {
-        Some(url) => http_backend(args, url, &choice).await?,
+    let models = match &args.backend_url {
+        Some(url) => vec![http_backend(args, url, &choice).await?],
         None => {
+            let choices = args.model_choices(&file);
             writeln!(out, "loading the model ...")?;
             out.flush()?;
             let bar = Bar::stderr();
-            tokio::task::spawn_blocking(move || prepare(&choice, &bar))
-                .await
-                .map_err(|e| Error::Io(std::io::Error::other(e)))??
+            let prepared =
+                tokio::task::spawn_blocking(move || prepare_models(&choices, budget, &bar))
+                    .await
+                    .map_err(|e| Error::Io(std::io::Error::other(e)))??;
+            write_plan(out, &prepared)?;
+            config.max_concurrency = prepared
+                .plans
+                .iter()
+                .map(|p| p.max_sequences)
+                .max()
+                .map_or(config.max_concurrency, |n| u32::try_from(n).unwrap_or(u32::MAX));
+            config.free_memory = Some(pool_headroom(prepared.pool.clone()));
+            prepared.served
         }
     };
-    let offer = model.offer.clone();
-    let executor = ExecutorNode::start(&key, vec![model], config).await?;
+    let offers: Vec<ModelOffer> = models.iter().map(|m| m.offer.clone()).collect();
+    let executor = ExecutorNode::start(&key, models, config).await?;
     writeln!(out, "executor {} ({})", key.address().to_checksum(None), key.peer_id())?;
-    writeln!(
-        out,
-        "serving {} ({}, sha256 {}) at {}/{} wei per input/output token, context {}",
-        offer.model,
-        offer.quantization.as_deref().unwrap_or("unknown quantization"),
-        offer.weights_sha256.map(|h| h.to_string()).unwrap_or_default(),
-        offer.price_per_input_token,
-        offer.price_per_output_token,
-        offer.context_length
-    )?;
+    for offer in &offers {
+        writeln!(
+            out,
+            "serving {} ({}, sha256 {}) at {}/{} wei per input/output token, context {}",
+            offer.model,
+            offer.quantization.as_deref().unwrap_or("unknown quantization"),
+            offer.weights_sha256.map(|h| h.to_string()).unwrap_or_default(),
+            offer.price_per_input_token,
+            offer.price_per_output_token,
+            offer.context_length
+        )?;
+    }
     for addr in executor.listen_addrs().await? {
         writeln!(out, "listening on {addr}")?;
     }
@@ -259,6 +324,42 @@ pub(super) async fn run(
     executor.shutdown().await
 }
 
+/// Prints the device, the budget and each model's plan.
+fn write_plan(out: &mut (dyn Write + Send), prepared: &PreparedModels) -> Result<()> {
+    let device = prepared.device.as_ref().map_or_else(
+        || "memory unknown".to_owned(),
+        |d| format!("{}: {} free of {}", d.name, format_bytes(d.free), format_bytes(d.total)),
+    );
+    writeln!(out, "memory budget {} ({device})", format_bytes(prepared.pool.budget()))?;
+    for (model, plan) in prepared.served.iter().zip(&prepared.plans) {
+        writeln!(
+            out,
+            "  {}: {} sequences of {} tokens, {} layers on the GPU, needs {} GPU + {} host",
+            model.offer.model,
+            plan.max_sequences,
+            plan.ctx_per_sequence,
+            plan.gpu_layers,
+            format_bytes(plan.gpu_bytes),
+            format_bytes(plan.host_bytes)
+        )?;
+    }
+    Ok(())
+}
+
+/// The memory the pool could still load models into; on a GPU build, also bounded by what
+/// NVML reports free now (rounded down to 64 MiB so noise does not trigger announcements).
+fn pool_headroom(pool: Arc<ModelPool>) -> FreeMemory {
+    FreeMemory::new(move || {
+        let headroom = pool.budget().saturating_sub(pool.used_bytes());
+        match ServingDevice::of_this_build() {
+            ServingDevice::Host => headroom,
+            ServingDevice::Gpu => ServingDevice::Gpu
+                .memory()
+                .map_or(headroom, |m| headroom.min(m.free) & !((64 << 20) - 1)),
+        }
+    })
+}
+
 /// An OpenAI-compatible server as the backend; checked to list the model before serving.
 async fn http_backend(args: &StartArgs, url: &str, choice: &ModelChoice) -> Result<ServedModel> {
     let remote = args.backend_model.clone().or_else(|| choice.name.clone()).ok_or_else(|| {
@@ -280,4 +381,56 @@ async fn http_backend(args: &StartArgs, url: &str, choice: &ModelChoice) -> Resu
         capabilities: vec!["chat".into(), "stream".into()],
     };
     Ok(ServedModel { offer, backend: Arc::new(backend) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn start_args(flags: &[&str]) -> StartArgs {
+        let argv = ["lloom-executor", "start"].iter().chain(flags);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Start(args) => args,
+            other => panic!("expected start, got {other:?}"),
+        }
+    }
+
+    fn config(text: &str) -> ConfigFile {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lloom.toml");
+        std::fs::write(&path, text).unwrap();
+        ConfigFile::load(&path).unwrap()
+    }
+
+    #[test]
+    fn listed_models_take_unset_keys_from_the_executor_section_and_flags() {
+        let file = config(
+            "[executor]\nprice_per_output_token = 9\nn_ctx = 4096\nmemory_budget = \"2GiB\"\n\
+             [[executor.models]]\nname = \"small\"\n\
+             [[executor.models]]\npath = \"/m/big.gguf\"\nn_ctx = 16384\nprice_per_input_token = 3\n",
+        );
+        let choices = start_args(&["--max-sequences", "2"]).model_choices(&file);
+        assert_eq!(choices.len(), 2);
+        assert_eq!((choices[0].name.as_deref(), choices[0].path.as_ref()), (Some("small"), None));
+        assert_eq!(choices[0].price_per_output_token, U256::from(9));
+        assert_eq!((choices[0].engine.n_ctx, choices[0].engine.max_sequences), (4096, 2));
+        assert_eq!(choices[1].engine.n_ctx, 16_384);
+        assert_eq!(choices[1].price_per_input_token, U256::from(3));
+        assert_eq!(start_args(&[]).memory_budget(&file).unwrap(), MemoryBudget::Bytes(2 << 30));
+        assert_eq!(
+            start_args(&["--memory-budget", "50%"]).memory_budget(&file).unwrap(),
+            MemoryBudget::FractionOfFree(0.5)
+        );
+
+        // --model-path serves that one file, whatever the list says.
+        let one = start_args(&["--model-path", "/m/x.gguf"]).model_choices(&file);
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].path.as_deref(), Some(std::path::Path::new("/m/x.gguf")));
+
+        let bad = config("[executor]\nmemory_budget = \"plenty\"\n");
+        assert!(start_args(&[]).memory_budget(&bad).is_err());
+        assert_eq!(start_args(&[]).model_choices(&ConfigFile::default()).len(), 1);
+    }
 }

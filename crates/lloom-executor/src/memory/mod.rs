@@ -1,8 +1,12 @@
 //! Memory planning: the geometry of a GGUF model read from its header, and the arithmetic that
 //! decides how many layers go to the accelerator and how many sequences fit.
 
+pub mod budget;
+pub mod device;
 pub mod gguf;
 pub mod plan;
 
+pub use budget::{MemoryBudget, format_bytes};
+pub use device::{DeviceMemory, ServingDevice, gpu_memory, host_memory};
 pub use gguf::{GgufMetadata, MetaValue, TensorInfo, read_metadata};
 pub use plan::{KvType, MemoryPlan, MemoryRequest, ModelGeometry, plan};

@@ -10,5 +10,5 @@ pub mod serving;
 mod spec;
 
 pub use cache::{CachedModel, ModelCache, PullProgress, VerifiedModel};
-pub use serving::{ModelChoice, prepare};
+pub use serving::{ModelChoice, PreparedModels, plan_engine, prepare, prepare_models};
 pub use spec::{DEFAULT_MODEL, ModelSpec};

@@ -1,5 +1,5 @@
-//! From a model choice to a [`ServedModel`]: fetch (or hash) the weights, load the engine,
-//! and describe the offer that will be announced.
+//! From model choices to [`ServedModel`]s: fetch (or hash) the weights, plan each model's
+//! memory, pool them under one budget, and describe the offers that will be announced.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -8,8 +8,12 @@ use lloom_core::{B256, ModelOffer, U256};
 use sha2::Digest;
 
 use super::{DEFAULT_MODEL, ModelCache, PullProgress};
-use crate::backend::llama::{EngineConfig, LlamaEngine};
+use crate::backend::llama::{EngineConfig, ModelPool, PoolEntry};
 use crate::error::{Error, Result};
+use crate::memory::{
+    DeviceMemory, KvType, MemoryBudget, MemoryPlan, MemoryRequest, ModelGeometry, ServingDevice,
+    plan, read_metadata,
+};
 use crate::serve::ServedModel;
 
 /// Which weights to serve and at what price.
@@ -53,15 +57,24 @@ pub fn sha256_file(path: &Path) -> Result<B256> {
     Ok(B256::from_slice(&hasher.finalize()))
 }
 
-/// Fetches or hashes the weights, loads the engine and returns the served model.
-/// Blocking: call it from `spawn_blocking`.
-pub fn prepare(choice: &ModelChoice, progress: &dyn PullProgress) -> Result<ServedModel> {
-    let (name, path, sha256, quantization) = match &choice.path {
+/// Where a model's weights are and what they are.
+#[derive(Clone, Debug)]
+struct Weights {
+    name: String,
+    path: PathBuf,
+    sha256: B256,
+    quantization: Option<String>,
+}
+
+/// Fetches (the default model) or hashes (a given file) the weights of `choice`.
+fn locate(choice: &ModelChoice, progress: &dyn PullProgress) -> Result<Weights> {
+    let weights = match &choice.path {
         None => {
             let cache = ModelCache::new(ModelCache::default_dir());
             let model = cache.pull(&DEFAULT_MODEL, false, progress)?;
             let sha = model.sha256.parse::<B256>().map_err(|e| Error::EngineLoad(e.to_string()))?;
-            (model.name, model.path, sha, Some(DEFAULT_MODEL.quantization.to_owned()))
+            let quantization = Some(DEFAULT_MODEL.quantization.to_owned());
+            Weights { name: model.name, path: model.path, sha256: sha, quantization }
         }
         Some(path) => {
             if !path.is_file() {
@@ -69,21 +82,118 @@ pub fn prepare(choice: &ModelChoice, progress: &dyn PullProgress) -> Result<Serv
             }
             let stem =
                 path.file_stem().map_or_else(String::new, |s| s.to_string_lossy().into_owned());
-            (stem, path.clone(), sha256_file(path)?, quantization_from_file_name(path))
+            Weights {
+                name: stem,
+                path: path.clone(),
+                sha256: sha256_file(path)?,
+                quantization: quantization_from_file_name(path),
+            }
         }
     };
-    let name = choice.name.clone().unwrap_or(name);
-    let engine = LlamaEngine::load(name.clone(), &path, choice.engine.clone())?;
-    let offer = ModelOffer {
-        model: name,
-        context_length: choice.engine.tokens_per_sequence(),
-        price_per_input_token: choice.price_per_input_token,
-        price_per_output_token: choice.price_per_output_token,
-        weights_sha256: Some(sha256),
-        quantization,
-        capabilities: vec!["chat".into(), "stream".into()],
+    Ok(Weights { name: choice.name.clone().unwrap_or(weights.name), ..weights })
+}
+
+/// Plans `engine` for the model at `path` within `budget` bytes of `device`: the layers to
+/// offload, the sequences that fit, and the memory the model takes while loaded.
+pub fn plan_engine(
+    path: &Path,
+    engine: &EngineConfig,
+    device: ServingDevice,
+    budget: u64,
+) -> Result<(EngineConfig, MemoryPlan, u64)> {
+    let meta = read_metadata(path)?;
+    let geometry = ModelGeometry::from_gguf(&meta, std::fs::metadata(path)?.len())?;
+    let request = MemoryRequest {
+        n_ctx: u64::from(engine.n_ctx),
+        max_sequences: u64::from(engine.max_sequences),
+        kv: KvType::F16,
+        n_ubatch: u64::from(engine.n_ctx.min(512)),
+        gpu_budget: (device == ServingDevice::Gpu).then_some(budget),
+        require_full_offload: false,
     };
-    Ok(ServedModel { offer, backend: Arc::new(engine) })
+    let plan = plan(&geometry, &request)?;
+    let to_u32 = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+    let planned = EngineConfig {
+        gpu_layers: to_u32(plan.gpu_layers),
+        max_sequences: to_u32(plan.max_sequences),
+        n_ctx: to_u32(plan.ctx_per_sequence * plan.max_sequences),
+        ..engine.clone()
+    };
+    let bytes = match device {
+        ServingDevice::Host => plan.host_bytes,
+        ServingDevice::Gpu => plan.gpu_bytes,
+    };
+    Ok((planned, plan, bytes))
+}
+
+/// The models of an executor, planned and pooled under one memory budget.
+#[derive(Debug)]
+pub struct PreparedModels {
+    /// The pool that loads and unloads them.
+    pub pool: Arc<ModelPool>,
+    /// What to serve and announce, one per model, in the configured order.
+    pub served: Vec<ServedModel>,
+    /// Each model's memory plan, in the same order.
+    pub plans: Vec<MemoryPlan>,
+    /// The serving device and its memory when the budget was set.
+    pub device: Option<DeviceMemory>,
+}
+
+/// Fetches or hashes every model's weights, plans each within the budget, and pools them;
+/// the first model is loaded now (a warm start), the others on their first request.
+/// Blocking: call it from `spawn_blocking`.
+pub fn prepare_models(
+    choices: &[ModelChoice],
+    budget: MemoryBudget,
+    progress: &dyn PullProgress,
+) -> Result<PreparedModels> {
+    let device = ServingDevice::of_this_build();
+    let memory = device.memory();
+    let budget_bytes = match (budget, &memory) {
+        (MemoryBudget::Bytes(bytes), _) => bytes,
+        (share, Some(memory)) => share.resolve(memory.free),
+        (_, None) => {
+            return Err(Error::EngineConfig(format!(
+                "cannot read the free memory of the {device:?} device; give the memory budget in bytes (e.g. 20GiB)"
+            )));
+        }
+    };
+    let mut entries = Vec::new();
+    let mut served = Vec::new();
+    let mut plans = Vec::new();
+    let mut offers = Vec::new();
+    for choice in choices {
+        let weights = locate(choice, progress)?;
+        let (engine, plan, bytes) =
+            plan_engine(&weights.path, &choice.engine, device, budget_bytes)?;
+        offers.push(ModelOffer {
+            model: weights.name.clone(),
+            context_length: engine.tokens_per_sequence(),
+            price_per_input_token: choice.price_per_input_token,
+            price_per_output_token: choice.price_per_output_token,
+            weights_sha256: Some(weights.sha256),
+            quantization: weights.quantization.clone(),
+            capabilities: vec!["chat".into(), "stream".into()],
+        });
+        entries.push(PoolEntry { name: weights.name, path: weights.path, engine, bytes });
+        plans.push(plan);
+    }
+    let pool = ModelPool::new(entries, budget_bytes)?;
+    for offer in offers {
+        let backend = Arc::new(pool.backend(&offer.model)?);
+        served.push(ServedModel { offer, backend });
+    }
+    if let Some(first) = served.first() {
+        pool.load_now(&first.offer.model)?;
+    }
+    Ok(PreparedModels { pool, served, plans, device: memory })
+}
+
+/// One model: fetches or hashes the weights, plans and loads it, and returns what to serve.
+/// Blocking: call it from `spawn_blocking`.
+pub fn prepare(choice: &ModelChoice, progress: &dyn PullProgress) -> Result<ServedModel> {
+    let prepared = prepare_models(std::slice::from_ref(choice), MemoryBudget::default(), progress)?;
+    prepared.served.into_iter().next().ok_or_else(|| Error::EngineConfig("no model".into()))
 }
 
 #[cfg(test)]

@@ -204,16 +204,14 @@ where
         sampling: request.body.sampling.clone(),
         max_tokens: u32::try_from(c.maxOutputTokens).unwrap_or(u32::MAX),
         max_input_tokens: Some(c.maxInputTokens),
+        client: Some(c.client),
     };
     let mut generation = match model.backend.generate(generate) {
         Ok(g) => g,
-        Err(crate::Error::Busy { queued }) => {
+        Err(crate::Error::Busy(reason)) => {
             shared.stats.busy.fetch_add(1, Ordering::Relaxed);
-            let refusal = Refusal::retry(
-                ErrorCode::Busy,
-                format!("all slots busy and {queued} requests queued"),
-                shared.config.busy_retry_after_secs,
-            );
+            let refusal =
+                Refusal::retry(ErrorCode::Busy, reason, shared.config.busy_retry_after_secs);
             return send_refusal(shared, digest, refusal, stream).await;
         }
         Err(e) => {

@@ -6,12 +6,19 @@
 //! `llama_decode` call, samples each one's next token, and retires the finished ones, freeing
 //! their KV cache.
 
+mod pool;
+mod queue;
 mod worker;
+
+pub use pool::{ModelPool, ModelStatus, PoolEntry, PooledModel};
+pub(crate) use worker::shared_backend;
 
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+
+use lloom_core::Address;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -32,11 +39,20 @@ pub struct EngineConfig {
     pub gpu_layers: u32,
     /// Requests that may wait for a free sequence slot.
     pub queue_capacity: usize,
+    /// Requests one client may have waiting (the queue serves clients in turn).
+    pub queue_per_client: usize,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { n_ctx: 8192, max_sequences: 4, threads: None, gpu_layers: 0, queue_capacity: 64 }
+        Self {
+            n_ctx: 8192,
+            max_sequences: 4,
+            threads: None,
+            gpu_layers: 0,
+            queue_capacity: 64,
+            queue_per_client: 32,
+        }
     }
 }
 
@@ -53,17 +69,62 @@ pub(crate) struct Job {
     pub(crate) request: GenerateRequest,
     pub(crate) events: mpsc::UnboundedSender<super::GenerationEvent>,
     pub(crate) cancel: CancellationToken,
+    /// Counts the job as using its engine until the worker is done with it.
+    lease: Option<Lease>,
 }
+
+impl Job {
+    /// A job for `request` and the generation that receives its events.
+    pub(crate) fn new(request: GenerateRequest) -> (Self, Generation) {
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let cancel = CancellationToken::new();
+        let job = Self { request, events: events_tx, cancel: cancel.clone(), lease: None };
+        (job, Generation { events, cancel })
+    }
+
+    /// Tells the caller that the job will never run.
+    pub(crate) fn fail(mut self, message: String) {
+        self.release();
+        let _ = self.events.send(super::GenerationEvent::Failed(message));
+    }
+
+    /// Stops counting the job as using its engine; call it before the final event, so a
+    /// caller that saw the end never finds the engine still in use.
+    pub(crate) fn release(&mut self) {
+        self.lease = None;
+    }
+}
+
+/// One unit of "in use" on an engine; released on drop.
+#[derive(Debug)]
+struct Lease(Arc<AtomicUsize>);
+
+impl Lease {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The wait queue, one lane per client.
+type JobQueue = queue::FairQueue<Option<Address>, Job>;
 
 /// A loaded GGUF model served by a worker thread.
 #[derive(Debug)]
 pub struct LlamaEngine {
     name: String,
     path: PathBuf,
-    jobs: SyncSender<Job>,
+    jobs: Arc<JobQueue>,
     config: EngineConfig,
     worker: Mutex<Option<std::thread::JoinHandle<()>>>,
-    alive: Arc<std::sync::atomic::AtomicBool>,
+    alive: Arc<AtomicBool>,
+    in_use: Arc<AtomicUsize>,
 }
 
 impl LlamaEngine {
@@ -75,11 +136,12 @@ impl LlamaEngine {
         if !path.is_file() {
             return Err(Error::EngineLoad(format!("no model file at {}", path.display())));
         }
-        let (jobs, queue) = std::sync::mpsc::sync_channel(config.queue_capacity);
+        let jobs = Arc::new(JobQueue::new(config.queue_capacity, config.queue_per_client));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let alive = Arc::new(AtomicBool::new(true));
         let worker = {
-            let (path, config, alive) = (path.to_owned(), config.clone(), alive.clone());
+            let (path, config, alive, queue) =
+                (path.to_owned(), config.clone(), alive.clone(), jobs.clone());
             std::thread::Builder::new()
                 .name("lloom-llama".into())
                 .spawn(move || worker::run(&path, &config, &queue, &ready_tx, &alive))?
@@ -99,7 +161,44 @@ impl LlamaEngine {
             config,
             worker: Mutex::new(Some(worker)),
             alive,
+            in_use: Arc::new(AtomicUsize::new(0)),
         })
+    }
+
+    /// Requests waiting or being generated now; an engine with none can be unloaded safely.
+    pub fn in_use(&self) -> usize {
+        self.in_use.load(Ordering::SeqCst)
+    }
+
+    /// Requests waiting for a sequence slot.
+    pub fn queued(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// Queues `job` (fairly, by client); a full queue or lane answers Busy.
+    pub(crate) fn submit(&self, mut job: Job) -> std::result::Result<(), Box<(Job, Error)>> {
+        if let Err(e) = self.health() {
+            return Err(Box::new((job, e)));
+        }
+        job.lease = Some(Lease::new(&self.in_use));
+        let client = job.request.client;
+        match self.jobs.push(client, job) {
+            Ok(()) => Ok(()),
+            Err(queue::PushError::Full(job)) => {
+                let capacity = self.jobs.capacity();
+                let busy = Error::Busy(format!("all slots busy and {capacity} requests queued"));
+                Err(Box::new((job, busy)))
+            }
+            Err(queue::PushError::LaneFull(job)) => {
+                let per_client = self.config.queue_per_client;
+                let busy =
+                    Error::Busy(format!("this client already has {per_client} requests queued"));
+                Err(Box::new((job, busy)))
+            }
+            Err(queue::PushError::Closed(job)) => {
+                Err(Box::new((job, Error::EngineLoad("engine thread has stopped".into()))))
+            }
+        }
     }
 
     /// The model file.
@@ -119,7 +218,7 @@ impl Backend for LlamaEngine {
     }
 
     fn health(&self) -> Result<()> {
-        if self.alive.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.alive.load(Ordering::SeqCst) {
             Ok(())
         } else {
             Err(Error::EngineLoad("engine thread has stopped".into()))
@@ -127,25 +226,16 @@ impl Backend for LlamaEngine {
     }
 
     fn generate(&self, request: GenerateRequest) -> Result<Generation> {
-        self.health()?;
-        let (events_tx, events) = mpsc::unbounded_channel();
-        let cancel = CancellationToken::new();
-        let job = Job { request, events: events_tx, cancel: cancel.clone() };
-        match self.jobs.try_send(job) {
-            Ok(()) => Ok(Generation { events, cancel }),
-            Err(TrySendError::Full(_)) => Err(Error::Busy { queued: self.config.queue_capacity }),
-            Err(TrySendError::Disconnected(_)) => {
-                Err(Error::EngineLoad("engine thread has stopped".into()))
-            }
-        }
+        let (job, generation) = Job::new(request);
+        self.submit(job).map_err(|refused| refused.1)?;
+        Ok(generation)
     }
 }
 
 impl Drop for LlamaEngine {
     fn drop(&mut self) {
-        // Closing the queue ends the worker once its active sequences are done or cancelled.
-        let (closed, _) = std::sync::mpsc::sync_channel(0);
-        drop(std::mem::replace(&mut self.jobs, closed));
+        // Closing the queue ends the worker once its waiting and active sequences are done.
+        self.jobs.close();
         if let Ok(mut worker) = self.worker.lock()
             && let Some(handle) = worker.take()
         {

@@ -3,7 +3,7 @@
 use std::num::NonZeroU32;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::mpsc::Sender;
 
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::context::params::LlamaContextParams;
@@ -15,7 +15,8 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use lloom_core::{FinishReason, Role, SamplingParams};
 
-use super::{EngineConfig, Job};
+use super::queue::TryPopError;
+use super::{EngineConfig, Job, JobQueue};
 use crate::backend::{GenerationEvent, StreamText, Usage};
 
 /// One active sequence.
@@ -97,12 +98,17 @@ fn prompt_tokens(model: &LlamaModel, job: &Job) -> Result<Vec<LlamaToken>, Strin
 pub(super) fn run(
     path: &Path,
     config: &EngineConfig,
-    queue: &Receiver<Job>,
+    queue: &JobQueue,
     ready: &Sender<Result<(), String>>,
     alive: &AtomicBool,
 ) {
     let result = serve(path, config, queue, ready);
     alive.store(false, Ordering::SeqCst);
+    // Nothing may wait forever on a stopped engine.
+    queue.close();
+    while let Ok(job) = queue.try_pop() {
+        job.fail("the engine has stopped".into());
+    }
     if let Err(message) = result {
         // Either loading failed (reported through `ready`) or the loop hit a fatal error.
         let _ = ready.send(Err(message.clone()));
@@ -111,7 +117,7 @@ pub(super) fn run(
 }
 
 /// llama.cpp's backend is process-wide: initialized once, shared by every engine, never freed.
-fn shared_backend() -> Result<&'static LlamaBackend, String> {
+pub(crate) fn shared_backend() -> Result<&'static LlamaBackend, String> {
     static BACKEND: std::sync::OnceLock<Result<LlamaBackend, String>> = std::sync::OnceLock::new();
     BACKEND
         .get_or_init(|| {
@@ -126,7 +132,7 @@ fn shared_backend() -> Result<&'static LlamaBackend, String> {
 fn serve(
     path: &Path,
     config: &EngineConfig,
-    queue: &Receiver<Job>,
+    queue: &JobQueue,
     ready: &Sender<Result<(), String>>,
 ) -> Result<(), String> {
     let backend = shared_backend()?;
@@ -156,7 +162,7 @@ fn batch_loop(
     model: &LlamaModel,
     ctx: &mut LlamaContext<'_>,
     config: &EngineConfig,
-    queue: &Receiver<Job>,
+    queue: &JobQueue,
 ) -> Result<(), String> {
     let per_sequence = config.tokens_per_sequence();
     let mut batch =
@@ -169,18 +175,18 @@ fn batch_loop(
         // Admit waiting requests into free slots; block only when idle.
         while !closed && !free_ids.is_empty() {
             let job = if active.is_empty() {
-                match queue.recv() {
-                    Ok(job) => job,
-                    Err(_) => {
+                match queue.pop() {
+                    Some(job) => job,
+                    None => {
                         closed = true;
                         break;
                     }
                 }
             } else {
-                match queue.try_recv() {
+                match queue.try_pop() {
                     Ok(job) => job,
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => {
+                    Err(TryPopError::Empty) => break,
+                    Err(TryPopError::Closed) => {
                         closed = true;
                         break;
                     }
@@ -190,24 +196,23 @@ fn batch_loop(
                 continue;
             }
             if job.request.max_tokens == 0 {
-                let _ = job
-                    .events
-                    .send(GenerationEvent::Failed("max_tokens must be at least 1".into()));
+                job.fail("max_tokens must be at least 1".into());
                 continue;
             }
             let tokens = match prompt_tokens(model, &job) {
                 Ok(t) => t,
                 Err(message) => {
-                    let _ = job.events.send(GenerationEvent::Failed(message));
+                    job.fail(message);
                     continue;
                 }
             };
             if let Some(max) = job.request.max_input_tokens
                 && tokens.len() as u64 > max
             {
-                let message =
-                    format!("prompt has {} tokens, more than the {max} allowed", tokens.len());
-                let _ = job.events.send(GenerationEvent::Failed(message));
+                job.fail(format!(
+                    "prompt has {} tokens, more than the {max} allowed",
+                    tokens.len()
+                ));
                 continue;
             }
             let budget = tokens.len() as u64 + u64::from(job.request.max_tokens);
@@ -217,7 +222,7 @@ fn batch_loop(
                     tokens.len(),
                     job.request.max_tokens
                 );
-                let _ = job.events.send(GenerationEvent::Failed(message));
+                job.fail(message);
                 continue;
             }
             let Some(id) = free_ids.pop() else { break };
@@ -279,6 +284,9 @@ fn batch_loop(
         while i < active.len() {
             if let Some(Some(reason)) = active.get(i).map(|s| s.finished) {
                 let mut seq = active.swap_remove(i);
+                let _ = ctx.clear_kv_cache_seq(u32::try_from(seq.id).ok(), None, None);
+                free_ids.push(seq.id);
+                seq.job.release();
                 if reason != FinishReason::Error {
                     let rest = seq.text.finish();
                     if !rest.is_empty() {
@@ -290,8 +298,6 @@ fn batch_loop(
                         finish: reason,
                     }));
                 }
-                let _ = ctx.clear_kv_cache_seq(u32::try_from(seq.id).ok(), None, None);
-                free_ids.push(seq.id);
             } else {
                 i += 1;
             }

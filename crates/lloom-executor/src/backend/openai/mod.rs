@@ -138,11 +138,9 @@ impl Backend for OpenAiBackend {
     fn generate(&self, request: GenerateRequest) -> Result<Generation> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::Backend("the HTTP backend needs a tokio runtime".into()))?;
-        let permit = self
-            .slots
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| Error::Busy { queued: self.config.max_concurrent })?;
+        let permit = self.slots.clone().try_acquire_owned().map_err(|_| {
+            Error::Busy(format!("{} requests in flight to the server", self.config.max_concurrent))
+        })?;
         let (events_tx, events) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
         let run = Run {
