@@ -131,6 +131,13 @@ async fn completions_models_and_health_follow_the_openai_shapes() {
 
     let (status, _, body) = http(net.addr, "GET", "/health", b"").await;
     assert_eq!((status, json_body(&body)["status"].clone()), (200, json!("ok")));
+
+    let (status, headers, body) = http(net.addr, "GET", "/metrics", b"").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(headers.contains("content-type: text/plain; version=0.0.4"), "{headers}");
+    assert!(body.contains("lloom_gateway_completions_total{outcome=\"ok\"} 1\n"), "{body}");
+    assert!(body.contains("lloom_client_executor_successes_total{executor=\"0x"), "{body}");
+    assert!(body.contains("lloom_client_executor_ttft_milliseconds{executor=\"0x"), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,4 +214,15 @@ async fn all_executors_busy_is_a_429_with_retry_after() {
     assert_eq!(status, 429, "{body}");
     assert!(headers.contains("retry-after: 1"), "{headers}");
     assert_eq!(json_body(&body)["error"]["code"], "all_executors_busy");
+
+    // The refusal cooled the executor down, and the metrics say so.
+    let (_, _, body) = http(net.addr, "GET", "/metrics", b"").await;
+    assert!(body.contains("lloom_gateway_completions_total{outcome=\"error\"} 1\n"), "{body}");
+    let cooldown = body
+        .lines()
+        .find(|l| l.starts_with("lloom_client_executor_cooldown_seconds{"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no cooldown sample in {body}"));
+    assert!(cooldown > 0.0, "{body}");
 }

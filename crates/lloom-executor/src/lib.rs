@@ -9,10 +9,11 @@
 //! - [`announcer`]: signed announcements on start, on change, on heartbeat, and withdrawal.
 //! - [`backend`]: model backends behind one streaming interface; the embedded llama.cpp engine
 //!   and the pool that loads several models on demand under a memory budget.
-//! - [`bench`]: the engine benchmark (`lloom-executor bench`).
+//! - [`bench`](mod@bench): the engine benchmark (`lloom-executor bench`).
 //! - [`cli`]: command-line arguments and the dispatcher behind the binary.
 //! - [`error`]: this crate's error type.
 //! - [`memory`]: GGUF geometry and the memory plan (layers to offload, sequences that fit).
+//! - [`metrics`]: the Prometheus `/metrics` page of a running executor.
 //! - [`models`]: known models, the local model cache and fetching through pip.
 //! - [`node`]: a running executor: network, request server and announcer together.
 //! - [`settle`]: the settlement loop: stored receipts, batched by client, settled on chain.
@@ -31,6 +32,7 @@ pub mod bench;
 pub mod cli;
 pub mod error;
 pub mod memory;
+pub mod metrics;
 pub mod models;
 pub mod node;
 pub mod serve;

@@ -52,6 +52,7 @@ async fn start_serves_the_default_model_to_a_client_and_withdraws_on_sigterm() {
         .arg(dir.path())
         .args(["start", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--n-ctx", "2048"])
         .args(["--max-sequences", "2", "--price-in", "7", "--price-out", "11"])
+        .args(["--metrics-listen", "127.0.0.1:0"])
         .arg("--bootstrap")
         .arg(bootstrap[0].to_string())
         .stdout(Stdio::piped())
@@ -61,8 +62,7 @@ async fn start_serves_the_default_model_to_a_client_and_withdraws_on_sigterm() {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut seen = Vec::new();
-    while !seen.iter().any(|l: &String| l.starts_with("listening on")) && Instant::now() < deadline
-    {
+    while !seen.iter().any(|l: &String| l.starts_with("metrics on")) && Instant::now() < deadline {
         let Some(line) = lines.next() else { break };
         seen.push(line.unwrap());
     }
@@ -93,6 +93,22 @@ async fn start_serves_the_default_model_to_a_client_and_withdraws_on_sigterm() {
         receipt.cost,
         lloom_core::U256::from(receipt.input_tokens * 7 + receipt.output_tokens * 11)
     );
+
+    let metrics_url = seen
+        .iter()
+        .find_map(|l| l.strip_prefix("metrics on "))
+        .unwrap_or_else(|| panic!("no metrics address in {seen:?}"));
+    let page = reqwest::get(metrics_url).await.unwrap().text().await.unwrap();
+    for line in [
+        "lloom_executor_requests_completed_total 1\n",
+        "lloom_executor_receipts_unsettled 1\n",
+        "lloom_executor_model_loaded{model=\"SmolLM2-135M-Instruct\"} 1\n",
+        "lloom_executor_model_requests{model=\"SmolLM2-135M-Instruct\"} 0\n",
+    ] {
+        assert!(page.contains(line), "{line} missing from {page}");
+    }
+    let missing = reqwest::get(metrics_url.replace("/metrics", "/nope")).await.unwrap();
+    assert_eq!(missing.status(), 404);
 
     Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
     let rest: Vec<String> = lines.map_while(Result::ok).collect();

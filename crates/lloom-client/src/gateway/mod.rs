@@ -1,5 +1,5 @@
 //! The OpenAI-compatible HTTP gateway: `POST /v1/chat/completions` (streaming and not),
-//! `GET /v1/models` and `GET /health`, in front of a [`Client`].
+//! `GET /v1/models`, `GET /health` and `GET /metrics` (Prometheus), in front of a [`Client`].
 //!
 //! Any OpenAI SDK pointed at the gateway uses the network unmodified. Every answer is verified
 //! before it is reported; receipt details travel in `x-lloom-*` headers (non-streaming) and in
@@ -9,6 +9,7 @@
 //! text is sent, failover works as in [`Client::chat`]).
 
 mod error;
+mod metrics;
 mod openai;
 
 use std::convert::Infallible;
@@ -58,6 +59,7 @@ struct GatewayState {
     client: Client,
     config: GatewayConfig,
     ids: AtomicU64,
+    counters: metrics::GatewayCounters,
 }
 
 impl GatewayState {
@@ -73,11 +75,17 @@ impl GatewayState {
 /// The gateway's routes, ready to serve.
 pub fn router(client: Client, config: GatewayConfig) -> Router {
     let limit = config.max_body_bytes;
-    let state = Arc::new(GatewayState { client, config, ids: AtomicU64::new(1) });
+    let state = Arc::new(GatewayState {
+        client,
+        config,
+        ids: AtomicU64::new(1),
+        counters: metrics::GatewayCounters::default(),
+    });
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/models", get(models))
         .route("/health", get(health))
+        .route("/metrics", get(metrics::metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
@@ -136,6 +144,16 @@ async fn models(State(state): State<Arc<GatewayState>>) -> Result<Response, ApiE
 
 async fn chat_completions(
     State(state): State<Arc<GatewayState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let answer = complete(&state, body).await;
+    let counter = if answer.is_ok() { &state.counters.ok } else { &state.counters.failed };
+    counter.fetch_add(1, Ordering::Relaxed);
+    answer
+}
+
+async fn complete(
+    state: &Arc<GatewayState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(|rejection| {

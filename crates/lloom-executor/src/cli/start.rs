@@ -18,6 +18,7 @@ use crate::backend::llama::ModelPool;
 use crate::backend::openai::{OpenAiBackend, OpenAiConfig};
 use crate::error::{Error, Result};
 use crate::memory::{MemoryBudget, ServingDevice, format_bytes};
+use crate::metrics::ExecutorMetrics;
 use crate::models::{ModelChoice, PreparedModels, prepare_models};
 use crate::node::{ExecutorConfig, ExecutorNode, FreeMemory};
 use crate::serve::{EscrowPolicy, RateLimits, ServeConfig, ServedModel};
@@ -106,6 +107,9 @@ pub struct StartArgs {
     /// Seconds between settlement rounds.
     #[arg(long, default_value_t = 60)]
     pub settle_interval_secs: u64,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Seconds between announcement heartbeats [default: 10].
     #[arg(long, default_value_t = 10)]
     pub heartbeat_secs: u64,
@@ -263,6 +267,7 @@ pub(super) async fn run(
         }
         None => None,
     };
+    let mut pool = None;
     let models = match &args.backend_url {
         Some(url) => vec![http_backend(args, url, &choice).await?],
         None => {
@@ -282,10 +287,12 @@ pub(super) async fn run(
                 .max()
                 .map_or(config.max_concurrency, |n| u32::try_from(n).unwrap_or(u32::MAX));
             config.free_memory = Some(pool_headroom(prepared.pool.clone()));
+            pool = Some(prepared.pool.clone());
             prepared.served
         }
     };
     let offers: Vec<ModelOffer> = models.iter().map(|m| m.offer.clone()).collect();
+    let free_memory = config.free_memory.clone();
     let executor = ExecutorNode::start(&key, models, config).await?;
     writeln!(out, "executor {} ({})", key.address().to_checksum(None), key.peer_id())?;
     for offer in &offers {
@@ -304,6 +311,21 @@ pub(super) async fn run(
         writeln!(out, "listening on {addr}")?;
     }
     let stop = CancellationToken::new();
+    if let Some(addr) = args.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            Error::Io(std::io::Error::new(e.kind(), format!("metrics on {addr}: {e}")))
+        })?;
+        writeln!(out, "metrics on http://{}/metrics", listener.local_addr()?)?;
+        let metrics = ExecutorMetrics { server: executor.server.clone(), pool, free_memory };
+        let stopped = stop.clone();
+        tokio::spawn(async move {
+            let serve = axum::serve(listener, metrics.router())
+                .with_graceful_shutdown(async move { stopped.cancelled().await });
+            if let Err(error) = serve.await {
+                tracing::warn!(%error, "the metrics server stopped");
+            }
+        });
+    }
     if let Some(chain) = chain {
         writeln!(
             out,

@@ -1,0 +1,139 @@
+//! `GET /metrics` of a running executor (`start --metrics-listen ADDR`), in the Prometheus
+//! text format: requests served and refused, the receipts waiting for settlement, the memory
+//! budget and what the loaded models hold, each model's state, and GPU memory through NVML.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use lloom_core::metrics::{self, MetricKind, MetricsText};
+
+use crate::backend::llama::ModelPool;
+use crate::memory::gpu_memory;
+use crate::node::FreeMemory;
+use crate::serve::Server;
+
+/// What the metrics page reads.
+#[derive(Clone, Debug)]
+pub struct ExecutorMetrics {
+    /// The request server (counters, receipt store).
+    pub server: Server,
+    /// The model pool of the embedded engine (`None` with an HTTP backend).
+    pub pool: Option<Arc<ModelPool>>,
+    /// The free memory announced.
+    pub free_memory: Option<FreeMemory>,
+}
+
+impl ExecutorMetrics {
+    /// The page, now.
+    #[allow(clippy::cast_precision_loss)] // counters and byte counts far below 2^53
+    pub fn render(&self) -> String {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut m = MetricsText::default();
+        let stats = self.server.stats();
+        let counters = [
+            (
+                "lloom_executor_requests_completed_total",
+                "Requests answered with a signed response.",
+                &stats.completed,
+            ),
+            (
+                "lloom_executor_requests_refused_total",
+                "Requests refused with a signed error (any code).",
+                &stats.refused,
+            ),
+            ("lloom_executor_requests_busy_total", "Requests refused as Busy.", &stats.busy),
+            (
+                "lloom_executor_streams_dropped_total",
+                "Streams that ended without a complete exchange.",
+                &stats.dropped_streams,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            m.single(name, MetricKind::Counter, help, counter.load(Relaxed) as f64);
+        }
+        let in_flight = stats.in_flight.load(Relaxed) as f64;
+        m.single(
+            "lloom_executor_requests_in_flight",
+            MetricKind::Gauge,
+            "Requests being served.",
+            in_flight,
+        );
+        if let Ok(unsettled) = self.server.receipts().unsettled_count() {
+            let help = "Receipts stored and not yet settled on chain.";
+            m.single(
+                "lloom_executor_receipts_unsettled",
+                MetricKind::Gauge,
+                help,
+                unsettled as f64,
+            );
+        }
+        if let Some(free) = &self.free_memory {
+            let help = "Memory free for more models (announced).";
+            m.single(
+                "lloom_executor_free_memory_bytes",
+                MetricKind::Gauge,
+                help,
+                free.read() as f64,
+            );
+        }
+        if let Some(pool) = &self.pool {
+            let budget = pool.budget() as f64;
+            m.single(
+                "lloom_executor_memory_budget_bytes",
+                MetricKind::Gauge,
+                "The memory budget.",
+                budget,
+            );
+            let used = pool.used_bytes() as f64;
+            let help = "Memory held by loaded and loading models (planned).";
+            m.single("lloom_executor_memory_used_bytes", MetricKind::Gauge, help, used);
+            let status = pool.status();
+            let loaded = "lloom_executor_model_loaded";
+            m.family(loaded, MetricKind::Gauge, "1 when the model is loaded, 0 otherwise.");
+            for s in &status {
+                m.sample(loaded, &[("model", &s.name)], f64::from(u8::from(s.state == "loaded")));
+            }
+            let in_use = "lloom_executor_model_requests";
+            m.family(in_use, MetricKind::Gauge, "Requests waiting or running on the model.");
+            for s in &status {
+                m.sample(in_use, &[("model", &s.name)], s.in_use as f64);
+            }
+        }
+        let gpus = gpu_memory();
+        if !gpus.is_empty() {
+            for (name, help, value) in [
+                (
+                    "lloom_executor_gpu_memory_free_bytes",
+                    "Free GPU memory (NVML).",
+                    (|g: &crate::memory::DeviceMemory| g.free) as fn(&_) -> u64,
+                ),
+                ("lloom_executor_gpu_memory_total_bytes", "Total GPU memory (NVML).", |g| g.total),
+            ] {
+                m.family(name, MetricKind::Gauge, help);
+                for (i, gpu) in gpus.iter().enumerate() {
+                    let index = i.to_string();
+                    m.sample(name, &[("gpu", &index), ("name", &gpu.name)], value(gpu) as f64);
+                }
+            }
+        }
+        m.finish()
+    }
+
+    /// The HTTP routes: `GET /metrics`.
+    pub fn router(self) -> Router {
+        Router::new()
+            .route("/metrics", get(page))
+            .fallback(|| async { (StatusCode::NOT_FOUND, "try GET /metrics\n") })
+            .with_state(Arc::new(self))
+    }
+}
+
+async fn page(State(metrics): State<Arc<ExecutorMetrics>>) -> Response {
+    let page = tokio::task::spawn_blocking(move || metrics.render()).await.unwrap_or_default();
+    ([(CONTENT_TYPE, metrics::CONTENT_TYPE)], page).into_response()
+}
