@@ -39,6 +39,9 @@ use crate::error::{Error, Result};
 use crate::nonce::NonceSource;
 use crate::routing::{RouteFilter, Router, Strategy};
 
+/// Longest wait for a DHT lookup of a model no registry knows.
+const DHT_LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// How the client joins the network and treats requests. Build it with the setter methods.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -420,6 +423,31 @@ impl Client {
         Ok(())
     }
 
+    /// Finds executors of `model` through the DHT (provider records, then each provider's
+    /// signed announcement) and adds them to the directory; returns how many were added.
+    pub async fn discover_via_dht(&self, model: &str) -> Result<usize> {
+        let inner = &self.inner;
+        let mut found = Directory::default();
+        let added = found
+            .fetch_from_dht(
+                &inner.network,
+                model,
+                &inner.config.policy,
+                inner.config.max_announcement_age_secs,
+            )
+            .await?;
+        let mut directory = inner.directory.lock().await;
+        for (_, (peer, announcement)) in found.into_executors() {
+            let info = lloom_core::registry_query::ExecutorInfo {
+                announcement,
+                peer_id: peer.to_string(),
+                last_seen: lloom_core::unix_now(),
+            };
+            directory.0.ingest(info, &inner.config.policy, inner.config.max_announcement_age_secs);
+        }
+        Ok(added)
+    }
+
     /// Executors the client has measured or penalised, for `--verbose` and metrics.
     pub async fn executor_stats(&self) -> Vec<(Address, crate::routing::ExecutorStats)> {
         self.inner.router.lock().await.all_stats().map(|(a, s)| (*a, s.clone())).collect()
@@ -436,7 +464,19 @@ impl Client {
         body.validate(&self.inner.config.policy.limits)
             .map_err(|e| Error::InvalidRequest(e.to_string()))?;
         self.refresh_if_stale().await?;
-        let candidates = self.inner.directory.lock().await.0.candidates(&request.model);
+        let mut candidates = self.inner.directory.lock().await.0.candidates(&request.model);
+        if candidates.is_empty() {
+            // No registry knows the model: look for its providers in the DHT.
+            let lookup = self.discover_via_dht(&request.model);
+            match tokio::time::timeout(DHT_LOOKUP_TIMEOUT.min(request.timeout), lookup).await {
+                Ok(Ok(found)) if found > 0 => {
+                    candidates = self.inner.directory.lock().await.0.candidates(&request.model);
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => tracing::debug!(%error, "DHT lookup failed"),
+                Err(_) => tracing::debug!("DHT lookup timed out"),
+            }
+        }
         if candidates.is_empty() {
             let models = self.inner.directory.lock().await.0.models();
             return Err(Error::NoExecutor {

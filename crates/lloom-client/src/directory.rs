@@ -126,6 +126,41 @@ impl Directory {
         Ok(())
     }
 
+    /// Finds the executors of `model` through the DHT, asking no registry: its providers,
+    /// then each provider's announcement record, verified like any other. Returns how many
+    /// announcements were added or refreshed.
+    pub async fn fetch_from_dht(
+        &mut self,
+        network: &NetworkHandle,
+        model: &str,
+        policy: &VerifyPolicy,
+        max_age_secs: u64,
+    ) -> Result<usize> {
+        let providers = network.find_model_providers(model).await?;
+        let limits = AnnouncementLimits::default();
+        let lookups = providers
+            .into_iter()
+            .map(|peer| async move { (peer, network.announcement_records(peer).await) });
+        let mut added = 0;
+        for (peer, records) in futures::future::join_all(lookups).await {
+            for bytes in records.unwrap_or_default() {
+                let Ok(announcement) = SignedAnnouncement::decode(&bytes, &limits) else {
+                    self.rejected += 1;
+                    continue;
+                };
+                let info =
+                    ExecutorInfo { announcement, peer_id: peer.to_string(), last_seen: unix_now() };
+                added += usize::from(self.ingest(info, policy, max_age_secs));
+            }
+        }
+        Ok(added)
+    }
+
+    /// The verified announcements, by executor address.
+    pub fn into_executors(self) -> BTreeMap<Address, (PeerId, SignedAnnouncement)> {
+        self.executors
+    }
+
     /// Number of executors known.
     pub fn len(&self) -> usize {
         self.executors.len()

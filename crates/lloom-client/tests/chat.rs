@@ -275,3 +275,54 @@ async fn with_the_validator_down_known_executors_still_answer() {
     let receipt = client.chat(ask()).await.unwrap().collect().await.unwrap();
     assert_eq!((receipt.executor, receipt.text.as_str()), (key.address(), "Paris."));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_no_registry_listed_yet_is_found_through_the_dht() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_v, addrs) = validator().await;
+    let (_known, _) = executor(&addrs, Script::answer(MODEL, "Paris."), 3, &dir).await;
+    let mut config = ClientConfig::default().bootstrap(addrs.clone());
+    config.directory_ttl = Duration::from_secs(3600);
+    let client = Client::connect(NodeKey::generate(), config).await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    while client.refresh().await.unwrap() < 1 {
+        assert!(Instant::now() < deadline, "the first executor never appeared");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A second executor, with a model the client's (fresh) directory has never seen.
+    let late_key = NodeKey::generate();
+    let mut late_config = ExecutorConfig::new(dir.path().join("late"));
+    late_config.network = NetworkConfig { bootstrap: addrs, ..NetworkConfig::local() };
+    let late_offer = ModelOffer { model: "late-model".into(), ..offer(4) };
+    let late_script = Script::answer("late-model", "Found through the DHT.");
+    let late =
+        ServedModel { offer: late_offer, backend: Arc::new(ScriptedBackend::new(late_script)) };
+    let _late = ExecutorNode::start(&late_key, vec![late], late_config).await.unwrap();
+
+    // The client does not refresh its directory; chat looks the model up in the DHT.
+    let request = ChatRequest { timeout: WAIT, ..ChatRequest::user("late-model", "Where?") };
+    let receipt = loop {
+        match client.chat(request.clone()).await {
+            Ok(stream) => break stream.collect().await.unwrap(),
+            Err(Error::NoExecutor { .. }) if Instant::now() < deadline + WAIT => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    };
+    assert_eq!(receipt.executor, late_key.address());
+    assert_eq!(receipt.text, "Found through the DHT.");
+    assert_eq!(receipt.cost, U256::from(10 * 4 + 4 * 8));
+
+    // A model nobody provides is still a clear error, after a bounded lookup.
+    let started = Instant::now();
+    let missing = ChatRequest { timeout: WAIT, ..ChatRequest::user("nobody-serves-this", "?") };
+    match client.chat(missing).await {
+        Err(Error::NoExecutor { available, .. }) => {
+            assert!(available.contains(&"late-model".to_owned()), "{available:?}");
+        }
+        other => panic!("expected NoExecutor, got {:?}", other.map(|_| ())),
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+}

@@ -233,6 +233,9 @@ pub enum Error {
     /// A request stream could not be opened or accepted.
     #[error("stream error: {0}")]
     Stream(String),
+    /// A DHT lookup or publication failed (e.g. no DHT server reachable).
+    #[error("DHT: {0}")]
+    Dht(String),
 
     // ----- local resources --------------------------------------------------------------------
     /// An I/O error on a local file or stream.
@@ -298,6 +301,7 @@ impl Error {
             | Publish(_)
             | RegistryQueryFailed(_)
             | Stream(_)
+            | Dht(_)
             | Chain(_) => true,
             // Another executor may answer correctly.
             e if e.is_peer_fault() => true,

@@ -207,3 +207,69 @@ async fn oversized_frame_cuts_the_stream_with_errors_on_both_sides() {
     let sender_side = tokio::time::timeout(WAIT, stream.read_to_end(&mut rest)).await.unwrap();
     assert!(sender_side.is_err() || rest.is_empty(), "{sender_side:?}");
 }
+
+/// Retries `attempt` until it yields `Some` (DHT routing tables fill in the background).
+async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    mut attempt: impl FnMut() -> F,
+) -> T {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(value) = attempt().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dht_finds_providers_and_only_stores_announcements_signed_by_their_executor() {
+    let (validator, executor) = pair().await;
+    let addr = validator.addr().await.unwrap();
+    let client = TestNode::spawn(false, vec![addr.clone()]).await.unwrap();
+    let forger = TestNode::spawn(false, vec![addr]).await.unwrap();
+
+    // The executor provides its model and stores its announcement on the DHT server.
+    let genuine = announcement(&executor.key, 7, "dht-model");
+    eventually("the executor publishes", || async {
+        let put = executor.handle.put_announcement(&genuine).await;
+        let provided = executor.handle.provide_model("dht-model").await;
+        (put.is_ok() && provided.is_ok()).then_some(())
+    })
+    .await;
+
+    // A client finds it with no registry: providers, then the signed record.
+    let executor_id = executor.key.peer_id();
+    let providers = eventually("the client finds the provider", || async {
+        let found = client.handle.find_model_providers("dht-model").await.ok()?;
+        found.contains(&executor_id).then_some(found)
+    })
+    .await;
+    assert_eq!(providers, vec![executor_id]);
+    let records = client.handle.announcement_records(executor_id).await.unwrap();
+    let decoded = SignedAnnouncement::decode(&records[0], &Default::default()).unwrap();
+    assert_eq!(decoded, genuine);
+    assert!(client.handle.find_model_providers("no-such-model").await.unwrap().is_empty());
+
+    // A record under the executor's key but signed by someone else is refused by the server,
+    // and so is one that is not an announcement at all; the genuine record stays.
+    let key = {
+        let mut key = b"/lloom/announcement/1/".to_vec();
+        key.extend_from_slice(&executor_id.to_bytes());
+        key
+    };
+    let forged = announcement(&forger.key.clone(), 8, "dht-model");
+    let _ = forger.handle.put_raw_record(key.clone(), forged.encode()).await;
+    let _ = forger.handle.put_raw_record(b"junk".to_vec(), b"junk".to_vec()).await;
+    let refused = eventually("the server counts the refusals", || async {
+        let stats = validator.handle.stats().await.ok()?;
+        (stats.dht_records_refused >= 2).then_some(stats.dht_records_refused)
+    })
+    .await;
+    assert_eq!(refused, 2);
+    for bytes in client.handle.announcement_records(executor_id).await.unwrap() {
+        let found = SignedAnnouncement::decode(&bytes, &Default::default()).unwrap();
+        assert_eq!(found.executor(), executor.key.address(), "a forged record was served");
+    }
+}

@@ -8,6 +8,7 @@ use lloom_core::{AnnouncementBody, DomainConfig, NodeKey, SignedAnnouncement, un
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::dht_publish::DhtPublisher;
 use crate::error::Result;
 
 /// First retry delay after a failed publish (e.g. no validator subscribed yet); doubles up to
@@ -23,11 +24,18 @@ pub struct AnnouncerConfig {
     pub heartbeat: Duration,
     /// The signature domain.
     pub domain: DomainConfig,
+    /// Time between publications in the DHT (announcement record and provider records);
+    /// keep it below the network's `dht_record_ttl`.
+    pub dht_interval: Duration,
 }
 
 impl Default for AnnouncerConfig {
     fn default() -> Self {
-        Self { heartbeat: Duration::from_secs(10), domain: DomainConfig::default() }
+        Self {
+            heartbeat: Duration::from_secs(10),
+            domain: DomainConfig::default(),
+            dht_interval: Duration::from_secs(60),
+        }
     }
 }
 
@@ -100,6 +108,7 @@ async fn run(
     config: AnnouncerConfig,
 ) -> Result<()> {
     let mut sequence = Sequence::default();
+    let mut dht = DhtPublisher::new(config.dht_interval);
     let mut delay = Duration::ZERO;
     let mut retry = FIRST_RETRY;
     loop {
@@ -117,6 +126,7 @@ async fn run(
             body,
             false,
         )?;
+        dht.offer(&network, &ann);
         delay = match network.publish_announcement(ann).await {
             Ok(()) => {
                 retry = FIRST_RETRY;

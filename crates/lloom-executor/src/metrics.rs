@@ -63,7 +63,7 @@ impl ExecutorMetrics {
             "Requests being served.",
             in_flight,
         );
-        if let Ok(unsettled) = self.server.receipts().unsettled_count() {
+        if let Ok((_, unsettled)) = self.server.receipts().counts() {
             let help = "Receipts stored and not yet settled on chain.";
             m.single(
                 "lloom_executor_receipts_unsettled",

@@ -132,6 +132,9 @@ async fn receipts_made_while_the_chain_is_down_are_settled_once_it_is_back() {
             .cost;
     }
     wait_for_earnings(&chain, executor_key.address(), expected).await;
+    // The settler marks receipts only once it has seen the transaction confirmed, which can
+    // come a moment after the earnings are visible on chain.
+    wait_for_store(&node, (2, 0)).await;
 
     // The chain goes away; requests go on and their receipts wait in the store.
     anvil.stop().unwrap();
@@ -151,12 +154,17 @@ async fn receipts_made_while_the_chain_is_down_are_settled_once_it_is_back() {
     // It comes back with its state: the waiting receipts are settled, once.
     let _anvil = Anvil::spawn_with(port, Some(&state)).unwrap();
     wait_for_earnings(&chain, executor_key.address(), expected).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while node.server.receipts().counts().unwrap() != (5, 0) {
-        assert!(Instant::now() < deadline, "the store never caught up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_store(&node, (5, 0)).await;
     stop.cancel();
+}
+
+/// Waits (bounded) until the receipt store holds `(receipts, unsettled)`.
+async fn wait_for_store(node: &ExecutorNode, counts: (u64, u64)) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node.server.receipts().counts().unwrap() != counts {
+        assert!(Instant::now() < deadline, "the store never reached {counts:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -66,10 +66,18 @@ pub(crate) fn build_swarm(key: &NodeKey, config: &NetworkConfig) -> Result<Swarm
             )?;
 
             let mut kad_config = kad::Config::new(KAD_PROTOCOL);
-            kad_config.set_query_timeout(config.request_timeout * 3);
+            kad_config
+                .set_query_timeout(config.request_timeout * 3)
+                // Records are checked before they are stored (see `dht::check_record`).
+                .set_record_filtering(kad::StoreInserts::FilterBoth)
+                // Executors republish fresh announcements themselves; stale ones expire.
+                .set_record_ttl(Some(config.dht_record_ttl))
+                .set_publication_interval(None)
+                .set_provider_record_ttl(Some(config.dht_record_ttl))
+                .set_provider_publication_interval(Some(config.dht_record_ttl / 3));
             let mut kad = kad::Behaviour::with_config(
                 peer_id,
-                kad::store::MemoryStore::new(peer_id),
+                kad::store::MemoryStore::with_config(peer_id, super::dht::store_config()),
                 kad_config,
             );
             kad.set_mode(Some(if config.server_mode {

@@ -34,6 +34,14 @@ pub struct NetworkConfig {
     pub channel_capacity: usize,
     /// Connections idle this long are closed.
     pub idle_timeout: Duration,
+    /// Advertise the addresses this node listens on as its external addresses (in identify
+    /// and in DHT provider records). Right for a node reachable where it listens (a LAN, a
+    /// public host, loopback tests); behind NAT, AutoNAT and the relay supply the reachable
+    /// addresses instead.
+    pub advertise_listen_addrs: bool,
+    /// How long DHT records (announcements, providers) live unless republished; executors
+    /// republish every third of it.
+    pub dht_record_ttl: Duration,
 }
 
 impl Default for NetworkConfig {
@@ -52,6 +60,8 @@ impl Default for NetworkConfig {
             registry_queries_per_sec: 50,
             channel_capacity: 1024,
             idle_timeout: Duration::from_secs(60),
+            advertise_listen_addrs: true,
+            dht_record_ttl: Duration::from_secs(180),
         }
     }
 }

@@ -65,4 +65,6 @@ pub struct NetworkStats {
     pub peers_disconnected: u64,
     /// Events dropped because the owner did not keep up.
     pub events_dropped: u64,
+    /// DHT records refused for storage (not a valid announcement signed by its key's peer).
+    pub dht_records_refused: u64,
 }

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
+use libp2p::kad::{self, store::RecordStore};
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::swarm::SwarmEvent;
@@ -13,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::NetworkConfig;
 use super::behaviour::{Behaviour, BehaviourEvent};
+use super::dht::{self, DhtQueries};
 use super::event::{NetworkEvent, NetworkStats, RegistryResponder};
 use super::handle::Command;
 use crate::announce::{AnnouncementLimits, SignedAnnouncement, verify_announcement};
@@ -48,6 +50,8 @@ pub struct EventLoop {
     misbehaviour: HashMap<PeerId, u32>,
     responses_in_flight: usize,
     stats: NetworkStats,
+    dht: DhtQueries,
+    advertise_listen_addrs: bool,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -81,6 +85,8 @@ impl EventLoop {
             misbehaviour: HashMap::new(),
             responses_in_flight: 0,
             stats: NetworkStats::default(),
+            dht: DhtQueries::default(),
+            advertise_listen_addrs: config.advertise_listen_addrs,
         }
     }
 
@@ -200,12 +206,39 @@ impl EventLoop {
             Command::Stats { reply } => {
                 let _ = reply.send(self.stats.clone());
             }
+            Command::Provide { key, reply } => {
+                match self.swarm.behaviour_mut().kad.start_providing(key) {
+                    Ok(id) => self.dht.await_put(id, reply),
+                    Err(e) => {
+                        let _ = reply.send(Err(Error::Dht(e.to_string())));
+                    }
+                }
+            }
+            Command::FindProviders { key, reply } => {
+                let id = self.swarm.behaviour_mut().kad.get_providers(key);
+                self.dht.await_providers(id, reply);
+            }
+            Command::PutRecord { record, reply } => {
+                match self.swarm.behaviour_mut().kad.put_record(record, kad::Quorum::One) {
+                    Ok(id) => self.dht.await_put(id, reply),
+                    Err(e) => {
+                        let _ = reply.send(Err(Error::Dht(e.to_string())));
+                    }
+                }
+            }
+            Command::GetRecord { key, reply } => {
+                let id = self.swarm.behaviour_mut().kad.get_record(key);
+                self.dht.await_records(id, reply);
+            }
         }
     }
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
+                if self.advertise_listen_addrs {
+                    self.swarm.add_external_address(address.clone());
+                }
                 let addr = self.with_p2p(address);
                 tracing::info!(%addr, "listening");
                 self.emit(NetworkEvent::Listening(addr));
@@ -238,6 +271,7 @@ impl EventLoop {
                 self.emit(NetworkEvent::Subscribed(peer_id));
             }
             BehaviourEvent::Registry(event) => self.on_registry(event),
+            BehaviourEvent::Kad(event) => self.on_kad(event),
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
                 for (peer, addr) in found {
                     self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
@@ -297,6 +331,41 @@ impl EventLoop {
             }
         };
         self.swarm.behaviour_mut().gossipsub.report_message_validation_result(id, &via, acceptance);
+    }
+
+    fn on_kad(&mut self, event: kad::Event) {
+        match event {
+            kad::Event::OutboundQueryProgressed { id, result, step, .. } => {
+                if self.dht.on_progress(id, result, step.last)
+                    && let Some(mut query) = self.swarm.behaviour_mut().kad.query_mut(&id)
+                {
+                    query.finish();
+                }
+            }
+            kad::Event::InboundRequest {
+                request: kad::InboundRequest::PutRecord { source, record: Some(record), .. },
+            } => match dht::check_record(&record, &self.policy, &self.limits) {
+                Ok(()) => {
+                    if let Err(error) = self.swarm.behaviour_mut().kad.store_mut().put(record) {
+                        tracing::debug!(%error, "DHT store full");
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(peer = %source, %error, "DHT record refused");
+                    self.stats.dht_records_refused += 1;
+                    self.penalize(source);
+                }
+            },
+            kad::Event::InboundRequest {
+                request: kad::InboundRequest::AddProvider { record: Some(record) },
+            } => {
+                if let Err(error) = self.swarm.behaviour_mut().kad.store_mut().add_provider(record)
+                {
+                    tracing::debug!(%error, "DHT provider store full");
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Counts a misbehaviour of `peer`; disconnects it at the limit.

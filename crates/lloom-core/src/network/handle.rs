@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use libp2p::kad::{Record, RecordKey};
 use libp2p::{Multiaddr, PeerId, Stream};
 use tokio::sync::{mpsc, oneshot};
 
@@ -45,6 +46,22 @@ pub(crate) enum Command {
     },
     Stats {
         reply: oneshot::Sender<NetworkStats>,
+    },
+    Provide {
+        key: RecordKey,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    FindProviders {
+        key: RecordKey,
+        reply: oneshot::Sender<Result<Vec<PeerId>>>,
+    },
+    PutRecord {
+        record: Record,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    GetRecord {
+        key: RecordKey,
+        reply: oneshot::Sender<Result<Vec<Vec<u8>>>>,
     },
 }
 
@@ -121,6 +138,40 @@ impl NetworkHandle {
     /// Counters of accepted and refused traffic.
     pub async fn stats(&self) -> Result<NetworkStats> {
         self.call(|reply| Command::Stats { reply }).await
+    }
+
+    /// Provides `model` in the DHT (this node serves it); resolves when the provider record
+    /// reached the DHT servers, or failed to (e.g. none is reachable yet).
+    pub async fn provide_model(&self, model: &str) -> Result<()> {
+        let key = super::dht::model_key(model);
+        self.call(|reply| Command::Provide { key, reply }).await?
+    }
+
+    /// The peers that provide `model` in the DHT (at most [`super::dht::MAX_PROVIDERS`]).
+    pub async fn find_model_providers(&self, model: &str) -> Result<Vec<PeerId>> {
+        let key = super::dht::model_key(model);
+        self.call(|reply| Command::FindProviders { key, reply }).await?
+    }
+
+    /// Stores this node's signed announcement in the DHT under its own key.
+    pub async fn put_announcement(&self, announcement: &SignedAnnouncement) -> Result<()> {
+        let key = super::dht::announcement_key(&self.local_peer_id);
+        let record = Record::new(key, announcement.encode());
+        self.call(|reply| Command::PutRecord { record, reply }).await?
+    }
+
+    /// The announcement records stored in the DHT for `executor`, as found (copies from
+    /// several peers, undecoded and unverified: decode and verify before use).
+    pub async fn announcement_records(&self, executor: PeerId) -> Result<Vec<Vec<u8>>> {
+        let key = super::dht::announcement_key(&executor);
+        self.call(|reply| Command::GetRecord { key, reply }).await?
+    }
+
+    /// Stores any record in the DHT (for tests of record validation).
+    #[cfg(feature = "test-utils")]
+    pub async fn put_raw_record(&self, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
+        let record = Record::new(RecordKey::new(&key), value);
+        self.call(|reply| Command::PutRecord { record, reply }).await?
     }
 
     /// Opens a request stream (`/lloom/request/1`) to `peer`, within the stream timeout.

@@ -12,6 +12,7 @@
 
 mod behaviour;
 mod config;
+pub mod dht;
 mod event;
 mod event_loop;
 mod handle;

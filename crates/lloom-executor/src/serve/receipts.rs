@@ -125,13 +125,6 @@ impl ReceiptStore {
         Ok(out)
     }
 
-    /// How many receipts wait for settlement.
-    pub fn unsettled_count(&self) -> Result<u64> {
-        let txn = stored(self.db.begin_read())?;
-        let unsettled = stored(txn.open_table(UNSETTLED))?;
-        stored(unsettled.len())
-    }
-
     /// Up to `limit` receipts, settled or not, in digest order.
     pub fn all(&self, limit: usize) -> Result<Vec<Receipt>> {
         let txn = stored(self.db.begin_read())?;
