@@ -326,3 +326,25 @@ async fn a_model_no_registry_listed_yet_is_found_through_the_dht() {
     }
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_validator_at_all_an_executor_reached_directly_describes_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    // No validator: the executor bootstraps from nobody.
+    let (node, key) = executor(&[], Script::answer(MODEL, "Paris."), 3, &dir).await;
+    let executor_addrs = node.listen_addrs().await.unwrap();
+    let config = ClientConfig::default().bootstrap(executor_addrs);
+    let client = Client::connect(NodeKey::generate(), config).await.unwrap();
+    // The executor answers the registry query with its own signed announcement (once it has
+    // signed the first one).
+    let deadline = Instant::now() + WAIT;
+    while client.refresh().await.unwrap_or(0) < 1 {
+        assert!(Instant::now() < deadline, "the executor never described itself");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let models = client.models().await.unwrap();
+    assert_eq!(models.len(), 1);
+    assert_eq!((models[0].model.as_str(), models[0].executors), (MODEL, 1));
+    let receipt = client.chat(ask()).await.unwrap().collect().await.unwrap();
+    assert_eq!((receipt.executor, receipt.text.as_str()), (key.address(), "Paris."));
+}

@@ -4,6 +4,9 @@
 //!
 //! 1. mDNS alone: `lloom-client models` with no bootstrap address finds the validator.
 //! 2. TCP and QUIC across the veth: the same with explicit bootstrap addresses, mDNS off.
+//! 3. No validator at all: the validator stops, an executor (the default model) starts in its
+//!    namespace, and the client finds it by mDNS alone and lists its model, which the executor
+//!    describes itself.
 //!
 //! Creating namespaces needs root (CAP_NET_ADMIN). Without it the test prints a visible
 //! SKIPPED line, unless `LLOOM_REQUIRE_NETNS=1` (set by `scripts/test.sh` when running as root),
@@ -126,7 +129,7 @@ fn discovery_across_namespaces_by_mdns_tcp_and_quic() {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let _validator = Running(child);
+    let validator = Running(child);
     let mut lines = BufReader::new(stdout).lines();
     let (mut tcp, mut quic) = (None, None);
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -161,4 +164,41 @@ fn discovery_across_namespaces_by_mdns_tcp_and_quic() {
     // 2. Explicit TCP and QUIC across the veth pair.
     assert!(models(&["--no-mdns", "--bootstrap", &tcp]).contains("no models on offer"));
     assert!(models(&["--no-mdns", "--bootstrap", &quic]).contains("no models on offer"));
+
+    // 3. The validator goes away; an executor on the LAN is found by mDNS alone.
+    drop(validator);
+    let executor_bin = assert_cmd::cargo::cargo_bin("lloom-executor");
+    let executor_key = dir.path().join("executor.key");
+    let made = Command::new(&executor_bin)
+        .arg("--key")
+        .arg(&executor_key)
+        .args(["keys", "new", "--format", "hex"])
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let mut child = bed
+        .exec(&bed.a, &executor_bin)
+        .arg("--key")
+        .arg(&executor_key)
+        .arg("--data-dir")
+        .arg(dir.path().join("executor"))
+        .args(["start", "--listen"])
+        .arg(format!("/ip4/{}/tcp/0", Testbed::ADDR_A))
+        .args(["--n-ctx", "1024", "--max-sequences", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _executor = Running(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        if line.starts_with("listening on") {
+            break;
+        }
+    }
+    let listed = models(&[]);
+    assert!(listed.contains("SmolLM2-135M-Instruct"), "{listed}");
 }

@@ -43,6 +43,7 @@ impl Default for AnnouncerConfig {
 #[derive(Debug)]
 pub struct Announcer {
     offers: watch::Sender<AnnouncementBody>,
+    latest: watch::Receiver<Option<SignedAnnouncement>>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<()>>,
 }
@@ -72,9 +73,16 @@ impl Announcer {
         config: AnnouncerConfig,
     ) -> Self {
         let (offers_tx, offers_rx) = watch::channel(offers);
+        let (latest_tx, latest) = watch::channel(None);
         let (stop_tx, stop_rx) = oneshot::channel();
-        let task = tokio::spawn(run(key, network, offers_rx, stop_rx, config));
-        Self { offers: offers_tx, stop: Some(stop_tx), task }
+        let task = tokio::spawn(run(key, network, offers_rx, latest_tx, stop_rx, config));
+        Self { offers: offers_tx, latest, stop: Some(stop_tx), task }
+    }
+
+    /// The announcement signed last (`None` before the first), for answering peers that ask
+    /// this executor directly.
+    pub fn latest(&self) -> watch::Receiver<Option<SignedAnnouncement>> {
+        self.latest.clone()
     }
 
     /// Replaces the offers (models, prices, load); announced immediately.
@@ -104,6 +112,7 @@ async fn run(
     key: NodeKey,
     network: NetworkHandle,
     mut offers: watch::Receiver<AnnouncementBody>,
+    latest: watch::Sender<Option<SignedAnnouncement>>,
     mut stop: oneshot::Receiver<()>,
     config: AnnouncerConfig,
 ) -> Result<()> {
@@ -127,6 +136,7 @@ async fn run(
             false,
         )?;
         dht.offer(&network, &ann);
+        latest.send_replace(Some(ann.clone()));
         delay = match network.publish_announcement(ann).await {
             Ok(()) => {
                 retry = FIRST_RETRY;

@@ -36,6 +36,7 @@ pub mod memory;
 pub mod metrics;
 pub mod models;
 pub mod node;
+mod self_registry;
 pub mod serve;
 pub mod settle;
 

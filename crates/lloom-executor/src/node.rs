@@ -91,11 +91,9 @@ impl ExecutorNode {
         config.serve.policy.domain = config.announce.domain;
         let replay = ReplayStore::open(&config.data_dir.join("replay.redb"))?;
         let receipts = ReceiptStore::open(&config.data_dir.join("receipts.redb"))?;
-        let (network, mut events, event_loop) =
+        let (network, events, event_loop) =
             start(key, config.network.clone(), config.serve.policy).await?;
         let mut tasks = vec![tokio::spawn(event_loop.run())];
-        // The executor acts on no network event; drain them so the loop never waits on us.
-        tasks.push(tokio::spawn(async move { while events.recv().await.is_some() {} }));
         let server = Server::new(key.clone(), config.serve.clone(), models, replay, receipts)?;
         tasks.push(server.spawn(&network)?);
 
@@ -110,6 +108,10 @@ impl ExecutorNode {
         };
         let announcer =
             Announcer::spawn(key.clone(), network.clone(), body(&server), config.announce);
+        // Peers that reach the executor directly may ask it about itself.
+        let answers =
+            crate::self_registry::answer_queries(network.clone(), events, announcer.latest());
+        tasks.push(tokio::spawn(answers));
         let stop = CancellationToken::new();
         let node = Self { network, server, announcer: Some(announcer), stop, tasks };
         node.spawn_load_reporter(config.load_interval, body);
