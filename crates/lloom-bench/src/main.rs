@@ -7,11 +7,13 @@
 //! cargo run --release -p lloom-bench -- throughput   # P3: signed requests/s vs signature ceiling
 //! cargo run --release -p lloom-bench -- load         # R1: 1,000 concurrent requests
 //! cargo run --release -p lloom-bench -- soak         # 100,000 requests, RSS start/end
+//! cargo run --release -p lloom-bench -- discovery    # executor start → visible (registry, DHT)
 //! ```
 
 // A benchmark binary reports on stdout; counts become floats for rates.
 #![allow(clippy::print_stdout, clippy::cast_precision_loss)]
 
+mod discovery;
 mod load;
 mod net;
 mod overhead;
@@ -59,6 +61,12 @@ enum Bench {
         #[arg(long, default_value_t = 1000)]
         requests: usize,
     },
+    /// Time from an executor's start until a client sees it, via a validator and via the DHT.
+    Discovery {
+        /// Executor starts measured.
+        #[arg(long, default_value_t = 30)]
+        runs: usize,
+    },
     /// Queue soak: many requests through one executor; RSS at start and end.
     Soak {
         /// Requests in total.
@@ -79,5 +87,6 @@ async fn main() -> anyhow::Result<()> {
         Bench::Throughput { concurrency, seconds } => throughput::run(concurrency, seconds).await,
         Bench::Load { requests } => load::run(requests).await,
         Bench::Soak { requests, concurrency } => soak::run(requests, concurrency).await,
+        Bench::Discovery { runs } => discovery::run(runs).await,
     }
 }

@@ -23,6 +23,30 @@ pub(crate) struct LocalNet {
 /// The model name benchmarks ask for.
 pub(crate) const MODEL: &str = "bench";
 
+/// The offer benchmark executors make: 1 and 2 wei per input and output token.
+pub(crate) fn offer(model: &str) -> ModelOffer {
+    ModelOffer {
+        model: model.into(),
+        context_length: 4096,
+        price_per_input_token: U256::from(1),
+        price_per_output_token: U256::from(2),
+        weights_sha256: None,
+        quantization: None,
+        capabilities: vec![],
+    }
+}
+
+/// Starts a validator (a DHT server) on loopback; returns it and its addresses.
+pub(crate) async fn validator() -> anyhow::Result<(Validator, Vec<Multiaddr>)> {
+    let config = ValidatorConfig {
+        network: NetworkConfig { server_mode: true, ..NetworkConfig::local() },
+        ..ValidatorConfig::default()
+    };
+    let validator = Validator::spawn(&NodeKey::generate(), config).await?;
+    let bootstrap = validator.listen_addrs().await?;
+    Ok((validator, bootstrap))
+}
+
 /// Starts a validator and one executor per backend (no rate limits, no checkpoints unless
 /// `checkpoint_every` is set).
 pub(crate) async fn start(
@@ -30,12 +54,7 @@ pub(crate) async fn start(
     checkpoint_every: u64,
 ) -> anyhow::Result<LocalNet> {
     let dir = tempfile::tempdir()?;
-    let config = ValidatorConfig {
-        network: NetworkConfig { server_mode: true, ..NetworkConfig::local() },
-        ..ValidatorConfig::default()
-    };
-    let validator = Validator::spawn(&NodeKey::generate(), config).await?;
-    let bootstrap = validator.listen_addrs().await?;
+    let (validator, bootstrap) = validator().await?;
     let mut executors = Vec::new();
     for backend in backends {
         let key = NodeKey::generate();
@@ -55,15 +74,7 @@ pub(crate) async fn start(
             max_streams: 4096,
             ..ServeConfig::default()
         };
-        let offer = ModelOffer {
-            model: MODEL.into(),
-            context_length: 4096,
-            price_per_input_token: U256::from(1),
-            price_per_output_token: U256::from(2),
-            weights_sha256: None,
-            quantization: None,
-            capabilities: vec![],
-        };
+        let offer = offer(MODEL);
         executors
             .push(ExecutorNode::start(&key, vec![ServedModel { offer, backend }], config).await?);
     }

@@ -247,6 +247,7 @@ async fn connect(
 }
 
 async fn serve(args: &ServeArgs, node: &NodeArgs, out: &mut (dyn Write + Send)) -> Result<()> {
+    let stop = lloom_core::cli::ShutdownSignal::install()?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let client = connect(&args.discovery, node, args.strategy, &args.escrow).await?;
     let config = GatewayConfig {
@@ -261,9 +262,7 @@ async fn serve(args: &ServeArgs, node: &NodeArgs, out: &mut (dyn Write + Send)) 
         client.address().to_checksum(None)
     )?;
     out.flush()?;
-    let shutdown = async {
-        let _ = lloom_core::cli::wait_for_shutdown_signal().await;
-    };
+    let shutdown = stop.wait();
     crate::gateway::serve(client.clone(), listener, config, shutdown).await?;
     writeln!(out, "shutting down")?;
     client.shutdown();

@@ -89,6 +89,14 @@ impl Drop for Running {
     }
 }
 
+/// Runs `BIN --key PATH keys new --format hex`; returns the path.
+fn new_hex_key(bin: &PathBuf, path: &std::path::Path) -> PathBuf {
+    let made =
+        Command::new(bin).arg("--key").arg(path).args(["keys", "new", "--format", "hex"]).output();
+    assert!(made.unwrap().status.success(), "{} keys new failed", bin.display());
+    path.to_owned()
+}
+
 #[test]
 fn discovery_across_namespaces_by_mdns_tcp_and_quic() {
     let Some(bed) = Testbed::create() else {
@@ -106,14 +114,7 @@ fn discovery_across_namespaces_by_mdns_tcp_and_quic() {
     assert!(validator_bin.exists(), "build lloom-validator first (cargo test --workspace does)");
 
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("validator.key");
-    let made = Command::new(&validator_bin)
-        .arg("--key")
-        .arg(&key)
-        .args(["keys", "new", "--format", "hex"])
-        .output()
-        .unwrap();
-    assert!(made.status.success());
+    let key = new_hex_key(&validator_bin, &dir.path().join("validator.key"));
 
     // The validator in namespace A, mDNS on, listening on the veth address (TCP and QUIC).
     let mut child = bed
@@ -168,14 +169,7 @@ fn discovery_across_namespaces_by_mdns_tcp_and_quic() {
     // 3. The validator goes away; an executor on the LAN is found by mDNS alone.
     drop(validator);
     let executor_bin = assert_cmd::cargo::cargo_bin("lloom-executor");
-    let executor_key = dir.path().join("executor.key");
-    let made = Command::new(&executor_bin)
-        .arg("--key")
-        .arg(&executor_key)
-        .args(["keys", "new", "--format", "hex"])
-        .output()
-        .unwrap();
-    assert!(made.status.success());
+    let executor_key = new_hex_key(&executor_bin, &dir.path().join("executor.key"));
     let mut child = bed
         .exec(&bed.a, &executor_bin)
         .arg("--key")

@@ -101,13 +101,14 @@ pub async fn run(cli: &Cli, out: &mut (dyn Write + Send)) -> Result<()> {
             let mut config = args.config(&cli.node.config_file()?);
             config.policy = lloom_core::VerifyPolicy::new(cli.node.domain());
             let key = load_key(&cli.node.key_path(Role::Validator), &cli.node.password_source())?;
+            let stop = lloom_core::cli::ShutdownSignal::install()?;
             let validator = Validator::spawn(&key, config).await?;
             writeln!(out, "validator {} ({})", key.address().to_checksum(None), key.peer_id())?;
             for addr in validator.listen_addrs().await? {
                 writeln!(out, "listening on {addr}")?;
             }
             out.flush()?;
-            lloom_core::cli::wait_for_shutdown_signal().await?;
+            stop.wait().await;
             writeln!(out, "shutting down")?;
             validator.shutdown().await;
         }

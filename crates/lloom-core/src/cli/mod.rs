@@ -16,4 +16,4 @@ pub use config_file::{
 };
 pub use keys::{ImportSource, KeyReport, KeysCommand, run_keys};
 pub use logging::{LOG_ENV, init_logging};
-pub use signal::wait_for_shutdown_signal;
+pub use signal::{ShutdownSignal, wait_for_shutdown_signal};

@@ -1,12 +1,36 @@
 //! Waiting for the operator to stop a node.
 
-/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
-pub async fn wait_for_shutdown_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result?,
-        _ = term.recv() => {}
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+/// SIGINT and SIGTERM handlers, installed when created: a signal that arrives between
+/// installation and [`ShutdownSignal::wait`] is not lost, and never kills the process with
+/// the default action. Install it before telling anyone (or any test) that the node is up.
+#[derive(Debug)]
+pub struct ShutdownSignal {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl ShutdownSignal {
+    /// Installs the handlers.
+    pub fn install() -> std::io::Result<Self> {
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
     }
+
+    /// Resolves on Ctrl-C (SIGINT) or SIGTERM.
+    pub async fn wait(mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM received from now on.
+pub async fn wait_for_shutdown_signal() -> std::io::Result<()> {
+    ShutdownSignal::install()?.wait().await;
     Ok(())
 }

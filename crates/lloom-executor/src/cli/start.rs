@@ -241,6 +241,8 @@ pub(super) async fn run(
     out: &mut (dyn Write + Send),
 ) -> Result<()> {
     let file = node.config_file()?;
+    // Handlers first: a signal sent as soon as the addresses are printed must stop us cleanly.
+    let signal = lloom_core::cli::ShutdownSignal::install()?;
     let key = load_key(&node.key_path(Role::Executor), &node.password_source())?;
     let choice = args.model_choice(&file);
     let budget = args.memory_budget(&file)?;
@@ -340,7 +342,7 @@ pub(super) async fn run(
         spawn_settler(executor.server.clone(), chain, settler, stop.clone());
     }
     out.flush()?;
-    lloom_core::cli::wait_for_shutdown_signal().await?;
+    signal.wait().await;
     stop.cancel();
     writeln!(out, "shutting down: withdrawing the offers")?;
     executor.shutdown().await
