@@ -35,7 +35,7 @@ book:
 
 deny:
 	@command -v cargo-deny >/dev/null || cargo install --locked cargo-deny --version 0.18.9
-	cargo deny --offline check licenses bans sources
+	cargo deny check licenses bans sources
 	@if cargo deny check advisories 2>/tmp/lloom-deny-advisories.log; then \
 	    echo "advisories: ok"; \
 	elif grep -qiE "fetch|network|resolve|connect|timed out" /tmp/lloom-deny-advisories.log; then \
