@@ -176,6 +176,13 @@ t_dockerfiles_pass_hadolint() {
     done
 }
 
+t_scripts_parse_and_the_mdns_bench_checks_its_input() {
+    for f in "$repo"/scripts/*.sh; do
+        bash -n "$f" || { echo "$f does not parse"; return 1; }
+    done
+    expect_fail 2 "usage:" bash "$repo/scripts/bench-mdns.sh" lots
+}
+
 for t in $(declare -F | awk '{print $3}' | grep '^t_'); do
     check "${t#t_}" "$t"
 done

@@ -5,7 +5,7 @@
 
 use lloom_core::network::{NetworkEvent, NetworkHandle};
 use lloom_core::registry_query::{ExecutorInfo, ModelSummary, RegistryRequest, RegistryResponse};
-use lloom_core::{SignedAnnouncement, unix_now};
+use lloom_core::{PeerId, SignedAnnouncement, unix_now};
 use tokio::sync::{mpsc, watch};
 
 /// Answers every registry query among `events` from the latest announcement; other events are
@@ -18,7 +18,7 @@ pub(crate) async fn answer_queries(
     while let Some(event) = events.recv().await {
         if let NetworkEvent::RegistryQuery { request, responder, .. } = event {
             let current = latest.borrow().clone();
-            let response = answer(&request, current, &network);
+            let response = answer(&request, current, &network.local_peer_id());
             if network.respond_registry(responder, response).await.is_err() {
                 break;
             }
@@ -26,19 +26,16 @@ pub(crate) async fn answer_queries(
     }
 }
 
+/// The answer to `request` from the announcement signed last by the executor `me`.
 fn answer(
     request: &RegistryRequest,
     latest: Option<SignedAnnouncement>,
-    network: &NetworkHandle,
+    me: &PeerId,
 ) -> RegistryResponse {
     let Some(announcement) = latest.filter(|a| !a.commitment.withdrawn) else {
         return RegistryResponse::Refused { reason: "not announced yet".into() };
     };
-    let info = ExecutorInfo {
-        peer_id: network.local_peer_id().to_string(),
-        last_seen: unix_now(),
-        announcement,
-    };
+    let info = ExecutorInfo { peer_id: me.to_string(), last_seen: unix_now(), announcement };
     let offers = &info.announcement.body.offers;
     match request {
         RegistryRequest::Snapshot { cursor: None, .. } => {
@@ -76,5 +73,90 @@ fn answer(
             models.sort_by(|a, b| a.model.cmp(&b.model));
             RegistryResponse::Models { models, next_cursor: None }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lloom_core::registry_query::FindExecutors;
+    use lloom_core::{AnnouncementBody, DomainConfig, ExecutorLoad, ModelOffer, NodeKey, U256};
+
+    fn signed(key: &NodeKey, withdrawn: bool) -> SignedAnnouncement {
+        let offer = |model: &str, price: u64| ModelOffer {
+            model: model.into(),
+            context_length: 4096,
+            price_per_input_token: U256::from(price),
+            price_per_output_token: U256::from(price),
+            weights_sha256: None,
+            quantization: None,
+            capabilities: vec![],
+        };
+        let body = AnnouncementBody {
+            offers: vec![offer("b", 5), offer("a", 1)],
+            load: ExecutorLoad::default(),
+            listen_addrs: vec![],
+        };
+        SignedAnnouncement::sign(key, DomainConfig::default(), 1, unix_now(), body, withdrawn)
+            .unwrap()
+    }
+
+    #[test]
+    fn an_executor_describes_only_itself() {
+        let key = NodeKey::generate();
+        let me = key.peer_id();
+        let latest = Some(signed(&key, false));
+        let ask = |request: RegistryRequest| answer(&request, latest.clone(), &me);
+
+        let RegistryResponse::Executors { executors, next_cursor: None } =
+            ask(RegistryRequest::Snapshot { cursor: None, limit: 10 })
+        else {
+            panic!("expected executors")
+        };
+        assert_eq!(executors.len(), 1);
+        assert_eq!(executors[0].peer_id, me.to_string());
+        assert_eq!(Some(executors[0].announcement.clone()), latest);
+        let later = ask(RegistryRequest::Snapshot { cursor: Some(key.address()), limit: 10 });
+        assert!(
+            matches!(later, RegistryResponse::Executors { executors, .. } if executors.is_empty())
+        );
+
+        let find = |model: &str, max: Option<u64>| {
+            let request = FindExecutors {
+                model: model.into(),
+                max_price_per_input_token: max.map(U256::from),
+                limit: 10,
+                ..FindExecutors::default()
+            };
+            match ask(RegistryRequest::FindExecutors(request)) {
+                RegistryResponse::Executors { executors, .. } => executors.len(),
+                other => panic!("unexpected {other:?}"),
+            }
+        };
+        assert_eq!((find("a", None), find("b", Some(2)), find("c", None)), (1, 0, 0));
+
+        let RegistryResponse::Models { models, .. } =
+            ask(RegistryRequest::ListModels { cursor: None, limit: 10 })
+        else {
+            panic!("expected models")
+        };
+        let names: Vec<_> = models.iter().map(|m| m.model.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+
+        let other = NodeKey::generate().address();
+        assert!(matches!(
+            ask(RegistryRequest::Executor { executor: other }),
+            RegistryResponse::Executor(None)
+        ));
+        assert!(matches!(
+            ask(RegistryRequest::Executor { executor: key.address() }),
+            RegistryResponse::Executor(Some(_))
+        ));
+
+        // Before the first announcement, and after withdrawing, it has nothing to say.
+        let snapshot = RegistryRequest::Snapshot { cursor: None, limit: 10 };
+        assert!(matches!(answer(&snapshot, None, &me), RegistryResponse::Refused { .. }));
+        let gone = Some(signed(&key, true));
+        assert!(matches!(answer(&snapshot, gone, &me), RegistryResponse::Refused { .. }));
     }
 }
