@@ -32,6 +32,7 @@ doc:
 
 book:
 	mdbook build docs
+	python3 scripts/check-book-links.py docs/book
 
 deny:
 	@command -v cargo-deny >/dev/null || cargo install --locked cargo-deny --version 0.18.9

@@ -176,6 +176,17 @@ t_dockerfiles_pass_hadolint() {
     done
 }
 
+t_book_link_check_catches_broken_links() {
+    local book
+    book="$(mktemp -d)"
+    printf '<a href="page.html#here">ok</a><a href="https://example.org/x">ext</a>' >"$book/index.html"
+    printf '<h1 id="here">Page</h1>' >"$book/page.html"
+    python3 "$repo/scripts/check-book-links.py" "$book" || return 1
+    printf '<a href="gone.html">broken</a><a href="page.html#there">no anchor</a>' >>"$book/index.html"
+    expect_fail 1 "gone.html (no such page)" python3 "$repo/scripts/check-book-links.py" "$book" || return 1
+    expect_fail 1 "page.html#there (no such anchor)" python3 "$repo/scripts/check-book-links.py" "$book"
+}
+
 t_scripts_parse_and_the_mdns_bench_checks_its_input() {
     for f in "$repo"/scripts/*.sh; do
         bash -n "$f" || { echo "$f does not parse"; return 1; }

@@ -69,8 +69,9 @@ if [ -z "${LLOOM_SKIP_LINT:-}" ]; then
     RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 fi
 
-step "docs (mdbook)"
+step "docs (mdbook, links checked)"
 mdbook build docs
+python3 scripts/check-book-links.py docs/book
 
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
