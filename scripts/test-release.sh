@@ -128,7 +128,7 @@ t_crates_package_in_dependency_order() {
     grep -q "lloom-core-0.1.0/artifacts/LloomSettlement.json" <<<"$files"
 }
 t_bench_regressions_are_reported() {
-    local d; d="$(mktemp -d)"
+    local d out; d="$(mktemp -d)"
     cat > "$d/ok.log" <<'LOG'
 sign                    time:   [33.512 µs 33.901 µs 34.371 µs]
                         change: [-2.1234% +1.2000% +3.5000%] (p = 0.20 > 0.05)
@@ -138,9 +138,27 @@ recover                 time:   [55.512 µs 56.101 µs 56.771 µs]
                         change: [+20.123% +24.400% +28.500%] (p = 0.00 < 0.05)
                         Performance has regressed.
 LOG
+    # The layout of current criterion releases: the change on its own "time:" line, U+2212 minus.
+    cat > "$d/new-ok.log" <<'LOG'
+signature/recover       time:   [43.496 µs 43.609 µs 43.759 µs]
+                        thrpt:  [22.853 Kelem/s 22.931 Kelem/s 22.990 Kelem/s]
+                 change:
+                        time:   [−1.5452% −1.2702% −1.0117%] (p = 0.00 < 0.05)
+                        thrpt:  [+1.0220% +1.2865% +1.5695%]
+                        Performance has improved.
+LOG
+    cat > "$d/new-slow.log" <<'LOG'
+codec/decode_chunk      time:   [96.364 ns 96.533 ns 96.692 ns]
+                 change:
+                        time:   [+18.0000% +19.8700% +21.0000%] (p = 0.00 < 0.05)
+                        thrpt:  [−17.355% −16.577% −15.254%]
+                        Performance has regressed.
+LOG
+    "$repo/scripts/bench-regressions.sh" "$d/new-ok.log" 10 >/dev/null || return 1
+    out="$("$repo/scripts/bench-regressions.sh" "$d/new-slow.log" 10 2>&1)" && return 1
+    grep -q "regression: codec/decode_chunk: +19.87%" <<<"$out" || { echo "$out"; return 1; }
     "$repo/scripts/bench-regressions.sh" "$d/ok.log" 10 >/dev/null || return 1
     expect_fail 1 "" "$repo/scripts/bench-regressions.sh" "$d/slow.log" 10 || return 1
-    local out
     out="$("$repo/scripts/bench-regressions.sh" "$d/slow.log" 10 2>&1)"
     grep -q "regression: recover: +24.40%" <<<"$out" || { echo "$out"; return 1; }
 }
