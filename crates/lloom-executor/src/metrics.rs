@@ -106,19 +106,15 @@ impl ExecutorMetrics {
         }
         let gpus = gpu_memory();
         if !gpus.is_empty() {
-            for (name, help, value) in [
-                (
-                    "lloom_executor_gpu_memory_free_bytes",
-                    "Free GPU memory (NVML).",
-                    (|g: &crate::memory::DeviceMemory| g.free) as fn(&_) -> u64,
-                ),
-                ("lloom_executor_gpu_memory_total_bytes", "Total GPU memory (NVML).", |g| g.total),
-            ] {
-                m.family(name, MetricKind::Gauge, help);
-                for (i, gpu) in gpus.iter().enumerate() {
-                    let index = i.to_string();
-                    m.sample(name, &[("gpu", &index), ("name", &gpu.name)], value(gpu) as f64);
-                }
+            let free = "lloom_executor_gpu_memory_free_bytes";
+            let total = "lloom_executor_gpu_memory_total_bytes";
+            m.family(free, MetricKind::Gauge, "Free GPU memory (NVML).");
+            for (i, gpu) in gpus.iter().enumerate() {
+                m.sample(free, &[("gpu", &i.to_string()), ("name", &gpu.name)], gpu.free as f64);
+            }
+            m.family(total, MetricKind::Gauge, "Total GPU memory (NVML).");
+            for (i, gpu) in gpus.iter().enumerate() {
+                m.sample(total, &[("gpu", &i.to_string()), ("name", &gpu.name)], gpu.total as f64);
             }
         }
         m.finish()

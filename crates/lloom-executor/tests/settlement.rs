@@ -23,6 +23,8 @@ use lloom_executor::settle::settle_pending;
 use lloom_executor::{AnnouncerConfig, ExecutorConfig, ExecutorNode};
 use lloom_validator::{Validator, ValidatorConfig};
 
+mod common;
+
 const MODEL: &str = "scripted";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,12 +228,8 @@ async fn a_running_executor_settles_by_itself() {
     use std::io::{BufRead, BufReader};
     use std::os::unix::fs::PermissionsExt;
 
-    tokio::task::spawn_blocking(|| {
-        use lloom_executor::models::{DEFAULT_MODEL, ModelCache};
-        ModelCache::new(ModelCache::default_dir()).pull(&DEFAULT_MODEL, false, &()).unwrap()
-    })
-    .await
-    .unwrap();
+    // The default model, fetched into the cache on first use.
+    tokio::task::spawn_blocking(common::model_path).await.unwrap();
     let anvil = tokio::task::spawn_blocking(Anvil::spawn).await.unwrap().unwrap();
     let (client_key, executor_key) = (anvil.key(1).unwrap(), anvil.key(2).unwrap());
     let contract = Settlement::deploy(anvil.url(), &anvil.key(0).unwrap(), 60).await.unwrap();

@@ -24,6 +24,8 @@ use lloom_executor::{AnnouncerConfig, ExecutorConfig, ExecutorNode};
 use lloom_validator::{Validator, ValidatorConfig};
 use tokio_util::sync::CancellationToken;
 
+mod common;
+
 const MODEL: &str = "scripted";
 
 fn free_port() -> u16 {
@@ -121,16 +123,7 @@ async fn receipts_made_while_the_chain_is_down_are_settled_once_it_is_back() {
     let client = client(client_key, &bootstrap, policy).await;
 
     let mut expected = U256::ZERO;
-    for _ in 0..2 {
-        expected += client
-            .chat(ChatRequest::user(MODEL, "Capital?"))
-            .await
-            .unwrap()
-            .collect()
-            .await
-            .unwrap()
-            .cost;
-    }
+    expected += chat_costs(&client, 2).await;
     wait_for_earnings(&chain, executor_key.address(), expected).await;
     // The settler marks receipts only once it has seen the transaction confirmed, which can
     // come a moment after the earnings are visible on chain.
@@ -138,16 +131,7 @@ async fn receipts_made_while_the_chain_is_down_are_settled_once_it_is_back() {
 
     // The chain goes away; requests go on and their receipts wait in the store.
     anvil.stop().unwrap();
-    for _ in 0..3 {
-        expected += client
-            .chat(ChatRequest::user(MODEL, "Capital?"))
-            .await
-            .unwrap()
-            .collect()
-            .await
-            .unwrap()
-            .cost;
-    }
+    expected += chat_costs(&client, 3).await;
     tokio::time::sleep(Duration::from_millis(600)).await; // the settler fails and backs off
     assert_eq!(node.server.receipts().counts().unwrap(), (5, 3));
 
@@ -156,6 +140,16 @@ async fn receipts_made_while_the_chain_is_down_are_settled_once_it_is_back() {
     wait_for_earnings(&chain, executor_key.address(), expected).await;
     wait_for_store(&node, (5, 0)).await;
     stop.cancel();
+}
+
+/// Asks `count` questions; the total cost of their verified receipts.
+async fn chat_costs(client: &Client, count: usize) -> U256 {
+    let mut total = U256::ZERO;
+    for _ in 0..count {
+        let answer = client.chat(ChatRequest::user(MODEL, "Capital?")).await.unwrap();
+        total += answer.collect().await.unwrap().cost;
+    }
+    total
 }
 
 /// Waits (bounded) until the receipt store holds `(receipts, unsettled)`.
@@ -207,12 +201,8 @@ async fn receipts_of_a_killed_executor_are_settled_after_restart() {
     use std::io::{BufRead, BufReader};
     use std::os::unix::fs::PermissionsExt;
 
-    tokio::task::spawn_blocking(|| {
-        use lloom_executor::models::{DEFAULT_MODEL, ModelCache};
-        ModelCache::new(ModelCache::default_dir()).pull(&DEFAULT_MODEL, false, &()).unwrap()
-    })
-    .await
-    .unwrap();
+    // The default model, fetched into the cache on first use.
+    tokio::task::spawn_blocking(common::model_path).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let anvil = Anvil::spawn().unwrap();
     let (client_key, executor_key) = (anvil.key(1).unwrap(), anvil.key(2).unwrap());

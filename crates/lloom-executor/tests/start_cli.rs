@@ -11,9 +11,11 @@ use assert_cmd::cargo::CommandCargoExt;
 use lloom_client::{ChatRequest, Client, ClientConfig};
 use lloom_core::NodeKey;
 use lloom_core::network::NetworkConfig;
-use lloom_executor::models::{DEFAULT_MODEL, ModelCache};
+use lloom_executor::models::DEFAULT_MODEL;
 use lloom_validator::{Validator, ValidatorConfig};
 use predicates::str::contains;
+
+mod common;
 
 fn new_hex_key(dir: &std::path::Path) -> std::path::PathBuf {
     let key = dir.join("executor.key");
@@ -30,11 +32,8 @@ fn new_hex_key(dir: &std::path::Path) -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_serves_the_default_model_to_a_client_and_withdraws_on_sigterm() {
     // The binary finds the model in the shared cache (fetched once for all tests).
-    tokio::task::spawn_blocking(|| {
-        ModelCache::new(ModelCache::default_dir()).pull(&DEFAULT_MODEL, false, &()).unwrap()
-    })
-    .await
-    .unwrap();
+    // The default model, fetched into the cache on first use.
+    tokio::task::spawn_blocking(common::model_path).await.unwrap();
     let config = ValidatorConfig {
         network: NetworkConfig { server_mode: true, ..NetworkConfig::local() },
         ..ValidatorConfig::default()
