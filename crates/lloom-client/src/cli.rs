@@ -152,6 +152,11 @@ pub struct DiscoveryArgs {
     /// Do not look for peers on the local network with mDNS.
     #[arg(long)]
     pub no_mdns: bool,
+    /// Peer-to-peer address to listen on (repeatable), so executors behind NAT can connect
+    /// back directly after a relayed first contact (hole punching) [default:
+    /// /ip4/0.0.0.0/tcp/0 with mDNS, none without].
+    #[arg(long = "p2p-listen", env = "LLOOM_LISTEN", value_delimiter = ',')]
+    pub p2p_listen: Vec<Multiaddr>,
     /// Seconds to wait for validators to answer [default: 10].
     #[arg(long)]
     pub timeout_secs: Option<u64>,
@@ -170,6 +175,10 @@ impl DiscoveryArgs {
                 true => file.network.bootstrap.clone().unwrap_or_default(),
             },
             no_mdns: self.no_mdns || file.network.mdns == Some(false),
+            p2p_listen: match self.p2p_listen.is_empty() {
+                false => self.p2p_listen.clone(),
+                true => file.network.listen.clone().unwrap_or_default(),
+            },
             timeout_secs: self.timeout_secs.or(file.client.timeout_secs),
             max_age_secs: self.max_age_secs.or(file.client.max_age_secs),
         }
@@ -234,6 +243,7 @@ async fn connect(
     let config = ClientConfig {
         bootstrap: discovery.bootstrap.clone(),
         mdns: !discovery.no_mdns,
+        listen: (!discovery.p2p_listen.is_empty()).then(|| discovery.p2p_listen.clone()),
         strategy,
         discovery_timeout: Duration::from_secs(discovery.timeout_secs.unwrap_or(10)),
         max_announcement_age_secs: discovery.max_age_secs.unwrap_or(60),
@@ -449,6 +459,7 @@ pub async fn discover_in(
         policy: VerifyPolicy::new(domain),
         bootstrap: args.bootstrap.clone(),
         mdns: !args.no_mdns,
+        listen: (!args.p2p_listen.is_empty()).then(|| args.p2p_listen.clone()),
         discovery_timeout: Duration::from_secs(args.timeout_secs.unwrap_or(10)),
         max_announcement_age_secs: args.max_age_secs.unwrap_or(60),
         ..ClientConfig::default()

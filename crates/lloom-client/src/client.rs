@@ -49,6 +49,10 @@ pub struct ClientConfig {
     pub bootstrap: Vec<Multiaddr>,
     /// Find validators on the local network with mDNS.
     pub mdns: bool,
+    /// Addresses to listen on (`None`: all interfaces, TCP, when mDNS is on; none otherwise).
+    /// A client that listens lets executors behind NAT connect back to it directly after a
+    /// relayed first contact (DCUtR hole punching).
+    pub listen: Option<Vec<Multiaddr>>,
     /// Verification policy (domain, clock skew, limits).
     pub policy: VerifyPolicy,
     /// How executors are chosen.
@@ -76,6 +80,7 @@ impl Default for ClientConfig {
         Self {
             bootstrap: Vec::new(),
             mdns: false,
+            listen: None,
             policy: VerifyPolicy::default(),
             strategy: Strategy::Balanced,
             discovery_timeout: Duration::from_secs(10),
@@ -302,18 +307,25 @@ impl Client {
                 peer_id_of(addr).ok_or_else(|| Error::BootstrapWithoutPeerId(addr.to_string()))?,
             );
         }
-        let listen = match config.mdns {
-            true => vec![
+        let listen = match (&config.listen, config.mdns) {
+            (Some(listen), _) => listen.clone(),
+            (None, true) => vec![
                 "/ip4/0.0.0.0/tcp/0"
                     .parse()
                     .map_err(|_| Error::State("bad listen address".into()))?,
             ],
-            false => Vec::new(),
+            (None, false) => Vec::new(),
         };
         let network_config = NetworkConfig {
             listen_addrs: listen,
             bootstrap: config.bootstrap.clone(),
             enable_mdns: config.mdns,
+            // A client only dials out; it needs no relayed address of its own.
+            relay: lloom_core::network::RelayMode::Never,
+            // Nor does it advertise its listen addresses: what peers observe of it stays a
+            // candidate, which DCUtR offers executors behind NAT to connect back to (libp2p's
+            // DCUtR ignores addresses already confirmed as external).
+            advertise_listen_addrs: false,
             ..NetworkConfig::default()
         };
         let (network, mut events, event_loop) = start(&key, network_config, config.policy).await?;

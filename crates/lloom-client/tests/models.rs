@@ -23,7 +23,13 @@ use lloom_validator::{Validator, ValidatorConfig};
 use predicates::str::contains;
 
 fn args(bootstrap: Vec<Multiaddr>) -> DiscoveryArgs {
-    DiscoveryArgs { bootstrap, no_mdns: true, timeout_secs: Some(10), max_age_secs: Some(60) }
+    DiscoveryArgs {
+        bootstrap,
+        no_mdns: true,
+        p2p_listen: vec![],
+        timeout_secs: Some(10),
+        max_age_secs: Some(60),
+    }
 }
 
 async fn network_with_one_executor() -> (Validator, TestNode, Multiaddr) {

@@ -19,94 +19,33 @@
     missing_docs
 )]
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod netns;
 
-fn ip(args: &[&str]) -> bool {
-    Command::new("ip")
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
+use std::time::Duration;
 
-/// Two namespaces joined by a veth pair; removed on drop (removing a namespace removes its
-/// end of the veth pair).
-struct Testbed {
-    a: String,
-    b: String,
-}
+use netns::{Namespaces, in_ns, listen_addrs, new_hex_key, read_until, spawn_logged};
 
-impl Testbed {
-    const ADDR_A: &'static str = "10.77.0.1";
-    const ADDR_B: &'static str = "10.77.0.2";
+const ADDR_A: &str = "10.77.0.1";
+const ADDR_B: &str = "10.77.0.2";
 
-    fn create() -> Option<Self> {
-        let id = std::process::id();
-        let bed = Self { a: format!("lloom-a-{id}"), b: format!("lloom-b-{id}") };
-        let (va, vb) = (format!("lva{}", id % 100_000), format!("lvb{}", id % 100_000));
-        if !ip(&["netns", "add", &bed.a]) {
-            return None;
-        }
-        let ok = ip(&["netns", "add", &bed.b])
-            && ip(&["link", "add", &va, "type", "veth", "peer", "name", &vb])
-            && ip(&["link", "set", &va, "netns", &bed.a])
-            && ip(&["link", "set", &vb, "netns", &bed.b])
-            && [(&bed.a, &va, Self::ADDR_A), (&bed.b, &vb, Self::ADDR_B)].iter().all(
-                |(ns, dev, addr)| {
-                    ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev])
-                        && ip(&["-n", ns, "link", "set", dev, "up"])
-                        && ip(&["-n", ns, "link", "set", "lo", "up"])
-                        && ip(&["-n", ns, "route", "add", "224.0.0.0/4", "dev", dev])
-                },
-            );
-        ok.then_some(bed)
-    }
-
-    fn exec(&self, ns: &str, program: &PathBuf) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns]).arg(program);
-        cmd
-    }
-}
-
-impl Drop for Testbed {
-    fn drop(&mut self) {
-        ip(&["netns", "del", &self.a]);
-        ip(&["netns", "del", &self.b]);
-    }
-}
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-INT").arg(self.0.id().to_string()).status();
-        let _ = self.0.wait();
-    }
-}
-
-/// Runs `BIN --key PATH keys new --format hex`; returns the path.
-fn new_hex_key(bin: &PathBuf, path: &std::path::Path) -> PathBuf {
-    let made =
-        Command::new(bin).arg("--key").arg(path).args(["keys", "new", "--format", "hex"]).output();
-    assert!(made.unwrap().status.success(), "{} keys new failed", bin.display());
-    path.to_owned()
+/// Two namespaces joined by a veth pair, with a route for multicast (mDNS) over it.
+fn testbed() -> Option<(Namespaces, String, String)> {
+    let mut spaces = Namespaces::default();
+    let a = spaces.add("a")?;
+    let b = spaces.add("b")?;
+    let ok = spaces.link((&a, ADDR_A), (&b, ADDR_B))
+        && [(&a, ADDR_A), (&b, ADDR_B)].iter().all(|(ns, addr)| {
+            Namespaces::device_of(ns, addr).is_some_and(|dev| {
+                netns::ip(&["-n", ns, "route", "add", "224.0.0.0/4", "dev", &dev])
+            })
+        });
+    ok.then_some((spaces, a, b))
 }
 
 #[test]
 fn discovery_across_namespaces_by_mdns_tcp_and_quic() {
-    let Some(bed) = Testbed::create() else {
-        assert!(
-            std::env::var_os("LLOOM_REQUIRE_NETNS").is_none(),
-            "LLOOM_REQUIRE_NETNS is set but network namespaces cannot be created"
-        );
-        eprintln!(
-            "SKIPPED discovery_across_namespaces: cannot create network namespaces (needs root)"
-        );
+    let Some((_spaces, a, b)) = testbed() else {
+        netns::unavailable("discovery_across_namespaces", "cannot create network namespaces");
         return;
     };
     let validator_bin = assert_cmd::cargo::cargo_bin("lloom-validator");
@@ -117,38 +56,24 @@ fn discovery_across_namespaces_by_mdns_tcp_and_quic() {
     let key = new_hex_key(&validator_bin, &dir.path().join("validator.key"));
 
     // The validator in namespace A, mDNS on, listening on the veth address (TCP and QUIC).
-    let mut child = bed
-        .exec(&bed.a, &validator_bin)
-        .arg("--key")
-        .arg(&key)
-        .args(["start", "--listen"])
-        .arg(format!("/ip4/{}/tcp/0", Testbed::ADDR_A))
-        .arg("--listen")
-        .arg(format!("/ip4/{}/udp/0/quic-v1", Testbed::ADDR_A))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let validator = Running(child);
-    let mut lines = BufReader::new(stdout).lines();
-    let (mut tcp, mut quic) = (None, None);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while (tcp.is_none() || quic.is_none()) && Instant::now() < deadline {
-        let Some(Ok(line)) = lines.next() else { break };
-        if let Some(addr) = line.strip_prefix("listening on ") {
-            if addr.contains("/tcp/") {
-                tcp = Some(addr.to_owned());
-            } else if addr.contains("/quic-v1/") {
-                quic = Some(addr.to_owned());
-            }
-        }
-    }
-    let (tcp, quic) = (tcp.expect("tcp listen address"), quic.expect("quic listen address"));
+    let (validator, lines) = spawn_logged(
+        in_ns(&a, &validator_bin)
+            .arg("--key")
+            .arg(&key)
+            .args(["start", "--listen"])
+            .arg(format!("/ip4/{ADDR_A}/tcp/0"))
+            .arg("--listen")
+            .arg(format!("/ip4/{ADDR_A}/udp/0/quic-v1")),
+        &dir.path().join("validator.log"),
+    );
+    let addrs = listen_addrs(&read_until(&lines, Duration::from_secs(30), |seen| {
+        listen_addrs(seen).len() >= 2
+    }));
+    let tcp = addrs.iter().find(|a| a.contains("/tcp/")).expect("tcp listen address").clone();
+    let quic = addrs.iter().find(|a| a.contains("/quic-v1")).expect("quic listen address").clone();
 
     let models = |extra: &[&str]| {
-        let out = bed
-            .exec(&bed.b, &client_bin)
+        let out = in_ns(&b, &client_bin)
             .args(["models", "--timeout-secs", "20"])
             .args(extra)
             .output()
@@ -170,29 +95,19 @@ fn discovery_across_namespaces_by_mdns_tcp_and_quic() {
     drop(validator);
     let executor_bin = assert_cmd::cargo::cargo_bin("lloom-executor");
     let executor_key = new_hex_key(&executor_bin, &dir.path().join("executor.key"));
-    let mut child = bed
-        .exec(&bed.a, &executor_bin)
-        .arg("--key")
-        .arg(&executor_key)
-        .arg("--data-dir")
-        .arg(dir.path().join("executor"))
-        .args(["start", "--listen"])
-        .arg(format!("/ip4/{}/tcp/0", Testbed::ADDR_A))
-        .args(["--n-ctx", "1024", "--max-sequences", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let _executor = Running(child);
-    let mut lines = BufReader::new(stdout).lines();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        let Some(Ok(line)) = lines.next() else { break };
-        if line.starts_with("listening on") {
-            break;
-        }
-    }
+    let (_executor, lines) = spawn_logged(
+        in_ns(&a, &executor_bin)
+            .arg("--key")
+            .arg(&executor_key)
+            .arg("--data-dir")
+            .arg(dir.path().join("executor"))
+            .args(["start", "--listen"])
+            .arg(format!("/ip4/{ADDR_A}/tcp/0"))
+            .args(["--n-ctx", "1024", "--max-sequences", "1"]),
+        &dir.path().join("executor.log"),
+    );
+    let seen = read_until(&lines, Duration::from_secs(60), |seen| !listen_addrs(seen).is_empty());
+    assert!(!listen_addrs(&seen).is_empty(), "executor did not start: {seen:?}");
     let listed = models(&[]);
     assert!(listed.contains("SmolLM2-135M-Instruct"), "{listed}");
 }

@@ -69,6 +69,63 @@ impl MetricsText {
     }
 }
 
+/// Writes a node's network counters (`lloom_network_*`): announcements accepted and refused,
+/// relay reservations, relayed connections, hole punches, and AutoNAT's reachability verdict.
+#[allow(clippy::cast_precision_loss)] // counters far below 2^53
+pub fn write_network_stats(m: &mut MetricsText, stats: &crate::network::NetworkStats) {
+    let counters = [
+        (
+            "lloom_network_announcements_accepted_total",
+            "Announcements that passed verification.",
+            stats.announcements_accepted,
+        ),
+        (
+            "lloom_network_announcements_refused_total",
+            "Announcements refused (malformed, forged or invalid).",
+            stats.announcements_malformed
+                + stats.announcements_forged
+                + stats.announcements_invalid,
+        ),
+        (
+            "lloom_network_peers_disconnected_total",
+            "Peers disconnected for repeated misbehaviour.",
+            stats.peers_disconnected,
+        ),
+        (
+            "lloom_network_relay_reservations_total",
+            "Reservations relays accepted for this node.",
+            stats.relay_reservations,
+        ),
+        (
+            "lloom_network_relayed_connections_total",
+            "Connections established through a relay.",
+            stats.relayed_connections,
+        ),
+        (
+            "lloom_network_hole_punches_succeeded_total",
+            "Relayed connections replaced by a direct one (DCUtR).",
+            stats.hole_punches_succeeded,
+        ),
+        (
+            "lloom_network_hole_punches_failed_total",
+            "Hole punching attempts that failed.",
+            stats.hole_punches_failed,
+        ),
+    ];
+    for (name, help, value) in counters {
+        m.single(name, MetricKind::Counter, help, value as f64);
+    }
+    let name = "lloom_network_reachable";
+    m.family(name, MetricKind::Gauge, "AutoNAT's verdict: 1 for the current one.");
+    for (label, state) in [
+        ("unknown", crate::network::Reachability::Unknown),
+        ("public", crate::network::Reachability::Public),
+        ("private", crate::network::Reachability::Private),
+    ] {
+        m.sample(name, &[("state", label)], f64::from(u8::from(stats.reachability == state)));
+    }
+}
+
 fn format_value(value: f64) -> String {
     if value.is_nan() {
         "NaN".into()
@@ -95,5 +152,20 @@ mod tests {
              x_total{a=\"q\\\"uo\\\\te\",b=\"line\\nbreak\"} 2.5\n\
              # HELP y A gauge.\n# TYPE y gauge\ny +Inf\n"
         );
+    }
+
+    #[test]
+    fn network_stats_name_every_counter_and_the_reachability() {
+        let stats = crate::network::NetworkStats {
+            hole_punches_succeeded: 3,
+            reachability: crate::network::Reachability::Private,
+            ..Default::default()
+        };
+        let mut m = MetricsText::default();
+        write_network_stats(&mut m, &stats);
+        let page = m.finish();
+        assert!(page.contains("lloom_network_hole_punches_succeeded_total 3\n"), "{page}");
+        assert!(page.contains("lloom_network_reachable{state=\"private\"} 1\n"), "{page}");
+        assert!(page.contains("lloom_network_reachable{state=\"public\"} 0\n"), "{page}");
     }
 }

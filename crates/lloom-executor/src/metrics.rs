@@ -11,6 +11,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use lloom_core::metrics::{self, MetricKind, MetricsText};
+use lloom_core::network::{NetworkHandle, NetworkStats};
 
 use crate::backend::llama::ModelPool;
 use crate::memory::gpu_memory;
@@ -26,12 +27,14 @@ pub struct ExecutorMetrics {
     pub pool: Option<Arc<ModelPool>>,
     /// The free memory announced.
     pub free_memory: Option<FreeMemory>,
+    /// The network, for its counters (relay, hole punching, announcements); `None`: left out.
+    pub network: Option<NetworkHandle>,
 }
 
 impl ExecutorMetrics {
-    /// The page, now.
+    /// The page, now, with `network`'s counters when given.
     #[allow(clippy::cast_precision_loss)] // counters and byte counts far below 2^53
-    pub fn render(&self) -> String {
+    pub fn render(&self, network: Option<&NetworkStats>) -> String {
         use std::sync::atomic::Ordering::Relaxed;
         let mut m = MetricsText::default();
         let stats = self.server.stats();
@@ -117,6 +120,9 @@ impl ExecutorMetrics {
                 m.sample(total, &[("gpu", &i.to_string()), ("name", &gpu.name)], gpu.total as f64);
             }
         }
+        if let Some(stats) = network {
+            metrics::write_network_stats(&mut m, stats);
+        }
         m.finish()
     }
 
@@ -130,6 +136,12 @@ impl ExecutorMetrics {
 }
 
 async fn page(State(metrics): State<Arc<ExecutorMetrics>>) -> Response {
-    let page = tokio::task::spawn_blocking(move || metrics.render()).await.unwrap_or_default();
+    let network = match &metrics.network {
+        Some(network) => network.stats().await.ok(),
+        None => None,
+    };
+    let page = tokio::task::spawn_blocking(move || metrics.render(network.as_ref()))
+        .await
+        .unwrap_or_default();
     ([(CONTENT_TYPE, metrics::CONTENT_TYPE)], page).into_response()
 }

@@ -69,6 +69,16 @@ impl ExecutorConfig {
     }
 }
 
+/// The listen addresses to announce, within the announcement's limit: relayed ones (reachable
+/// behind NAT) always, then as many direct ones as fit.
+fn announced_addrs(addrs: Vec<Multiaddr>) -> Vec<String> {
+    let max = lloom_core::AnnouncementLimits::default().max_addrs;
+    let (relayed, direct): (Vec<_>, Vec<_>) =
+        addrs.into_iter().partition(lloom_core::network::relay::is_relayed);
+    let room = max.saturating_sub(relayed.len());
+    direct.iter().take(room).chain(relayed.iter().take(max)).map(Multiaddr::to_string).collect()
+}
+
 /// A running executor.
 #[derive(Debug)]
 pub struct ExecutorNode {
@@ -97,17 +107,20 @@ impl ExecutorNode {
         let server = Server::new(key.clone(), config.serve.clone(), models, replay, receipts)?;
         tasks.push(server.spawn(&network)?);
 
-        let listen_addrs: Vec<String> =
-            network.listen_addrs().await?.iter().map(Multiaddr::to_string).collect();
+        let listen_addrs = announced_addrs(network.listen_addrs().await?);
         let max_concurrency = config.max_concurrency;
         let free_memory = config.free_memory.clone();
-        let body = move |server: &Server| AnnouncementBody {
+        let body = move |server: &Server, listen_addrs: Vec<String>| AnnouncementBody {
             offers: server.offers(),
             load: server.load(max_concurrency, free_memory.as_ref().map_or(0, FreeMemory::read)),
-            listen_addrs: listen_addrs.clone(),
+            listen_addrs,
         };
-        let announcer =
-            Announcer::spawn(key.clone(), network.clone(), body(&server), config.announce);
+        let announcer = Announcer::spawn(
+            key.clone(),
+            network.clone(),
+            body(&server, listen_addrs),
+            config.announce,
+        );
         // Peers that reach the executor directly may ask it about itself.
         let answers =
             crate::self_registry::answer_queries(network.clone(), events, announcer.latest());
@@ -118,24 +131,28 @@ impl ExecutorNode {
         Ok(node)
     }
 
+    /// Re-announces when the load or the listen addresses change (a relay reservation adds
+    /// an address once AutoNAT finds the executor behind NAT).
     fn spawn_load_reporter(
         &self,
         every: Duration,
-        body: impl Fn(&Server) -> AnnouncementBody + Send + 'static,
+        body: impl Fn(&Server, Vec<String>) -> AnnouncementBody + Send + 'static,
     ) {
         let Some(announcer) = &self.announcer else { return };
         let offers = announcer.sender();
-        let (server, stop) = (self.server.clone(), self.stop.clone());
-        let mut last = body(&server).load;
+        let (server, stop, network) =
+            (self.server.clone(), self.stop.clone(), self.network.clone());
+        let mut last = offers.borrow().clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     () = stop.cancelled() => break,
                     () = tokio::time::sleep(every) => {}
                 }
-                let next = body(&server);
-                if next.load != last {
-                    last = next.load;
+                let Ok(addrs) = network.listen_addrs().await else { break };
+                let next = body(&server, announced_addrs(addrs));
+                if next.load != last.load || next.listen_addrs != last.listen_addrs {
+                    last = next.clone();
                     if offers.send(next).is_err() {
                         break;
                     }

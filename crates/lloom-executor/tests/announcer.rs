@@ -38,6 +38,7 @@ async fn models_until(addr: &Multiaddr, done: impl Fn(&[ModelRow]) -> bool) -> V
     let args = DiscoveryArgs {
         bootstrap: vec![addr.clone()],
         no_mdns: true,
+        p2p_listen: vec![],
         timeout_secs: Some(10),
         max_age_secs: Some(60),
     };

@@ -103,6 +103,9 @@ async fn start_serves_the_default_model_to_a_client_and_withdraws_on_sigterm() {
         "lloom_executor_receipts_unsettled 1\n",
         "lloom_executor_model_loaded{model=\"SmolLM2-135M-Instruct\"} 1\n",
         "lloom_executor_model_requests{model=\"SmolLM2-135M-Instruct\"} 0\n",
+        // Reachable on loopback: no relay needed, none reserved.
+        "lloom_network_relay_reservations_total 0\n",
+        "lloom_network_announcements_accepted_total ",
     ] {
         assert!(page.contains(line), "{line} missing from {page}");
     }

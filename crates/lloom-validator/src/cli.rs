@@ -47,6 +47,14 @@ pub struct StartArgs {
     /// Disable mDNS discovery on the local network.
     #[arg(long)]
     pub no_mdns: bool,
+    /// When to reserve a relayed address on a validator, so that peers reach this node behind
+    /// NAT: auto (once AutoNAT finds it unreachable), always, never [default: auto].
+    #[arg(long, value_name = "MODE")]
+    pub relay: Option<lloom_core::network::RelayMode>,
+    /// Let AutoNAT probes use private addresses, when asking and when dialing back for others
+    /// (labs and private networks; off on the internet).
+    #[arg(long)]
+    pub nat_probe_private_addrs: bool,
     /// Seconds without a heartbeat after which an executor leaves the registry [default: 30].
     #[arg(long)]
     pub stale_after_secs: Option<u64>,
@@ -80,6 +88,9 @@ impl StartArgs {
                 listen_addrs: listen,
                 bootstrap,
                 enable_mdns: !self.no_mdns && net.mdns.unwrap_or(true),
+                relay: self.relay.or(net.relay).unwrap_or_default(),
+                nat_probe_private_addrs: self.nat_probe_private_addrs
+                    || net.nat_probe_private_addrs.unwrap_or(false),
                 server_mode: true,
                 ..NetworkConfig::default()
             },

@@ -56,6 +56,11 @@ pub struct NetworkSection {
     pub bootstrap: Option<Vec<Multiaddr>>,
     /// mDNS discovery on the local network.
     pub mdns: Option<bool>,
+    /// When to reserve a relayed address on a validator: `auto` (behind NAT, as AutoNAT
+    /// finds), `always` or `never`. Executors and validators; clients never need one.
+    pub relay: Option<crate::network::RelayMode>,
+    /// Let AutoNAT probes use private addresses (labs and private networks).
+    pub nat_probe_private_addrs: Option<bool>,
 }
 
 /// `[validator]`.
@@ -190,6 +195,8 @@ mod tests {
                 listen: Some(vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()]),
                 bootstrap: Some(vec![]),
                 mdns: Some(false),
+                relay: Some(crate::network::RelayMode::Auto),
+                nat_probe_private_addrs: Some(false),
             },
             validator: ValidatorSection { stale_after_secs: Some(30) },
             client: ClientSection { timeout_secs: Some(10), max_age_secs: Some(60) },

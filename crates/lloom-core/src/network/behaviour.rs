@@ -30,6 +30,20 @@ pub(crate) struct Behaviour {
     pub(crate) autonat: autonat::Behaviour,
 }
 
+/// Relay server limits (validators). A circuit carries the request streams of a peer behind
+/// NAT until DCUtR replaces it with a direct connection, or for good when hole punching fails,
+/// so it allows whole exchanges: 8 MiB and 10 minutes per circuit (libp2p's defaults, 128 KiB
+/// and 2 minutes, only cover the hole punch), 64 circuits, 8 per peer.
+fn relay_server_config() -> relay::Config {
+    relay::Config {
+        max_circuits: 64,
+        max_circuits_per_peer: 8,
+        max_circuit_duration: std::time::Duration::from_secs(600),
+        max_circuit_bytes: 8 * 1024 * 1024,
+        ..relay::Config::default()
+    }
+}
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn setup<E: std::error::Error + Send + Sync + 'static>(e: E) -> Error {
@@ -97,9 +111,8 @@ pub(crate) fn build_swarm(key: &NodeKey, config: &NetworkConfig) -> Result<Swarm
                     .with_request_timeout(config.request_timeout)
                     .with_max_concurrent_streams(config.max_concurrent_streams),
             );
-            let relay_server = config
-                .server_mode
-                .then(|| relay::Behaviour::new(peer_id, relay::Config::default()));
+            let relay_server =
+                config.server_mode.then(|| relay::Behaviour::new(peer_id, relay_server_config()));
             Ok(Behaviour {
                 limits: connection_limits::Behaviour::new(limits),
                 identify: identify::Behaviour::new(identify::Config::new(
@@ -115,7 +128,14 @@ pub(crate) fn build_swarm(key: &NodeKey, config: &NetworkConfig) -> Result<Swarm
                 relay_client,
                 relay_server: Toggle::from(relay_server),
                 dcutr: dcutr::Behaviour::new(peer_id),
-                autonat: autonat::Behaviour::new(peer_id, autonat::Config::default()),
+                autonat: autonat::Behaviour::new(
+                    peer_id,
+                    autonat::Config {
+                        boot_delay: super::relay::NAT_PROBE_DELAY,
+                        only_global_ips: !config.nat_probe_private_addrs,
+                        ..autonat::Config::default()
+                    },
+                ),
             })
         })
         .map_err(|e| Error::NetworkSetup(Box::new(e)))?

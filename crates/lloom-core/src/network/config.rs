@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use libp2p::Multiaddr;
 
+use super::relay::RelayMode;
+
 /// How a node takes part in the network.
 #[derive(Clone, Debug)]
 pub struct NetworkConfig {
@@ -42,6 +44,14 @@ pub struct NetworkConfig {
     /// How long DHT records (announcements, providers) live unless republished; executors
     /// republish every third of it.
     pub dht_record_ttl: Duration,
+    /// When to reserve a relayed address on a validator (circuit relay v2), so that peers can
+    /// reach this node behind NAT; see [`RelayMode`].
+    pub relay: RelayMode,
+    /// Let AutoNAT probes use private (RFC 1918, loopback) addresses, both when this node asks
+    /// and when it dials back for others. Off on the internet, where dialing private addresses
+    /// for strangers would scan this node's LAN; on in labs and private networks behind their
+    /// own NAT.
+    pub nat_probe_private_addrs: bool,
 }
 
 impl Default for NetworkConfig {
@@ -62,6 +72,8 @@ impl Default for NetworkConfig {
             idle_timeout: Duration::from_secs(60),
             advertise_listen_addrs: true,
             dht_record_ttl: Duration::from_secs(180),
+            relay: RelayMode::Auto,
+            nat_probe_private_addrs: false,
         }
     }
 }

@@ -67,4 +67,14 @@ pub struct NetworkStats {
     pub events_dropped: u64,
     /// DHT records refused for storage (not a valid announcement signed by its key's peer).
     pub dht_records_refused: u64,
+    /// What AutoNAT found about this node's reachability.
+    pub reachability: super::Reachability,
+    /// Reservations relays accepted (renewals not counted).
+    pub relay_reservations: u64,
+    /// Connections established through a relay, inbound or outbound.
+    pub relayed_connections: u64,
+    /// Relayed connections DCUtR replaced with a direct one.
+    pub hole_punches_succeeded: u64,
+    /// Hole punching attempts that failed (the relayed connection stays).
+    pub hole_punches_failed: u64,
 }

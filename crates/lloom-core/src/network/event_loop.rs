@@ -9,7 +9,7 @@ use libp2p::kad::{self, store::RecordStore};
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns};
+use libp2p::{Multiaddr, PeerId, Swarm, autonat, dcutr, identify, mdns, relay};
 use tokio::sync::{mpsc, oneshot};
 
 use super::NetworkConfig;
@@ -17,6 +17,7 @@ use super::behaviour::{Behaviour, BehaviourEvent};
 use super::dht::{self, DhtQueries};
 use super::event::{NetworkEvent, NetworkStats, RegistryResponder};
 use super::handle::Command;
+use super::relay::{Reachability, Reservations, is_relayed};
 use crate::announce::{AnnouncementLimits, SignedAnnouncement, verify_announcement};
 use crate::error::{Error, Result};
 use crate::registry_query::{RegistryRequest, RegistryResponse};
@@ -52,6 +53,7 @@ pub struct EventLoop {
     stats: NetworkStats,
     dht: DhtQueries,
     advertise_listen_addrs: bool,
+    reservations: Reservations,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -87,6 +89,7 @@ impl EventLoop {
             stats: NetworkStats::default(),
             dht: DhtQueries::default(),
             advertise_listen_addrs: config.advertise_listen_addrs,
+            reservations: Reservations::new(config.relay),
         }
     }
 
@@ -204,7 +207,11 @@ impl EventLoop {
                 let _ = reply.send(self.swarm.connected_peers().copied().collect());
             }
             Command::Stats { reply } => {
-                let _ = reply.send(self.stats.clone());
+                let stats = NetworkStats {
+                    reachability: self.reservations.reachability(),
+                    ..self.stats.clone()
+                };
+                let _ = reply.send(stats);
             }
             Command::Provide { key, reply } => {
                 match self.swarm.behaviour_mut().kad.start_providing(key) {
@@ -236,25 +243,53 @@ impl EventLoop {
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
-                if self.advertise_listen_addrs {
+                // A relayed address is reachable by construction; others only where the
+                // configuration says the node listens where peers can reach it.
+                if self.advertise_listen_addrs || is_relayed(&address) {
                     self.swarm.add_external_address(address.clone());
                 }
                 let addr = self.with_p2p(address);
                 tracing::info!(%addr, "listening");
                 self.emit(NetworkEvent::Listening(addr));
             }
-            SwarmEvent::ConnectionEstablished { peer_id, num_established, .. }
-                if num_established.get() == 1 =>
-            {
-                self.emit(NetworkEvent::PeerConnected(peer_id));
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.swarm.remove_external_address(&address);
+            }
+            SwarmEvent::ListenerClosed { listener_id, .. } => {
+                self.reservations.on_listener_closed(listener_id);
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, num_established, endpoint, .. } => {
+                if endpoint.is_relayed() {
+                    self.stats.relayed_connections += 1;
+                } else if endpoint.is_dialer() {
+                    self.reservations.on_dialed(peer_id, endpoint.get_remote_address());
+                }
+                if num_established.get() == 1 {
+                    self.emit(NetworkEvent::PeerConnected(peer_id));
+                }
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
                 self.buckets.remove(&peer_id);
                 self.misbehaviour.remove(&peer_id);
+                let next = self.reservations.on_disconnected(peer_id);
+                self.reserve(next);
                 self.emit(NetworkEvent::PeerDisconnected(peer_id));
             }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             _ => {}
+        }
+    }
+
+    /// Listens on each circuit address (asking its relay for a reservation).
+    fn reserve(&mut self, circuits: Vec<(PeerId, Multiaddr)>) {
+        for (relay, addr) in circuits {
+            match self.swarm.listen_on(addr.clone()) {
+                Ok(listener) => {
+                    tracing::info!(%relay, "asking relay for a reservation");
+                    self.reservations.on_listening(relay, listener);
+                }
+                Err(error) => tracing::warn!(%addr, %error, "cannot listen through relay"),
+            }
         }
     }
 
@@ -281,13 +316,47 @@ impl EventLoop {
                     self.emit(NetworkEvent::PeerDiscovered { peer, addr });
                 }
             }
-            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })
-                if info.protocols.contains(&super::protocol::KAD_PROTOCOL) =>
-            {
-                for addr in info.listen_addrs.into_iter().take(self.limits.max_addrs) {
-                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                if info.protocols.contains(&super::protocol::KAD_PROTOCOL) {
+                    for addr in info.listen_addrs.into_iter().take(self.limits.max_addrs) {
+                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                    }
+                }
+                let relays = info.protocols.contains(&relay::HOP_PROTOCOL_NAME);
+                let circuits = self.reservations.on_identified(peer_id, relays);
+                self.reserve(circuits);
+            }
+            BehaviourEvent::Autonat(autonat::Event::StatusChanged { new, .. }) => {
+                let reachability = match new {
+                    autonat::NatStatus::Public(_) => Reachability::Public,
+                    autonat::NatStatus::Private => Reachability::Private,
+                    autonat::NatStatus::Unknown => Reachability::Unknown,
+                };
+                tracing::info!(?reachability, "AutoNAT: reachability changed");
+                let (reserve, close) = self.reservations.on_reachability(reachability);
+                self.reserve(reserve);
+                for listener in close {
+                    self.swarm.remove_listener(listener);
                 }
             }
+            BehaviourEvent::RelayClient(relay::client::Event::ReservationReqAccepted {
+                relay_peer_id,
+                renewal: false,
+                ..
+            }) => {
+                tracing::info!(relay = %relay_peer_id, "relay reservation accepted");
+                self.stats.relay_reservations += 1;
+            }
+            BehaviourEvent::Dcutr(dcutr::Event { remote_peer_id, result }) => match result {
+                Ok(_) => {
+                    tracing::info!(peer = %remote_peer_id, "direct connection (hole punched)");
+                    self.stats.hole_punches_succeeded += 1;
+                }
+                Err(error) => {
+                    tracing::debug!(peer = %remote_peer_id, %error, "hole punching failed");
+                    self.stats.hole_punches_failed += 1;
+                }
+            },
             _ => {}
         }
     }

@@ -18,6 +18,7 @@ mod event_loop;
 mod handle;
 pub mod protocol;
 mod registry_codec;
+pub mod relay;
 #[cfg(feature = "test-utils")]
 pub mod test_utils;
 
@@ -27,6 +28,7 @@ pub use event_loop::EventLoop;
 pub use handle::NetworkHandle;
 pub use libp2p::multiaddr::Protocol;
 pub use libp2p::{Multiaddr, Stream};
+pub use relay::{Reachability, RelayMode};
 
 /// The peer id at the end of `addr` (`.../p2p/<id>`), if any.
 pub fn peer_id_of(addr: &Multiaddr) -> Option<libp2p::PeerId> {

@@ -45,6 +45,14 @@ pub struct StartArgs {
     /// Disable mDNS discovery on the local network.
     #[arg(long)]
     pub no_mdns: bool,
+    /// When to reserve a relayed address on a validator, so that peers reach this node behind
+    /// NAT: auto (once AutoNAT finds it unreachable), always, never [default: auto].
+    #[arg(long, value_name = "MODE")]
+    pub relay: Option<lloom_core::network::RelayMode>,
+    /// Let AutoNAT probes use private addresses, when asking and when dialing back for others
+    /// (labs and private networks; off on the internet).
+    #[arg(long)]
+    pub nat_probe_private_addrs: bool,
     /// Serve this GGUF file instead of the default model (fetched on first use).
     #[arg(long, value_name = "PATH")]
     pub model_path: Option<PathBuf>,
@@ -201,6 +209,9 @@ impl StartArgs {
             listen_addrs: listen,
             bootstrap,
             enable_mdns: !self.no_mdns && net.mdns.unwrap_or(true),
+            relay: self.relay.or(net.relay).unwrap_or_default(),
+            nat_probe_private_addrs: self.nat_probe_private_addrs
+                || net.nat_probe_private_addrs.unwrap_or(false),
             ..NetworkConfig::default()
         };
         config.serve = ServeConfig {
@@ -318,7 +329,12 @@ pub(super) async fn run(
             Error::Io(std::io::Error::new(e.kind(), format!("metrics on {addr}: {e}")))
         })?;
         writeln!(out, "metrics on http://{}/metrics", listener.local_addr()?)?;
-        let metrics = ExecutorMetrics { server: executor.server.clone(), pool, free_memory };
+        let metrics = ExecutorMetrics {
+            server: executor.server.clone(),
+            pool,
+            free_memory,
+            network: Some(executor.network.clone()),
+        };
         let stopped = stop.clone();
         tokio::spawn(async move {
             let serve = axum::serve(listener, metrics.router())
