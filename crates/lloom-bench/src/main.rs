@@ -42,8 +42,8 @@ enum Bench {
     },
     /// P2: time to first token through the network vs directly from the same engine.
     Streaming {
-        /// Measured requests of each kind.
-        #[arg(long, default_value_t = 20)]
+        /// Measured requests of each kind (a 1 ms difference needs about 100 to show).
+        #[arg(long, default_value_t = 100)]
         requests: usize,
     },
     /// P3: signed requests per second through one executor with an instant backend.

@@ -257,22 +257,20 @@ const START_MAX_BACKOFF: Duration = Duration::from_millis(200);
 /// Longest wait for one try at opening a stream on an established connection.
 const OPEN_TRY: Duration = Duration::from_secs(3);
 
-/// Connects to the executor (dialing its announced addresses) and opens a request stream.
-async fn open(
+/// Dials the executor's announced addresses and waits until a connection is established.
+async fn connect(
     network: &NetworkHandle,
     dial_lock: &tokio::sync::Mutex<()>,
     executor: &Candidate,
-    limits: AttemptLimits,
-) -> Result<lloom_core::network::Stream, String> {
-    let wait = limits.idle.min(limits.deadline.saturating_duration_since(Instant::now()));
-    let until = Instant::now() + wait;
+    wait: Duration,
+    until: Instant,
+) -> Result<(), String> {
     // One dialer at a time: concurrent requests to a new executor share one connection instead
     // of racing to open several (of which the extra ones get closed, taking streams with them).
     let _dialing = tokio::time::timeout(wait, dial_lock.lock())
         .await
         .map_err(|_| format!("no connection within {wait:?}"))?;
-    let connected = network.connected_peers().await.map_err(|e| e.to_string())?;
-    if !connected.contains(&executor.peer) {
+    if !network.is_connected(&executor.peer) {
         for addr in &executor.addrs {
             let mut addr = addr.clone();
             if lloom_core::network::peer_id_of(&addr).is_none() {
@@ -283,16 +281,29 @@ async fn open(
             }
         }
     }
-    // Open the stream on an established connection: a stream requested while a connection is
-    // still being set up can be lost by the stream behaviour, so wait for the connection.
-    while Instant::now() < until {
-        match network.connected_peers().await {
-            Ok(peers) if peers.contains(&executor.peer) => break,
-            Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-            Err(e) => return Err(e.to_string()),
+    // Open streams only on an established connection: a stream requested while a connection
+    // is still being set up can be lost by the stream behaviour.
+    while !network.is_connected(&executor.peer) {
+        if Instant::now() >= until {
+            return Err(format!("no connection within {wait:?}"));
         }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    drop(_dialing);
+    Ok(())
+}
+
+/// Connects to the executor if needed and opens a request stream.
+async fn open(
+    network: &NetworkHandle,
+    dial_lock: &tokio::sync::Mutex<()>,
+    executor: &Candidate,
+    limits: AttemptLimits,
+) -> Result<lloom_core::network::Stream, String> {
+    let wait = limits.idle.min(limits.deadline.saturating_duration_since(Instant::now()));
+    let until = Instant::now() + wait;
+    if !network.is_connected(&executor.peer) {
+        connect(network, dial_lock, executor, wait, until).await?;
+    }
     // Each try is bounded; a lost stream request is retried on the same connection.
     let mut last = format!("no connection within {wait:?}");
     for _ in 0..3 {

@@ -6,11 +6,22 @@
 //! pruned: with deadlines capped by
 //! [`VerifyPolicy::max_deadline_horizon_secs`](crate::VerifyPolicy), the store holds at most
 //! one horizon's worth of accepted requests.
+//!
+//! By default every write is synced to disk before it returns. An executor that also refuses
+//! requests it already answered by another durable record (its receipt store, keyed by request
+//! digest) can defer the sync with [`ReplayStore::with_sync_interval`]: writes then cost no disk
+//! sync, and a crash forgets at most the last interval's nonces, all of requests that never
+//! completed (so no completed request can be replayed, and none is ever paid twice).
 
 use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use alloy_primitives::Address;
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
 
 use crate::error::{Error, Result};
 
@@ -22,6 +33,16 @@ const BY_DEADLINE: TableDefinition<'_, &[u8], ()> = TableDefinition::new("nonces
 /// A persistent set of used `(client, nonce)` pairs.
 pub struct ReplayStore {
     db: Database,
+    /// `None`: every commit is durable. `Some`: commits are durable at most this far apart.
+    sync_interval: Option<Duration>,
+    sync: Mutex<SyncState>,
+}
+
+/// When the last durable commit was, and whether non-durable commits followed it.
+#[derive(Debug)]
+struct SyncState {
+    last_durable: Instant,
+    pending: bool,
 }
 
 impl std::fmt::Debug for ReplayStore {
@@ -55,7 +76,56 @@ impl ReplayStore {
         txn.open_table(SEEN)?;
         txn.open_table(BY_DEADLINE)?;
         txn.commit()?;
-        Ok(Self { db })
+        let sync = Mutex::new(SyncState { last_durable: Instant::now(), pending: false });
+        Ok(Self { db, sync_interval: None, sync })
+    }
+
+    /// Defers disk syncs: a write is made durable only when `interval` has passed since the
+    /// last durable one (and by [`ReplayStore::sync`] and on drop). Use it only where replays
+    /// of completed requests are also refused from a durable record, as the module docs say.
+    #[must_use]
+    pub fn with_sync_interval(mut self, interval: Duration) -> Self {
+        self.sync_interval = Some(interval);
+        self
+    }
+
+    /// Makes every earlier write durable now.
+    pub fn sync(&self) -> Result<()> {
+        let pending = self.sync.lock().map(|s| s.pending).unwrap_or(true);
+        if pending {
+            let mut txn = self.db.begin_write()?;
+            txn.set_durability(Durability::Immediate)?;
+            self.commit(txn, true)?;
+        }
+        Ok(())
+    }
+
+    /// Starts a write transaction, durable unless syncs are deferred and one is not yet due.
+    fn begin(&self) -> Result<(WriteTransaction, bool)> {
+        let mut txn = self.db.begin_write()?;
+        let durable = match self.sync_interval {
+            None => true,
+            Some(interval) => {
+                self.sync.lock().map_or(true, |s| s.last_durable.elapsed() >= interval)
+            }
+        };
+        if !durable {
+            txn.set_durability(Durability::None)?;
+        }
+        Ok((txn, durable))
+    }
+
+    /// Commits `txn` and records whether un-synced writes remain.
+    fn commit(&self, txn: WriteTransaction, durable: bool) -> Result<()> {
+        txn.commit()?;
+        if let Ok(mut state) = self.sync.lock() {
+            if durable {
+                *state = SyncState { last_durable: Instant::now(), pending: false };
+            } else {
+                state.pending = true;
+            }
+        }
+        Ok(())
     }
 
     /// Records `(client, nonce)` if unseen; fails with [`Error::NonceReplayed`] otherwise.
@@ -70,20 +140,8 @@ impl ReplayStore {
         deadline: u64,
         now: u64,
     ) -> Result<()> {
-        let key = seen_key(client, nonce);
-        let txn = self.db.begin_write()?;
-        {
-            let mut seen = txn.open_table(SEEN)?;
-            if seen.get(key.as_slice())?.is_some() {
-                return Err(Error::NonceReplayed { client, nonce });
-            }
-            seen.insert(key.as_slice(), deadline)?;
-            let mut by_deadline = txn.open_table(BY_DEADLINE)?;
-            by_deadline.insert(deadline_key(deadline, &key).as_slice(), ())?;
-            prune(&mut seen, &mut by_deadline, now, PRUNE_PER_CALL)?;
-        }
-        txn.commit()?;
-        Ok(())
+        let mut results = self.check_and_record_batch(&[(client, nonce, deadline)], now)?;
+        results.pop().unwrap_or(Ok(()))
     }
 
     /// [`ReplayStore::check_and_record`] for many requests in one durable transaction (group
@@ -94,7 +152,7 @@ impl ReplayStore {
         requests: &[(Address, u64, u64)],
         now: u64,
     ) -> Result<Vec<Result<()>>> {
-        let txn = self.db.begin_write()?;
+        let (txn, durable) = self.begin()?;
         let mut results = Vec::with_capacity(requests.len());
         {
             let mut seen = txn.open_table(SEEN)?;
@@ -111,7 +169,7 @@ impl ReplayStore {
             }
             prune(&mut seen, &mut by_deadline, now, PRUNE_PER_CALL)?;
         }
-        txn.commit()?;
+        self.commit(txn, durable)?;
         Ok(results)
     }
 
@@ -124,13 +182,13 @@ impl ReplayStore {
 
     /// Removes every entry whose deadline is before `now`; returns how many were removed.
     pub fn prune_expired(&self, now: u64) -> Result<usize> {
-        let txn = self.db.begin_write()?;
+        let (txn, durable) = self.begin()?;
         let removed = {
             let mut seen = txn.open_table(SEEN)?;
             let mut by_deadline = txn.open_table(BY_DEADLINE)?;
             prune(&mut seen, &mut by_deadline, now, usize::MAX)?
         };
-        txn.commit()?;
+        self.commit(txn, durable)?;
         Ok(removed)
     }
 
@@ -143,6 +201,14 @@ impl ReplayStore {
     /// Whether the store is empty.
     pub fn is_empty(&self) -> Result<bool> {
         Ok(self.len()? == 0)
+    }
+}
+
+impl Drop for ReplayStore {
+    fn drop(&mut self) {
+        if let Err(e) = self.sync() {
+            tracing::warn!("replay store: last sync failed: {e}");
+        }
     }
 }
 
@@ -213,5 +279,30 @@ mod tests {
         // Opportunistic pruning on insert.
         store.check_and_record(client, 100, 1_000, 200).unwrap();
         assert_eq!(store.len().unwrap(), 1);
+    }
+
+    #[test]
+    fn deferred_syncs_still_refuse_replays_and_persist_on_sync_and_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("replay.redb");
+        let client = Address::repeat_byte(0x33);
+        {
+            let store =
+                ReplayStore::open(&path).unwrap().with_sync_interval(Duration::from_secs(3600));
+            store.check_and_record(client, 1, 1_000, 100).unwrap();
+            assert!(store.sync.lock().unwrap().pending, "the write was not synced");
+            assert!(matches!(
+                store.check_and_record(client, 1, 1_000, 100),
+                Err(Error::NonceReplayed { nonce: 1, .. })
+            ));
+            store.sync().unwrap();
+            assert!(!store.sync.lock().unwrap().pending);
+            store.check_and_record(client, 2, 1_000, 100).unwrap();
+            // Dropped with nonce 2 not yet synced: the drop syncs it.
+        }
+        let store = ReplayStore::open(&path).unwrap();
+        for nonce in [1, 2] {
+            assert!(store.contains(client, nonce).unwrap(), "nonce {nonce} was persisted");
+        }
     }
 }

@@ -300,6 +300,39 @@ async fn a_replayed_nonce_is_refused_even_after_a_restart() {
 }
 
 #[tokio::test]
+async fn an_answered_request_is_refused_after_a_crash_that_lost_its_nonce() {
+    // Nonce syncs are deferred for an hour, and the restarted executor gets an empty nonce
+    // store (what a crash before the sync leaves): the durable receipt still refuses the replay.
+    let config = ServeConfig { nonce_sync_interval: Duration::from_secs(3600), ..config(0) };
+    let rig = rig(Script::answer(MODEL, ANSWER), config.clone()).await;
+    let request = signed(&rig, |c| c.nonce = 9);
+    assert!(matches!(exchange(&rig, &request).await.last(), Some(WireMessage::Response(_))));
+
+    let Rig { executor, client, server, backend, accept, dir } = rig;
+    accept.abort();
+    let _ = accept.await;
+    drop(server);
+    let fresh = tempfile::tempdir().unwrap();
+    let model = ServedModel { offer: offer(), backend: backend.clone() };
+    let server = Server::new(
+        executor.key.clone(),
+        config,
+        vec![model],
+        ReplayStore::open(&fresh.path().join("replay.redb")).unwrap(),
+        ReceiptStore::open(&dir.path().join("receipts.redb")).unwrap(),
+    )
+    .unwrap();
+    let accept = server.spawn(&executor.handle).unwrap();
+    let rig = Rig { executor, client, server, backend, accept, dir };
+    let again = exchange(&rig, &request).await;
+    let error = the_error(&again);
+    assert_eq!(ErrorCode::from_code(error.commitment.code), ErrorCode::NonceReplayed);
+    assert!(error.commitment.message.contains("nonce"), "{}", error.commitment.message);
+    assert_eq!(rig.server.stats().completed.load(Ordering::Relaxed), 0, "nothing was served");
+    assert_eq!(rig.server.receipts().counts().unwrap(), (1, 1), "still one receipt");
+}
+
+#[tokio::test]
 async fn garbage_and_oversized_frames_close_the_stream_without_an_answer() {
     let rig = rig(Script::answer(MODEL, ANSWER), config(0)).await;
     for bytes in [vec![0, 0, 0, 3, 1, 0xff, 0xff], u32::MAX.to_be_bytes().to_vec(), vec![1, 2]] {

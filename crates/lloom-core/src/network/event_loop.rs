@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::NetworkConfig;
 use super::behaviour::{Behaviour, BehaviourEvent};
+use super::connected::ConnectedPeers;
 use super::dht::{self, DhtQueries};
 use super::event::{NetworkEvent, NetworkStats, RegistryResponder};
 use super::handle::Command;
@@ -54,6 +55,7 @@ pub struct EventLoop {
     dht: DhtQueries,
     advertise_listen_addrs: bool,
     reservations: Reservations,
+    connected: ConnectedPeers,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -90,7 +92,13 @@ impl EventLoop {
             dht: DhtQueries::default(),
             advertise_listen_addrs: config.advertise_listen_addrs,
             reservations: Reservations::new(config.relay),
+            connected: ConnectedPeers::default(),
         }
+    }
+
+    /// The view of connected peers this loop keeps current, for handles to read.
+    pub(crate) fn connected_view(&self) -> ConnectedPeers {
+        self.connected.clone()
     }
 
     /// Starts the listeners, waits until each has an address, and dials the bootstrap peers.
@@ -265,10 +273,12 @@ impl EventLoop {
                     self.reservations.on_dialed(peer_id, endpoint.get_remote_address());
                 }
                 if num_established.get() == 1 {
+                    self.connected.insert(peer_id);
                     self.emit(NetworkEvent::PeerConnected(peer_id));
                 }
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                self.connected.remove(&peer_id);
                 self.buckets.remove(&peer_id);
                 self.misbehaviour.remove(&peer_id);
                 let next = self.reservations.on_disconnected(peer_id);

@@ -7,6 +7,7 @@ use libp2p::{Multiaddr, PeerId, Stream};
 use tokio::sync::{mpsc, oneshot};
 
 use super::NetworkStats;
+use super::connected::ConnectedPeers;
 use super::event::RegistryResponder;
 use super::protocol::REQUEST_PROTOCOL;
 use crate::announce::SignedAnnouncement;
@@ -72,6 +73,7 @@ pub struct NetworkHandle {
     pub(crate) control: libp2p_stream::Control,
     pub(crate) local_peer_id: PeerId,
     pub(crate) stream_timeout: Duration,
+    pub(crate) connected: ConnectedPeers,
 }
 
 impl std::fmt::Debug for NetworkHandle {
@@ -128,6 +130,12 @@ impl NetworkHandle {
     /// The addresses this node listens on, each with `/p2p/<id>`.
     pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>> {
         self.call(|reply| Command::ListenAddrs { reply }).await
+    }
+
+    /// Whether `peer` has an open connection; a read of a view the event loop keeps current,
+    /// with no round trip through the swarm task (cheap enough for every request).
+    pub fn is_connected(&self, peer: &PeerId) -> bool {
+        self.connected.contains(peer)
     }
 
     /// Peers with at least one open connection.

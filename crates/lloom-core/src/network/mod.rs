@@ -12,6 +12,7 @@
 
 mod behaviour;
 mod config;
+mod connected;
 pub mod dht;
 mod event;
 mod event_loop;
@@ -72,6 +73,7 @@ pub async fn start(
         control,
         local_peer_id: key.peer_id(),
         stream_timeout: config.request_timeout,
+        connected: event_loop.connected_view(),
     };
     Ok((handle, event_rx, event_loop))
 }

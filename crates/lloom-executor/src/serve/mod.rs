@@ -1,9 +1,9 @@
 //! Serving requests from the network.
 //!
 //! [`Server`] accepts request streams (`/lloom/request/1`), applies every verification rule of
-//! lloom-core to each signed request, admits it past the per-client rate limits and the
-//! durable nonce store, runs it on the backend of the requested model, and streams the answer:
-//! text chunks as they are generated, a signed checkpoint every
+//! lloom-core to each signed request, admits it past the per-client rate limits, the receipt
+//! store (not answered before) and the nonce store, runs it on the backend of the requested
+//! model, and streams the answer: text chunks as they are generated, a signed checkpoint every
 //! [`ServeConfig::checkpoint_every`] tokens, and a final signed response, which is stored in
 //! the [`ReceiptStore`] before it is sent. Every refusal is a signed error naming the rule.
 //!
@@ -15,6 +15,7 @@
 mod escrow;
 mod group_commit;
 mod limiter;
+mod outbox;
 mod receipts;
 mod session;
 
@@ -57,6 +58,10 @@ pub struct ServeConfig {
     pub busy_retry_after_secs: u64,
     /// A minimum escrow clients must hold on the settlement contract (`None`: no check).
     pub escrow: Option<Arc<EscrowPolicy>>,
+    /// Most time between disk syncs of the nonce store. Requests already answered are refused
+    /// from the (always synced) receipt store, so a crash can only forget nonces of requests
+    /// that never completed.
+    pub nonce_sync_interval: Duration,
 }
 
 impl Default for ServeConfig {
@@ -70,6 +75,7 @@ impl Default for ServeConfig {
             rate_limits: RateLimits::default(),
             busy_retry_after_secs: 1,
             escrow: None,
+            nonce_sync_interval: Duration::from_secs(1),
         }
     }
 }
@@ -117,6 +123,7 @@ pub(crate) struct Shared {
     pub(crate) config: ServeConfig,
     pub(crate) models: BTreeMap<String, ServedModel>,
     pub(crate) nonces: NonceWriter,
+    pub(crate) replay: Arc<ReplayStore>,
     pub(crate) receipt_writer: ReceiptWriter,
     pub(crate) receipts: Arc<ReceiptStore>,
     pub(crate) limiter: Mutex<RateLimiter>,
@@ -151,9 +158,11 @@ impl Server {
         let limiter = Mutex::new(RateLimiter::new(config.rate_limits));
         let models = models.into_iter().map(|m| (m.offer.model.clone(), m)).collect();
         let capacity = config.max_streams.max(1);
+        let replay = Arc::new(replay.with_sync_interval(config.nonce_sync_interval));
+        let store = replay.clone();
         let nonces =
             GroupCommit::spawn("lloom-nonces", capacity, MAX_GROUP, move |ops| {
-                match replay.check_and_record_batch(&ops, lloom_core::unix_now()) {
+                match store.check_and_record_batch(&ops, lloom_core::unix_now()) {
                     Ok(results) => results,
                     Err(e) => {
                         let message = format!("replay store: {e}");
@@ -177,6 +186,7 @@ impl Server {
             config,
             models,
             nonces,
+            replay,
             receipt_writer,
             receipts,
             limiter,
@@ -190,8 +200,19 @@ impl Server {
         let mut incoming = network.accept_request_streams()?;
         let server = self.clone();
         let slots = Arc::new(Semaphore::new(self.shared.config.max_streams));
+        let every = self.shared.config.nonce_sync_interval.max(Duration::from_millis(100));
+        let mut sync_due = tokio::time::interval(every);
+        sync_due.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Ok(tokio::spawn(async move {
-            while let Some((peer, stream)) = incoming.next().await {
+            loop {
+                let next = tokio::select! {
+                    next = incoming.next() => next,
+                    _ = sync_due.tick() => {
+                        server.sync_nonces_in_background();
+                        continue;
+                    }
+                };
+                let Some((peer, stream)) = next else { break };
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
                     server.shared.stats.dropped_streams.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(%peer, "too many request streams; closing a new one");
@@ -204,6 +225,17 @@ impl Server {
                 });
             }
         }))
+    }
+
+    /// Makes nonces written since the last sync durable, off the request path (a store with
+    /// nothing pending does nothing).
+    fn sync_nonces_in_background(&self) {
+        let replay = self.shared.replay.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = replay.sync() {
+                tracing::warn!("cannot sync the nonce store: {e}");
+            }
+        });
     }
 
     /// Serves one request stream from `peer` to its end (what [`Server::spawn`] does per

@@ -110,6 +110,13 @@ impl ReceiptStore {
         }
     }
 
+    /// Whether a receipt for `digest` is stored (settled or not).
+    pub fn contains(&self, digest: &B256) -> Result<bool> {
+        let txn = stored(self.db.begin_read())?;
+        let receipts = stored(txn.open_table(RECEIPTS))?;
+        Ok(stored(receipts.get(&digest.0))?.is_some())
+    }
+
     /// Up to `limit` unsettled receipts, in digest order.
     pub fn unsettled(&self, limit: usize) -> Result<Vec<Receipt>> {
         let txn = stored(self.db.begin_read())?;

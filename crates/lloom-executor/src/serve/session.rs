@@ -12,6 +12,7 @@ use lloom_core::{
     SignedRequest, SignedResponse, StreamChunk, WireMessage, unix_now,
 };
 
+use super::outbox::Outbox;
 use super::{Receipt, ServedModel, Shared};
 use crate::backend::{GenerateRequest, GenerationEvent};
 
@@ -69,7 +70,7 @@ where
     };
     let digest = request.digest();
     shared.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-    let outcome = match admit(shared, &peer, &request).await {
+    let outcome = match admit(shared, &peer, &request, &digest).await {
         Ok(model) => run(shared, &request, digest, model, &mut stream).await,
         Err(refusal) => send_refusal(shared, digest, refusal, &mut stream).await,
     };
@@ -86,10 +87,25 @@ async fn admit(
     shared: &Arc<Shared>,
     peer: &PeerId,
     request: &SignedRequest,
+    digest: &B256,
 ) -> Result<ServedModel, Refusal> {
     let now = unix_now();
     verify_request(request, Some(peer), &shared.config.policy, now)?;
     let c = &request.commitment;
+    // A request already answered is refused from its durable receipt; the nonce store, whose
+    // syncs are deferred, covers the ones in flight.
+    match shared.receipts.contains(digest) {
+        Ok(false) => {}
+        Ok(true) => {
+            return Err(Refusal::from(lloom_core::Error::NonceReplayed {
+                client: c.client,
+                nonce: c.nonce,
+            }));
+        }
+        Err(e) => {
+            return Err(Refusal::new(ErrorCode::Internal, format!("receipt store: {e}")));
+        }
+    }
     if c.executor != shared.key.address() {
         return Err(Refusal::new(
             ErrorCode::InvalidRequest,
@@ -165,7 +181,7 @@ async fn admit(
     Ok(model.clone())
 }
 
-/// Records the request's nonce durably; refuses a replay.
+/// Records the request's nonce (synced within `nonce_sync_interval`); refuses a replay.
 async fn record_nonce(shared: &Shared, request: &SignedRequest) -> Result<(), Refusal> {
     let c = &request.commitment;
     shared
@@ -220,13 +236,15 @@ where
         }
     };
     // The backend processes the prompt while the nonce is committed; nothing is sent before
-    // the nonce is durable, and a replay stops the work at once.
+    // the nonce is recorded, and a replay stops the work at once.
     if let Err(refusal) = record_nonce(shared, request).await {
         drop(generation);
         return send_refusal(shared, digest, refusal, stream).await;
     }
     let every = shared.config.checkpoint_every;
     let mut progress = Progress { next_checkpoint: every, ..Progress::default() };
+    let mut outbox = Outbox::default();
+    let (limits, write_timeout) = (&shared.config.policy.limits, shared.config.write_timeout);
     let deadline = deadline_instant(c.deadline);
     let mut deadline_hit = false;
     loop {
@@ -246,20 +264,20 @@ where
                 progress.output_tokens = tokens;
                 let chunk = StreamChunk { index: progress.chunks, text };
                 progress.chunks += 1;
-                if let Err(e) = send(shared, stream, &WireMessage::Chunk(chunk)).await {
-                    keep_checkpoint(shared, request, &progress).await;
-                    return Err(e);
-                }
+                outbox.push(&WireMessage::Chunk(chunk), limits)?;
                 if every > 0 && tokens >= progress.next_checkpoint {
                     progress.next_checkpoint = (tokens / every + 1) * every;
                     let checkpoint =
                         sign_response(shared, request, digest, &progress, FinishReason::Partial)?;
                     progress.last_checkpoint = Some(checkpoint.clone());
-                    if let Err(e) = send(shared, stream, &WireMessage::Checkpoint(checkpoint)).await
-                    {
-                        keep_checkpoint(shared, request, &progress).await;
-                        return Err(e);
-                    }
+                    outbox.push(&WireMessage::Checkpoint(checkpoint), limits)?;
+                }
+                // Frames go out as soon as nothing else is ready to go with them.
+                if generation.events.is_empty()
+                    && let Err(e) = outbox.flush(stream, write_timeout).await
+                {
+                    keep_checkpoint(shared, request, &progress).await;
+                    return Err(e);
                 }
             }
             Some(GenerationEvent::Done(usage)) => {
@@ -269,6 +287,7 @@ where
                 let receipt = Receipt { request: request.clone(), response: response.clone() };
                 if let Err(e) = store_receipt(shared, receipt).await {
                     tracing::error!(%digest, "cannot store the receipt: {e}");
+                    outbox.flush(stream, write_timeout).await?;
                     let refusal = Refusal::new(ErrorCode::Internal, "receipt store failed");
                     return send_refusal(shared, digest, refusal, stream).await;
                 }
@@ -276,15 +295,19 @@ where
                     limiter.charge_tokens(c.client, usage.output_tokens, Instant::now());
                 }
                 shared.stats.completed.fetch_add(1, Ordering::Relaxed);
-                return send(shared, stream, &WireMessage::Response(response)).await;
+                // The response leaves with any chunks still queued, after the receipt is stored.
+                outbox.push(&WireMessage::Response(response), limits)?;
+                return outbox.flush(stream, write_timeout).await;
             }
             Some(GenerationEvent::Failed(message)) => {
                 keep_checkpoint(shared, request, &progress).await;
+                outbox.flush(stream, write_timeout).await?;
                 let refusal = Refusal::new(ErrorCode::BackendFailure, message);
                 return send_refusal(shared, digest, refusal, stream).await;
             }
             None => {
                 // The backend dropped the job before it started (cancelled at the deadline).
+                outbox.flush(stream, write_timeout).await?;
                 let refusal = Refusal::new(
                     ErrorCode::DeadlineExceeded,
                     "the deadline passed before generation started",
