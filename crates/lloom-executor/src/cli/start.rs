@@ -90,6 +90,11 @@ pub struct StartArgs {
     /// Output tokens per minute per client [default: unlimited].
     #[arg(long)]
     pub tokens_per_minute: Option<u32>,
+    /// Most milliseconds between disk syncs of the nonce store; answered requests are refused
+    /// from the always-synced receipts, so a crash forgets only nonces of unfinished requests.
+    /// 0 syncs on every request [default: 1000].
+    #[arg(long, value_name = "MS")]
+    pub nonce_sync_ms: Option<u64>,
     /// Serve through an OpenAI-compatible server at this base URL (e.g.
     /// http://127.0.0.1:8080/v1 for llama-server, http://127.0.0.1:11434/v1 for Ollama)
     /// instead of the embedded engine.
@@ -227,6 +232,10 @@ impl StartArgs {
                 tokens_per_minute: self.tokens_per_minute.or(ex.tokens_per_minute),
                 ..defaults.rate_limits
             },
+            nonce_sync_interval: self
+                .nonce_sync_ms
+                .or(ex.nonce_sync_ms)
+                .map_or(defaults.nonce_sync_interval, Duration::from_millis),
             ..defaults
         };
         config.announce = AnnouncerConfig {
@@ -472,5 +481,19 @@ mod tests {
         let bad = config("[executor]\nmemory_budget = \"plenty\"\n");
         assert!(start_args(&[]).memory_budget(&bad).is_err());
         assert_eq!(start_args(&[]).model_choices(&ConfigFile::default()).len(), 1);
+    }
+
+    #[test]
+    fn the_nonce_sync_interval_comes_from_the_flag_else_the_file_else_one_second() {
+        let dir = std::path::PathBuf::from("/tmp/unused");
+        let interval = |flags: &[&str], file: &ConfigFile| {
+            start_args(flags).executor_config(file, dir.clone()).serve.nonce_sync_interval
+        };
+        let none = ConfigFile::default();
+        assert_eq!(interval(&[], &none), Duration::from_secs(1));
+        let file = config("[executor]\nnonce_sync_ms = 250\n");
+        assert_eq!(interval(&[], &file), Duration::from_millis(250));
+        assert_eq!(interval(&["--nonce-sync-ms", "0"], &file), Duration::ZERO);
+        assert!(Cli::try_parse_from(["lloom-executor", "start", "--nonce-sync-ms", "-1"]).is_err());
     }
 }
