@@ -27,17 +27,20 @@ use lloom_core::network::{
 };
 use lloom_core::wire::request_hash;
 use lloom_core::{
-    Address, ChatMessage, ErrorCode, FinishReason, NodeKey, PeerId, RequestBody, RequestCommitment,
-    Role, SamplingParams, SignedRequest, SignedResponse, U256, VerifyPolicy, unix_now,
+    Address, ErrorCode, FinishReason, NodeKey, PeerId, RequestBody, RequestCommitment,
+    SignedRequest, SignedResponse, U256, VerifyPolicy, unix_now,
 };
 use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::attempt::{self, AttemptFailure, AttemptLimits};
+pub use crate::chat::{
+    AttemptReport, ChatEvent, ChatRequest, ChatStream, RESPONSE_CHECKS, Receipt,
+};
 use crate::directory::{Candidate, Directory, ModelRow};
 use crate::error::{Error, Result};
 use crate::nonce::NonceSource;
-use crate::routing::{RouteFilter, Router, Strategy};
+use crate::routing::{Router, Strategy};
 
 /// Longest wait for a DHT lookup of a model no registry knows.
 const DHT_LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
@@ -125,139 +128,6 @@ impl ClientConfig {
     pub fn policy(mut self, policy: VerifyPolicy) -> Self {
         self.policy = policy;
         self
-    }
-}
-
-/// What to ask.
-#[derive(Clone, Debug)]
-pub struct ChatRequest {
-    /// The model.
-    pub model: String,
-    /// The conversation.
-    pub messages: Vec<ChatMessage>,
-    /// Sampling parameters.
-    pub sampling: SamplingParams,
-    /// Most tokens to generate.
-    pub max_tokens: u32,
-    /// Price ceilings and minimum context.
-    pub filter: RouteFilter,
-    /// Time for the whole request, failovers included.
-    pub timeout: Duration,
-}
-
-impl ChatRequest {
-    /// A one-message request with greedy decoding and 256 output tokens.
-    pub fn user(model: impl Into<String>, prompt: impl Into<String>) -> Self {
-        Self {
-            model: model.into(),
-            messages: vec![ChatMessage { role: Role::User, content: prompt.into() }],
-            sampling: SamplingParams::default(),
-            max_tokens: 256,
-            filter: RouteFilter::default(),
-            timeout: Duration::from_secs(120),
-        }
-    }
-}
-
-/// What happened to one attempt (shown with `--verbose`).
-#[derive(Clone, Debug)]
-pub struct AttemptReport {
-    /// The executor tried.
-    pub executor: Address,
-    /// Why it failed, or `None` for the attempt that answered.
-    pub failure: Option<AttemptFailure>,
-    /// The cooldown it was given.
-    pub cooldown: Option<Duration>,
-}
-
-/// A verified answer: everything needed to prove and settle it.
-#[derive(Clone, Debug)]
-pub struct Receipt {
-    /// The signed request that was answered.
-    pub request: SignedRequest,
-    /// The executor's signed final response (or, for a cut-off stream, its last checkpoint).
-    pub response: SignedResponse,
-    /// The executor's address (the response signer).
-    pub executor: Address,
-    /// The executor's peer id.
-    pub peer: PeerId,
-    /// The full answer text (its hash is in the response).
-    pub text: String,
-    /// Prompt tokens.
-    pub input_tokens: u64,
-    /// Generated tokens.
-    pub output_tokens: u64,
-    /// Cost in wei.
-    pub cost: U256,
-    /// Why generation ended.
-    pub finish: FinishReason,
-    /// Time to first token.
-    pub ttft: Duration,
-    /// The checks that passed, in order.
-    pub checks: Vec<&'static str>,
-    /// Every attempt, the successful one last.
-    pub attempts: Vec<AttemptReport>,
-}
-
-/// The checks a final response passes before it is reported.
-pub const RESPONSE_CHECKS: [&str; 7] = [
-    "signed for our EIP-712 domain",
-    "signer is the chosen executor (address == peer key)",
-    "references this request's digest, client and model",
-    "timestamp within the clock-skew window",
-    "token counts within the signed limits",
-    "cost == input × price_in + output × price_out",
-    "content hash matches the streamed text",
-];
-
-/// One event of a chat answer.
-#[derive(Clone, Debug)]
-pub enum ChatEvent {
-    /// An executor was chosen and the request sent.
-    Attempt {
-        /// The executor.
-        executor: Address,
-    },
-    /// More text.
-    Text(String),
-    /// The executor failed after streaming; text since the last `Attempt` is void and the
-    /// answer restarts on another executor.
-    Restart {
-        /// What happened.
-        reason: String,
-    },
-    /// The verified receipt; nothing follows.
-    Done(Box<Receipt>),
-}
-
-/// The answer as it streams.
-#[derive(Debug)]
-pub struct ChatStream {
-    events: mpsc::Receiver<Result<ChatEvent>>,
-    task: JoinHandle<()>,
-}
-
-impl ChatStream {
-    /// The next event; `None` after `Done` or an error.
-    pub async fn next(&mut self) -> Option<Result<ChatEvent>> {
-        self.events.recv().await
-    }
-
-    /// Waits for the whole answer: its text and receipt.
-    pub async fn collect(mut self) -> Result<Receipt> {
-        while let Some(event) = self.next().await {
-            if let ChatEvent::Done(receipt) = event? {
-                return Ok(*receipt);
-            }
-        }
-        Err(Error::State("the answer ended without a receipt".into()))
-    }
-}
-
-impl Drop for ChatStream {
-    fn drop(&mut self) {
-        // Dropping the answer cancels it: the stream to the executor closes.
-        self.task.abort();
     }
 }
 
@@ -509,7 +379,7 @@ impl Client {
                 }
             }
         });
-        Ok(ChatStream { events: rx, task })
+        Ok(ChatStream::new(rx, task))
     }
 
     async fn run_chat(

@@ -24,6 +24,7 @@
 
 mod attempt;
 mod chain_cli;
+mod chat;
 pub mod cli;
 pub mod client;
 pub mod directory;

@@ -312,17 +312,8 @@ async fn an_answered_request_is_refused_after_a_crash_that_lost_its_nonce() {
     accept.abort();
     let _ = accept.await;
     drop(server);
-    let fresh = tempfile::tempdir().unwrap();
-    let model = ServedModel { offer: offer(), backend: backend.clone() };
-    let server = Server::new(
-        executor.key.clone(),
-        config,
-        vec![model],
-        ReplayStore::open(&fresh.path().join("replay.redb")).unwrap(),
-        ReceiptStore::open(&dir.path().join("receipts.redb")).unwrap(),
-    )
-    .unwrap();
-    let accept = server.spawn(&executor.handle).unwrap();
+    std::fs::remove_file(dir.path().join("replay.redb")).unwrap();
+    let (server, accept) = server_on(&executor, backend.clone(), config, dir.path()).await;
     let rig = Rig { executor, client, server, backend, accept, dir };
     let again = exchange(&rig, &request).await;
     let error = the_error(&again);

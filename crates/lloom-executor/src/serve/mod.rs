@@ -115,6 +115,10 @@ pub(crate) type NonceWriter = GroupCommit<(Address, u64, u64), lloom_core::Resul
 /// A receipt to store, and whether it was stored.
 pub(crate) type ReceiptWriter = GroupCommit<Receipt, std::result::Result<(), String>>;
 
+/// Shortest period of the background nonce sync. With a shorter (or zero) interval, writes are
+/// made durable by the writer itself (every one, for zero), so the timer has little to catch.
+const MIN_SYNC_TICK: Duration = Duration::from_millis(100);
+
 /// Most writes committed in one transaction.
 const MAX_GROUP: usize = 256;
 
@@ -200,7 +204,7 @@ impl Server {
         let mut incoming = network.accept_request_streams()?;
         let server = self.clone();
         let slots = Arc::new(Semaphore::new(self.shared.config.max_streams));
-        let every = self.shared.config.nonce_sync_interval.max(Duration::from_millis(100));
+        let every = self.shared.config.nonce_sync_interval.max(MIN_SYNC_TICK);
         let mut sync_due = tokio::time::interval(every);
         sync_due.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Ok(tokio::spawn(async move {
