@@ -24,6 +24,7 @@ async fn main() {
         concurrent: vec![4, 8],
         threads: None,
         baseline: true,
+        rounds: if benching { 5 } else { 1 },
     };
     let report = run_engine_bench(&options).await.unwrap();
     println!("{report}");

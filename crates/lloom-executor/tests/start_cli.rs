@@ -171,12 +171,15 @@ fn start_refuses_a_missing_model_file_and_a_missing_key() {
         .assert()
         .failure()
         .stderr(contains("but the memory budget is 10 MiB"));
-    assert_cmd::Command::cargo_bin("lloom-executor")
-        .unwrap()
-        .args(["bench", "--streams", "4,0"])
-        .assert()
-        .failure()
-        .stderr(contains("must be positive"));
+    for args in [["--streams", "4,0"], ["--rounds", "0"]] {
+        assert_cmd::Command::cargo_bin("lloom-executor")
+            .unwrap()
+            .arg("bench")
+            .args(args)
+            .assert()
+            .failure()
+            .stderr(contains("--max-tokens, --rounds and --streams must be positive"));
+    }
 }
 
 #[test]

@@ -27,11 +27,16 @@ pub struct BenchArgs {
     /// Skip the plain llama.cpp loop used as the baseline.
     #[arg(long)]
     pub no_baseline: bool,
+    /// Rounds of plain loop and single-stream engine, alternated; the ratio is their median.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
 }
 
 pub(super) async fn run(args: &BenchArgs, json: bool, out: &mut (dyn Write + Send)) -> Result<()> {
-    if args.max_tokens == 0 || args.streams.contains(&0) {
-        return Err(Error::EngineConfig("--max-tokens and --streams must be positive".into()));
+    if args.max_tokens == 0 || args.rounds == 0 || args.streams.contains(&0) {
+        return Err(Error::EngineConfig(
+            "--max-tokens, --rounds and --streams must be positive".into(),
+        ));
     }
     let path = match &args.model_path {
         Some(path) => path.clone(),
@@ -55,6 +60,7 @@ pub(super) async fn run(args: &BenchArgs, json: bool, out: &mut (dyn Write + Sen
         concurrent,
         threads: args.threads,
         baseline: !args.no_baseline,
+        rounds: args.rounds,
     };
     if !json {
         writeln!(out, "benchmarking (a minute or so on a small CPU) ...")?;
