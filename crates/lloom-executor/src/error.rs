@@ -56,6 +56,10 @@ pub enum Error {
     /// A model backend (e.g. the HTTP server behind the OpenAI backend) failed.
     #[error("backend: {0}")]
     Backend(String),
+
+    /// A serving setting out of its range.
+    #[error("invalid serving configuration: {0}")]
+    ServeConfig(String),
     /// The backend cannot take the request now (queue or memory full); retry later.
     #[error("busy: {0}")]
     Busy(String),

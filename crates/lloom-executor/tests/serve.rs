@@ -301,9 +301,11 @@ async fn a_replayed_nonce_is_refused_even_after_a_restart() {
 
 #[tokio::test]
 async fn an_answered_request_is_refused_after_a_crash_that_lost_its_nonce() {
-    // Nonce syncs are deferred for an hour, and the restarted executor gets an empty nonce
-    // store (what a crash before the sync leaves): the durable receipt still refuses the replay.
-    let config = ServeConfig { nonce_sync_interval: Duration::from_secs(3600), ..config(0) };
+    // Nonce syncs are deferred as long as allowed (a minute, far longer than this test), and
+    // the restarted executor gets an empty nonce store (what a crash before the sync leaves):
+    // the durable receipt still refuses the replay.
+    let interval = lloom_executor::serve::MAX_NONCE_SYNC_INTERVAL;
+    let config = ServeConfig { nonce_sync_interval: interval, ..config(0) };
     let rig = rig(Script::answer(MODEL, ANSWER), config.clone()).await;
     let request = signed(&rig, |c| c.nonce = 9);
     assert!(matches!(exchange(&rig, &request).await.last(), Some(WireMessage::Response(_))));
@@ -404,4 +406,22 @@ async fn a_backend_failure_is_signed_and_the_last_checkpoint_is_kept_as_a_receip
     let kept = rig.server.receipts().get(&request.digest()).unwrap().expect("checkpoint receipt");
     assert_eq!(kept.response.commitment.finishReason, FinishReason::Partial.code());
     assert_eq!(kept.response.commitment.outputTokens, 4);
+}
+
+#[test]
+fn a_nonce_sync_interval_above_a_minute_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let make = |interval| {
+        Server::new(
+            NodeKey::generate(),
+            ServeConfig { nonce_sync_interval: interval, ..ServeConfig::default() },
+            vec![],
+            ReplayStore::open(&dir.path().join("replay.redb")).unwrap(),
+            ReceiptStore::open(&dir.path().join("receipts.redb")).unwrap(),
+        )
+    };
+    let Err(refused) = make(Duration::from_secs(61)) else { panic!("61 s must be refused") };
+    let refused = refused.to_string();
+    assert!(refused.contains("nonce_sync_ms 61000") && refused.contains("60000"), "{refused}");
+    drop(make(lloom_executor::serve::MAX_NONCE_SYNC_INTERVAL).expect("60 s is accepted"));
 }

@@ -165,6 +165,12 @@ fn start_refuses_a_missing_model_file_and_a_missing_key() {
         .assert()
         .failure()
         .stderr(contains("memory budget `lots`"));
+    // A nonce sync interval out of range is refused before the model loads.
+    with_key(&key, dir.path())
+        .args(["start", "--no-mdns", "--nonce-sync-ms", "3600000"])
+        .assert()
+        .failure()
+        .stderr(contains("nonce_sync_ms 3600000 is above the most allowed, 60000"));
     // A budget the default model cannot fit in is refused with the numbers, before serving.
     with_key(&key, dir.path())
         .args(["start", "--no-mdns", "--memory-budget", "10MiB"])

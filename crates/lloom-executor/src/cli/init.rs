@@ -52,9 +52,9 @@ checkpoint_every = 32
 # Per-client limits.
 requests_per_minute = 600
 # tokens_per_minute = 100000
-# Most milliseconds between disk syncs of the nonce store (0: every request). Answered requests
-# are refused from the receipts, which are always synced, so this only bounds what a crash can
-# forget of requests that never finished.
+# Most milliseconds between disk syncs of the nonce store (0: every request; at most 60000).
+# Answered requests are refused from the receipts, which are always synced, so this only bounds
+# what a crash can forget of requests that never finished.
 nonce_sync_ms = 1000
 # Requests one client may have waiting for the engine (clients are served in turn).
 queue_per_client = {per_client}

@@ -92,7 +92,7 @@ pub struct StartArgs {
     pub tokens_per_minute: Option<u32>,
     /// Most milliseconds between disk syncs of the nonce store; answered requests are refused
     /// from the always-synced receipts, so a crash forgets only nonces of unfinished requests.
-    /// 0 syncs on every request [default: 1000].
+    /// 0 syncs on every request; at most 60000 [default: 1000].
     #[arg(long, value_name = "MS")]
     pub nonce_sync_ms: Option<u64>,
     /// Serve through an OpenAI-compatible server at this base URL (e.g.
@@ -267,6 +267,8 @@ pub(super) async fn run(
     let choice = args.model_choice(&file);
     let budget = args.memory_budget(&file)?;
     let mut config = args.executor_config(&file, node.data_dir(Role::Executor));
+    // Before the model loads: a bad setting should not cost the wait.
+    config.serve.validate()?;
     config.announce.domain = node.domain();
     let chain = match &args.rpc_url {
         Some(url) => {

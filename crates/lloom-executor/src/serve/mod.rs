@@ -37,7 +37,7 @@ pub use receipts::{Receipt, ReceiptStore};
 use group_commit::GroupCommit;
 
 use crate::backend::Backend;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// How the server treats requests.
 #[derive(Clone, Debug)]
@@ -118,6 +118,10 @@ pub(crate) type ReceiptWriter = GroupCommit<Receipt, std::result::Result<(), Str
 /// Shortest period of the background nonce sync. With a shorter (or zero) interval, writes are
 /// made durable by the writer itself (every one, for zero), so the timer has little to catch.
 const MIN_SYNC_TICK: Duration = Duration::from_millis(100);
+/// Longest accepted `nonce_sync_interval`. redb keeps the pages that non-durable commits free
+/// until the next durable one, so the nonce store grows between syncs; a minute bounds that
+/// (and what a crash can forget) whatever the configuration says.
+pub const MAX_NONCE_SYNC_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Most writes committed in one transaction.
 const MAX_GROUP: usize = 256;
@@ -149,6 +153,20 @@ impl std::fmt::Debug for Server {
     }
 }
 
+impl ServeConfig {
+    /// Refuses settings out of their range, naming the setting.
+    pub fn validate(&self) -> Result<()> {
+        if self.nonce_sync_interval > MAX_NONCE_SYNC_INTERVAL {
+            return Err(Error::ServeConfig(format!(
+                "nonce_sync_ms {} is above the most allowed, {}",
+                self.nonce_sync_interval.as_millis(),
+                MAX_NONCE_SYNC_INTERVAL.as_millis()
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl Server {
     /// A server that signs with `key` and serves `models`; it starts one writer thread per
     /// store (group commit).
@@ -159,6 +177,7 @@ impl Server {
         replay: ReplayStore,
         receipts: ReceiptStore,
     ) -> Result<Self> {
+        config.validate()?;
         let limiter = Mutex::new(RateLimiter::new(config.rate_limits));
         let models = models.into_iter().map(|m| (m.offer.model.clone(), m)).collect();
         let capacity = config.max_streams.max(1);
