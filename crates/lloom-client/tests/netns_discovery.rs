@@ -27,6 +27,8 @@ use netns::{Namespaces, in_ns, listen_addrs, new_hex_key, read_until, spawn_logg
 
 const ADDR_A: &str = "10.77.0.1";
 const ADDR_B: &str = "10.77.0.2";
+/// Log filter of the nodes: enough to tell, when a step fails, whether mDNS answered.
+const MDNS_LOG: &str = "info,libp2p_mdns=debug,libp2p_kad=error";
 
 /// Two namespaces joined by a veth pair, with a route for multicast (mDNS) over it.
 fn testbed() -> Option<(Namespaces, String, String)> {
@@ -58,6 +60,7 @@ fn discovery_across_namespaces_by_mdns_tcp_and_quic() {
     // The validator in namespace A, mDNS on, listening on the veth address (TCP and QUIC).
     let (validator, lines) = spawn_logged(
         in_ns(&a, &validator_bin)
+            .env("LLOOM_LOG", MDNS_LOG)
             .arg("--key")
             .arg(&key)
             .args(["start", "--listen"])
@@ -74,14 +77,20 @@ fn discovery_across_namespaces_by_mdns_tcp_and_quic() {
 
     let models = |extra: &[&str]| {
         let out = in_ns(&b, &client_bin)
+            .env("LLOOM_LOG", MDNS_LOG)
             .args(["models", "--timeout-secs", "20"])
             .args(extra)
             .output()
             .unwrap();
+        // On failure, show what the node on the other side logged: whether mDNS answered.
+        let logs = ["validator.log", "executor.log"]
+            .map(|name| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default());
         assert!(
             out.status.success(),
-            "client {extra:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+            "client {extra:?} failed: {}\nvalidator log:\n{}\nexecutor log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            logs[0],
+            logs[1]
         );
         String::from_utf8(out.stdout).unwrap()
     };
@@ -97,6 +106,7 @@ fn discovery_across_namespaces_by_mdns_tcp_and_quic() {
     let executor_key = new_hex_key(&executor_bin, &dir.path().join("executor.key"));
     let (_executor, lines) = spawn_logged(
         in_ns(&a, &executor_bin)
+            .env("LLOOM_LOG", MDNS_LOG)
             .arg("--key")
             .arg(&executor_key)
             .arg("--data-dir")
