@@ -82,16 +82,16 @@ fn discovery_across_namespaces_by_mdns_tcp_and_quic() {
             .args(extra)
             .output()
             .unwrap();
-        // On failure, show what the node on the other side logged: whether mDNS answered.
-        let logs = ["validator.log", "executor.log"]
-            .map(|name| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default());
-        assert!(
-            out.status.success(),
-            "client {extra:?} failed: {}\nvalidator log:\n{}\nexecutor log:\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            logs[0],
-            logs[1]
-        );
+        if !out.status.success() {
+            // Show what the nodes on the other side logged: whether mDNS answered.
+            let log = |name| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
+            panic!(
+                "client {extra:?} failed: {}\nvalidator log:\n{}\nexecutor log:\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                log("validator.log"),
+                log("executor.log")
+            );
+        }
         String::from_utf8(out.stdout).unwrap()
     };
     // 1. mDNS alone, across the veth pair.

@@ -4,7 +4,7 @@
 //! them), the ceiling that continuous batching can reach with this library on this machine.
 
 use std::num::NonZeroU32;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc;
 use std::time::Instant;
 
@@ -14,9 +14,10 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
 use tokio::sync::oneshot;
 
-use super::{BaselineFigures, BatchedFigures, PROMPT};
+use super::{BaselineFigures, BatchedFigures, PROMPT, context_tokens};
 use crate::backend::llama::shared_backend;
 use crate::error::{Error, Result};
 
@@ -107,48 +108,47 @@ struct Shape {
 }
 
 fn serve(
-    path: &PathBuf,
+    path: &Path,
     shape: &Shape,
     requests: &mpsc::Receiver<Run>,
     ready: oneshot::Sender<Result<()>>,
 ) {
-    let loaded = (|| {
-        let backend = shared_backend().map_err(|e| fail(&e))?;
-        let params = LlamaModelParams::default().with_n_gpu_layers(shape.gpu_layers);
-        let model = LlamaModel::load_from_file(backend, path, &params).map_err(|e| fail(&e))?;
-        Ok((backend, model))
-    })();
-    let (backend, model) = match loaded {
-        Ok(loaded) => loaded,
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            return;
-        }
-    };
+    let mut ready = Some(ready);
+    if let Err(e) = load_and_serve(path, shape, requests, &mut ready)
+        && let Some(ready) = ready
+    {
+        let _ = ready.send(Err(e));
+    }
+}
+
+/// Loads the model and both contexts, reports ready, then runs what `requests` asks.
+fn load_and_serve(
+    path: &Path,
+    shape: &Shape,
+    requests: &mpsc::Receiver<Run>,
+    ready: &mut Option<oneshot::Sender<Result<()>>>,
+) -> Result<()> {
+    let backend = shared_backend().map_err(|e| fail(&e))?;
+    let params = LlamaModelParams::default().with_n_gpu_layers(shape.gpu_layers);
+    let model = LlamaModel::load_from_file(backend, path, &params).map_err(|e| fail(&e))?;
     let threads = i32::try_from(shape.threads).unwrap_or(1);
     let single = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(PLAIN_CTX))
         .with_n_threads(threads)
         .with_n_threads_batch(threads);
     let streams = u32::try_from(shape.max_streams.max(1)).unwrap_or(u32::MAX);
-    let batched_ctx = streams.saturating_mul(shape.max_tokens.saturating_add(256));
+    let batched_ctx = context_tokens(streams, shape.max_tokens);
     let batched = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(batched_ctx))
         .with_n_batch(batched_ctx)
         .with_n_seq_max(streams)
         .with_n_threads(threads)
         .with_n_threads_batch(threads);
-    let contexts = model
-        .new_context(backend, single)
-        .and_then(|single| Ok((single, model.new_context(backend, batched)?)));
-    let (mut single, mut batched) = match contexts {
-        Ok(contexts) => contexts,
-        Err(e) => {
-            let _ = ready.send(Err(fail(&e)));
-            return;
-        }
-    };
-    let _ = ready.send(Ok(()));
+    let mut single = model.new_context(backend, single).map_err(|e| fail(&e))?;
+    let mut batched = model.new_context(backend, batched).map_err(|e| fail(&e))?;
+    if let Some(ready) = ready.take() {
+        let _ = ready.send(Ok(()));
+    }
     while let Ok(run) = requests.recv() {
         match run {
             Run::Single(reply) => {
@@ -163,9 +163,10 @@ fn serve(
             }
         }
     }
+    Ok(())
 }
 
-fn prompt(model: &LlamaModel) -> Result<Vec<llama_cpp_2::token::LlamaToken>> {
+fn prompt(model: &LlamaModel) -> Result<Vec<LlamaToken>> {
     let template = model.chat_template(None).map_err(|e| fail(&e))?;
     let message = LlamaChatMessage::new("user".into(), PROMPT.into()).map_err(|e| fail(&e))?;
     let prompt = model.apply_chat_template(&template, &[message], true).map_err(|e| fail(&e))?;
@@ -222,59 +223,47 @@ fn generate_batched(
     max_tokens: u32,
 ) -> Result<BatchedFigures> {
     let tokens = prompt(model)?;
-    let seq_ids: Vec<i32> = (0..i32::try_from(streams).unwrap_or(0)).collect();
+    let seq_id = |i: usize| i32::try_from(i).unwrap_or(i32::MAX);
     let start = Instant::now();
-    let mut batch = LlamaBatch::new(
-        tokens.len() * streams.max(1),
-        i32::try_from(streams.max(1)).unwrap_or(i32::MAX),
-    );
+    let mut batch = LlamaBatch::new(tokens.len() * streams.max(1), seq_id(streams.max(1)));
     let last = tokens.len().saturating_sub(1);
     let mut logits_at = Vec::with_capacity(streams);
-    for &seq in &seq_ids {
+    for seq in 0..streams {
         for (i, t) in tokens.iter().enumerate() {
-            let pos = i32::try_from(i).unwrap_or(i32::MAX);
-            batch.add(*t, pos, &[seq], i == last).map_err(|e| fail(&e))?;
+            batch.add(*t, seq_id(i), &[seq_id(seq)], i == last).map_err(|e| fail(&e))?;
         }
         logits_at.push(batch.n_tokens() - 1);
     }
     ctx.decode(&mut batch).map_err(|e| fail(&e))?;
     let mut sampler = LlamaSampler::greedy();
-    let mut next: Vec<Option<llama_cpp_2::token::LlamaToken>> =
-        logits_at.iter().map(|&at| Some(sampler.sample(ctx, at))).collect();
-    let is_eog =
-        |t: &Option<llama_cpp_2::token::LlamaToken>| t.is_none_or(|t| model.vocab().is_eog(t));
+    let is_eog = |t: LlamaToken| model.vocab().is_eog(t);
+    // Each sequence's last sampled token; `None` once it ended.
+    let mut next: Vec<Option<LlamaToken>> =
+        logits_at.iter().map(|&at| Some(sampler.sample(ctx, at)).filter(|t| !is_eog(*t))).collect();
     // Counted as the engine counts: every sampled token that is not end-of-generation, the
     // first one from the prompt's step; `max_tokens` sampled tokens take `max_tokens - 1` steps.
-    let mut output = next.iter().filter(|t| !is_eog(t)).count() as u64;
-    let prompt_len = i32::try_from(tokens.len()).unwrap_or(i32::MAX);
+    let mut output = next.iter().flatten().count() as u64;
     for step in 1..max_tokens {
         // Every running sequence is at the same position: same prompt, one token per step.
-        let pos = prompt_len.saturating_add(i32::try_from(step - 1).unwrap_or(i32::MAX));
+        let pos = seq_id(tokens.len()).saturating_add(seq_id(step as usize - 1));
         batch.clear();
         let mut running = Vec::with_capacity(streams);
-        for (&seq, token) in seq_ids.iter().zip(&mut next) {
-            match *token {
-                Some(t) if !model.vocab().is_eog(t) => {
-                    let _ = model.vocab().token_to_piece(t, false, None);
-                    batch.add(t, pos, &[seq], true).map_err(|e| fail(&e))?;
-                    running.push(seq);
-                }
-                _ => *token = None,
+        for (seq, token) in next.iter().enumerate() {
+            if let Some(t) = *token {
+                let _ = model.vocab().token_to_piece(t, false, None);
+                batch.add(t, pos, &[seq_id(seq)], true).map_err(|e| fail(&e))?;
+                running.push(seq);
             }
         }
         if running.is_empty() {
             break;
         }
         ctx.decode(&mut batch).map_err(|e| fail(&e))?;
-        for (at, seq) in running.iter().enumerate() {
-            let index = usize::try_from(*seq).unwrap_or(0);
-            let at = i32::try_from(at).unwrap_or(0);
-            let token = sampler.sample(ctx, at);
-            if !model.vocab().is_eog(token) {
-                output += 1;
-            }
-            if let Some(slot) = next.get_mut(index) {
-                *slot = Some(token);
+        for (at, &seq) in running.iter().enumerate() {
+            let token = Some(sampler.sample(ctx, seq_id(at))).filter(|t| !is_eog(*t));
+            output += u64::from(token.is_some());
+            if let Some(slot) = next.get_mut(seq) {
+                *slot = token;
             }
         }
     }

@@ -26,6 +26,14 @@ use crate::models::plan_engine;
 /// The prompt every stream answers (long enough to measure prompt processing).
 pub const PROMPT: &str = "Write a detailed story about a lighthouse keeper and a storm.";
 
+/// Context room per sequence beyond its output tokens, for the prompt and the chat template.
+const PROMPT_ROOM: u32 = 256;
+
+/// Context tokens for `streams` sequences of at most `max_tokens` output tokens each.
+fn context_tokens(streams: u32, max_tokens: u32) -> u32 {
+    streams.saturating_mul(max_tokens.saturating_add(PROMPT_ROOM))
+}
+
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct EngineBenchOptions {
@@ -98,7 +106,7 @@ pub struct MemoryFigures {
     pub measured_bytes: Option<u64>,
 }
 
-/// One round: the plain loop, then the engine with one stream.
+/// One round: the plain loop and the engine with one stream, next to each other in time.
 #[derive(Clone, Debug, Serialize)]
 pub struct Round {
     /// The plain loop, when run.
@@ -191,7 +199,8 @@ impl std::fmt::Display for EngineBenchReport {
             writeln!(f, "engine x1 / plain loop decode: {ratio:.2} (median of the rounds)")?;
         }
         for c in &self.concurrent {
-            if let Some(b) = self.batched.iter().find(|b| b.streams == c.streams) {
+            let plain = self.batched.iter().find(|b| b.streams == c.streams);
+            if let Some(b) = plain {
                 writeln!(
                     f,
                     "plain x{:<4} aggregate {:.1} tok/s ({} tokens in {:.2} s), one llama_decode per step",
@@ -208,7 +217,7 @@ impl std::fmt::Display for EngineBenchReport {
                 c.wall_secs,
                 c.tokens_per_sec / s.tokens_per_sec.max(f64::MIN_POSITIVE)
             )?;
-            if let Some(b) = self.batched.iter().find(|b| b.streams == c.streams) {
+            if let Some(b) = plain {
                 writeln!(
                     f,
                     "engine x{} / plain x{}: {:.2}",
@@ -310,7 +319,7 @@ pub async fn run_engine_bench(options: &EngineBenchOptions) -> Result<EngineBenc
     let streams = options.concurrent.iter().copied().max().unwrap_or(1).max(1);
     let device = ServingDevice::of_this_build();
     let wanted = EngineConfig {
-        n_ctx: u32::try_from(streams).unwrap_or(u32::MAX).saturating_mul(options.max_tokens + 256),
+        n_ctx: context_tokens(u32::try_from(streams).unwrap_or(u32::MAX), options.max_tokens),
         max_sequences: u32::try_from(streams).unwrap_or(u32::MAX),
         threads: Some(threads),
         queue_capacity: streams.max(64),
@@ -335,27 +344,25 @@ pub async fn run_engine_bench(options: &EngineBenchOptions) -> Result<EngineBenc
             .map_err(|e| Error::EngineLoad(e.to_string()))??
     };
     let load_secs = load.elapsed().as_secs_f64();
+    let single_run = || engine_streams(&engine, 1, options.max_tokens);
+    let plain_run = async || match &plain {
+        Some(plain) => plain.run().await.map(Some),
+        None => Ok(None),
+    };
     // One unrecorded run of each first: the first run after a load pays for page faults and
     // buffer allocation that no later one does.
-    if let Some(plain) = &plain {
-        plain.run().await?;
-    }
-    engine_streams(&engine, 1, options.max_tokens).await?;
-    let mut rounds = Vec::with_capacity(options.rounds.max(1));
-    for round in 0..options.rounds.max(1) {
-        // Alternate which goes first, so neither always runs on a machine the other warmed.
-        let engine_first = round % 2 == 1;
-        let mut single = None;
-        if engine_first {
-            single = Some(engine_streams(&engine, 1, options.max_tokens).await?);
-        }
-        let baseline = match &plain {
-            Some(plain) => Some(plain.run().await?),
-            None => None,
-        };
-        let single = match single {
-            Some(single) => single,
-            None => engine_streams(&engine, 1, options.max_tokens).await?,
+    plain_run().await?;
+    single_run().await?;
+    let count = options.rounds.max(1);
+    let mut rounds = Vec::with_capacity(count);
+    for round in 0..count {
+        // Take turns at going first, so neither always runs on a machine the other warmed.
+        let (baseline, single) = match round % 2 {
+            0 => (plain_run().await?, single_run().await?),
+            _ => {
+                let single = single_run().await?;
+                (plain_run().await?, single)
+            }
         };
         rounds.push(Round { baseline, single });
     }
@@ -396,12 +403,11 @@ pub async fn run_engine_bench(options: &EngineBenchOptions) -> Result<EngineBenc
 }
 
 /// The median of `values` (the upper one of an even count).
-fn median(mut values: Vec<f64>) -> Option<f64> {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied()
+fn median(values: Vec<f64>) -> Option<f64> {
+    median_by(values, |v| *v)
 }
 
-/// The item whose `key` is the median.
+/// The item whose `key` is the median (the upper one of an even count).
 fn median_by<T>(mut items: Vec<T>, key: impl Fn(&T) -> f64) -> Option<T> {
     items.sort_by(|a, b| key(a).total_cmp(&key(b)));
     let middle = items.len() / 2;

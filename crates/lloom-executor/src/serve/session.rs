@@ -264,18 +264,29 @@ where
                 progress.output_tokens = tokens;
                 let chunk = StreamChunk { index: progress.chunks, text };
                 progress.chunks += 1;
-                outbox.push(&WireMessage::Chunk(chunk), limits)?;
-                if every > 0 && tokens >= progress.next_checkpoint {
-                    progress.next_checkpoint = (tokens / every + 1) * every;
-                    let checkpoint =
-                        sign_response(shared, request, digest, &progress, FinishReason::Partial)?;
-                    progress.last_checkpoint = Some(checkpoint.clone());
-                    outbox.push(&WireMessage::Checkpoint(checkpoint), limits)?;
-                }
-                // Frames go out as soon as nothing else is ready to go with them.
-                if generation.events.is_empty()
-                    && let Err(e) = outbox.flush(stream, write_timeout).await
-                {
+                let ready_alone = generation.events.is_empty();
+                let sent = async {
+                    outbox.push(&WireMessage::Chunk(chunk), limits)?;
+                    if every > 0 && tokens >= progress.next_checkpoint {
+                        progress.next_checkpoint = (tokens / every + 1) * every;
+                        let checkpoint = sign_response(
+                            shared,
+                            request,
+                            digest,
+                            &progress,
+                            FinishReason::Partial,
+                        )?;
+                        progress.last_checkpoint = Some(checkpoint.clone());
+                        outbox.push(&WireMessage::Checkpoint(checkpoint), limits)?;
+                    }
+                    // Frames go out as soon as nothing else is ready to go with them.
+                    match ready_alone {
+                        true => outbox.flush(stream, write_timeout).await,
+                        false => Ok(()),
+                    }
+                };
+                // Whatever stops the stream here, the last checkpoint stays settleable.
+                if let Err(e) = sent.await {
                     keep_checkpoint(shared, request, &progress).await;
                     return Err(e);
                 }
