@@ -18,6 +18,14 @@ const SECP256K1_N: U256 =
 const SECP256K1_HALF_N: U256 =
     uint!(0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0_U256);
 
+/// Who signed a digest, as recovered from the signature.
+pub(crate) struct RecoveredSigner {
+    /// The Ethereum address of the key.
+    pub(crate) address: Address,
+    /// The key, compressed (the form libp2p peer ids inline).
+    pub(crate) compressed: [u8; 33],
+}
+
 /// A recoverable secp256k1 signature in Ethereum's 65-byte `r ‖ s ‖ v` form, `v` ∈ {27, 28}.
 ///
 /// Construct with [`Signature::from_bytes`], which applies every acceptance rule; a value of
@@ -57,6 +65,11 @@ impl Signature {
 
     /// Recovers the address that signed `digest` (libsecp256k1).
     pub fn recover(&self, digest: &B256) -> Result<Address> {
+        self.recover_signer(digest).map(|signer| signer.address)
+    }
+
+    /// Recovers the signer of `digest`: its address and its compressed public key.
+    pub(crate) fn recover_signer(&self, digest: &B256) -> Result<RecoveredSigner> {
         let (rs, v) = self.0.split_at(64);
         let parity = v.first().map_or(0, |v| i32::from(v.saturating_sub(27)));
         let id = RecoveryId::try_from(parity).map_err(|_| Error::RecoveryFailed)?;
@@ -67,7 +80,10 @@ impl Signature {
             .map_err(|_| Error::RecoveryFailed)?;
         let uncompressed = key.serialize_uncompressed();
         let raw = uncompressed.get(1..).ok_or(Error::RecoveryFailed)?;
-        Ok(Address::from_raw_public_key(raw))
+        Ok(RecoveredSigner {
+            address: Address::from_raw_public_key(raw),
+            compressed: key.serialize(),
+        })
     }
 
     /// Signs `digest` with `secret` (RFC 6979 nonces, low-s), in the wire form.

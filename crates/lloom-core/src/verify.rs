@@ -9,7 +9,7 @@ use libp2p_identity::PeerId;
 
 use crate::eip712::{DomainConfig, FinishReason, RequestCommitment, ResponseCommitment};
 use crate::error::{Error, Result};
-use crate::identity::peer_id_to_address;
+use crate::identity::{inlined_secp256k1_key, peer_id_to_address};
 use crate::signature::Signature;
 use crate::wire::{
     SignedError, SignedRequest, SignedResponse, WireLimits, content_hash, request_hash,
@@ -100,8 +100,13 @@ pub fn check_origin(
     sender: Option<&PeerId>,
 ) -> Result<()> {
     check_domain(expected_domain, message_domain)?;
-    check_signature(digest, signature, signer)?;
+    let recovered = signature.recover_signer(digest)?;
+    if recovered.address != signer {
+        return Err(Error::SignerMismatch { claimed: signer, recovered: recovered.address });
+    }
     match sender {
+        // The peer's inlined key is the recovered one: the same address, without decoding it.
+        Some(peer) if inlined_secp256k1_key(peer) == Some(&recovered.compressed) => Ok(()),
         Some(peer) => check_sender(signer, peer),
         None => Ok(()),
     }

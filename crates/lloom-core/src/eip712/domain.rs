@@ -1,6 +1,8 @@
 //! The EIP-712 domain every Lloom signature is bound to.
 
-use alloy_primitives::Address;
+use std::sync::LazyLock;
+
+use alloy_primitives::{Address, B256, keccak256};
 use alloy_sol_types::{Eip712Domain, eip712_domain};
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +49,30 @@ impl DomainConfig {
             chain_id: self.chain_id,
             verifying_contract: self.verifying_contract,
         }
+    }
+}
+
+/// `typeHash ‖ keccak256(name) ‖ keccak256(version)`: the fixed head of the encoded domain.
+static FIXED_DOMAIN_HEAD: LazyLock<[u8; 96]> = LazyLock::new(|| {
+    let mut head = [0u8; 96];
+    let type_hash = keccak256(
+        "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)",
+    );
+    head[..32].copy_from_slice(type_hash.as_slice());
+    head[32..64].copy_from_slice(keccak256(DOMAIN_NAME).as_slice());
+    head[64..].copy_from_slice(keccak256(DOMAIN_VERSION).as_slice());
+    head
+});
+
+impl DomainConfig {
+    /// The EIP-712 domain separator (`hashStruct` of [`DomainConfig::eip712`]), with one
+    /// Keccak: the name and version parts never change and are hashed once per process.
+    pub fn separator(&self) -> B256 {
+        let mut encoded = [0u8; 160];
+        encoded[..96].copy_from_slice(FIXED_DOMAIN_HEAD.as_slice());
+        encoded[120..128].copy_from_slice(&self.chain_id.to_be_bytes());
+        encoded[140..].copy_from_slice(self.verifying_contract.as_slice());
+        keccak256(encoded)
     }
 }
 

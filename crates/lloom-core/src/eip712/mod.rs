@@ -10,10 +10,44 @@ pub use domain::{
 pub use finish::FinishReason;
 pub use types::{Announcement, ErrorCommitment, RequestCommitment, ResponseCommitment};
 
-use alloy_primitives::B256;
+use alloy_primitives::{B256, keccak256};
 use alloy_sol_types::SolStruct;
 
-/// The EIP-712 signing hash of `value` under `domain` (`keccak256(0x1901 ‖ separator ‖ hash)`).
+/// The EIP-712 signing hash of `value` under `domain` (`keccak256(0x1901 ‖ separator ‖ hash)`),
+/// the same as alloy's `eip712_signing_hash` with the domain separator computed cheaply.
 pub fn signing_hash<T: SolStruct>(value: &T, domain: &DomainConfig) -> B256 {
-    value.eip712_signing_hash(&domain.eip712())
+    let mut preimage = [0u8; 66];
+    preimage[..2].copy_from_slice(&[0x19, 0x01]);
+    preimage[2..34].copy_from_slice(domain.separator().as_slice());
+    preimage[34..].copy_from_slice(value.eip712_hash_struct().as_slice());
+    keccak256(preimage)
+}
+
+#[cfg(test)]
+mod tests {
+    use alloy_primitives::{Address, address};
+
+    use super::*;
+
+    #[test]
+    fn the_cheap_separator_and_signing_hash_equal_alloys() {
+        let domains = [
+            DomainConfig::default(),
+            DomainConfig::new(1, address!("0x5FbDB2315678afecb367f032d93F642f64180aa3")),
+            DomainConfig::new(u64::MAX, Address::repeat_byte(0xff)),
+        ];
+        let commitment = ErrorCommitment {
+            requestDigest: B256::repeat_byte(3),
+            executor: Address::repeat_byte(4),
+            code: 1,
+            message: "busy".into(),
+            retryAfterSecs: 2,
+            timestamp: 1_700_000_000,
+        };
+        for domain in domains {
+            assert_eq!(domain.separator(), domain.eip712().separator(), "{domain}");
+            let alloy = commitment.eip712_signing_hash(&domain.eip712());
+            assert_eq!(signing_hash(&commitment, &domain), alloy, "{domain}");
+        }
+    }
 }

@@ -9,4 +9,5 @@ mod peer;
 pub use key::NodeKey;
 pub use keyfile::{KeyFormat, load_key, save_key};
 pub use password::{DEFAULT_PASSWORD_ENV, PasswordSource};
+pub(crate) use peer::inlined_secp256k1_key;
 pub use peer::peer_id_to_address;

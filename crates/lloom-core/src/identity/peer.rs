@@ -27,9 +27,42 @@ pub fn peer_id_to_address(peer: &PeerId) -> Result<Address> {
     Ok(Address::from_raw_public_key(raw))
 }
 
+/// Protobuf head of a secp256k1 public key as libp2p encodes it (deterministically): field 1,
+/// `KeyType::Secp256k1` (2), then field 2, 33 bytes of compressed key.
+const SECP256K1_PROTOBUF_HEAD: [u8; 4] = [0x08, 0x02, 0x12, 33];
+
+/// The compressed secp256k1 key inlined in `peer`, read without decoding the curve point, when
+/// the peer id has the canonical form libp2p writes; `None` otherwise (the caller then falls
+/// back to [`peer_id_to_address`]). Comparing it with a recovered key is the cheap way to check
+/// a sender: equal keys have equal addresses.
+pub(crate) fn inlined_secp256k1_key(peer: &PeerId) -> Option<&[u8; 33]> {
+    let multihash = peer.as_ref();
+    if multihash.code() != IDENTITY_MULTIHASH {
+        return None;
+    }
+    let key = multihash.digest().strip_prefix(&SECP256K1_PROTOBUF_HEAD)?;
+    key.try_into().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_inlined_key_is_the_nodes_compressed_key() {
+        let key = crate::NodeKey::generate();
+        let compressed = key.keypair().public().try_into_secp256k1().unwrap().to_bytes();
+        assert_eq!(inlined_secp256k1_key(&key.peer_id()), Some(&compressed));
+    }
+
+    #[test]
+    fn peer_ids_of_other_forms_have_no_inlined_key() {
+        let mut bytes = vec![0x12, 0x20];
+        bytes.extend_from_slice(&[7u8; 32]);
+        assert_eq!(inlined_secp256k1_key(&PeerId::from_bytes(&bytes).unwrap()), None);
+        let ed25519 = libp2p_identity::Keypair::generate_ed25519().public().to_peer_id();
+        assert_eq!(inlined_secp256k1_key(&ed25519), None);
+    }
 
     #[test]
     fn non_secp_peer_ids_are_rejected() {
