@@ -13,6 +13,7 @@ use lloom_core::{
 use tokio::sync::mpsc;
 
 use crate::directory::Candidate;
+use crate::stream_pool::StreamPool;
 
 /// Why an attempt failed; decides failover and penalties.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,10 +88,18 @@ pub(crate) struct AttemptLimits {
     pub(crate) deadline: Instant,
 }
 
+/// How attempts reach executors: the network, one dialer at a time, and the idle streams.
+pub(crate) struct Links<'a> {
+    pub(crate) network: &'a NetworkHandle,
+    pub(crate) dial_lock: &'a tokio::sync::Mutex<()>,
+    pub(crate) streams: &'a StreamPool,
+}
+
 /// Sends `request` to `executor` and reads the verified answer, passing text to `text_out`.
+/// A stream whose exchange ended cleanly (a verified response or signed error) goes back to
+/// the pool for the next request.
 pub(crate) async fn run(
-    network: &NetworkHandle,
-    dial_lock: &tokio::sync::Mutex<()>,
+    links: &Links<'_>,
     executor: &Candidate,
     request: &SignedRequest,
     policy: &VerifyPolicy,
@@ -100,7 +109,7 @@ pub(crate) async fn run(
     let started = Instant::now();
     let fail = |failure, streamed, checkpoint| Failed { failure, streamed, checkpoint };
     let wire = policy.limits;
-    let (mut stream, mut first) = start(network, dial_lock, executor, request, &wire, limits)
+    let (mut stream, mut first) = start(links, executor, request, &wire, limits)
         .await
         .map_err(|e| fail(AttemptFailure::Unreachable(e), false, None))?;
     let peer: PeerId = executor.peer;
@@ -171,7 +180,7 @@ pub(crate) async fn run(
                     let failure = AttemptFailure::Verification(format!("final response: {e}"));
                     return Err(fail(failure, next_index > 0, checkpoint));
                 }
-                let _ = stream.close().await;
+                links.streams.put(peer, stream);
                 let finish = FinishReason::from_code(response.commitment.finishReason)
                     .unwrap_or(FinishReason::Error);
                 tracing::debug!(%digest, finish = finish.as_str(), "verified response");
@@ -187,6 +196,7 @@ pub(crate) async fn run(
                     let failure = AttemptFailure::Verification(format!("error notice: {e}"));
                     return Err(fail(failure, next_index > 0, checkpoint));
                 }
+                links.streams.put(peer, stream);
                 let c = error.commitment;
                 let failure = AttemptFailure::Refused {
                     code: ErrorCode::from_code(c.code),
@@ -203,50 +213,71 @@ pub(crate) async fn run(
     }
 }
 
-/// Opens a stream, sends the request and reads the first frame. A stream the executor dropped
-/// before reading the request (its node accepts streams through a one-slot queue and drops
-/// what does not fit, under load) is retried, at most [`START_TRIES`] times; a request the
-/// executor did read is never sent twice by this path (a replay would be refused anyway).
+/// Sends the request on an idle stream to the executor, or a new one, and reads the first
+/// frame. A stream the executor closed before reading the request is retried; a request the
+/// executor did read is never sent twice by this path (a replay would be refused anyway):
+/// - an idle stream closed while it waited (its connection went, or the executor closed it as
+///   idle) is retried at once on a new stream, after dropping the executor's other idle ones;
+/// - a new stream the executor dropped unread (its node accepts streams through a one-slot
+///   queue and drops what does not fit, under load, and closes streams beyond its limit) is
+///   retried with backoff, at most [`START_TRIES`] times in all.
 async fn start(
-    network: &NetworkHandle,
-    dial_lock: &tokio::sync::Mutex<()>,
+    links: &Links<'_>,
     executor: &Candidate,
     request: &SignedRequest,
     wire: &WireLimits,
     limits: AttemptLimits,
 ) -> Result<(lloom_core::network::Stream, Option<WireMessage>), String> {
     let mut last = String::new();
-    for attempt in 0..START_TRIES {
-        if attempt > 0 {
-            // Exponential backoff with jitter, so a burst of dropped streams spreads out.
-            let base = Duration::from_millis(2u64 << attempt.min(7)).min(START_MAX_BACKOFF);
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| u64::from(d.subsec_nanos()));
-            let jitter = nanos % u64::try_from(base.as_micros()).unwrap_or(1).max(1);
-            let pause = base + Duration::from_micros(jitter);
-            if Instant::now() + pause >= limits.deadline {
-                break;
+    let mut tries = 0;
+    while tries < START_TRIES {
+        let (mut stream, reused) = match links.streams.take(&executor.peer) {
+            Some(stream) => (stream, true),
+            None => {
+                if tries > 0 {
+                    let pause = backoff(tries);
+                    if Instant::now() + pause >= limits.deadline {
+                        break;
+                    }
+                    tokio::time::sleep(pause).await;
+                }
+                tries += 1;
+                (open(links, executor, limits).await?, false)
             }
-            tokio::time::sleep(pause).await;
-        }
-        let mut stream = open(network, dial_lock, executor, limits).await?;
+        };
+        let unread = |last: String| {
+            if reused {
+                links.streams.forget(&executor.peer);
+            }
+            last
+        };
         if let Err(e) = write_frame(&mut stream, &WireMessage::Request(request.clone()), wire).await
         {
-            last = e.to_string();
+            last = unread(e.to_string());
             continue;
         }
         let wait = limits.idle.min(limits.deadline.saturating_duration_since(Instant::now()));
         match tokio::time::timeout(wait, read_frame(&mut stream, wire)).await {
             Ok(Ok(Some(frame))) => return Ok((stream, Some(frame))),
             // Reset or closed before a single frame: the request was dropped unread.
-            Ok(Ok(None)) => last = "stream closed before any answer".into(),
-            Ok(Err(e)) if matches!(e, lloom_core::Error::Io(_)) => last = e.to_string(),
+            Ok(Ok(None)) => last = unread("stream closed before any answer".into()),
+            Ok(Err(e)) if matches!(e, lloom_core::Error::Io(_)) => last = unread(e.to_string()),
             // Anything else is for the caller to judge (a timeout, a malformed frame).
             Ok(Err(_)) | Err(_) => return Ok((stream, None)),
         }
     }
     Err(last)
+}
+
+/// Exponential backoff with jitter before try `tries` (≥ 1), so a burst of dropped streams
+/// spreads out.
+fn backoff(tries: u32) -> Duration {
+    let base = Duration::from_millis(2u64 << tries.min(7)).min(START_MAX_BACKOFF);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos()));
+    let jitter = nanos % u64::try_from(base.as_micros()).unwrap_or(1).max(1);
+    base + Duration::from_micros(jitter)
 }
 
 /// Tries at starting an exchange with one executor.
@@ -259,15 +290,15 @@ const OPEN_TRY: Duration = Duration::from_secs(3);
 
 /// Dials the executor's announced addresses and waits until a connection is established.
 async fn connect(
-    network: &NetworkHandle,
-    dial_lock: &tokio::sync::Mutex<()>,
+    links: &Links<'_>,
     executor: &Candidate,
     wait: Duration,
     until: Instant,
 ) -> Result<(), String> {
     // One dialer at a time: concurrent requests to a new executor share one connection instead
     // of racing to open several (of which the extra ones get closed, taking streams with them).
-    let _dialing = tokio::time::timeout(wait, dial_lock.lock())
+    let network = links.network;
+    let _dialing = tokio::time::timeout(wait, links.dial_lock.lock())
         .await
         .map_err(|_| format!("no connection within {wait:?}"))?;
     if !network.is_connected(&executor.peer) {
@@ -294,15 +325,15 @@ async fn connect(
 
 /// Connects to the executor if needed and opens a request stream.
 async fn open(
-    network: &NetworkHandle,
-    dial_lock: &tokio::sync::Mutex<()>,
+    links: &Links<'_>,
     executor: &Candidate,
     limits: AttemptLimits,
 ) -> Result<lloom_core::network::Stream, String> {
+    let network = links.network;
     let wait = limits.idle.min(limits.deadline.saturating_duration_since(Instant::now()));
     let until = Instant::now() + wait;
     if !network.is_connected(&executor.peer) {
-        connect(network, dial_lock, executor, wait, until).await?;
+        connect(links, executor, wait, until).await?;
     }
     // Each try is bounded; a lost stream request is retried on the same connection.
     let mut last = format!("no connection within {wait:?}");

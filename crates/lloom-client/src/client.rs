@@ -33,7 +33,7 @@ use lloom_core::{
 use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
 
-use crate::attempt::{self, AttemptFailure, AttemptLimits};
+use crate::attempt::{self, AttemptFailure, AttemptLimits, Links};
 pub use crate::chat::{
     AttemptReport, ChatEvent, ChatRequest, ChatStream, RESPONSE_CHECKS, Receipt,
 };
@@ -41,6 +41,7 @@ use crate::directory::{Candidate, Directory, ModelRow};
 use crate::error::{Error, Result};
 use crate::nonce::NonceSource;
 use crate::routing::{Router, Strategy};
+use crate::stream_pool::StreamPool;
 
 /// Longest wait for a DHT lookup of a model no registry knows.
 const DHT_LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
@@ -140,6 +141,8 @@ struct Inner {
     router: Mutex<Router>,
     nonces: NonceSource,
     dial_lock: Mutex<()>,
+    /// Request streams kept open between exchanges, by executor.
+    streams: StreamPool,
     network_task: JoinHandle<()>,
 }
 
@@ -232,6 +235,7 @@ impl Client {
             directory: Mutex::new((Directory::default(), None)),
             nonces,
             dial_lock: Mutex::new(()),
+            streams: StreamPool::default(),
             network_task,
         };
         let client = Self { inner: Arc::new(inner) };
@@ -436,16 +440,14 @@ impl Client {
                 })
             };
             let limits = AttemptLimits { idle: inner.config.idle_timeout, deadline };
-            let outcome = attempt::run(
-                &inner.network,
-                &inner.dial_lock,
-                &executor,
-                &signed,
-                &inner.config.policy,
-                limits,
-                &text_tx,
-            )
-            .await;
+            let links = Links {
+                network: &inner.network,
+                dial_lock: &inner.dial_lock,
+                streams: &inner.streams,
+            };
+            let outcome =
+                attempt::run(&links, &executor, &signed, &inner.config.policy, limits, &text_tx)
+                    .await;
             drop(text_tx);
             let _ = forward.await;
             match outcome {

@@ -35,6 +35,7 @@ pub mod nonce;
 pub mod receipts;
 pub mod report;
 pub mod routing;
+mod stream_pool;
 
 pub use attempt::AttemptFailure;
 pub use chain_cli::ChainCommand;

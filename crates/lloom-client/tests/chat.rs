@@ -120,6 +120,39 @@ async fn chat_returns_the_streamed_text_and_a_verified_receipt() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chats_reuse_one_stream_and_a_stream_the_executor_closed_is_replaced_unseen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_v, addrs) = validator().await;
+    let key = NodeKey::generate();
+    let mut config = ExecutorConfig::new(dir.path().join("executor"));
+    config.network = NetworkConfig { bootstrap: addrs.clone(), ..NetworkConfig::local() };
+    // Idle streams are closed long before the client would stop reusing them (5 s).
+    config.serve.request_timeout = Duration::from_millis(300);
+    let backend = Arc::new(ScriptedBackend::new(Script::answer(MODEL, "Paris.")));
+    let node =
+        ExecutorNode::start(&key, vec![ServedModel { offer: offer(1), backend }], config).await;
+    let node = node.unwrap();
+    let client = client(&addrs, Strategy::Balanced, 1).await;
+    let stats = node.server.stats();
+
+    for _ in 0..3 {
+        let receipt = client.chat(ask()).await.unwrap().collect().await.unwrap();
+        assert_eq!(receipt.text, "Paris.");
+    }
+    assert_eq!(stats.completed.load(std::sync::atomic::Ordering::Relaxed), 3);
+    assert_eq!(stats.streams_opened.load(std::sync::atomic::Ordering::Relaxed), 1, "one stream");
+
+    // The executor closes the idle stream; the client's next request finds it closed before
+    // any answer and goes out on a new stream, to the same executor, as one attempt.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let receipt = client.chat(ask()).await.unwrap().collect().await.unwrap();
+    assert_eq!(receipt.text, "Paris.");
+    assert_eq!(receipt.attempts.len(), 1, "no failover: {:?}", receipt.attempts);
+    assert_eq!(stats.streams_opened.load(std::sync::atomic::Ordering::Relaxed), 2);
+    assert_eq!(stats.dropped_streams.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_executor_killed_mid_stream_is_replaced_by_the_next_one() {
     let dir = tempfile::tempdir().unwrap();
     let (_v, addrs) = validator().await;

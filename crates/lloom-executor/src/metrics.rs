@@ -55,6 +55,16 @@ impl ExecutorMetrics {
                 "Streams that ended without a complete exchange.",
                 &stats.dropped_streams,
             ),
+            (
+                "lloom_executor_streams_opened_total",
+                "Request streams accepted; each carries one exchange after another.",
+                &stats.streams_opened,
+            ),
+            (
+                "lloom_executor_idle_streams_reclaimed_total",
+                "Idle request streams closed to make room for new ones.",
+                &stats.idle_streams_reclaimed,
+            ),
         ];
         for (name, help, counter) in counters {
             m.single(name, MetricKind::Counter, help, counter.load(Relaxed) as f64);

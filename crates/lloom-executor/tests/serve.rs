@@ -129,11 +129,13 @@ async fn open(rig: &Rig) -> Stream {
     }
 }
 
-/// Sends `request` and reads every frame until the executor closes the stream.
+/// Sends `request` on a new stream, closes its sending side (no further request), and reads
+/// every frame until the executor closes the stream.
 async fn exchange(rig: &Rig, request: &SignedRequest) -> Vec<WireMessage> {
     let mut stream = open(rig).await;
     let limits = WireLimits::default();
     write_frame(&mut stream, &WireMessage::Request(request.clone()), &limits).await.unwrap();
+    stream.close().await.unwrap();
     let mut frames = Vec::new();
     while let Some(frame) =
         tokio::time::timeout(WAIT, read_frame(&mut stream, &limits)).await.unwrap().unwrap()
@@ -343,6 +345,114 @@ async fn garbage_and_oversized_frames_close_the_stream_without_an_answer() {
     // The server still serves well-formed requests.
     let frames = exchange(&rig, &signed(&rig, |_| {})).await;
     assert!(matches!(frames.last(), Some(WireMessage::Response(_))));
+}
+
+/// Sends `request` on `stream` and reads the frames of its answer, up to the response or error.
+async fn exchange_on(stream: &mut Stream, request: &SignedRequest) -> Vec<WireMessage> {
+    let limits = WireLimits::default();
+    write_frame(stream, &WireMessage::Request(request.clone()), &limits).await.unwrap();
+    let mut frames = Vec::new();
+    loop {
+        let frame = tokio::time::timeout(WAIT, read_frame(stream, &limits)).await.unwrap().unwrap();
+        let frame = frame.expect("the stream stays open until the answer is complete");
+        let last = matches!(frame, WireMessage::Response(_) | WireMessage::Error(_));
+        frames.push(frame);
+        if last {
+            return frames;
+        }
+    }
+}
+
+#[tokio::test]
+async fn one_stream_carries_exchange_after_exchange_refusals_included() {
+    let rig = rig(Script::answer(MODEL, ANSWER), config(4)).await;
+    let mut stream = open(&rig).await;
+    let peer = rig.executor.key.peer_id();
+    let policy = VerifyPolicy::default();
+    for nonce in 1..=3 {
+        let request = signed(&rig, |c| c.nonce = nonce);
+        let frames = exchange_on(&mut stream, &request).await;
+        let text: String = frames
+            .iter()
+            .filter_map(|f| match f {
+                WireMessage::Chunk(c) => Some(c.text.as_str()),
+                _ => None,
+            })
+            .collect();
+        let Some(WireMessage::Response(response)) = frames.last() else { panic!("{frames:?}") };
+        verify_response(response, &request, &text, Some(&peer), &policy, unix_now()).unwrap();
+    }
+    // A refused request (a replay) ends its exchange, not the stream.
+    let replay = exchange_on(&mut stream, &signed(&rig, |c| c.nonce = 2)).await;
+    assert_eq!(ErrorCode::from_code(the_error(&replay).commitment.code), ErrorCode::NonceReplayed);
+    let request = signed(&rig, |c| c.nonce = 4);
+    assert!(matches!(
+        exchange_on(&mut stream, &request).await.last(),
+        Some(WireMessage::Response(_))
+    ));
+    stream.close().await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut rest)).await.unwrap().unwrap();
+    assert!(rest.is_empty(), "the executor closes its side once the client closed");
+
+    let stats = rig.server.stats();
+    assert_eq!(stats.streams_opened.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.completed.load(Ordering::Relaxed), 4);
+    assert_eq!(stats.refused.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.dropped_streams.load(Ordering::Relaxed), 0);
+    assert_eq!(rig.server.receipts().counts().unwrap(), (4, 4));
+}
+
+#[tokio::test]
+async fn a_stream_idle_past_the_request_timeout_is_closed_without_counting_as_dropped() {
+    let config = ServeConfig { request_timeout: Duration::from_millis(300), ..config(0) };
+    let rig = rig(Script::answer(MODEL, ANSWER), config).await;
+    let mut stream = open(&rig).await;
+    let frames = exchange_on(&mut stream, &signed(&rig, |_| {})).await;
+    assert!(matches!(frames.last(), Some(WireMessage::Response(_))));
+    let mut rest = Vec::new();
+    let started = Instant::now();
+    let read = tokio::time::timeout(WAIT, stream.read_to_end(&mut rest)).await.unwrap();
+    assert!(read.is_err() || rest.is_empty(), "nothing more is sent");
+    assert!(started.elapsed() >= Duration::from_millis(200), "closed only once idle");
+    assert_eq!(rig.server.stats().dropped_streams.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn idle_streams_are_closed_to_make_room_when_every_slot_is_taken() {
+    let rig = rig(Script::answer(MODEL, ANSWER), ServeConfig { max_streams: 2, ..config(0) }).await;
+    // Two streams, each idle after one exchange, hold both slots.
+    let mut idle = Vec::new();
+    for nonce in 1..=2 {
+        let mut stream = open(&rig).await;
+        let frames = exchange_on(&mut stream, &signed(&rig, |c| c.nonce = nonce)).await;
+        assert!(matches!(frames.last(), Some(WireMessage::Response(_))));
+        idle.push(stream);
+    }
+    // A third stream finds no slot: it is closed unread, and the idle ones are reclaimed.
+    let mut third = open(&rig).await;
+    let request = signed(&rig, |c| c.nonce = 3);
+    let limits = WireLimits::default();
+    let _ = write_frame(&mut third, &WireMessage::Request(request.clone()), &limits).await;
+    let refused = tokio::time::timeout(WAIT, read_frame(&mut third, &limits)).await.unwrap();
+    assert!(matches!(refused, Ok(None) | Err(_)), "no answer on a stream beyond the limit");
+    for mut stream in idle {
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(WAIT, stream.read_to_end(&mut rest)).await.unwrap();
+        assert!(read.is_err() || rest.is_empty(), "the idle stream was closed");
+    }
+    assert_eq!(rig.server.stats().idle_streams_reclaimed.load(Ordering::Relaxed), 2);
+    // The retry (what a client does with a stream closed before any answer) is served.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut retry = open(&rig).await;
+        let _ = write_frame(&mut retry, &WireMessage::Request(request.clone()), &limits).await;
+        match tokio::time::timeout(WAIT, read_frame(&mut retry, &limits)).await.unwrap() {
+            Ok(Some(_)) => break,
+            _ => assert!(Instant::now() < deadline, "the retry was never served"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! Serving requests from the network.
 //!
-//! [`Server`] accepts request streams (`/lloom/request/1`), applies every verification rule of
-//! lloom-core to each signed request, admits it past the per-client rate limits, the receipt
+//! [`Server`] accepts request streams (`/lloom/request/2`), each carrying one exchange after
+//! another, applies every verification rule of lloom-core to each signed request, admits it past the per-client rate limits, the receipt
 //! store (not answered before) and the nonce store, runs it on the backend of the requested
 //! model, and streams the answer: text chunks as they are generated, a signed checkpoint every
 //! [`ServeConfig::checkpoint_every`] tokens, and a final signed response, which is stored in
@@ -27,7 +27,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use lloom_core::network::NetworkHandle;
 use lloom_core::{Address, ExecutorLoad, ModelOffer, NodeKey, ReplayStore, VerifyPolicy};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 
 pub use escrow::{EscrowPolicy, EscrowShortfall};
@@ -46,11 +46,13 @@ pub struct ServeConfig {
     pub policy: VerifyPolicy,
     /// A signed checkpoint every this many output tokens; 0 disables checkpoints.
     pub checkpoint_every: u64,
-    /// Time a peer has to send its request after opening a stream.
+    /// Time a peer has to send its request after opening a stream, and its next request after
+    /// an answer (a stream idle for longer is closed).
     pub request_timeout: Duration,
     /// Time a peer has to take each frame we send (a reader that stalls is cut off).
     pub write_timeout: Duration,
-    /// Most request streams handled at once; more are closed at once.
+    /// Most request streams open at once, idle ones included; a new stream beyond it is closed
+    /// at once, and the idle ones are closed to make room for its retry.
     pub max_streams: usize,
     /// Per-client limits.
     pub rate_limits: RateLimits,
@@ -106,6 +108,10 @@ pub struct ServeStats {
     pub busy: AtomicU64,
     /// Streams that ended without a request, with an undecodable one, or cut by the peer.
     pub dropped_streams: AtomicU64,
+    /// Request streams accepted (each carries one exchange or more).
+    pub streams_opened: AtomicU64,
+    /// Idle streams closed to make room for a new one (see [`ServeConfig::max_streams`]).
+    pub idle_streams_reclaimed: AtomicU64,
     /// Requests being served now.
     pub in_flight: AtomicU64,
 }
@@ -136,6 +142,10 @@ pub(crate) struct Shared {
     pub(crate) receipts: Arc<ReceiptStore>,
     pub(crate) limiter: Mutex<RateLimiter>,
     pub(crate) stats: ServeStats,
+    /// Wakes every stream waiting for a request so it closes: a new stream found no free slot,
+    /// and idle ones (held by clients for their next request, or opened and left silent) make
+    /// room for it.
+    pub(crate) reclaim_idle: Notify,
 }
 
 /// The request server of an executor. Cheap to clone.
@@ -214,6 +224,7 @@ impl Server {
             receipts,
             limiter,
             stats: ServeStats::default(),
+            reclaim_idle: Notify::new(),
         };
         Ok(Self { shared: Arc::new(shared) })
     }
@@ -237,7 +248,9 @@ impl Server {
                 };
                 let Some((peer, stream)) = next else { break };
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    // The client retries the stream; idle ones close to make room for it.
                     server.shared.stats.dropped_streams.fetch_add(1, Ordering::Relaxed);
+                    server.shared.reclaim_idle.notify_waiters();
                     tracing::debug!(%peer, "too many request streams; closing a new one");
                     continue;
                 };
@@ -261,8 +274,9 @@ impl Server {
         });
     }
 
-    /// Serves one request stream from `peer` to its end (what [`Server::spawn`] does per
-    /// stream); public so benchmarks and tests can drive it over any byte stream.
+    /// Serves one request stream from `peer` to its end, one exchange after another (what
+    /// [`Server::spawn`] does per stream); public so benchmarks and tests can drive it over any
+    /// byte stream.
     pub async fn serve_stream<S>(&self, peer: lloom_core::PeerId, stream: S)
     where
         S: futures::AsyncRead + futures::AsyncWrite + Unpin,

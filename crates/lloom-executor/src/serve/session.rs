@@ -44,42 +44,73 @@ impl From<lloom_core::Error> for Refusal {
     }
 }
 
-/// Serves one stream: reads the request, answers it, closes.
+/// Serves one stream: exchange after exchange (a request, then its answer), until the peer
+/// closes the stream, sends nothing for [`ServeConfig::request_timeout`], breaks an exchange,
+/// or the server reclaims idle streams to make room (see [`Shared::reclaim_idle`]).
+///
+/// [`ServeConfig::request_timeout`]: super::ServeConfig::request_timeout
 pub(crate) async fn serve<S>(shared: &Arc<Shared>, peer: PeerId, mut stream: S)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let limits = shared.config.policy.limits;
-    let read =
-        tokio::time::timeout(shared.config.request_timeout, read_frame(&mut stream, &limits));
-    let request = match read.await {
-        Ok(Ok(Some(WireMessage::Request(request)))) => request,
-        outcome => {
-            // Without a decodable request there is no digest to sign an error for.
+    shared.stats.streams_opened.fetch_add(1, Ordering::Relaxed);
+    let mut exchanges = 0u64;
+    while let Some(request) = next_request(shared, &peer, &mut stream, exchanges).await {
+        exchanges += 1;
+        let digest = request.digest();
+        shared.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        let outcome = match admit(shared, &peer, &request, &digest).await {
+            Ok(model) => run(shared, &request, digest, model, &mut stream).await,
+            Err(refusal) => send_refusal(shared, digest, refusal, &mut stream).await,
+        };
+        shared.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if let Err(e) = outcome {
+            // Frames of this exchange may be missing: the stream cannot carry another one.
             shared.stats.dropped_streams.fetch_add(1, Ordering::Relaxed);
-            match outcome {
-                Ok(Ok(Some(other))) => {
-                    tracing::debug!(%peer, kind = other.kind(), "stream did not start with a request")
-                }
-                Ok(Err(e)) => tracing::debug!(%peer, "unreadable request: {e}"),
-                _ => tracing::debug!(%peer, "no request before the timeout"),
-            }
-            let _ = stream.close().await;
-            return;
+            tracing::debug!(%peer, %digest, "stream ended early: {e}");
+            break;
         }
-    };
-    let digest = request.digest();
-    shared.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-    let outcome = match admit(shared, &peer, &request, &digest).await {
-        Ok(model) => run(shared, &request, digest, model, &mut stream).await,
-        Err(refusal) => send_refusal(shared, digest, refusal, &mut stream).await,
-    };
-    shared.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-    if let Err(e) = outcome {
-        shared.stats.dropped_streams.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(%peer, %digest, "stream ended early: {e}");
     }
     let _ = stream.close().await;
+}
+
+/// Waits for the stream's next request. `None` ends the stream: the peer closed it, sent
+/// nothing in time, sent something other than a decodable request, or the server reclaimed
+/// the idle stream. Only a stream that never carried a request is counted as dropped when it
+/// ends without one.
+async fn next_request<S>(
+    shared: &Shared,
+    peer: &PeerId,
+    stream: &mut S,
+    exchanges: u64,
+) -> Option<SignedRequest>
+where
+    S: AsyncRead + Unpin,
+{
+    let limits = shared.config.policy.limits;
+    let reclaimed = shared.reclaim_idle.notified();
+    let read = tokio::time::timeout(shared.config.request_timeout, read_frame(stream, &limits));
+    let outcome = tokio::select! {
+        outcome = read => outcome,
+        () = reclaimed => {
+            shared.stats.idle_streams_reclaimed.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, "idle request stream reclaimed to make room");
+            return None;
+        }
+    };
+    let unexpected = match outcome {
+        Ok(Ok(Some(WireMessage::Request(request)))) => return Some(request),
+        Ok(Ok(None)) if exchanges > 0 => return None,
+        Err(_) if exchanges > 0 => return None,
+        Ok(Ok(Some(other))) => format!("a {} frame where a request belongs", other.kind()),
+        Ok(Ok(None)) => "closed before a request".to_owned(),
+        Ok(Err(e)) => format!("unreadable request: {e}"),
+        Err(_) => "no request before the timeout".to_owned(),
+    };
+    // Without a decodable request there is no digest to sign an error for.
+    shared.stats.dropped_streams.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(%peer, exchanges, "request stream dropped: {unexpected}");
+    None
 }
 
 /// Applies every rule, in order, before any work is done.
