@@ -230,9 +230,14 @@ async fn start(
 ) -> Result<(lloom_core::network::Stream, Option<WireMessage>), String> {
     let mut last = String::new();
     let mut tries = 0;
+    // After one idle stream turned out closed, only new streams are used: the loop stays
+    // bounded by `START_TRIES` whatever other requests put back into the pool meanwhile.
+    let mut reuse = true;
     while tries < START_TRIES {
-        let (mut stream, reused) = match links.streams.take(&executor.peer) {
-            Some(stream) => (stream, true),
+        let idle = if reuse { links.streams.take(&executor.peer) } else { None };
+        let reused = idle.is_some();
+        let mut stream = match idle {
+            Some(stream) => stream,
             None => {
                 if tries > 0 {
                     let pause = backoff(tries);
@@ -242,29 +247,30 @@ async fn start(
                     tokio::time::sleep(pause).await;
                 }
                 tries += 1;
-                (open(links, executor, limits).await?, false)
+                open(links, executor, limits).await?
             }
         };
-        let unread = |last: String| {
-            if reused {
-                links.streams.forget(&executor.peer);
-            }
-            last
-        };
-        if let Err(e) = write_frame(&mut stream, &WireMessage::Request(request.clone()), wire).await
-        {
-            last = unread(e.to_string());
-            continue;
+        let unread =
+            match write_frame(&mut stream, &WireMessage::Request(request.clone()), wire).await {
+                Err(e) => e.to_string(),
+                Ok(()) => {
+                    let wait =
+                        limits.idle.min(limits.deadline.saturating_duration_since(Instant::now()));
+                    match tokio::time::timeout(wait, read_frame(&mut stream, wire)).await {
+                        Ok(Ok(Some(frame))) => return Ok((stream, Some(frame))),
+                        // Reset or closed before a single frame: the request was dropped unread.
+                        Ok(Ok(None)) => "stream closed before any answer".into(),
+                        Ok(Err(e)) if matches!(e, lloom_core::Error::Io(_)) => e.to_string(),
+                        // Anything else is for the caller to judge (a timeout, a malformed frame).
+                        Ok(Err(_)) | Err(_) => return Ok((stream, None)),
+                    }
+                }
+            };
+        if reused {
+            links.streams.forget(&executor.peer);
+            reuse = false;
         }
-        let wait = limits.idle.min(limits.deadline.saturating_duration_since(Instant::now()));
-        match tokio::time::timeout(wait, read_frame(&mut stream, wire)).await {
-            Ok(Ok(Some(frame))) => return Ok((stream, Some(frame))),
-            // Reset or closed before a single frame: the request was dropped unread.
-            Ok(Ok(None)) => last = unread("stream closed before any answer".into()),
-            Ok(Err(e)) if matches!(e, lloom_core::Error::Io(_)) => last = unread(e.to_string()),
-            // Anything else is for the caller to judge (a timeout, a malformed frame).
-            Ok(Err(_)) | Err(_) => return Ok((stream, None)),
-        }
+        last = unread;
     }
     Err(last)
 }
