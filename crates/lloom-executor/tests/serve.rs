@@ -421,27 +421,31 @@ async fn a_stream_idle_past_the_request_timeout_is_closed_without_counting_as_dr
 #[tokio::test]
 async fn idle_streams_are_closed_to_make_room_when_every_slot_is_taken() {
     let rig = rig(Script::answer(MODEL, ANSWER), ServeConfig { max_streams: 2, ..config(0) }).await;
-    // Two streams, each idle after one exchange, hold both slots.
-    let mut idle = Vec::new();
-    for nonce in 1..=2 {
-        let mut stream = open(&rig).await;
-        let frames = exchange_on(&mut stream, &signed(&rig, |c| c.nonce = nonce)).await;
-        assert!(matches!(frames.last(), Some(WireMessage::Response(_))));
-        idle.push(stream);
+    let limits = WireLimits::default();
+    // One stream idle after an exchange and one just opened, whose request is on its way,
+    // hold both slots.
+    let mut idle = open(&rig).await;
+    let frames = exchange_on(&mut idle, &signed(&rig, |c| c.nonce = 1)).await;
+    assert!(matches!(frames.last(), Some(WireMessage::Response(_))));
+    let mut fresh = open(&rig).await;
+    let deadline = Instant::now() + WAIT;
+    while rig.server.stats().streams_opened.load(Ordering::Relaxed) < 2 {
+        assert!(Instant::now() < deadline, "the fresh stream was not accepted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    // A third stream finds no slot: it is closed unread, and the idle ones are reclaimed.
+    // A third stream finds no slot: it is closed unread, and the idle one is reclaimed.
     let mut third = open(&rig).await;
     let request = signed(&rig, |c| c.nonce = 3);
-    let limits = WireLimits::default();
     let _ = write_frame(&mut third, &WireMessage::Request(request.clone()), &limits).await;
     let refused = tokio::time::timeout(WAIT, read_frame(&mut third, &limits)).await.unwrap();
     assert!(matches!(refused, Ok(None) | Err(_)), "no answer on a stream beyond the limit");
-    for mut stream in idle {
-        let mut rest = Vec::new();
-        let read = tokio::time::timeout(WAIT, stream.read_to_end(&mut rest)).await.unwrap();
-        assert!(read.is_err() || rest.is_empty(), "the idle stream was closed");
-    }
-    assert_eq!(rig.server.stats().idle_streams_reclaimed.load(Ordering::Relaxed), 2);
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(WAIT, idle.read_to_end(&mut rest)).await.unwrap();
+    assert!(read.is_err() || rest.is_empty(), "the idle stream was closed");
+    assert_eq!(rig.server.stats().idle_streams_reclaimed.load(Ordering::Relaxed), 1);
+    // The fresh stream kept its slot: its request is served.
+    let frames = exchange_on(&mut fresh, &signed(&rig, |c| c.nonce = 2)).await;
+    assert!(matches!(frames.last(), Some(WireMessage::Response(_))));
     // The retry (what a client does with a stream closed before any answer) is served.
     let deadline = Instant::now() + WAIT;
     loop {

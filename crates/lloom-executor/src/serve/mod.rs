@@ -142,9 +142,9 @@ pub(crate) struct Shared {
     pub(crate) receipts: Arc<ReceiptStore>,
     pub(crate) limiter: Mutex<RateLimiter>,
     pub(crate) stats: ServeStats,
-    /// Wakes every stream waiting for a request so it closes: a new stream found no free slot,
-    /// and idle ones (held by clients for their next request, or opened and left silent) make
-    /// room for it.
+    /// Wakes every stream waiting for a request so the idle ones close: a new stream found no
+    /// free slot, and idle ones (held by clients for their next request, or opened and left
+    /// silent for a second) make room for it.
     pub(crate) reclaim_idle: Notify,
 }
 

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use lloom_core::verify::{compute_cost, verify_request};
@@ -74,6 +74,10 @@ where
     let _ = stream.close().await;
 }
 
+/// How long a new stream may wait for its first request before it counts as idle and may be
+/// reclaimed to make room (it is closed anyway after the request timeout).
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+
 /// Waits for the stream's next request. `None` ends the stream: the peer closed it, sent
 /// nothing in time, sent something other than a decodable request, or the server reclaimed
 /// the idle stream. Only a stream that never carried a request is counted as dropped when it
@@ -88,14 +92,22 @@ where
     S: AsyncRead + Unpin,
 {
     let limits = shared.config.policy.limits;
-    let reclaimed = shared.reclaim_idle.notified();
+    let waiting_since = Instant::now();
     let read = tokio::time::timeout(shared.config.request_timeout, read_frame(stream, &limits));
-    let outcome = tokio::select! {
-        outcome = read => outcome,
-        () = reclaimed => {
-            shared.stats.idle_streams_reclaimed.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(%peer, "idle request stream reclaimed to make room");
-            return None;
+    tokio::pin!(read);
+    let outcome = loop {
+        let reclaimed = shared.reclaim_idle.notified();
+        tokio::select! {
+            outcome = &mut read => break outcome,
+            () = reclaimed => {
+                // A stream just opened has its first request on the way: it keeps its slot.
+                if exchanges == 0 && waiting_since.elapsed() < FIRST_REQUEST_GRACE {
+                    continue;
+                }
+                shared.stats.idle_streams_reclaimed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%peer, exchanges, "idle request stream reclaimed to make room");
+                return None;
+            }
         }
     };
     let unexpected = match outcome {
