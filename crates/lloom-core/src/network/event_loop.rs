@@ -18,6 +18,7 @@ use super::connected::ConnectedPeers;
 use super::dht::{self, DhtQueries};
 use super::event::{NetworkEvent, NetworkStats, RegistryResponder};
 use super::handle::Command;
+use super::listen_addrs::ListenAddrs;
 use super::relay::{Reachability, Reservations, is_relayed};
 use crate::announce::{AnnouncementLimits, SignedAnnouncement, verify_announcement};
 use crate::error::{Error, Result};
@@ -56,6 +57,7 @@ pub struct EventLoop {
     advertise_listen_addrs: bool,
     reservations: Reservations,
     connected: ConnectedPeers,
+    listening: ListenAddrs,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -93,6 +95,7 @@ impl EventLoop {
             advertise_listen_addrs: config.advertise_listen_addrs,
             reservations: Reservations::new(config.relay),
             connected: ConnectedPeers::default(),
+            listening: ListenAddrs::default(),
         }
     }
 
@@ -256,14 +259,23 @@ impl EventLoop {
                 if self.advertise_listen_addrs || is_relayed(&address) {
                     self.swarm.add_external_address(address.clone());
                 }
+                let new = self.listening.add(&address);
                 let addr = self.with_p2p(address);
+                if !new {
+                    tracing::debug!(%addr, "listen address reported again (reservation renewed)");
+                    return;
+                }
                 tracing::info!(%addr, "listening");
                 self.emit(NetworkEvent::Listening(addr));
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listening.remove(&address);
                 self.swarm.remove_external_address(&address);
             }
-            SwarmEvent::ListenerClosed { listener_id, .. } => {
+            SwarmEvent::ListenerClosed { listener_id, addresses, .. } => {
+                for address in &addresses {
+                    self.listening.remove(address);
+                }
                 self.reservations.on_listener_closed(listener_id);
             }
             SwarmEvent::ConnectionEstablished { peer_id, num_established, endpoint, .. } => {

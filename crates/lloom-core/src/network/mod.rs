@@ -17,6 +17,7 @@ pub mod dht;
 mod event;
 mod event_loop;
 mod handle;
+mod listen_addrs;
 pub mod protocol;
 mod registry_codec;
 pub mod relay;
