@@ -48,17 +48,9 @@ impl<S> StreamPool<S> {
         let mut idle = self.idle.lock().ok()?;
         let Idle { by_peer, total } = &mut *idle;
         let streams = by_peer.get_mut(peer)?;
-        let mut found = None;
-        while let Some((stream, since)) = streams.pop() {
-            *total -= 1;
-            if now.duration_since(since) < MAX_IDLE {
-                found = Some(stream);
-                break;
-            }
-        }
-        // The rest were returned earlier still: drop the ones that are too old as well.
         let before = streams.len();
         streams.retain(|(_, since)| now.duration_since(*since) < MAX_IDLE);
+        let found = streams.pop().map(|(stream, _)| stream);
         *total -= before - streams.len();
         if streams.is_empty() {
             by_peer.remove(peer);

@@ -10,7 +10,7 @@ use libp2p_identity::PeerId;
 use crate::eip712::{DomainConfig, FinishReason, RequestCommitment, ResponseCommitment};
 use crate::error::{Error, Result};
 use crate::identity::{inlined_secp256k1_key, peer_id_to_address};
-use crate::signature::Signature;
+use crate::signature::{RecoveredSigner, Signature};
 use crate::wire::{
     SignedError, SignedRequest, SignedResponse, WireLimits, content_hash, request_hash,
 };
@@ -74,11 +74,21 @@ pub fn check_domain(expected: &DomainConfig, got: &DomainConfig) -> Result<()> {
 /// Malleable (high-s) signatures and bad `v` values were already refused when the
 /// [`Signature`] was parsed.
 pub fn check_signature(digest: &B256, signature: &Signature, claimed: Address) -> Result<()> {
-    let recovered = signature.recover(digest)?;
-    if recovered != claimed {
-        return Err(Error::SignerMismatch { claimed, recovered });
+    recover_claimed(digest, signature, claimed).map(|_| ())
+}
+
+/// [`check_signature`], returning the recovered signer (its key is what the sender check
+/// compares).
+fn recover_claimed(
+    digest: &B256,
+    signature: &Signature,
+    claimed: Address,
+) -> Result<RecoveredSigner> {
+    let recovered = signature.recover_signer(digest)?;
+    if recovered.address != claimed {
+        return Err(Error::SignerMismatch { claimed, recovered: recovered.address });
     }
-    Ok(())
+    Ok(recovered)
 }
 
 /// Rule: the claimed signer is the peer that sent the message.
@@ -100,10 +110,7 @@ pub fn check_origin(
     sender: Option<&PeerId>,
 ) -> Result<()> {
     check_domain(expected_domain, message_domain)?;
-    let recovered = signature.recover_signer(digest)?;
-    if recovered.address != signer {
-        return Err(Error::SignerMismatch { claimed: signer, recovered: recovered.address });
-    }
+    let recovered = recover_claimed(digest, signature, signer)?;
     match sender {
         // The peer's inlined key is the recovered one: the same address, without decoding it.
         Some(peer) if inlined_secp256k1_key(peer) == Some(&recovered.compressed) => Ok(()),

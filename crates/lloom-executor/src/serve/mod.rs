@@ -1,13 +1,14 @@
 //! Serving requests from the network.
 //!
 //! [`Server`] accepts request streams (`/lloom/request/2`), each carrying one exchange after
-//! another, applies every verification rule of lloom-core to each signed request, admits it past the per-client rate limits, the receipt
-//! store (not answered before) and the nonce store, runs it on the backend of the requested
-//! model, and streams the answer: text chunks as they are generated, a signed checkpoint every
-//! [`ServeConfig::checkpoint_every`] tokens, and a final signed response, which is stored in
-//! the [`ReceiptStore`] before it is sent. Every refusal is a signed error naming the rule.
+//! another, applies every verification rule of lloom-core to each signed request, admits it
+//! past the per-client rate limits, the receipt store (not answered before) and the nonce
+//! store, runs it on the backend of the requested model, and streams the answer: text chunks
+//! as they are generated, a signed checkpoint every [`ServeConfig::checkpoint_every`] tokens,
+//! and a final signed response, which is stored in the [`ReceiptStore`] before it is sent.
+//! Every refusal is a signed error naming the rule.
 //!
-//! Everything a peer can make the server hold is bounded: streams in flight
+//! Everything a peer can make the server hold is bounded: open streams, idle ones included
 //! ([`ServeConfig::max_streams`]), the time to send the request and to take each chunk, frame
 //! sizes (the wire limits), the backend queue (a full one answers a signed Busy), and the
 //! per-client rate-limiter state.
