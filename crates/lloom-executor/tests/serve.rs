@@ -327,6 +327,45 @@ async fn an_answered_request_is_refused_after_a_crash_that_lost_its_nonce() {
     assert_eq!(rig.server.receipts().counts().unwrap(), (1, 1), "still one receipt");
 }
 
+/// A request replayed while the first copy is still being served has no receipt yet: the
+/// nonce rule alone refuses it, whether the nonce store holds nonces in memory or syncs each.
+#[tokio::test]
+async fn a_request_replayed_while_in_flight_is_refused_by_the_nonce_rule() {
+    for interval in [Duration::from_secs(1), Duration::ZERO] {
+        let script = Script {
+            delay: Duration::from_millis(20),
+            ..Script::answer(MODEL, &"word ".repeat(20))
+        };
+        let config = ServeConfig { nonce_sync_interval: interval, ..config(0) };
+        let rig = rig(script, config).await;
+        let request = signed(&rig, |c| c.nonce = 11);
+        let mut first = open(&rig).await;
+        let limits = WireLimits::default();
+        write_frame(&mut first, &WireMessage::Request(request.clone()), &limits).await.unwrap();
+        let chunk = read_frame(&mut first, &limits).await.unwrap();
+        assert!(matches!(chunk, Some(WireMessage::Chunk(_))), "{interval:?}: {chunk:?}");
+
+        let again = exchange(&rig, &request).await;
+        let error = the_error(&again);
+        assert_eq!(ErrorCode::from_code(error.commitment.code), ErrorCode::NonceReplayed);
+        assert!(!rig.server.receipts().contains(&request.digest()).unwrap(), "no receipt yet");
+        // The first copy is still served to its end.
+        let mut last = None;
+        while let Some(frame) = tokio::time::timeout(WAIT, read_frame(&mut first, &limits))
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            let done = matches!(frame, WireMessage::Response(_));
+            last = Some(frame);
+            if done {
+                break;
+            }
+        }
+        assert!(matches!(last, Some(WireMessage::Response(_))), "{interval:?}: {last:?}");
+    }
+}
+
 #[tokio::test]
 async fn garbage_and_oversized_frames_close_the_stream_without_an_answer() {
     let rig = rig(Script::answer(MODEL, ANSWER), config(0)).await;

@@ -16,6 +16,7 @@
 mod escrow;
 mod group_commit;
 mod limiter;
+mod nonces;
 mod outbox;
 mod receipts;
 mod session;
@@ -27,7 +28,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use lloom_core::network::NetworkHandle;
-use lloom_core::{Address, ExecutorLoad, ModelOffer, NodeKey, ReplayStore, VerifyPolicy};
+use lloom_core::{ExecutorLoad, ModelOffer, NodeKey, ReplayStore, VerifyPolicy};
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 
@@ -36,6 +37,7 @@ pub use limiter::{RateLimiter, RateLimits};
 pub use receipts::{Receipt, ReceiptStore};
 
 use group_commit::GroupCommit;
+use nonces::{MAX_GROUP, NonceGate};
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
@@ -117,27 +119,21 @@ pub struct ServeStats {
     pub in_flight: AtomicU64,
 }
 
-/// `(client, nonce, deadline)` to record, and whether it was new.
-pub(crate) type NonceWriter = GroupCommit<(Address, u64, u64), lloom_core::Result<()>>;
 /// A receipt to store, and whether it was stored.
 pub(crate) type ReceiptWriter = GroupCommit<Receipt, std::result::Result<(), String>>;
 
-/// Shortest period of the background nonce sync. With a shorter (or zero) interval, writes are
-/// made durable by the writer itself (every one, for zero), so the timer has little to catch.
-const MIN_SYNC_TICK: Duration = Duration::from_millis(100);
-/// Longest accepted `nonce_sync_interval`. redb keeps the pages that non-durable commits free
-/// until the next durable one, so the nonce store grows between syncs; a minute bounds that
-/// (and what a crash can forget) whatever the configuration says.
+/// Shortest period of the background nonce write (a zero interval syncs every write instead).
+const MIN_SYNC_TICK: Duration = Duration::from_millis(10);
+/// Longest accepted `nonce_sync_interval`: it bounds what a crash can forget, whatever the
+/// configuration says (the memory held between writes is bounded by
+/// [`lloom_core::replay::MAX_HELD`] in any case).
 pub const MAX_NONCE_SYNC_INTERVAL: Duration = Duration::from_secs(60);
-
-/// Most writes committed in one transaction.
-const MAX_GROUP: usize = 256;
 
 pub(crate) struct Shared {
     pub(crate) key: NodeKey,
     pub(crate) config: ServeConfig,
     pub(crate) models: BTreeMap<String, ServedModel>,
-    pub(crate) nonces: NonceWriter,
+    pub(crate) nonces: NonceGate,
     pub(crate) replay: Arc<ReplayStore>,
     pub(crate) receipt_writer: ReceiptWriter,
     pub(crate) receipts: Arc<ReceiptStore>,
@@ -193,21 +189,8 @@ impl Server {
         let models = models.into_iter().map(|m| (m.offer.model.clone(), m)).collect();
         let capacity = config.max_streams.max(1);
         let replay = Arc::new(replay.with_sync_interval(config.nonce_sync_interval));
-        let store = replay.clone();
-        let nonces =
-            GroupCommit::spawn("lloom-nonces", capacity, MAX_GROUP, move |ops| {
-                match store.check_and_record_batch(&ops, lloom_core::unix_now()) {
-                    Ok(results) => results,
-                    Err(e) => {
-                        let message = format!("replay store: {e}");
-                        ops.iter()
-                            .map(|_| {
-                                Err(lloom_core::Error::Io(std::io::Error::other(message.clone())))
-                            })
-                            .collect()
-                    }
-                }
-            })?;
+        let deferred = !config.nonce_sync_interval.is_zero();
+        let nonces = NonceGate::new(replay.clone(), deferred, capacity)?;
         let receipts = Arc::new(receipts);
         let store = receipts.clone();
         let receipt_writer =
@@ -236,13 +219,14 @@ impl Server {
         let server = self.clone();
         let slots = Arc::new(Semaphore::new(self.shared.config.max_streams));
         let every = self.shared.config.nonce_sync_interval.max(MIN_SYNC_TICK);
+        let deferred = !self.shared.config.nonce_sync_interval.is_zero();
         let mut sync_due = tokio::time::interval(every);
         sync_due.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Ok(tokio::spawn(async move {
             loop {
                 let next = tokio::select! {
                     next = incoming.next() => next,
-                    _ = sync_due.tick() => {
+                    _ = sync_due.tick(), if deferred => {
                         server.sync_nonces_in_background();
                         continue;
                     }
@@ -264,8 +248,8 @@ impl Server {
         }))
     }
 
-    /// Makes nonces written since the last sync durable, off the request path (a store with
-    /// nothing pending does nothing).
+    /// Writes the nonces held since the last write to disk, off the request path (a store
+    /// holding none does nothing).
     fn sync_nonces_in_background(&self) {
         let replay = self.shared.replay.clone();
         tokio::task::spawn_blocking(move || {

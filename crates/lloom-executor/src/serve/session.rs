@@ -229,7 +229,7 @@ async fn record_nonce(shared: &Shared, request: &SignedRequest) -> Result<(), Re
     let c = &request.commitment;
     shared
         .nonces
-        .submit((c.client, c.nonce, c.deadline))
+        .record(c.client, c.nonce, c.deadline)
         .await
         .ok_or_else(|| Refusal::new(ErrorCode::Internal, "replay store stopped"))?
         .map_err(Refusal::from)
@@ -278,7 +278,7 @@ where
             return send_refusal(shared, digest, refusal, stream).await;
         }
     };
-    // The backend processes the prompt while the nonce is committed; nothing is sent before
+    // The backend processes the prompt while the nonce is recorded; nothing is sent before
     // the nonce is recorded, and a replay stops the work at once.
     if let Err(refusal) = record_nonce(shared, request).await {
         drop(generation);
