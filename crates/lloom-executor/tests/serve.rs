@@ -351,10 +351,8 @@ async fn a_request_replayed_while_in_flight_is_refused_by_the_nonce_rule() {
         assert!(!rig.server.receipts().contains(&request.digest()).unwrap(), "no receipt yet");
         // The first copy is still served to its end.
         let mut last = None;
-        while let Some(frame) = tokio::time::timeout(WAIT, read_frame(&mut first, &limits))
-            .await
-            .unwrap()
-            .unwrap()
+        while let Some(frame) =
+            tokio::time::timeout(WAIT, read_frame(&mut first, &limits)).await.unwrap().unwrap()
         {
             let done = matches!(frame, WireMessage::Response(_));
             last = Some(frame);
