@@ -84,7 +84,7 @@ pub use announce::{
     verify_announcement,
 };
 pub use eip712::{
-    Announcement, DomainConfig, ErrorCommitment, FinishReason, RequestCommitment,
+    Announcement, DomainConfig, Eip712Type, ErrorCommitment, FinishReason, RequestCommitment,
     ResponseCommitment, signing_hash,
 };
 pub use error::{Error, Result};

@@ -2,30 +2,36 @@
 
 mod domain;
 mod finish;
+mod type_hash;
 mod types;
 
 pub use domain::{
     DEFAULT_CHAIN_ID, DEFAULT_VERIFYING_CONTRACT, DOMAIN_NAME, DOMAIN_VERSION, DomainConfig,
 };
 pub use finish::FinishReason;
+pub use type_hash::Eip712Type;
 pub use types::{Announcement, ErrorCommitment, RequestCommitment, ResponseCommitment};
 
-use alloy_primitives::{B256, keccak256};
-use alloy_sol_types::SolStruct;
+use alloy_primitives::{B256, Keccak256, keccak256};
 
 /// The EIP-712 signing hash of `value` under `domain` (`keccak256(0x1901 ‖ separator ‖ hash)`),
-/// the same as alloy's `eip712_signing_hash` with the domain separator computed cheaply.
-pub fn signing_hash<T: SolStruct>(value: &T, domain: &DomainConfig) -> B256 {
+/// the same as alloy's `eip712_signing_hash` with the domain separator computed cheaply and
+/// the type hash computed once per process.
+pub fn signing_hash<T: Eip712Type>(value: &T, domain: &DomainConfig) -> B256 {
+    let mut hash_struct = Keccak256::new();
+    hash_struct.update(T::type_hash());
+    hash_struct.update(value.eip712_encode_data());
     let mut preimage = [0u8; 66];
     preimage[..2].copy_from_slice(&[0x19, 0x01]);
     preimage[2..34].copy_from_slice(domain.separator().as_slice());
-    preimage[34..].copy_from_slice(value.eip712_hash_struct().as_slice());
+    preimage[34..].copy_from_slice(hash_struct.finalize().as_slice());
     keccak256(preimage)
 }
 
 #[cfg(test)]
 mod tests {
     use alloy_primitives::{Address, address};
+    use alloy_sol_types::SolStruct;
 
     use super::*;
 
