@@ -6,7 +6,7 @@
 //! cargo run --release -p lloom-bench -- streaming    # P2: time to first token, network vs direct
 //! cargo run --release -p lloom-bench -- throughput   # P3: signed requests/s vs signature ceiling
 //! cargo run --release -p lloom-bench -- load         # R1: 1,000 concurrent requests
-//! cargo run --release -p lloom-bench -- soak         # 100,000 requests, RSS start/end
+//! cargo run --release -p lloom-bench -- soak         # 100,000 requests, RSS start/end (--warmup 150000: caches full first)
 //! cargo run --release -p lloom-bench -- discovery    # executor start → visible (registry, DHT)
 //! ```
 
@@ -72,6 +72,9 @@ enum Bench {
         /// Requests in total.
         #[arg(long, default_value_t = 100_000)]
         requests: usize,
+        /// Requests before the start RSS is read (enough to fill the page caches: 150,000).
+        #[arg(long, default_value_t = 2000)]
+        warmup: usize,
         /// Requests in flight at once.
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
@@ -86,7 +89,9 @@ async fn main() -> anyhow::Result<()> {
         Bench::Streaming { requests } => streaming::run(requests).await,
         Bench::Throughput { concurrency, seconds } => throughput::run(concurrency, seconds).await,
         Bench::Load { requests } => load::run(requests).await,
-        Bench::Soak { requests, concurrency } => soak::run(requests, concurrency).await,
+        Bench::Soak { requests, warmup, concurrency } => {
+            soak::run(requests, warmup, concurrency).await
+        }
         Bench::Discovery { runs } => discovery::run(runs).await,
     }
 }

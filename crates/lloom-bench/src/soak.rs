@@ -1,5 +1,10 @@
 //! Queue soak: many requests through one executor with an instant backend, reporting resident
 //! memory as it goes; flat memory means nothing is retained per request.
+//!
+//! The executor's two redb page caches (receipts and nonces, bounded) fill as their databases
+//! grow, so RSS rises until they are full and then stays flat. The growth over the second
+//! half of the run, and a warm-up long enough to fill the caches (`--warmup`), tell the two
+//! apart.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,9 +15,7 @@ use lloom_executor::backend::scripted::{Script, ScriptedBackend};
 
 use crate::net::{self, MODEL};
 
-const WARMUP: usize = 2000;
-
-pub(crate) async fn run(requests: usize, concurrency: usize) -> anyhow::Result<()> {
+pub(crate) async fn run(requests: usize, warmup: usize, concurrency: usize) -> anyhow::Result<()> {
     let backend = Arc::new(ScriptedBackend::new(Script::answer(MODEL, "ok")));
     let network = net::start(vec![backend], 0).await?;
     let client = network.client().await?;
@@ -44,19 +47,24 @@ pub(crate) async fn run(requests: usize, concurrency: usize) -> anyhow::Result<(
             failed.load(Ordering::Relaxed)
         }
     };
-    issue(WARMUP).await;
+    issue(warmup).await;
     let start_rss = net::rss_mib();
     let start = Instant::now();
     let step = (requests / 10).max(1);
     let mut failed = 0;
     let mut done = 0;
-    println!("soak: {requests} requests, {concurrency} in flight, after {WARMUP} warm-up");
+    let (mut half_done, mut half_rss) = (0, start_rss);
+    println!("soak: {requests} requests, {concurrency} in flight, after {warmup} warm-up");
     println!("  start RSS {start_rss:.1} MiB");
     while done < requests {
         let n = step.min(requests - done);
         failed += issue(n).await;
         done += n;
-        println!("  {done:>7} requests  RSS {:.1} MiB", net::rss_mib());
+        let rss = net::rss_mib();
+        if done <= requests / 2 {
+            (half_done, half_rss) = (done, rss);
+        }
+        println!("  {done:>7} requests  RSS {rss:.1} MiB");
     }
     let end_rss = net::rss_mib();
     let (total, unsettled) = network
@@ -69,6 +77,11 @@ pub(crate) async fn run(requests: usize, concurrency: usize) -> anyhow::Result<(
         "  end RSS {end_rss:.1} MiB (Δ {:+.1} MiB); {failed} failed; {:.0} req/s; {total} receipts stored ({unsettled} unsettled)",
         end_rss - start_rss,
         requests as f64 / start.elapsed().as_secs_f64()
+    );
+    println!(
+        "  after {half_done} requests: Δ {:+.1} MiB ({:+.3} KiB per request)",
+        end_rss - half_rss,
+        (end_rss - half_rss) * 1024.0 / (requests - half_done).max(1) as f64
     );
     Ok(())
 }
