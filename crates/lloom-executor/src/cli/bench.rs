@@ -62,6 +62,14 @@ pub(super) async fn run(args: &BenchArgs, json: bool, out: &mut (dyn Write + Sen
         baseline: !args.no_baseline,
         rounds: args.rounds,
     };
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let threads = options.threads.map_or(cores, |t| usize::try_from(t).unwrap_or(usize::MAX));
+    let oversubscribed = options.baseline && threads.saturating_mul(2) > cores;
+    if let Some(warning) =
+        shared_openmp_warning(oversubscribed, std::env::var("OMP_WAIT_POLICY").ok().as_deref())
+    {
+        tracing::warn!("{warning}");
+    }
     if !json {
         writeln!(out, "benchmarking (a minute or so on a small CPU) ...")?;
         out.flush()?;
@@ -73,4 +81,36 @@ pub(super) async fn run(args: &BenchArgs, json: bool, out: &mut (dyn Write + Sen
         writeln!(out, "{report}")?;
     }
     Ok(())
+}
+
+/// The warning for a run whose plain-loop baseline shares the process with the engine, and
+/// whose two OpenMP teams (`oversubscribed`) have more threads than the machine has cores.
+///
+/// The baseline thread and the engine's worker each own an OpenMP team. With more OpenMP
+/// threads than cores, libgomp spins far less at a barrier before it sleeps (its
+/// `GOMP_SPINCOUNT` rules), and a single stream decodes far slower (measured on a 2-core
+/// machine: about 40 instead of about 105 tok/s, for both sides). The engine-to-plain ratio
+/// stays fair; figures against a single stream do not. `OMP_WAIT_POLICY=active`, read when
+/// the process starts, restored the single-stream speed there.
+fn shared_openmp_warning(oversubscribed: bool, wait_policy: Option<&str>) -> Option<&'static str> {
+    let active = wait_policy.is_some_and(|p| p.trim().eq_ignore_ascii_case("active"));
+    (oversubscribed && !active).then_some(
+        "the plain-loop baseline and the engine each own an OpenMP team, together more threads \
+         than this machine has cores: single-stream decode slows for both (the ratio between them stays \
+         fair). For absolute figures run with OMP_WAIT_POLICY=active, or with --no-baseline.",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shared_openmp_warning;
+
+    #[test]
+    fn the_openmp_warning_is_given_only_when_oversubscribed_without_active_waiting() {
+        assert!(shared_openmp_warning(true, None).is_some());
+        assert!(shared_openmp_warning(true, Some("passive")).is_some());
+        assert!(shared_openmp_warning(true, Some("ACTIVE")).is_none());
+        assert!(shared_openmp_warning(true, Some(" active ")).is_none());
+        assert!(shared_openmp_warning(false, None).is_none());
+    }
 }
