@@ -62,11 +62,6 @@ pub(super) async fn run(args: &BenchArgs, json: bool, out: &mut (dyn Write + Sen
         baseline: !args.no_baseline,
         rounds: args.rounds,
     };
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    let wait_policy = std::env::var("OMP_WAIT_POLICY").ok();
-    if let Some(warning) = shared_openmp_warning(&options, cores, wait_policy.as_deref()) {
-        tracing::warn!("{warning}");
-    }
     if !json {
         writeln!(out, "benchmarking (a minute or so on a small CPU) ...")?;
         out.flush()?;
@@ -78,59 +73,4 @@ pub(super) async fn run(args: &BenchArgs, json: bool, out: &mut (dyn Write + Sen
         writeln!(out, "{report}")?;
     }
     Ok(())
-}
-
-/// The warning for a run whose plain-loop baseline shares the process with the engine, and
-/// whose two OpenMP teams (each of `options.threads`, default all `cores`) have more threads
-/// than the machine has cores.
-///
-/// The baseline thread and the engine's worker each own an OpenMP team. With more OpenMP
-/// threads than cores, libgomp spins far less at a barrier before it sleeps (its
-/// `GOMP_SPINCOUNT` rules), and a single stream decodes far slower (measured on a 2-core
-/// machine: about 40 instead of about 105 tok/s, for both sides). The engine-to-plain ratio
-/// stays fair; figures against a single stream do not. `OMP_WAIT_POLICY=active`, read when
-/// the process starts, restored the single-stream speed there.
-fn shared_openmp_warning(
-    options: &EngineBenchOptions,
-    cores: usize,
-    wait_policy: Option<&str>,
-) -> Option<&'static str> {
-    let threads = options.threads.map_or(cores, |t| usize::try_from(t).unwrap_or(usize::MAX));
-    let oversubscribed = options.baseline && threads.saturating_mul(2) > cores;
-    let active = wait_policy.is_some_and(|p| p.trim().eq_ignore_ascii_case("active"));
-    (oversubscribed && !active).then_some(
-        "the plain-loop baseline and the engine each own an OpenMP team, together more threads \
-         than this machine has cores: single-stream decode slows for both (the ratio between them stays \
-         fair). For absolute figures run with OMP_WAIT_POLICY=active, or with --no-baseline.",
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn options(baseline: bool, threads: Option<u32>) -> EngineBenchOptions {
-        EngineBenchOptions {
-            path: PathBuf::from("model.gguf"),
-            max_tokens: 8,
-            concurrent: vec![8],
-            threads,
-            baseline,
-            rounds: 1,
-        }
-    }
-
-    #[test]
-    fn the_openmp_warning_is_given_only_when_oversubscribed_without_active_waiting() {
-        // Default threads (all cores), baseline on: two teams of 2 on 2 cores.
-        assert!(shared_openmp_warning(&options(true, None), 2, None).is_some());
-        assert!(shared_openmp_warning(&options(true, None), 2, Some("passive")).is_some());
-        assert!(shared_openmp_warning(&options(true, None), 2, Some("ACTIVE")).is_none());
-        assert!(shared_openmp_warning(&options(true, None), 2, Some(" active ")).is_none());
-        // No baseline: one team.
-        assert!(shared_openmp_warning(&options(false, None), 2, None).is_none());
-        // Two teams of 4 fit 8 cores; of 5 they do not.
-        assert!(shared_openmp_warning(&options(true, Some(4)), 8, None).is_none());
-        assert!(shared_openmp_warning(&options(true, Some(5)), 8, None).is_some());
-    }
 }

@@ -6,6 +6,7 @@
 //! `llama_decode` call, samples each one's next token, and retires the finished ones, freeing
 //! their KV cache.
 
+mod cpu_turn;
 mod pool;
 mod queue;
 mod worker;

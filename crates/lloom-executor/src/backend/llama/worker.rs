@@ -15,6 +15,7 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use lloom_core::{FinishReason, Role, SamplingParams};
 
+use super::cpu_turn::{CpuTurn, computes_on_cpu};
 use super::queue::TryPopError;
 use super::{EngineConfig, Job, JobQueue};
 use crate::backend::{GenerationEvent, StreamText, Usage};
@@ -153,16 +154,19 @@ fn serve(
         .with_n_threads(threads)
         .with_n_threads_batch(threads);
     let mut ctx = model.new_context(backend, ctx_params).map_err(|e| format!("context: {e}"))?;
+    let takes_turns = computes_on_cpu(config.gpu_layers, model.n_layer());
     let _ = ready.send(Ok(()));
-    batch_loop(&model, &mut ctx, config, queue)
+    batch_loop(&model, &mut ctx, config, queue, takes_turns)
 }
 
 /// The continuous-batching loop; returns when the queue is closed and no sequence is active.
+/// With `takes_turns`, each decode step waits for the CPU's turn (see [`CpuTurn`]).
 fn batch_loop(
     model: &LlamaModel,
     ctx: &mut LlamaContext<'_>,
     config: &EngineConfig,
     queue: &JobQueue,
+    takes_turns: bool,
 ) -> Result<(), String> {
     let per_sequence = config.tokens_per_sequence();
     let mut batch =
@@ -269,6 +273,7 @@ fn batch_loop(
             seq.logits_at = batch.n_tokens() - 1;
         }
         if batch.n_tokens() > 0 {
+            let turn = takes_turns.then(CpuTurn::take);
             if let Err(e) = ctx.decode(&mut batch) {
                 for seq in &mut active {
                     seq.send(GenerationEvent::Failed(format!("decode failed: {e}")));
@@ -277,6 +282,7 @@ fn batch_loop(
             } else {
                 sample_all(model, ctx, &mut active, per_sequence);
             }
+            drop(turn);
         }
 
         // Retire finished sequences and free their KV cache.
