@@ -79,6 +79,48 @@ async fn two_models_decoding_at_once_take_turns_and_answer_as_alone() {
     assert_eq!(b.unwrap(), alone);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_prompt_is_prefilled_in_chunks_while_others_keep_decoding() {
+    let engine = engine(EngineConfig { n_ctx: 4096, max_sequences: 2, ..EngineConfig::default() });
+    let story = "Write a detailed story about a lighthouse keeper and a storm.";
+    let mut running = engine.generate(ask(story, 400, &[])).unwrap();
+    let mut decoded = 0;
+    // The running stream has its first token before the long prompt arrives.
+    while decoded == 0 {
+        if let Some(GenerationEvent::Text { tokens, .. }) = running.events.recv().await {
+            decoded = tokens;
+        }
+    }
+    // About 1,300 tokens: six chunks of at most 256.
+    let long = "The quick brown fox jumps over the lazy dog. ".repeat(130);
+    let mut long_one = engine.generate(ask(&long, 4, &[])).unwrap();
+    let (mut at_admission, mut at_first_token) = (None, None);
+    while at_first_token.is_none() {
+        tokio::select! {
+            // The running stream first: its events sent before the long one's are counted.
+            biased;
+            Some(event) = running.events.recv() => match event {
+                GenerationEvent::Text { tokens, .. } => decoded = tokens,
+                other => panic!("the running stream ended early: {other:?}"),
+            },
+            Some(event) = long_one.events.recv() => match event {
+                GenerationEvent::Started { input_tokens } => {
+                    assert!(input_tokens > 5 * 256, "{input_tokens}");
+                    at_admission = Some(decoded);
+                }
+                GenerationEvent::Text { .. } | GenerationEvent::Done(_) => {
+                    at_first_token = Some(decoded);
+                }
+                GenerationEvent::Failed(message) => panic!("{message}"),
+            },
+        }
+    }
+    // One step per chunk, and each step also decoded the running stream's next token (a
+    // single-step prefill would give 1 here).
+    let during_prefill = at_first_token.unwrap() - at_admission.unwrap();
+    assert!(during_prefill >= 3, "{during_prefill} tokens decoded while the prompt was prefilled");
+}
+
 /// With OpenMP, every engine's worker thread owns a team of its own, and libgomp spins far
 /// less at its barriers once the teams outnumber the cores: a second loaded, idle model
 /// slowed the first from about 105 to about 44 tok/s on 2 cores.

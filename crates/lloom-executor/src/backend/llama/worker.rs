@@ -20,6 +20,13 @@ use super::queue::TryPopError;
 use super::{EngineConfig, Job, JobQueue};
 use crate::backend::{GenerationEvent, StreamText, Usage};
 
+/// Prompt tokens fed to the model in one decode step, over all sequences being prefilled.
+///
+/// A long prompt is fed in chunks of at most this many tokens, one chunk per step, so the
+/// sequences already decoding keep getting a token every step instead of stalling for the
+/// whole prompt (on a 2-core CPU, 256 prompt tokens take about one second).
+const PREFILL_TOKENS_PER_STEP: usize = 256;
+
 /// One active sequence.
 struct Sequence {
     id: i32,
@@ -30,8 +37,9 @@ struct Sequence {
     next: Option<LlamaToken>,
     /// Tokens in the KV cache for this sequence.
     n_past: i32,
-    /// Index of this sequence's logits in the current batch.
-    logits_at: i32,
+    /// Index of this sequence's logits in the current batch; `None` while its prompt is still
+    /// being fed in chunks (nothing to sample yet).
+    logits_at: Option<i32>,
     sampler: LlamaSampler,
     text: StreamText,
     input_tokens: u64,
@@ -204,6 +212,10 @@ fn batch_loop(
                 continue;
             }
             let tokens = match prompt_tokens(model, &job) {
+                Ok(t) if t.is_empty() => {
+                    job.fail("the prompt has no tokens".into());
+                    continue;
+                }
                 Ok(t) => t,
                 Err(message) => {
                     job.fail(message);
@@ -240,7 +252,7 @@ fn batch_loop(
                 job,
                 next: None,
                 n_past: 0,
-                logits_at: 0,
+                logits_at: None,
                 output_tokens: 0,
                 finished: None,
             });
@@ -252,25 +264,40 @@ fn batch_loop(
             continue;
         }
 
-        // One batch: every prefilling prompt and every decoding sequence's next token.
+        // One batch: every decoding sequence's next token, and the next chunk of the prompts
+        // being prefilled (in the order they were admitted) up to the step's prompt budget.
         batch.clear();
+        let mut prefill_budget = PREFILL_TOKENS_PER_STEP;
         for seq in &mut active {
+            seq.logits_at = None;
             if seq.job.cancel.is_cancelled() || seq.job.events.is_closed() {
                 seq.finished = Some(FinishReason::Cancelled);
                 continue;
             }
-            let tokens = match seq.next.take() {
-                Some(t) => vec![t],
-                None => std::mem::take(&mut seq.prefill),
-            };
-            let last = tokens.len().saturating_sub(1);
-            for (i, token) in tokens.into_iter().enumerate() {
+            if let Some(token) = seq.next.take() {
                 batch
-                    .add(token, seq.n_past, &[seq.id], i == last)
+                    .add(token, seq.n_past, &[seq.id], true)
+                    .map_err(|e| format!("batch full: {e}"))?;
+                seq.n_past += 1;
+                seq.logits_at = Some(batch.n_tokens() - 1);
+                continue;
+            }
+            let chunk = seq.prefill.len().min(prefill_budget);
+            if chunk == 0 {
+                continue;
+            }
+            prefill_budget -= chunk;
+            let completes_prompt = chunk == seq.prefill.len();
+            for (i, token) in seq.prefill.drain(..chunk).enumerate() {
+                let wants_logits = completes_prompt && i + 1 == chunk;
+                batch
+                    .add(token, seq.n_past, &[seq.id], wants_logits)
                     .map_err(|e| format!("batch full: {e}"))?;
                 seq.n_past += 1;
             }
-            seq.logits_at = batch.n_tokens() - 1;
+            if completes_prompt {
+                seq.logits_at = Some(batch.n_tokens() - 1);
+            }
         }
         if batch.n_tokens() > 0 {
             let turn = takes_turns.then(CpuTurn::take);
@@ -289,7 +316,7 @@ fn batch_loop(
         let mut i = 0;
         while i < active.len() {
             if let Some(Some(reason)) = active.get(i).map(|s| s.finished) {
-                let mut seq = active.swap_remove(i);
+                let mut seq = active.remove(i); // keeps the admission order
                 let _ = ctx.clear_kv_cache_seq(u32::try_from(seq.id).ok(), None, None);
                 free_ids.push(seq.id);
                 seq.job.release();
@@ -319,7 +346,8 @@ fn sample_all(
 ) {
     let vocab = model.vocab();
     for seq in active.iter_mut().filter(|s| s.finished.is_none()) {
-        let token = seq.sampler.sample(ctx, seq.logits_at);
+        let Some(logits_at) = seq.logits_at else { continue };
+        let token = seq.sampler.sample(ctx, logits_at);
         if vocab.is_eog(token) {
             seq.finished = Some(FinishReason::Stop);
             continue;
