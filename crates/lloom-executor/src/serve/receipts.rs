@@ -2,26 +2,39 @@
 //! leaves the executor, kept until it is settled on chain.
 //!
 //! A receipt is the client's signed request plus the executor's signed response (or, for a
-//! stream that broke, the last signed checkpoint). Receipts are keyed by the request digest, so
-//! writing the same exchange twice is idempotent, and an `unsettled` index lists what the
-//! settlement loop still has to submit.
+//! stream that broke, the last signed checkpoint). Receipts live in a log under increasing
+//! sequence numbers, so a group commit appends to the log's last pages instead of dirtying a
+//! page per receipt all over the tree. A small index maps each request digest to its
+//! sequence number, so writing the same exchange twice is idempotent, and an `unsettled` set
+//! of sequence numbers lists, oldest first, what the settlement loop still has to submit.
 
 use std::path::Path;
 
 use lloom_core::{B256, SignedRequest, SignedResponse};
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
+    WriteTransaction,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 
 /// Page cache of the database: bounds the memory the store holds, whatever its size on disk.
 const CACHE_BYTES: usize = 32 * 1024 * 1024;
-/// request digest → postcard([`Receipt`]).
-const RECEIPTS: TableDefinition<'_, &[u8; 32], &[u8]> = TableDefinition::new("receipts");
-/// request digest → (), for receipts not yet settled.
-const UNSETTLED: TableDefinition<'_, &[u8; 32], ()> = TableDefinition::new("unsettled");
+/// sequence number (storage order) → postcard([`Receipt`]).
+const LOG: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("receipt_log");
+/// request digest → the receipt's sequence number in [`LOG`].
+const BY_DIGEST: TableDefinition<'_, &[u8; 32], u64> = TableDefinition::new("receipt_by_digest");
+/// sequence numbers of the receipts not yet settled.
+const UNSETTLED: TableDefinition<'_, u64, ()> = TableDefinition::new("unsettled_log");
 /// request digest → the contract's rejection code, for receipts the contract refused for good.
 const REJECTED: TableDefinition<'_, &[u8; 32], u8> = TableDefinition::new("rejected");
+
+/// The first layout: receipts and the unsettled set keyed by request digest. Opening such a
+/// store moves its receipts into the log (in digest order) and drops these tables.
+const V1_RECEIPTS: TableDefinition<'_, &[u8; 32], &[u8]> = TableDefinition::new("receipts");
+/// The first layout's unsettled set: request digest → ().
+const V1_UNSETTLED: TableDefinition<'_, &[u8; 32], ()> = TableDefinition::new("unsettled");
 
 /// One settleable exchange.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -55,17 +68,56 @@ fn stored<T>(result: std::result::Result<T, impl Into<lloom_core::Error>>) -> Re
     result.map_err(|e| crate::Error::Core(e.into()))
 }
 
+/// The sequence number the next new receipt gets.
+fn next_sequence(log: &impl ReadableTable<u64, &'static [u8]>) -> Result<u64> {
+    Ok(stored(log.last())?.map_or(0, |(sequence, _)| sequence.value() + 1))
+}
+
+fn decode(bytes: &[u8]) -> Result<Receipt> {
+    Ok(postcard::from_bytes(bytes).map_err(lloom_core::Error::from)?)
+}
+
+/// Moves a first-layout store's receipts into the log, inside the opening transaction.
+fn migrate_v1(txn: &WriteTransaction) -> Result<()> {
+    let has_v1 = stored(txn.list_tables())?.any(|table| table.name() == V1_RECEIPTS.name());
+    if !has_v1 {
+        return Ok(());
+    }
+    {
+        let old = stored(txn.open_table(V1_RECEIPTS))?;
+        let old_unsettled = stored(txn.open_table(V1_UNSETTLED))?;
+        let mut log = stored(txn.open_table(LOG))?;
+        let mut by_digest = stored(txn.open_table(BY_DIGEST))?;
+        let mut unsettled = stored(txn.open_table(UNSETTLED))?;
+        let first = next_sequence(&log)?;
+        for (sequence, entry) in (first..).zip(stored(old.iter())?) {
+            let (digest, bytes) = stored(entry)?;
+            let digest = digest.value();
+            stored(log.insert(sequence, bytes.value()))?;
+            stored(by_digest.insert(digest, sequence))?;
+            if stored(old_unsettled.get(digest))?.is_some() {
+                stored(unsettled.insert(sequence, ()))?;
+            }
+        }
+    }
+    stored(txn.delete_table(V1_RECEIPTS))?;
+    stored(txn.delete_table(V1_UNSETTLED))?;
+    Ok(())
+}
+
 impl ReceiptStore {
-    /// Opens (or creates) the store at `path`.
+    /// Opens (or creates) the store at `path`; a store of the first layout is migrated.
     pub fn open(path: &Path) -> Result<Self> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
         let db = stored(Database::builder().set_cache_size(CACHE_BYTES).create(path))?;
         let txn = stored(db.begin_write())?;
-        stored(txn.open_table(RECEIPTS))?;
+        stored(txn.open_table(LOG))?;
+        stored(txn.open_table(BY_DIGEST))?;
         stored(txn.open_table(UNSETTLED))?;
         stored(txn.open_table(REJECTED))?;
+        migrate_v1(&txn)?;
         stored(txn.commit())?;
         Ok(Self { db })
     }
@@ -82,16 +134,26 @@ impl ReceiptStore {
     pub fn put_batch(&self, batch: &[Receipt]) -> Result<()> {
         let txn = stored(self.db.begin_write())?;
         {
-            let mut receipts = stored(txn.open_table(RECEIPTS))?;
+            let mut log = stored(txn.open_table(LOG))?;
+            let mut by_digest = stored(txn.open_table(BY_DIGEST))?;
             let mut unsettled = stored(txn.open_table(UNSETTLED))?;
+            let mut next = next_sequence(&log)?;
             for receipt in batch {
-                let key = receipt.digest().0;
+                let digest = receipt.digest().0;
                 let bytes = postcard::to_stdvec(receipt).map_err(lloom_core::Error::from)?;
-                let settled =
-                    stored(receipts.get(&key))?.is_some() && stored(unsettled.get(&key))?.is_none();
-                if !settled {
-                    stored(receipts.insert(&key, bytes.as_slice()))?;
-                    stored(unsettled.insert(&key, ()))?;
+                let known = stored(by_digest.get(&digest))?.map(|sequence| sequence.value());
+                match known {
+                    // Settled (or refused for good): it never changes again.
+                    Some(sequence) if stored(unsettled.get(sequence))?.is_none() => {}
+                    Some(sequence) => {
+                        stored(log.insert(sequence, bytes.as_slice()))?;
+                    }
+                    None => {
+                        stored(log.insert(next, bytes.as_slice()))?;
+                        stored(by_digest.insert(&digest, next))?;
+                        stored(unsettled.insert(next, ()))?;
+                        next += 1;
+                    }
                 }
             }
         }
@@ -101,45 +163,44 @@ impl ReceiptStore {
     /// The receipt for `digest`, if stored.
     pub fn get(&self, digest: &B256) -> Result<Option<Receipt>> {
         let txn = stored(self.db.begin_read())?;
-        let receipts = stored(txn.open_table(RECEIPTS))?;
-        match stored(receipts.get(&digest.0))? {
-            Some(bytes) => {
-                Ok(Some(postcard::from_bytes(bytes.value()).map_err(lloom_core::Error::from)?))
-            }
-            None => Ok(None),
-        }
+        let by_digest = stored(txn.open_table(BY_DIGEST))?;
+        let Some(sequence) = stored(by_digest.get(&digest.0))?.map(|s| s.value()) else {
+            return Ok(None);
+        };
+        let log = stored(txn.open_table(LOG))?;
+        stored(log.get(sequence))?.map(|bytes| decode(bytes.value())).transpose()
     }
 
     /// Whether a receipt for `digest` is stored (settled or not).
     pub fn contains(&self, digest: &B256) -> Result<bool> {
         let txn = stored(self.db.begin_read())?;
-        let receipts = stored(txn.open_table(RECEIPTS))?;
-        Ok(stored(receipts.get(&digest.0))?.is_some())
+        let by_digest = stored(txn.open_table(BY_DIGEST))?;
+        Ok(stored(by_digest.get(&digest.0))?.is_some())
     }
 
-    /// Up to `limit` unsettled receipts, in digest order.
+    /// Up to `limit` unsettled receipts, oldest first.
     pub fn unsettled(&self, limit: usize) -> Result<Vec<Receipt>> {
         let txn = stored(self.db.begin_read())?;
-        let receipts = stored(txn.open_table(RECEIPTS))?;
+        let log = stored(txn.open_table(LOG))?;
         let unsettled = stored(txn.open_table(UNSETTLED))?;
         let mut out = Vec::new();
         for entry in stored(unsettled.iter())?.take(limit) {
-            let (key, _) = stored(entry)?;
-            if let Some(bytes) = stored(receipts.get(key.value()))? {
-                out.push(postcard::from_bytes(bytes.value()).map_err(lloom_core::Error::from)?);
+            let (sequence, _) = stored(entry)?;
+            if let Some(bytes) = stored(log.get(sequence.value()))? {
+                out.push(decode(bytes.value())?);
             }
         }
         Ok(out)
     }
 
-    /// Up to `limit` receipts, settled or not, in digest order.
+    /// Up to `limit` receipts, settled or not, oldest first.
     pub fn all(&self, limit: usize) -> Result<Vec<Receipt>> {
         let txn = stored(self.db.begin_read())?;
-        let receipts = stored(txn.open_table(RECEIPTS))?;
+        let log = stored(txn.open_table(LOG))?;
         let mut out = Vec::new();
-        for entry in stored(receipts.iter())?.take(limit) {
+        for entry in stored(log.iter())?.take(limit) {
             let (_, bytes) = stored(entry)?;
-            out.push(postcard::from_bytes(bytes.value()).map_err(lloom_core::Error::from)?);
+            out.push(decode(bytes.value())?);
         }
         Ok(out)
     }
@@ -148,9 +209,12 @@ impl ReceiptStore {
     pub fn mark_settled(&self, digests: &[B256]) -> Result<()> {
         let txn = stored(self.db.begin_write())?;
         {
+            let by_digest = stored(txn.open_table(BY_DIGEST))?;
             let mut unsettled = stored(txn.open_table(UNSETTLED))?;
             for digest in digests {
-                stored(unsettled.remove(&digest.0))?;
+                if let Some(sequence) = stored(by_digest.get(&digest.0))?.map(|s| s.value()) {
+                    stored(unsettled.remove(sequence))?;
+                }
             }
         }
         stored(txn.commit())
@@ -160,10 +224,13 @@ impl ReceiptStore {
     pub fn mark_rejected(&self, rejected: &[(B256, u8)]) -> Result<()> {
         let txn = stored(self.db.begin_write())?;
         {
+            let by_digest = stored(txn.open_table(BY_DIGEST))?;
             let mut unsettled = stored(txn.open_table(UNSETTLED))?;
             let mut table = stored(txn.open_table(REJECTED))?;
             for (digest, reason) in rejected {
-                stored(unsettled.remove(&digest.0))?;
+                if let Some(sequence) = stored(by_digest.get(&digest.0))?.map(|s| s.value()) {
+                    stored(unsettled.remove(sequence))?;
+                }
                 stored(table.insert(&digest.0, *reason))?;
             }
         }
@@ -180,7 +247,7 @@ impl ReceiptStore {
     /// How many receipts are stored, and how many of them are unsettled.
     pub fn counts(&self) -> Result<(u64, u64)> {
         let txn = stored(self.db.begin_read())?;
-        let total = stored(stored(txn.open_table(RECEIPTS))?.len())?;
+        let total = stored(stored(txn.open_table(LOG))?.len())?;
         let unsettled = stored(stored(txn.open_table(UNSETTLED))?.len())?;
         Ok((total, unsettled))
     }
