@@ -84,7 +84,10 @@ enum Bench {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     lloom_core::cli::init_logging();
-    match Cli::parse().bench {
+    let bench = Cli::parse().bench;
+    // Figures compare only between runs on the same kind of CPU.
+    println!("host: {}", lloom_executor::bench::describe_host());
+    match bench {
         Bench::Overhead { requests } => overhead::run(requests).await,
         Bench::Streaming { requests } => streaming::run(requests).await,
         Bench::Throughput { concurrency, seconds } => throughput::run(concurrency, seconds).await,

@@ -9,6 +9,7 @@
 //! memory through NVML) against the plan's estimate.
 
 mod baseline;
+mod host;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -17,6 +18,7 @@ use lloom_core::{ChatMessage, Role, SamplingParams};
 use serde::Serialize;
 
 use self::baseline::PlainLoop;
+pub use self::host::describe_host;
 use crate::backend::llama::{EngineConfig, LlamaEngine};
 use crate::backend::{Backend, GenerateRequest, GenerationEvent};
 use crate::error::{Error, Result};
@@ -126,6 +128,8 @@ impl Round {
 /// Everything one benchmark run measured.
 #[derive(Clone, Debug, Serialize)]
 pub struct EngineBenchReport {
+    /// The CPU this ran on: model, cores and the vector instructions ggml can use.
+    pub host: String,
     /// The model file.
     pub model: String,
     /// CPU threads.
@@ -158,6 +162,7 @@ impl EngineBenchReport {
 
 impl std::fmt::Display for EngineBenchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "host  {}", self.host)?;
         writeln!(
             f,
             "model {} ({} threads, {} GPU layers)",
@@ -385,6 +390,7 @@ pub async fn run_engine_bench(options: &EngineBenchOptions) -> Result<EngineBenc
     };
     let device_name = device.memory().map_or_else(|| "host".to_owned(), |m| m.name);
     Ok(EngineBenchReport {
+        host: describe_host(),
         model: options.path.display().to_string(),
         threads,
         gpu_layers: config.gpu_layers,
