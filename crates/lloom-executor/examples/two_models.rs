@@ -2,11 +2,12 @@
 //! and idle, and while both decode at once (one stream each, greedy, 128 tokens).
 //!
 //! ```sh
-//! cargo run --profile perf -p lloom-executor --example two_models -- [MODEL.gguf] [ROUNDS]
+//! cargo run --profile perf -p lloom-executor --example two_models -- [MODEL.gguf] [ROUNDS] [THREADS]
 //! ```
 //!
 //! Both engines load the same file (the default model unless a path is given), as two
-//! configured models would. This is the case that llama.cpp's OpenMP build slowed down (see
+//! configured models would, each with `THREADS` CPU threads (default: all cores). An empty
+//! `MODEL.gguf` (`""`) also means the default model. This is the case that llama.cpp's OpenMP build slowed down (see
 //! the benchmarks chapter of the book).
 #![allow(clippy::print_stdout)]
 
@@ -51,11 +52,12 @@ async fn one_stream(engine: &LlamaEngine) -> Result<(u64, f64)> {
 async fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let path = match args.next() {
-        Some(path) => PathBuf::from(path),
-        None => ModelCache::new(ModelCache::default_dir()).pull(&DEFAULT_MODEL, false, &())?.path,
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => ModelCache::new(ModelCache::default_dir()).pull(&DEFAULT_MODEL, false, &())?.path,
     };
     let rounds: usize = args.next().map_or(Ok(2), |r| r.parse()).context("ROUNDS")?;
-    let config = EngineConfig { n_ctx: 1024, max_sequences: 2, ..EngineConfig::default() };
+    let threads: Option<u32> = args.next().map(|t| t.parse()).transpose().context("THREADS")?;
+    let config = EngineConfig { n_ctx: 1024, max_sequences: 2, threads, ..EngineConfig::default() };
 
     let first = LlamaEngine::load("first", &path, config.clone())?;
     one_stream(&first).await?; // warm-up

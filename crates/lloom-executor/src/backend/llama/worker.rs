@@ -162,19 +162,21 @@ fn serve(
         .with_n_threads(threads)
         .with_n_threads_batch(threads);
     let mut ctx = model.new_context(backend, ctx_params).map_err(|e| format!("context: {e}"))?;
-    let takes_turns = computes_on_cpu(config.gpu_layers, model.n_layer());
+    let cpu_threads = computes_on_cpu(config.gpu_layers, model.n_layer())
+        .then(|| usize::try_from(threads).unwrap_or(1));
     let _ = ready.send(Ok(()));
-    batch_loop(&model, &mut ctx, config, queue, takes_turns)
+    batch_loop(&model, &mut ctx, config, queue, cpu_threads)
 }
 
 /// The continuous-batching loop; returns when the queue is closed and no sequence is active.
-/// With `takes_turns`, each decode step waits for the CPU's turn (see [`CpuTurn`]).
+/// With `cpu_threads`, each decode step first takes that many of the machine's cores (see
+/// [`CpuTurn`]).
 fn batch_loop(
     model: &LlamaModel,
     ctx: &mut LlamaContext<'_>,
     config: &EngineConfig,
     queue: &JobQueue,
-    takes_turns: bool,
+    cpu_threads: Option<usize>,
 ) -> Result<(), String> {
     let per_sequence = config.tokens_per_sequence();
     let mut batch =
@@ -300,7 +302,7 @@ fn batch_loop(
             }
         }
         if batch.n_tokens() > 0 {
-            let turn = takes_turns.then(CpuTurn::take);
+            let turn = cpu_threads.map(CpuTurn::take);
             if let Err(e) = ctx.decode(&mut batch) {
                 for seq in &mut active {
                     seq.send(GenerationEvent::Failed(format!("decode failed: {e}")));
