@@ -66,9 +66,10 @@ async fn concurrent_requests_are_batched_and_all_answered() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_models_decoding_at_once_take_turns_and_answer_as_alone() {
-    let config = EngineConfig { n_ctx: 1024, max_sequences: 2, ..EngineConfig::default() };
+/// Two engines generating at once, each with `threads` threads (all cores: they take turns;
+/// one each: side by side), give the greedy answer they give alone.
+async fn two_models_at_once_answer_as_alone(threads: Option<u32>) {
+    let config = EngineConfig { n_ctx: 1024, max_sequences: 2, threads, ..EngineConfig::default() };
     let (first, second) = (engine(config.clone()), engine(config));
     let alone = first.generate(ask(FRANCE, 48, &[])).unwrap().collect().await.unwrap();
     let (a, b) = tokio::join!(
@@ -77,6 +78,16 @@ async fn two_models_decoding_at_once_take_turns_and_answer_as_alone() {
     );
     assert_eq!(a.unwrap(), alone);
     assert_eq!(b.unwrap(), alone);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_models_decoding_at_once_take_turns_and_answer_as_alone() {
+    two_models_at_once_answer_as_alone(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_single_threaded_models_decode_side_by_side_and_answer_as_alone() {
+    two_models_at_once_answer_as_alone(Some(1)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
