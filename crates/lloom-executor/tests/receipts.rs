@@ -3,11 +3,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
 
 use lloom_core::{
-    ChatMessage, DomainConfig, FinishReason, NodeKey, RequestBody, RequestCommitment,
+    B256, ChatMessage, DomainConfig, FinishReason, NodeKey, RequestBody, RequestCommitment,
     ResponseCommitment, Role, SamplingParams, SignedRequest, SignedResponse, U256,
 };
 use lloom_executor::serve::{Receipt, ReceiptStore};
-use redb::{Database, TableDefinition};
+use redb::{Database, ReadableDatabase, TableDefinition, TableHandle};
 
 /// A signed exchange for request `nonce`, finished (`Stop`) or a checkpoint (`Partial`).
 fn receipt(client: &NodeKey, executor: &NodeKey, nonce: u64, finish: FinishReason) -> Receipt {
@@ -20,7 +20,7 @@ fn receipt(client: &NodeKey, executor: &NodeKey, nonce: u64, finish: FinishReaso
         client: client.address(),
         executor: executor.address(),
         model: "m".into(),
-        requestHash: lloom_core::B256::repeat_byte(7),
+        requestHash: B256::repeat_byte(7),
         maxInputTokens: 100,
         maxOutputTokens: 100,
         pricePerInputToken: U256::from(1),
@@ -34,7 +34,7 @@ fn receipt(client: &NodeKey, executor: &NodeKey, nonce: u64, finish: FinishReaso
         client: client.address(),
         executor: executor.address(),
         model: "m".into(),
-        contentHash: lloom_core::B256::repeat_byte(9),
+        contentHash: B256::repeat_byte(9),
         inputTokens: 10,
         outputTokens: 5,
         totalCost: U256::from(20),
@@ -77,7 +77,7 @@ fn puts_are_idempotent_a_final_response_supersedes_a_checkpoint_until_settled() 
     assert_eq!(store.get(&digest).unwrap().as_ref(), Some(&final_one), "changed after settlement");
     assert!(store.contains(&digest).unwrap());
     // Marking an unknown digest is harmless.
-    store.mark_settled(&[lloom_core::B256::repeat_byte(1)]).unwrap();
+    store.mark_settled(&[B256::repeat_byte(1)]).unwrap();
     assert_eq!(store.counts().unwrap(), (1, 0));
 }
 
@@ -173,7 +173,6 @@ fn a_store_of_the_first_layout_is_migrated_when_opened() {
     drop(store);
     let db = Database::open(&path).unwrap();
     let txn = db.begin_read().unwrap();
-    use redb::{ReadableDatabase, TableHandle};
     let tables: Vec<String> = txn.list_tables().unwrap().map(|t| t.name().to_owned()).collect();
     assert!(!tables.iter().any(|t| t == "receipts" || t == "unsettled"), "{tables:?}");
 }

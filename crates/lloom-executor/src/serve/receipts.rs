@@ -140,21 +140,21 @@ impl ReceiptStore {
             let mut next = next_sequence(&log)?;
             for receipt in batch {
                 let digest = receipt.digest().0;
-                let bytes = postcard::to_stdvec(receipt).map_err(lloom_core::Error::from)?;
                 let known = stored(by_digest.get(&digest))?.map(|sequence| sequence.value());
-                match known {
+                let sequence = match known {
                     // Settled (or refused for good): it never changes again.
-                    Some(sequence) if stored(unsettled.get(sequence))?.is_none() => {}
-                    Some(sequence) => {
-                        stored(log.insert(sequence, bytes.as_slice()))?;
-                    }
+                    Some(sequence) if stored(unsettled.get(sequence))?.is_none() => continue,
+                    // Still unsettled: a final response supersedes a checkpoint in place.
+                    Some(sequence) => sequence,
                     None => {
-                        stored(log.insert(next, bytes.as_slice()))?;
                         stored(by_digest.insert(&digest, next))?;
                         stored(unsettled.insert(next, ()))?;
                         next += 1;
+                        next - 1
                     }
-                }
+                };
+                let bytes = postcard::to_stdvec(receipt).map_err(lloom_core::Error::from)?;
+                stored(log.insert(sequence, bytes.as_slice()))?;
             }
         }
         stored(txn.commit())
