@@ -13,6 +13,10 @@
 // A benchmark binary reports on stdout; counts become floats for rates.
 #![allow(clippy::print_stdout, clippy::cast_precision_loss)]
 
+/// The nodes' allocator (see their binaries), so the figures are theirs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod discovery;
 mod load;
 mod net;
@@ -54,6 +58,9 @@ enum Bench {
         /// Seconds to run.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// The executor's receipt commit delay, in microseconds [default: the executor's].
+        #[arg(long, value_name = "US")]
+        commit_delay_us: Option<u64>,
     },
     /// R1: many concurrent requests against one executor; each must end verified or Busy.
     Load {
@@ -90,7 +97,9 @@ async fn main() -> anyhow::Result<()> {
     match bench {
         Bench::Overhead { requests } => overhead::run(requests).await,
         Bench::Streaming { requests } => streaming::run(requests).await,
-        Bench::Throughput { concurrency, seconds } => throughput::run(concurrency, seconds).await,
+        Bench::Throughput { concurrency, seconds, commit_delay_us } => {
+            throughput::run(concurrency, seconds, commit_delay_us).await
+        }
         Bench::Load { requests } => load::run(requests).await,
         Bench::Soak { requests, warmup, concurrency } => {
             soak::run(requests, warmup, concurrency).await

@@ -48,10 +48,19 @@ pub(crate) async fn validator() -> anyhow::Result<(Validator, Vec<Multiaddr>)> {
 }
 
 /// Starts a validator and one executor per backend (no rate limits, no checkpoints unless
-/// `checkpoint_every` is set).
+/// `checkpoint_every` is set, the executor's default commit delay).
 pub(crate) async fn start(
     backends: Vec<Arc<dyn Backend>>,
     checkpoint_every: u64,
+) -> anyhow::Result<LocalNet> {
+    start_with(backends, checkpoint_every, ServeConfig::default().commit_delay).await
+}
+
+/// [`start`] with the receipt writer's commit delay given.
+pub(crate) async fn start_with(
+    backends: Vec<Arc<dyn Backend>>,
+    checkpoint_every: u64,
+    commit_delay: Duration,
 ) -> anyhow::Result<LocalNet> {
     let dir = tempfile::tempdir()?;
     let (validator, bootstrap) = validator().await?;
@@ -72,6 +81,7 @@ pub(crate) async fn start(
                 ..RateLimits::default()
             },
             max_streams: 4096,
+            commit_delay,
             ..ServeConfig::default()
         };
         let offer = offer(MODEL);

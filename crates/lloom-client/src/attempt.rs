@@ -7,8 +7,8 @@ use lloom_core::network::NetworkHandle;
 use lloom_core::verify::{verify_checkpoint, verify_error, verify_response};
 use lloom_core::wire::{read_frame, write_frame};
 use lloom_core::{
-    ErrorCode, FinishReason, PeerId, SignedRequest, SignedResponse, VerifyPolicy, WireLimits,
-    WireMessage, unix_now,
+    DigestedRequest, ErrorCode, FinishReason, PeerId, SignedRequest, SignedResponse, VerifyPolicy,
+    WireLimits, WireMessage, unix_now,
 };
 use tokio::sync::mpsc;
 
@@ -101,7 +101,7 @@ pub(crate) struct Links<'a> {
 pub(crate) async fn run(
     links: &Links<'_>,
     executor: &Candidate,
-    request: &SignedRequest,
+    request: &DigestedRequest,
     policy: &VerifyPolicy,
     limits: AttemptLimits,
     text_out: &mpsc::Sender<String>,
@@ -109,7 +109,7 @@ pub(crate) async fn run(
     let started = Instant::now();
     let fail = |failure, streamed, checkpoint| Failed { failure, streamed, checkpoint };
     let wire = policy.limits;
-    let (mut stream, mut first) = start(links, executor, request, &wire, limits)
+    let (mut stream, mut first) = start(links, executor, request.request(), &wire, limits)
         .await
         .map_err(|e| fail(AttemptFailure::Unreachable(e), false, None))?;
     let peer: PeerId = executor.peer;

@@ -27,8 +27,8 @@ use lloom_core::network::{
 };
 use lloom_core::wire::request_hash;
 use lloom_core::{
-    Address, ErrorCode, FinishReason, NodeKey, PeerId, RequestBody, RequestCommitment,
-    SignedRequest, SignedResponse, U256, VerifyPolicy, unix_now,
+    Address, DigestedRequest, ErrorCode, FinishReason, NodeKey, PeerId, RequestBody,
+    RequestCommitment, SignedRequest, SignedResponse, U256, VerifyPolicy, unix_now,
 };
 use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
@@ -465,7 +465,7 @@ impl Client {
                         failure: None,
                         cooldown: None,
                     });
-                    self.keep(&signed, &answer.response, Some(&answer.text)).await;
+                    self.keep(signed.request(), &answer.response, Some(&answer.text)).await;
                     return Ok(Receipt {
                         executor: executor.address,
                         peer: executor.peer,
@@ -475,7 +475,7 @@ impl Client {
                         finish: FinishReason::from_code(c.finishReason)?,
                         ttft: answer.ttft,
                         text: answer.text,
-                        request: signed,
+                        request: signed.into_request(),
                         response: answer.response,
                         checks: RESPONSE_CHECKS.to_vec(),
                         attempts: reports,
@@ -500,7 +500,7 @@ impl Client {
                         );
                     }
                     if let Some(cp) = failed.checkpoint {
-                        last_checkpoint = Some((signed.clone(), cp, executor.clone()));
+                        last_checkpoint = Some((signed.into_request(), cp, executor.clone()));
                     }
                     let retryable = failed.failure.is_retryable();
                     reports.push(AttemptReport {
@@ -577,7 +577,7 @@ impl Client {
         body: &RequestBody,
         executor: &Candidate,
         deadline: Instant,
-    ) -> Result<SignedRequest> {
+    ) -> Result<DigestedRequest> {
         let inner = &self.inner;
         let left = deadline.saturating_duration_since(Instant::now()).as_secs().max(1);
         let max_output = u64::from(request.max_tokens);
@@ -593,7 +593,12 @@ impl Client {
             nonce: inner.nonces.next()?,
             deadline: unix_now() + left,
         };
-        Ok(SignedRequest::sign(&inner.key, inner.config.policy.domain, commitment, body.clone())?)
+        Ok(SignedRequest::sign_digested(
+            &inner.key,
+            inner.config.policy.domain,
+            commitment,
+            body.clone(),
+        )?)
     }
 
     /// Leaves the network.

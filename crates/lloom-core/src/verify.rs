@@ -12,7 +12,8 @@ use crate::error::{Error, Result};
 use crate::identity::{inlined_secp256k1_key, peer_id_to_address};
 use crate::signature::{RecoveredSigner, Signature};
 use crate::wire::{
-    SignedError, SignedRequest, SignedResponse, WireLimits, content_hash, request_hash,
+    RequestWithDigest, SignedError, SignedRequest, SignedResponse, WireLimits, content_hash,
+    request_hash,
 };
 
 /// What a verifier accepts: our domain, clock tolerance and how far ahead deadlines may be.
@@ -224,18 +225,20 @@ pub fn check_content_hash(claimed: &B256, content: &str) -> Result<()> {
 // ----- composite checks -----------------------------------------------------------------------
 
 /// Verifies a request as an executor receives it (every stateless rule); returns its digest.
+/// Pass a [`DigestedRequest`](crate::DigestedRequest) where the digest is already known.
 ///
 /// `sender` is the peer the request came from; pass `None` only where there is no peer (e.g.
 /// re-checking a stored receipt). The nonce rule is applied separately with
 /// [`ReplayStore::check_and_record`](crate::ReplayStore::check_and_record), after this succeeds.
-pub fn verify_request(
-    request: &SignedRequest,
+pub fn verify_request<R: RequestWithDigest + ?Sized>(
+    request: &R,
     sender: Option<&PeerId>,
     policy: &VerifyPolicy,
     now: u64,
 ) -> Result<B256> {
+    let digest = request.request_digest();
+    let request = request.signed_request();
     request.body.validate(&policy.limits)?;
-    let digest = request.digest();
     let client = request.commitment.client;
     check_origin(&policy.domain, &request.domain, &digest, &request.signature, client, sender)?;
     check_request_hash(request)?;
@@ -244,9 +247,9 @@ pub fn verify_request(
 }
 
 /// Verifies a final response against the request it answers and the text received.
-pub fn verify_response(
+pub fn verify_response<R: RequestWithDigest + ?Sized>(
     response: &SignedResponse,
-    request: &SignedRequest,
+    request: &R,
     content: &str,
     sender: Option<&PeerId>,
     policy: &VerifyPolicy,
@@ -257,9 +260,9 @@ pub fn verify_response(
 }
 
 /// Verifies a mid-stream checkpoint against the request and the text received so far.
-pub fn verify_checkpoint(
+pub fn verify_checkpoint<R: RequestWithDigest + ?Sized>(
     checkpoint: &SignedResponse,
-    request: &SignedRequest,
+    request: &R,
     content_so_far: &str,
     sender: Option<&PeerId>,
     policy: &VerifyPolicy,
@@ -280,9 +283,9 @@ fn check_partial(response: &SignedResponse, expect_partial: bool) -> Result<()> 
     }
 }
 
-fn verify_commitment(
+fn verify_commitment<R: RequestWithDigest + ?Sized>(
     response: &SignedResponse,
-    request: &SignedRequest,
+    request: &R,
     content: &str,
     sender: Option<&PeerId>,
     policy: &VerifyPolicy,
@@ -298,10 +301,12 @@ fn verify_commitment(
         c.executor,
         sender,
     )?;
-    check_binding(c, &request.commitment, &request.digest())?;
+    let request_digest = request.request_digest();
+    let request = &request.signed_request().commitment;
+    check_binding(c, request, &request_digest)?;
     check_timestamp(c.timestamp, now, policy.clock_skew_secs)?;
-    check_token_limits(c, &request.commitment)?;
-    check_cost(c, &request.commitment)?;
+    check_token_limits(c, request)?;
+    check_cost(c, request)?;
     check_content_hash(&c.contentHash, content)
 }
 

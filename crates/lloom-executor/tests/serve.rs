@@ -559,20 +559,40 @@ async fn a_backend_failure_is_signed_and_the_last_checkpoint_is_kept_as_a_receip
     assert_eq!(kept.response.commitment.outputTokens, 4);
 }
 
+/// A server with no models and its stores in `dir`, or the refusal of `config`.
+fn server_in(dir: &std::path::Path, config: ServeConfig) -> lloom_executor::Result<Server> {
+    Server::new(
+        NodeKey::generate(),
+        config,
+        vec![],
+        ReplayStore::open(&dir.join("replay.redb")).unwrap(),
+        ReceiptStore::open(&dir.join("receipts.redb")).unwrap(),
+    )
+}
+
 #[test]
 fn a_nonce_sync_interval_above_a_minute_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let make = |interval| {
-        Server::new(
-            NodeKey::generate(),
+        server_in(
+            dir.path(),
             ServeConfig { nonce_sync_interval: interval, ..ServeConfig::default() },
-            vec![],
-            ReplayStore::open(&dir.path().join("replay.redb")).unwrap(),
-            ReceiptStore::open(&dir.path().join("receipts.redb")).unwrap(),
         )
     };
     let Err(refused) = make(Duration::from_secs(61)) else { panic!("61 s must be refused") };
     let refused = refused.to_string();
     assert!(refused.contains("nonce_sync_ms 61000") && refused.contains("60000"), "{refused}");
     drop(make(lloom_executor::serve::MAX_NONCE_SYNC_INTERVAL).expect("60 s is accepted"));
+}
+
+#[test]
+fn a_commit_delay_above_100_ms_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let make = |delay| {
+        server_in(dir.path(), ServeConfig { commit_delay: delay, ..ServeConfig::default() })
+    };
+    let Err(refused) = make(Duration::from_millis(101)) else { panic!("101 ms must be refused") };
+    let refused = refused.to_string();
+    assert!(refused.contains("commit_delay_us 101000") && refused.contains("100000"), "{refused}");
+    drop(make(lloom_executor::serve::MAX_COMMIT_DELAY).expect("100 ms is accepted"));
 }

@@ -171,6 +171,11 @@ fn start_refuses_a_missing_model_file_and_a_missing_key() {
         .assert()
         .failure()
         .stderr(contains("nonce_sync_ms 3600000 is above the most allowed, 60000"));
+    with_key(&key, dir.path())
+        .args(["start", "--no-mdns", "--commit-delay-us", "100001"])
+        .assert()
+        .failure()
+        .stderr(contains("commit_delay_us 100001 is above the most allowed, 100000"));
     // A budget the default model cannot fit in is refused with the numbers, before serving.
     with_key(&key, dir.path())
         .args(["start", "--no-mdns", "--memory-budget", "10MiB"])

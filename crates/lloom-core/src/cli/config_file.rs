@@ -105,6 +105,8 @@ pub struct ExecutorSection {
     pub tokens_per_minute: Option<u32>,
     /// Most milliseconds between disk syncs of the nonce store (0: sync every request).
     pub nonce_sync_ms: Option<u64>,
+    /// Microseconds a store's writer waits for more writes when others are already waiting.
+    pub commit_delay_us: Option<u64>,
     /// Memory the models may use: a size (`20GiB`) or a share of the free memory (`0.8`).
     pub memory_budget: Option<String>,
     /// Requests one client may have waiting for the engine (the queue serves clients in turn).
@@ -213,6 +215,7 @@ mod tests {
                 requests_per_minute: Some(600),
                 tokens_per_minute: Some(10_000),
                 nonce_sync_ms: Some(1000),
+                commit_delay_us: Some(1000),
                 memory_budget: Some("0.9".into()),
                 queue_per_client: Some(32),
                 models: Some(vec![model]),

@@ -1,5 +1,6 @@
 //! The EIP-712 domain every Lloom signature is bound to.
 
+use std::cell::Cell;
 use std::sync::LazyLock;
 
 use alloy_primitives::{Address, B256, keccak256};
@@ -64,10 +65,29 @@ static FIXED_DOMAIN_HEAD: LazyLock<[u8; 96]> = LazyLock::new(|| {
     head
 });
 
+thread_local! {
+    /// The last domain this thread hashed and its separator: a node signs and checks under
+    /// one domain, so every digest after the first skips the separator's two permutations.
+    static LAST_SEPARATOR: Cell<Option<(DomainConfig, B256)>> = const { Cell::new(None) };
+}
+
 impl DomainConfig {
-    /// The EIP-712 domain separator (`hashStruct` of [`DomainConfig::eip712`]), with one
-    /// Keccak: the name and version parts never change and are hashed once per process.
+    /// The EIP-712 domain separator (`hashStruct` of [`DomainConfig::eip712`]). The name and
+    /// version parts never change and are hashed once per process, and each thread keeps the
+    /// separator of the last domain it saw.
     pub fn separator(&self) -> B256 {
+        LAST_SEPARATOR.with(|last| match last.get() {
+            Some((domain, separator)) if domain == *self => separator,
+            _ => {
+                let separator = self.hash_separator();
+                last.set(Some((*self, separator)));
+                separator
+            }
+        })
+    }
+
+    /// The separator, hashed: one Keccak over the fixed head and this domain's fields.
+    fn hash_separator(&self) -> B256 {
         let mut encoded = [0u8; 160];
         encoded[..96].copy_from_slice(FIXED_DOMAIN_HEAD.as_slice());
         encoded[120..128].copy_from_slice(&self.chain_id.to_be_bytes());

@@ -56,4 +56,15 @@ mod tests {
             assert_eq!(signing_hash(&commitment, &domain), alloy, "{domain}");
         }
     }
+
+    #[test]
+    fn the_cached_separator_follows_the_domain_asked_for() {
+        let a = DomainConfig::default();
+        let b = DomainConfig::new(1, Address::repeat_byte(1));
+        for domain in [a, a, b, b, a, b, a] {
+            assert_eq!(domain.separator(), domain.eip712().separator(), "{domain}");
+        }
+        let other_thread = std::thread::spawn(move || b.separator()).join().expect("joins");
+        assert_eq!(other_thread, b.eip712().separator());
+    }
 }

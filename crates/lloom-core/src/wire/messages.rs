@@ -4,6 +4,7 @@ use alloy_primitives::B256;
 use serde::{Deserialize, Serialize};
 
 use super::WireLimits;
+use super::digested::DigestedRequest;
 use crate::eip712::{
     DomainConfig, ErrorCommitment, RequestCommitment, ResponseCommitment, signing_hash,
 };
@@ -121,8 +122,19 @@ impl SignedRequest {
         commitment: RequestCommitment,
         body: RequestBody,
     ) -> Result<Self> {
-        let signature = key.sign_digest(&signing_hash(&commitment, &domain))?;
-        Ok(Self { domain, commitment, body, signature })
+        Self::sign_digested(key, domain, commitment, body).map(DigestedRequest::into_request)
+    }
+
+    /// [`SignedRequest::sign`], keeping the digest it signed over.
+    pub fn sign_digested(
+        key: &NodeKey,
+        domain: DomainConfig,
+        commitment: RequestCommitment,
+        body: RequestBody,
+    ) -> Result<DigestedRequest> {
+        let digest = signing_hash(&commitment, &domain);
+        let signature = key.sign_digest(&digest)?;
+        Ok(DigestedRequest::signed(Self { domain, commitment, body, signature }, digest))
     }
 
     /// The EIP-712 digest of the commitment (what the response must reference).

@@ -95,6 +95,10 @@ pub struct StartArgs {
     /// 0 syncs on every request; at most 60000 [default: 1000].
     #[arg(long, value_name = "MS")]
     pub nonce_sync_ms: Option<u64>,
+    /// Microseconds the receipt writer waits for more receipts when others are already waiting
+    /// (fewer disk syncs under load; a lone request never waits). At most 100000 [default: 1000].
+    #[arg(long, value_name = "US")]
+    pub commit_delay_us: Option<u64>,
     /// Serve through an OpenAI-compatible server at this base URL (e.g.
     /// http://127.0.0.1:8080/v1 for llama-server, http://127.0.0.1:11434/v1 for Ollama)
     /// instead of the embedded engine.
@@ -236,6 +240,10 @@ impl StartArgs {
                 .nonce_sync_ms
                 .or(ex.nonce_sync_ms)
                 .map_or(defaults.nonce_sync_interval, Duration::from_millis),
+            commit_delay: self
+                .commit_delay_us
+                .or(ex.commit_delay_us)
+                .map_or(defaults.commit_delay, Duration::from_micros),
             ..defaults
         };
         config.announce = AnnouncerConfig {
@@ -497,5 +505,21 @@ mod tests {
         assert_eq!(interval(&[], &file), Duration::from_millis(250));
         assert_eq!(interval(&["--nonce-sync-ms", "0"], &file), Duration::ZERO);
         assert!(Cli::try_parse_from(["lloom-executor", "start", "--nonce-sync-ms", "-1"]).is_err());
+    }
+
+    #[test]
+    fn the_commit_delay_comes_from_the_flag_else_the_file_else_one_millisecond() {
+        let dir = std::path::PathBuf::from("/tmp/unused");
+        let delay = |flags: &[&str], file: &ConfigFile| {
+            start_args(flags).executor_config(file, dir.clone()).serve.commit_delay
+        };
+        let none = ConfigFile::default();
+        assert_eq!(delay(&[], &none), Duration::from_millis(1));
+        let file = config("[executor]\ncommit_delay_us = 250\n");
+        assert_eq!(delay(&[], &file), Duration::from_micros(250));
+        assert_eq!(delay(&["--commit-delay-us", "0"], &file), Duration::ZERO);
+        assert!(
+            Cli::try_parse_from(["lloom-executor", "start", "--commit-delay-us", "x"]).is_err()
+        );
     }
 }

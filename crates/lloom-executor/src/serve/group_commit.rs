@@ -2,9 +2,14 @@
 //! applies them in a single durable transaction, so concurrent requests share one disk sync
 //! instead of queueing for the store's single writer one sync at a time. Each caller still gets
 //! its own result only after the transaction holding its write has committed.
+//!
+//! Like PostgreSQL's `commit_delay`, a writer that finds other writes already waiting behind
+//! the first one waits a little for more before it commits: under load the sync count drops
+//! and each sync carries more writes. A lone write (no one else waiting) never waits.
 
 use std::sync::Mutex;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -16,20 +21,32 @@ pub(crate) struct GroupCommit<Op, Out> {
 
 impl<Op: Send + 'static, Out: Send + 'static> GroupCommit<Op, Out> {
     /// Starts the writer; `apply` commits a batch and returns one output per operation, in order.
+    /// `delay` is how long a batch that already holds more than one write waits for more.
     pub(crate) fn spawn(
         name: &str,
         capacity: usize,
         max_batch: usize,
+        delay: Duration,
         apply: impl Fn(Vec<Op>) -> Vec<Out> + Send + 'static,
     ) -> std::io::Result<Self> {
         let (jobs, mut queue) = mpsc::channel::<(Op, oneshot::Sender<Out>)>(capacity.max(1));
         let thread = std::thread::Builder::new().name(name.to_owned()).spawn(move || {
             while let Some(first) = queue.blocking_recv() {
                 let mut batch = vec![first];
-                while batch.len() < max_batch {
-                    match queue.try_recv() {
-                        Ok(job) => batch.push(job),
-                        Err(_) => break,
+                take_waiting(&mut queue, &mut batch, max_batch);
+                if batch.len() > 1 && batch.len() < max_batch && !delay.is_zero() {
+                    std::thread::sleep(delay);
+                    take_waiting(&mut queue, &mut batch, max_batch);
+                }
+                let linger: u64 =
+                    std::env::var("TMP_LINGER_US").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+                if linger > 0 && batch.len() > 1 {
+                    std::thread::sleep(std::time::Duration::from_micros(linger));
+                    while batch.len() < max_batch {
+                        match queue.try_recv() {
+                            Ok(job) => batch.push(job),
+                            Err(_) => break,
+                        }
                     }
                 }
                 let (ops, replies): (Vec<Op>, Vec<oneshot::Sender<Out>>) =
@@ -47,6 +64,16 @@ impl<Op: Send + 'static, Out: Send + 'static> GroupCommit<Op, Out> {
         let (reply, answer) = oneshot::channel();
         self.jobs.as_ref()?.send((op, reply)).await.ok()?;
         answer.await.ok()
+    }
+}
+
+/// Moves the writes waiting in `queue` into `batch`, up to `max_batch` in all.
+fn take_waiting<T>(queue: &mut mpsc::Receiver<T>, batch: &mut Vec<T>, max_batch: usize) {
+    while batch.len() < max_batch {
+        match queue.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
     }
 }
 
@@ -73,7 +100,7 @@ mod tests {
         let batches = Arc::new(AtomicUsize::new(0));
         let counted = batches.clone();
         let writer = Arc::new(
-            GroupCommit::spawn("test-writer", 1024, 64, move |ops: Vec<u32>| {
+            GroupCommit::spawn("test-writer", 1024, 64, Duration::ZERO, move |ops: Vec<u32>| {
                 counted.fetch_add(1, Ordering::SeqCst);
                 std::thread::sleep(std::time::Duration::from_millis(2)); // a disk sync
                 ops.into_iter().map(|n| n * 2).collect()
@@ -91,5 +118,59 @@ mod tests {
             assert_eq!(out, Some(n * 2));
         }
         assert!(batches.load(Ordering::SeqCst) < 200, "writes were grouped");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lone_write_commits_at_once_whatever_the_delay() {
+        let writer = GroupCommit::spawn("test-writer", 16, 64, Duration::from_secs(60), |ops| ops)
+            .expect("starts");
+        let out = tokio::time::timeout(Duration::from_secs(20), writer.submit(7u32)).await;
+        assert_eq!(out.expect("did not wait for the delay"), Some(7));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_waiting_together_wait_the_delay_for_more() {
+        let (started, first_started) = std::sync::mpsc::channel::<()>();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let released = Mutex::new(released);
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let seen = sizes.clone();
+        let writer = Arc::new(
+            GroupCommit::spawn(
+                "test-writer",
+                64,
+                64,
+                Duration::from_secs(1),
+                move |ops: Vec<u32>| {
+                    if ops == [0] {
+                        // The first batch holds the writer until the test has queued two writes.
+                        let _ = started.send(());
+                        let _ = released.lock().map(|r| r.recv());
+                    }
+                    seen.lock().expect("not poisoned").push(ops.len());
+                    ops
+                },
+            )
+            .expect("starts"),
+        );
+        let submit = |n: u32| {
+            let writer = writer.clone();
+            tokio::spawn(async move { writer.submit(n).await })
+        };
+        let gate = submit(0);
+        tokio::task::spawn_blocking(move || first_started.recv())
+            .await
+            .expect("joins")
+            .expect("starts");
+        let queued: Vec<_> = (1..=2).map(submit).collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        release.send(()).expect("writer waits");
+        // Within the delay the writer is still gathering: these join the same batch.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let later: Vec<_> = (3..=7).map(submit).collect();
+        for (n, task) in (0..).zip(std::iter::once(gate).chain(queued).chain(later)) {
+            assert_eq!(task.await.expect("joins"), Some(n));
+        }
+        assert_eq!(*sizes.lock().expect("not poisoned"), vec![1, 7]);
     }
 }

@@ -67,6 +67,11 @@ pub struct ServeConfig {
     /// from the (always synced) receipt store, so a crash can only forget nonces of requests
     /// that never completed.
     pub nonce_sync_interval: Duration,
+    /// How long a store's writer, finding other writes already waiting behind the first,
+    /// waits for more before its durable commit (like PostgreSQL's `commit_delay`): a busy
+    /// executor syncs less often and each sync carries more receipts. A request arriving alone
+    /// never waits. At most [`MAX_COMMIT_DELAY`].
+    pub commit_delay: Duration,
 }
 
 impl Default for ServeConfig {
@@ -81,6 +86,7 @@ impl Default for ServeConfig {
             busy_retry_after_secs: 1,
             escrow: None,
             nonce_sync_interval: Duration::from_secs(1),
+            commit_delay: Duration::from_millis(1),
         }
     }
 }
@@ -129,6 +135,10 @@ const MIN_SYNC_TICK: Duration = Duration::from_millis(10);
 /// [`lloom_core::replay::MAX_HELD`] in any case).
 pub const MAX_NONCE_SYNC_INTERVAL: Duration = Duration::from_secs(60);
 
+/// Longest accepted `commit_delay`: every answer under load waits up to this long for its
+/// receipt's commit.
+pub const MAX_COMMIT_DELAY: Duration = Duration::from_millis(100);
+
 pub(crate) struct Shared {
     pub(crate) key: NodeKey,
     pub(crate) config: ServeConfig,
@@ -170,6 +180,13 @@ impl ServeConfig {
                 MAX_NONCE_SYNC_INTERVAL.as_millis()
             )));
         }
+        if self.commit_delay > MAX_COMMIT_DELAY {
+            return Err(Error::ServeConfig(format!(
+                "commit_delay_us {} is above the most allowed, {}",
+                self.commit_delay.as_micros(),
+                MAX_COMMIT_DELAY.as_micros()
+            )));
+        }
         Ok(())
     }
 }
@@ -190,14 +207,20 @@ impl Server {
         let capacity = config.max_streams.max(1);
         let replay = Arc::new(replay.with_sync_interval(config.nonce_sync_interval));
         let deferred = !config.nonce_sync_interval.is_zero();
-        let nonces = NonceGate::new(replay.clone(), deferred, capacity)?;
+        let delay = config.commit_delay;
+        let nonces = NonceGate::new(replay.clone(), deferred, capacity, delay)?;
         let receipts = Arc::new(receipts);
         let store = receipts.clone();
-        let receipt_writer =
-            GroupCommit::spawn("lloom-receipts", capacity, MAX_GROUP, move |ops: Vec<Receipt>| {
+        let receipt_writer = GroupCommit::spawn(
+            "lloom-receipts",
+            capacity,
+            MAX_GROUP,
+            delay,
+            move |ops: Vec<Receipt>| {
                 let outcome = store.put_batch(&ops).map_err(|e| e.to_string());
                 ops.iter().map(|_| outcome.clone()).collect()
-            })?;
+            },
+        )?;
         let shared = Shared {
             key,
             config,

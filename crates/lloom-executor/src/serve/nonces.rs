@@ -2,6 +2,7 @@
 //! the group-commit writer when every write is synced.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use lloom_core::{Address, ReplayStore};
 
@@ -19,27 +20,27 @@ pub(crate) enum NonceGate {
 }
 
 impl NonceGate {
-    /// A gate for `store`: `deferred` says whether the store holds nonces in memory.
+    /// A gate for `store`: `deferred` says whether the store holds nonces in memory; `delay`
+    /// is the writer's commit delay (see [`GroupCommit::spawn`]).
     pub(crate) fn new(
         store: Arc<ReplayStore>,
         deferred: bool,
         capacity: usize,
+        delay: Duration,
     ) -> std::io::Result<Self> {
         if deferred {
             return Ok(Self::Held(store));
         }
         let writer =
-            GroupCommit::spawn("lloom-nonces", capacity, MAX_GROUP, move |ops| {
-                match store.check_and_record_batch(&ops, lloom_core::unix_now()) {
-                    Ok(results) => results,
-                    Err(e) => {
-                        let message = format!("replay store: {e}");
-                        ops.iter()
-                            .map(|_| {
-                                Err(lloom_core::Error::Io(std::io::Error::other(message.clone())))
-                            })
-                            .collect()
-                    }
+            GroupCommit::spawn("lloom-nonces", capacity, MAX_GROUP, delay, move |ops| match store
+                .check_and_record_batch(&ops, lloom_core::unix_now())
+            {
+                Ok(results) => results,
+                Err(e) => {
+                    let message = format!("replay store: {e}");
+                    ops.iter()
+                        .map(|_| Err(lloom_core::Error::Io(std::io::Error::other(message.clone()))))
+                        .collect()
                 }
             })?;
         Ok(Self::Synced(writer))

@@ -8,8 +8,8 @@ use futures::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use lloom_core::verify::{compute_cost, verify_request};
 use lloom_core::wire::{content_hash, read_frame, write_frame};
 use lloom_core::{
-    B256, ErrorCode, ErrorCommitment, FinishReason, PeerId, ResponseCommitment, SignedError,
-    SignedRequest, SignedResponse, StreamChunk, WireMessage, unix_now,
+    B256, DigestedRequest, ErrorCode, ErrorCommitment, FinishReason, PeerId, ResponseCommitment,
+    SignedError, SignedRequest, SignedResponse, StreamChunk, WireMessage, unix_now,
 };
 
 use super::outbox::Outbox;
@@ -57,10 +57,11 @@ where
     let mut exchanges = 0u64;
     while let Some(request) = next_request(shared, &peer, &mut stream, exchanges).await {
         exchanges += 1;
+        let request = DigestedRequest::new(request);
         let digest = request.digest();
         shared.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-        let outcome = match admit(shared, &peer, &request, &digest).await {
-            Ok(model) => run(shared, &request, digest, model, &mut stream).await,
+        let outcome = match admit(shared, &peer, &request).await {
+            Ok(model) => run(shared, request.request(), digest, model, &mut stream).await,
             Err(refusal) => send_refusal(shared, digest, refusal, &mut stream).await,
         };
         shared.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -129,15 +130,15 @@ where
 async fn admit(
     shared: &Arc<Shared>,
     peer: &PeerId,
-    request: &SignedRequest,
-    digest: &B256,
+    request: &DigestedRequest,
 ) -> Result<ServedModel, Refusal> {
     let now = unix_now();
-    verify_request(request, Some(peer), &shared.config.policy, now)?;
+    let digest = verify_request(request, Some(peer), &shared.config.policy, now)?;
+    let request = request.request();
     let c = &request.commitment;
     // A request already answered is refused from its durable receipt; the nonce store, whose
     // syncs are deferred, covers the ones in flight.
-    match shared.receipts.contains(digest) {
+    match shared.receipts.contains(&digest) {
         Ok(false) => {}
         Ok(true) => {
             return Err(Refusal::from(lloom_core::Error::NonceReplayed {
