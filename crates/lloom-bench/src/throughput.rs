@@ -14,11 +14,18 @@ use lloom_executor::serve::ServeConfig;
 
 use crate::net::{self, MODEL};
 
-/// The signature ceiling: requests per second the machine could sign and check if it did
-/// nothing else, measured with every core doing the four operations at once (the best of
-/// three half-second rounds, so the ceiling is not understated), and the cost of one
-/// request's four operations on one core.
-fn signature_ceiling(cores: usize) -> anyhow::Result<(f64, f64)> {
+/// What the machine could sign and check if it did nothing else.
+#[derive(Clone, Copy)]
+struct Ceiling {
+    /// Requests per second, every core doing the four signature operations at once.
+    requests_per_sec: f64,
+    /// Seconds one request's four operations take on one core.
+    per_request_secs: f64,
+}
+
+/// Measures the [`Ceiling`] on `cores` cores: the best of three half-second rounds, so the
+/// ceiling is not understated.
+fn signature_ceiling(cores: usize) -> anyhow::Result<Ceiling> {
     let mut best = 0.0_f64;
     for _ in 0..3 {
         let start = Instant::now();
@@ -31,7 +38,7 @@ fn signature_ceiling(cores: usize) -> anyhow::Result<(f64, f64)> {
         }
         best = best.max(requests as f64 / start.elapsed().as_secs_f64());
     }
-    Ok((best, cores as f64 / best))
+    Ok(Ceiling { requests_per_sec: best, per_request_secs: cores as f64 / best })
 }
 
 /// Runs the four signature operations of a request until `until`; returns how many requests.
@@ -97,7 +104,8 @@ pub(crate) async fn run(
     // Measured before and after the run, the higher one counts: a slow moment of a shared
     // host must not make the share look better.
     let after = signature_ceiling(cores)?;
-    let (ceiling, per_request) = if after.0 > before.0 { after } else { before };
+    let Ceiling { requests_per_sec: ceiling, per_request_secs: per_request } =
+        if after.requests_per_sec > before.requests_per_sec { after } else { before };
     let rate = done.load(Ordering::Relaxed) as f64 / elapsed;
     println!(
         "P3 throughput: {concurrency} concurrent requests for {seconds} s, client and executor in one process, receipt commit delay {} µs",
