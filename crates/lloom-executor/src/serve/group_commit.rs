@@ -38,17 +38,6 @@ impl<Op: Send + 'static, Out: Send + 'static> GroupCommit<Op, Out> {
                     std::thread::sleep(delay);
                     take_waiting(&mut queue, &mut batch, max_batch);
                 }
-                let linger: u64 =
-                    std::env::var("TMP_LINGER_US").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
-                if linger > 0 && batch.len() > 1 {
-                    std::thread::sleep(std::time::Duration::from_micros(linger));
-                    while batch.len() < max_batch {
-                        match queue.try_recv() {
-                            Ok(job) => batch.push(job),
-                            Err(_) => break,
-                        }
-                    }
-                }
                 let (ops, replies): (Vec<Op>, Vec<oneshot::Sender<Out>>) =
                     batch.into_iter().unzip();
                 for (reply, out) in replies.into_iter().zip(apply(ops)) {
