@@ -2,47 +2,13 @@
 //! the migration from the first (digest-keyed) layout, and damaged data.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
 
-use lloom_core::{
-    B256, ChatMessage, DomainConfig, FinishReason, NodeKey, RequestBody, RequestCommitment,
-    ResponseCommitment, Role, SamplingParams, SignedRequest, SignedResponse, U256,
-};
+use lloom_core::{B256, FinishReason, NodeKey};
 use lloom_executor::serve::{Receipt, ReceiptStore};
 use redb::{Database, ReadableDatabase, TableDefinition, TableHandle};
 
 /// A signed exchange for request `nonce`, finished (`Stop`) or a checkpoint (`Partial`).
 fn receipt(client: &NodeKey, executor: &NodeKey, nonce: u64, finish: FinishReason) -> Receipt {
-    let domain = DomainConfig::default();
-    let body = RequestBody {
-        messages: vec![ChatMessage { role: Role::User, content: format!("question {nonce}") }],
-        sampling: SamplingParams::default(),
-    };
-    let commitment = RequestCommitment {
-        client: client.address(),
-        executor: executor.address(),
-        model: "m".into(),
-        requestHash: B256::repeat_byte(7),
-        maxInputTokens: 100,
-        maxOutputTokens: 100,
-        pricePerInputToken: U256::from(1),
-        pricePerOutputToken: U256::from(2),
-        nonce,
-        deadline: 4_000_000_000,
-    };
-    let request = SignedRequest::sign(client, domain, commitment, body).unwrap();
-    let response = ResponseCommitment {
-        requestDigest: request.digest(),
-        client: client.address(),
-        executor: executor.address(),
-        model: "m".into(),
-        contentHash: B256::repeat_byte(9),
-        inputTokens: 10,
-        outputTokens: 5,
-        totalCost: U256::from(20),
-        finishReason: finish.code(),
-        timestamp: 1_000,
-    };
-    let response = SignedResponse::sign(executor, domain, response).unwrap();
-    Receipt { request, response }
+    Receipt::sample(client, executor, nonce, finish)
 }
 
 fn keys() -> (NodeKey, NodeKey) {
@@ -205,4 +171,94 @@ fn damaged_data_and_foreign_files_are_errors_not_panics() {
     let foreign = dir.path().join("not-a-db");
     std::fs::write(&foreign, b"this is not a redb file at all, just some text").unwrap();
     assert!(ReceiptStore::open(&foreign).is_err());
+}
+
+/// Copies the store's files as they are on disk now: what a crash at this moment would leave.
+fn crash_copy(from: &std::path::Path, to: &std::path::Path) {
+    for (source, target) in
+        [(from, to), (&from.with_extension("journal"), &to.with_extension("journal"))]
+    {
+        std::fs::copy(source, target).unwrap();
+    }
+}
+
+#[test]
+fn receipts_in_the_journal_survive_a_crash_and_a_torn_last_write_loses_only_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.redb");
+    let (client, executor) = keys();
+    let receipts: Vec<Receipt> =
+        (0..6).map(|n| receipt(&client, &executor, n, FinishReason::Stop)).collect();
+    let store = ReceiptStore::open(&path).unwrap();
+    store.put_batch(&receipts[..3]).unwrap();
+    store.put(&receipts[3]).unwrap();
+    store.put(&receipts[4]).unwrap();
+    store.put(&receipts[5]).unwrap();
+    // Nothing has been checkpointed: the database alone does not hold them yet.
+    let crashed = dir.path().join("crashed.redb");
+    crash_copy(&path, &crashed);
+    let recovered = ReceiptStore::open(&crashed).unwrap();
+    assert_eq!(recovered.unsettled(100).unwrap(), receipts);
+    drop(recovered);
+
+    // Tear the last record: the receipts before it are recovered, in order.
+    let torn = dir.path().join("torn.redb");
+    crash_copy(&path, &torn);
+    let journal = torn.with_extension("journal");
+    let mut bytes = std::fs::read(&journal).unwrap();
+    let last_byte = bytes.iter().rposition(|&b| b != 0).unwrap();
+    bytes[last_byte] ^= 0xff;
+    std::fs::write(&journal, &bytes).unwrap();
+    let recovered = ReceiptStore::open(&torn).unwrap();
+    assert_eq!(recovered.unsettled(100).unwrap(), receipts[..5]);
+    // Writing goes on after the recovered ones, and the torn record is not read back later.
+    recovered.put(&receipts[5]).unwrap();
+    drop(recovered);
+    let reopened = ReceiptStore::open(&torn).unwrap();
+    assert_eq!(reopened.unsettled(100).unwrap(), receipts);
+
+    // The original store, closed cleanly, holds everything without its journal.
+    drop(store);
+    std::fs::remove_file(path.with_extension("journal")).unwrap();
+    assert_eq!(ReceiptStore::open(&path).unwrap().unsettled(100).unwrap(), receipts);
+}
+
+#[test]
+fn lookups_see_the_journal_and_a_full_journal_is_checkpointed_on_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.redb");
+    let (client, executor) = keys();
+    let big = |nonce| {
+        let mut one = receipt(&client, &executor, nonce, FinishReason::Stop);
+        one.request.body.messages[0].content = "x".repeat(300_000);
+        one
+    };
+    let store = ReceiptStore::open(&path).unwrap();
+    // 300 kB each: the 4 MiB journal fills after 13 of them and is checkpointed.
+    let receipts: Vec<Receipt> = (0..20).map(big).collect();
+    for one in &receipts {
+        store.put(one).unwrap();
+        assert!(store.contains(&one.digest()).unwrap());
+        assert_eq!(store.get(&one.digest()).unwrap().as_ref(), Some(one));
+    }
+    let crashed = dir.path().join("crashed.redb");
+    crash_copy(&path, &crashed);
+    {
+        // The database alone (its journal removed) holds what the checkpoint moved.
+        std::fs::remove_file(crashed.with_extension("journal")).unwrap();
+        let checkpointed = ReceiptStore::open(&crashed).unwrap();
+        let (total, _) = checkpointed.counts().unwrap();
+        assert!((13..20).contains(&total), "{total} receipts checkpointed");
+        assert_eq!(checkpointed.all(100).unwrap(), receipts[..usize::try_from(total).unwrap()]);
+    }
+    assert_eq!(store.all(100).unwrap(), receipts);
+}
+
+#[test]
+fn a_journal_that_is_not_one_is_refused_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.redb");
+    std::fs::write(path.with_extension("journal"), b"not a journal").unwrap();
+    let error = ReceiptStore::open(&path).unwrap_err().to_string();
+    assert!(error.contains("r.journal") && error.contains("not a receipt journal"), "{error}");
 }
