@@ -12,6 +12,7 @@ use lloom_core::{
 };
 use tokio::sync::mpsc;
 
+use crate::chat::ChatEvent;
 use crate::directory::Candidate;
 use crate::stream_pool::StreamPool;
 
@@ -95,7 +96,8 @@ pub(crate) struct Links<'a> {
     pub(crate) streams: &'a StreamPool,
 }
 
-/// Sends `request` to `executor` and reads the verified answer, passing text to `text_out`.
+/// Sends `request` to `executor` and reads the verified answer, passing its text on to
+/// `events` as it arrives.
 /// A stream whose exchange ended cleanly (a verified response or signed error) goes back to
 /// the pool for the next request.
 pub(crate) async fn run(
@@ -104,7 +106,7 @@ pub(crate) async fn run(
     request: &DigestedRequest,
     policy: &VerifyPolicy,
     limits: AttemptLimits,
-    text_out: &mpsc::Sender<String>,
+    events: &mpsc::Sender<crate::Result<ChatEvent>>,
 ) -> Result<Answer, Failed> {
     let started = Instant::now();
     let fail = |failure, streamed, checkpoint| Failed { failure, streamed, checkpoint };
@@ -165,7 +167,7 @@ pub(crate) async fn run(
                 ttft.get_or_insert_with(|| started.elapsed());
                 text.push_str(&chunk.text);
                 // A reader that went away does not stop verification of what was paid for.
-                let _ = text_out.send(chunk.text).await;
+                let _ = events.send(Ok(ChatEvent::Text(chunk.text))).await;
             }
             WireMessage::Checkpoint(cp) => {
                 if let Err(e) = verify_checkpoint(&cp, request, &text, Some(&peer), policy, now) {

@@ -428,17 +428,6 @@ impl Client {
                 return Err(Error::State("the answer was dropped".into()));
             }
             attempts += 1;
-            let (text_tx, mut text_rx) = mpsc::channel::<String>(64);
-            let forward = {
-                let events = events.clone();
-                tokio::spawn(async move {
-                    while let Some(text) = text_rx.recv().await {
-                        if events.send(Ok(ChatEvent::Text(text))).await.is_err() {
-                            break;
-                        }
-                    }
-                })
-            };
             let limits = AttemptLimits { idle: inner.config.idle_timeout, deadline };
             let links = Links {
                 network: &inner.network,
@@ -446,10 +435,8 @@ impl Client {
                 streams: &inner.streams,
             };
             let outcome =
-                attempt::run(&links, &executor, &signed, &inner.config.policy, limits, &text_tx)
+                attempt::run(&links, &executor, &signed, &inner.config.policy, limits, events)
                     .await;
-            drop(text_tx);
-            let _ = forward.await;
             match outcome {
                 Ok(answer) => {
                     let c = &answer.response.commitment;

@@ -56,6 +56,8 @@ pub struct Candidate {
 #[derive(Debug, Default)]
 pub struct Directory {
     executors: BTreeMap<Address, (PeerId, SignedAnnouncement)>,
+    /// Each executor's announced listen addresses, parsed once when its announcement is kept.
+    listen_addrs: BTreeMap<Address, Vec<Multiaddr>>,
     rejected: usize,
 }
 
@@ -87,6 +89,8 @@ impl Directory {
         if !(newer && room) {
             return false;
         }
+        let addrs = ann.body.listen_addrs.iter().filter_map(|a| a.parse().ok()).collect();
+        self.listen_addrs.insert(ann.executor(), addrs);
         self.executors.insert(ann.executor(), (peer, ann));
         true
     }
@@ -182,12 +186,7 @@ impl Directory {
             .iter()
             .filter_map(|(address, (peer, ann))| {
                 let offer = ann.body.offers.iter().find(|o| o.model == model)?;
-                let addrs = ann
-                    .body
-                    .listen_addrs
-                    .iter()
-                    .filter_map(|a| a.parse::<Multiaddr>().ok())
-                    .collect();
+                let addrs = self.listen_addrs.get(address).cloned().unwrap_or_default();
                 Some(Candidate {
                     peer: *peer,
                     address: *address,
