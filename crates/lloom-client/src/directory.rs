@@ -260,3 +260,59 @@ pub fn render_table(rows: &[ModelRow]) -> String {
     out.extend(cells.iter().map(|r| line(r)));
     out.join("\n")
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use lloom_core::{AnnouncementBody, DomainConfig, NodeKey};
+
+    use super::*;
+
+    fn info(key: &NodeKey, sequence: u64, addrs: &[&str]) -> ExecutorInfo {
+        let body = AnnouncementBody {
+            offers: vec![ModelOffer {
+                model: "m".into(),
+                context_length: 2048,
+                price_per_input_token: U256::from(1),
+                price_per_output_token: U256::from(1),
+                weights_sha256: None,
+                quantization: None,
+                capabilities: vec![],
+            }],
+            load: ExecutorLoad::default(),
+            listen_addrs: addrs.iter().map(|a| (*a).to_owned()).collect(),
+        };
+        let announcement = SignedAnnouncement::sign(
+            key,
+            DomainConfig::default(),
+            sequence,
+            unix_now(),
+            body,
+            false,
+        )
+        .unwrap();
+        ExecutorInfo { announcement, peer_id: key.peer_id().to_string(), last_seen: unix_now() }
+    }
+
+    #[test]
+    fn candidates_carry_the_parsed_addresses_of_the_latest_announcement() {
+        let key = NodeKey::generate();
+        let mut directory = Directory::default();
+        let policy = VerifyPolicy::default();
+        let first = ["/ip4/127.0.0.1/tcp/4001", "not an address"];
+        assert!(directory.ingest(info(&key, 1, &first), &policy, 60));
+        let addrs: Vec<String> =
+            directory.candidates("m")[0].addrs.iter().map(ToString::to_string).collect();
+        assert_eq!(addrs, ["/ip4/127.0.0.1/tcp/4001"], "the unparsable one is left out");
+
+        let moved = ["/ip4/127.0.0.1/tcp/4002", "/ip4/127.0.0.1/udp/4002/quic-v1"];
+        assert!(directory.ingest(info(&key, 2, &moved), &policy, 60));
+        let addrs: Vec<String> =
+            directory.candidates("m")[0].addrs.iter().map(ToString::to_string).collect();
+        assert_eq!(addrs, moved);
+        assert!(!directory.ingest(info(&key, 1, &first), &policy, 60), "an older one is ignored");
+        assert_eq!(directory.candidates("m")[0].addrs.len(), 2);
+        assert!(directory.candidates("other").is_empty());
+    }
+}
