@@ -35,13 +35,11 @@ const MAX_PAYLOAD: usize = 64 * 1024 * 1024;
 pub(super) struct Journal {
     path: PathBuf,
     file: File,
-    generation: u64,
     end: u64,
 }
 
 impl Journal {
     /// Opens the journal at `path`, creating and preallocating it first if there is none.
-    /// Nothing is written until [`Journal::restart`] names the generation to write.
     pub(super) fn open(path: &Path) -> Result<Self> {
         if !path.exists() {
             create(path)?;
@@ -51,7 +49,7 @@ impl Journal {
         if file.read_exact_at(&mut magic, 0).is_err() || &magic != MAGIC {
             return Err(damaged(path, "not a receipt journal (bad magic)"));
         }
-        Ok(Self { path: path.to_owned(), file, generation: 0, end: FILE_HEADER as u64 })
+        Ok(Self { path: path.to_owned(), file, end: FILE_HEADER as u64 })
     }
 
     /// The payloads of `generation` in the file, in the order they were appended.
@@ -68,10 +66,9 @@ impl Journal {
         Ok(records)
     }
 
-    /// Starts writing `generation` at the beginning of the file (after a checkpoint has put
-    /// every earlier record into the database).
-    pub(super) fn restart(&mut self, generation: u64) {
-        self.generation = generation;
+    /// Starts writing again at the beginning of the file (after a checkpoint has put every
+    /// earlier record into the database, or at open).
+    pub(super) fn rewind(&mut self) {
         self.end = FILE_HEADER as u64;
     }
 
@@ -83,12 +80,13 @@ impl Journal {
         self.end == start || self.end + needed <= start + CAPACITY as u64
     }
 
-    /// Appends `payloads` with one write and makes them durable with one `fdatasync`.
-    pub(super) fn append(&mut self, payloads: &[&[u8]]) -> std::io::Result<()> {
+    /// Appends `payloads` as records of `generation` with one write and makes them durable
+    /// with one `fdatasync`.
+    pub(super) fn append(&mut self, generation: u64, payloads: &[&[u8]]) -> std::io::Result<()> {
         let total: usize = payloads.iter().map(|p| RECORD_HEADER + p.len()).sum();
         let mut buffer = Vec::with_capacity(total);
         for payload in payloads {
-            encode_record(&mut buffer, self.generation, payload);
+            encode_record(&mut buffer, generation, payload);
         }
         self.file.write_all_at(&buffer, self.end)?;
         self.file.sync_data()?;
@@ -100,7 +98,7 @@ impl Journal {
     #[cfg(test)]
     pub(super) fn read_only(path: &Path) -> Result<Self> {
         let file = File::open(path)?;
-        Ok(Self { path: path.to_owned(), file, generation: 0, end: FILE_HEADER as u64 })
+        Ok(Self { path: path.to_owned(), file, end: FILE_HEADER as u64 })
     }
 
     /// The file's path, for messages.
@@ -186,18 +184,17 @@ mod tests {
         let path = dir.path().join("r.journal");
         let mut journal = Journal::open(&path).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), (FILE_HEADER + CAPACITY) as u64);
-        journal.restart(3);
         let written = payloads(5);
-        journal.append(&slices(&written[..2])).unwrap();
-        journal.append(&slices(&written[2..])).unwrap();
+        journal.append(3, &slices(&written[..2])).unwrap();
+        journal.append(3, &slices(&written[2..])).unwrap();
         let reopened = Journal::open(&path).unwrap();
         assert_eq!(reopened.records(3).unwrap(), written);
         assert!(reopened.records(4).unwrap().is_empty());
 
         // The next generation overwrites from the start; the older records behind it are not
         // read back as its own.
-        journal.restart(4);
-        journal.append(&slices(&written[..1])).unwrap();
+        journal.rewind();
+        journal.append(4, &slices(&written[..1])).unwrap();
         assert_eq!(Journal::open(&path).unwrap().records(4).unwrap(), written[..1]);
     }
 
@@ -206,9 +203,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.journal");
         let mut journal = Journal::open(&path).unwrap();
-        journal.restart(1);
         let written = payloads(3);
-        journal.append(&slices(&written)).unwrap();
+        journal.append(1, &slices(&written)).unwrap();
         // Flip one byte of the second record's payload.
         let second = FILE_HEADER + RECORD_HEADER + written[0].len() + RECORD_HEADER;
         let mut bytes = std::fs::read(&path).unwrap();
@@ -221,10 +217,9 @@ mod tests {
     fn room_runs_out_at_the_capacity_but_an_empty_journal_takes_anything() {
         let dir = tempfile::tempdir().unwrap();
         let mut journal = Journal::open(&dir.path().join("r.journal")).unwrap();
-        journal.restart(1);
         let big = CAPACITY;
         assert!(journal.has_room(1, big * 2), "an empty journal refuses nothing");
-        journal.append(&[&[1; 1000]]).unwrap();
+        journal.append(1, &[&[1; 1000]]).unwrap();
         assert!(journal.has_room(1, 1000));
         assert!(!journal.has_room(1, big));
     }

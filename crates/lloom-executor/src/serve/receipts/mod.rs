@@ -185,7 +185,7 @@ impl ReceiptStore {
         let generation = found + 1;
         tables::set_generation(&txn, generation)?;
         stored(txn.commit())?;
-        journal.restart(generation);
+        journal.rewind();
         let writer = Writer { journal: Some(journal), generation };
         Ok(Self { db, writer: Mutex::new(writer), pending: RwLock::new(Pending::default()) })
     }
@@ -212,7 +212,8 @@ impl ReceiptStore {
             self.checkpoint_locked(&mut writer)?;
         }
         let payloads: Vec<&[u8]> = encoded.iter().map(|(_, bytes)| bytes.as_slice()).collect();
-        let appended = writer.journal.as_mut().map(|journal| journal.append(&payloads));
+        let generation = writer.generation;
+        let appended = writer.journal.as_mut().map(|journal| journal.append(generation, &payloads));
         if let Some(Err(e)) = appended {
             tracing::error!("receipt journal failed ({e}); writing receipts to the database");
             writer.journal = None;
@@ -254,7 +255,7 @@ impl ReceiptStore {
         *self.pending.write().unwrap_or_else(PoisonError::into_inner) = Pending::default();
         writer.generation += 1;
         if let Some(journal) = writer.journal.as_mut() {
-            journal.restart(writer.generation);
+            journal.rewind();
         }
         Ok(())
     }
@@ -368,7 +369,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.redb");
         let store = ReceiptStore::open(&path).unwrap();
-        store.lock_writer().journal.as_mut().unwrap().append(&[b"not a receipt"]).unwrap();
+        let mut writer = store.lock_writer();
+        let generation = writer.generation;
+        writer.journal.as_mut().unwrap().append(generation, &[b"not a receipt"]).unwrap();
+        drop(writer);
         let copy = dir.path().join("copy.redb");
         std::fs::copy(&path, &copy).unwrap();
         std::fs::copy(journal_path(&path), journal_path(&copy)).unwrap();
