@@ -61,6 +61,10 @@ enum Bench {
         /// The executor's receipt commit delay, in microseconds [default: the executor's].
         #[arg(long, value_name = "US")]
         commit_delay_us: Option<u64>,
+        /// The client keeps every verified receipt in a store on disk, as the CLI and the
+        /// gateway do.
+        #[arg(long)]
+        client_receipts: bool,
     },
     /// R1: many concurrent requests against one executor; each must end verified or Busy.
     Load {
@@ -97,8 +101,8 @@ async fn main() -> anyhow::Result<()> {
     match bench {
         Bench::Overhead { requests } => overhead::run(requests).await,
         Bench::Streaming { requests } => streaming::run(requests).await,
-        Bench::Throughput { concurrency, seconds, commit_delay_us } => {
-            throughput::run(concurrency, seconds, commit_delay_us).await
+        Bench::Throughput { concurrency, seconds, commit_delay_us, client_receipts } => {
+            throughput::run(concurrency, seconds, commit_delay_us, client_receipts).await
         }
         Bench::Load { requests } => load::run(requests).await,
         Bench::Soak { requests, warmup, concurrency } => {

@@ -94,9 +94,18 @@ pub(crate) async fn start_with(
 impl LocalNet {
     /// A client that already sees every executor.
     pub(crate) async fn client(&self) -> anyhow::Result<Client> {
+        self.client_with(None).await
+    }
+
+    /// [`LocalNet::client`], keeping its verified receipts in `receipts` if given.
+    pub(crate) async fn client_with(
+        &self,
+        receipts: Option<Arc<lloom_client::receipts::ReceiptStore>>,
+    ) -> anyhow::Result<Client> {
         let config = ClientConfig {
             max_attempts: 1,
             idle_timeout: Duration::from_secs(60),
+            receipts,
             ..ClientConfig::default().bootstrap(self.bootstrap.clone())
         };
         let client = Client::connect(NodeKey::generate(), config).await?;

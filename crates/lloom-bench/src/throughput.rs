@@ -60,6 +60,7 @@ pub(crate) async fn run(
     concurrency: usize,
     seconds: u64,
     commit_delay_us: Option<u64>,
+    client_receipts: bool,
 ) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let before = signature_ceiling(cores)?;
@@ -68,7 +69,14 @@ pub(crate) async fn run(
     let commit_delay =
         commit_delay_us.map_or(ServeConfig::default().commit_delay, Duration::from_micros);
     let network = net::start_with(vec![backend], 0, commit_delay).await?;
-    let client = network.client().await?;
+    let receipts_dir = tempfile::tempdir()?;
+    let receipts = match client_receipts {
+        true => Some(Arc::new(lloom_client::receipts::ReceiptStore::open(
+            &receipts_dir.path().join("client-receipts.redb"),
+        )?)),
+        false => None,
+    };
+    let client = network.client_with(receipts).await?;
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
@@ -108,8 +116,9 @@ pub(crate) async fn run(
         if after.requests_per_sec > before.requests_per_sec { after } else { before };
     let rate = done.load(Ordering::Relaxed) as f64 / elapsed;
     println!(
-        "P3 throughput: {concurrency} concurrent requests for {seconds} s, client and executor in one process, receipt commit delay {} µs",
-        commit_delay.as_micros()
+        "P3 throughput: {concurrency} concurrent requests for {seconds} s, client and executor in one process, receipt commit delay {} µs{}",
+        commit_delay.as_micros(),
+        if client_receipts { ", the client keeping receipts" } else { "" }
     );
     println!("  verified requests/s     : {rate:.0} ({} failed)", failed.load(Ordering::Relaxed));
     if let Some(e) = first_error.lock().ok().and_then(|f| f.clone()) {

@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lloom_core::group_commit::GroupCommit;
 use lloom_core::network::{
     Multiaddr, NetworkConfig, NetworkEvent, NetworkHandle, peer_id_of, start,
 };
@@ -40,6 +41,7 @@ pub use crate::chat::{
 use crate::directory::{Candidate, Directory, ModelRow};
 use crate::error::{Error, Result};
 use crate::nonce::NonceSource;
+use crate::receipts::{ReceiptStore, StoredReceipt};
 use crate::routing::{Router, Strategy};
 use crate::stream_pool::StreamPool;
 
@@ -74,7 +76,7 @@ pub struct ClientConfig {
     /// How long a fetched directory is used before validators are asked again.
     pub directory_ttl: Duration,
     /// Where verified receipts are kept (`None`: not kept).
-    pub receipts: Option<Arc<crate::receipts::ReceiptStore>>,
+    pub receipts: Option<Arc<ReceiptStore>>,
     /// Refuse to sign requests whose worst-case cost exceeds the escrow (`None`: no check).
     pub escrow_guard: Option<Arc<crate::escrow::EscrowGuard>>,
 }
@@ -143,8 +145,17 @@ struct Inner {
     dial_lock: Mutex<()>,
     /// Request streams kept open between exchanges, by executor.
     streams: StreamPool,
+    /// Stores verified receipts, concurrent answers in shared transactions (when
+    /// [`ClientConfig::receipts`] is set).
+    receipt_writer: Option<ReceiptWriter>,
     network_task: JoinHandle<()>,
 }
+
+/// A verified receipt to store, and whether it was stored.
+type ReceiptWriter = GroupCommit<StoredReceipt, std::result::Result<(), String>>;
+
+/// Most receipts written in one transaction.
+const MAX_RECEIPT_GROUP: usize = 256;
 
 /// A connected client. Cheap to clone.
 #[derive(Clone)]
@@ -226,7 +237,12 @@ impl Client {
             Some(file) => NonceSource::persistent(file.clone())?,
             None => NonceSource::in_memory(),
         };
+        let receipt_writer = match &config.receipts {
+            Some(store) => Some(receipt_writer(store.clone())?),
+            None => None,
+        };
         let inner = Inner {
+            receipt_writer,
             router: Mutex::new(Router::new(config.strategy)),
             key,
             config,
@@ -547,14 +563,12 @@ impl Client {
 
     /// Stores a verified receipt (a failure to store is logged: the answer was verified).
     async fn keep(&self, request: &SignedRequest, response: &SignedResponse, text: Option<&str>) {
-        let Some(store) = self.inner.config.receipts.clone() else { return };
-        let (request, response, text) =
-            (request.clone(), response.clone(), text.map(str::to_owned));
-        let stored =
-            tokio::task::spawn_blocking(move || store.put(&request, &response, text.as_deref()))
-                .await;
-        if !matches!(stored, Ok(Ok(()))) {
-            tracing::warn!("could not store a verified receipt: {stored:?}");
+        let Some(writer) = &self.inner.receipt_writer else { return };
+        let receipt = StoredReceipt::now(request.clone(), response.clone(), text);
+        match writer.submit(receipt).await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => tracing::warn!("could not store a verified receipt: {e}"),
+            None => tracing::warn!("could not store a verified receipt: the writer has stopped"),
         }
     }
 
@@ -592,4 +606,19 @@ impl Client {
     pub fn shutdown(&self) {
         self.inner.network_task.abort();
     }
+}
+
+/// Starts the writer thread of `store`: answers completing together share one transaction.
+fn receipt_writer(store: Arc<ReceiptStore>) -> Result<ReceiptWriter> {
+    let writer = GroupCommit::spawn(
+        "lloom-client-receipts",
+        MAX_RECEIPT_GROUP * 4,
+        MAX_RECEIPT_GROUP,
+        Duration::ZERO,
+        move |batch: Vec<StoredReceipt>| {
+            let outcome = store.put_batch(&batch).map_err(|e| e.to_string());
+            batch.iter().map(|_| outcome.clone()).collect()
+        },
+    )?;
+    Ok(writer)
 }

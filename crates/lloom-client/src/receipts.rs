@@ -30,6 +30,11 @@ pub struct StoredReceipt {
 }
 
 impl StoredReceipt {
+    /// A receipt stored now.
+    pub fn now(request: SignedRequest, response: SignedResponse, text: Option<&str>) -> Self {
+        Self { request, response, text: text.map(str::to_owned), stored_at: unix_now() }
+    }
+
     /// The request digest.
     pub fn digest(&self) -> B256 {
         self.request.digest()
@@ -80,22 +85,26 @@ impl ReceiptStore {
         response: &SignedResponse,
         text: Option<&str>,
     ) -> Result<()> {
-        let receipt = StoredReceipt {
-            request: request.clone(),
-            response: response.clone(),
-            text: text.map(str::to_owned),
-            stored_at: unix_now(),
-        };
-        let digest = receipt.digest().0;
-        let bytes = db(postcard::to_stdvec(&receipt))?;
-        let mut time_key = [0u8; 40];
-        time_key[..8].copy_from_slice(&receipt.stored_at.to_be_bytes());
-        time_key[8..].copy_from_slice(&digest);
+        let receipt = StoredReceipt::now(request.clone(), response.clone(), text);
+        self.put_batch(std::slice::from_ref(&receipt))
+    }
+
+    /// Stores receipts durably in one transaction (one disk sync for all of them), in order:
+    /// a later one for the same request replaces an earlier one.
+    pub fn put_batch(&self, batch: &[StoredReceipt]) -> Result<()> {
         let txn = db(self.db.begin_write())?;
         {
             let mut receipts = db(txn.open_table(RECEIPTS))?;
-            db(receipts.insert(&digest, bytes.as_slice()))?;
-            db(db(txn.open_table(BY_TIME))?.insert(&time_key, ()))?;
+            let mut by_time = db(txn.open_table(BY_TIME))?;
+            for receipt in batch {
+                let digest = receipt.digest().0;
+                let bytes = db(postcard::to_stdvec(receipt))?;
+                let mut time_key = [0u8; 40];
+                time_key[..8].copy_from_slice(&receipt.stored_at.to_be_bytes());
+                time_key[8..].copy_from_slice(&digest);
+                db(receipts.insert(&digest, bytes.as_slice()))?;
+                db(by_time.insert(&time_key, ()))?;
+            }
         }
         db(txn.commit())
     }
@@ -205,5 +214,23 @@ mod tests {
         assert_eq!(store.get(&a.0.digest()).unwrap().unwrap().text.as_deref(), Some("hello"));
         assert!(store.get(&B256::ZERO).unwrap().is_none());
         assert_eq!(store.latest(1).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_batch_is_stored_whole_and_a_later_receipt_for_the_same_request_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ReceiptStore::open(&dir.path().join("receipts.redb")).unwrap();
+        let (a, b) = (exchange(1), exchange(2));
+        let batch = [
+            StoredReceipt::now(a.0.clone(), a.1.clone(), None),
+            StoredReceipt::now(b.0.clone(), b.1.clone(), Some("b")),
+            StoredReceipt::now(a.0.clone(), a.1.clone(), Some("final")),
+        ];
+        store.put_batch(&batch).unwrap();
+        assert_eq!(store.len().unwrap(), 2);
+        assert_eq!(store.get(&a.0.digest()).unwrap().unwrap().text.as_deref(), Some("final"));
+        assert_eq!(store.get(&b.0.digest()).unwrap().unwrap().text.as_deref(), Some("b"));
+        store.put_batch(&[]).unwrap(); // nothing to store is not an error
+        assert_eq!(store.len().unwrap(), 2);
     }
 }

@@ -69,6 +69,11 @@ async fn executor(
 /// Connects a client and waits until it sees `count` executors.
 async fn client(bootstrap: &[Multiaddr], strategy: Strategy, count: usize) -> Client {
     let config = ClientConfig::default().bootstrap(bootstrap.to_vec()).strategy(strategy);
+    connect(config, count).await
+}
+
+/// Connects a client with `config` and waits until it sees `count` executors.
+async fn connect(config: ClientConfig, count: usize) -> Client {
     let client = Client::connect(NodeKey::generate(), config).await.unwrap();
     let deadline = Instant::now() + WAIT;
     while client.refresh().await.unwrap() < count {
@@ -117,6 +122,43 @@ async fn chat_returns_the_streamed_text_and_a_verified_receipt() {
     let stats = client.executor_stats().await;
     assert_eq!(stats.len(), 1);
     assert_eq!(stats[0].1.successes, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_answers_are_all_kept_in_the_receipt_store_before_they_return() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_v, addrs) = validator().await;
+    let (_node, key) = executor(&addrs, Script::answer(MODEL, "Paris."), 1, &dir).await;
+    let path = dir.path().join("client-receipts.redb");
+    let store = Arc::new(lloom_client::receipts::ReceiptStore::open(&path).unwrap());
+    let config = ClientConfig { receipts: Some(store.clone()), ..ClientConfig::default() }
+        .bootstrap(addrs.clone());
+    let client = connect(config, 1).await;
+    let chats: Vec<_> = (0..24)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.chat(ask()).await?.collect().await })
+        })
+        .collect();
+    let mut digests = Vec::new();
+    for chat in chats {
+        let receipt = chat.await.unwrap().unwrap();
+        // Stored by the time the answer is returned, whichever transaction carried it.
+        let kept = store.get(&receipt.request.digest()).unwrap().expect("kept");
+        assert_eq!(kept.response, receipt.response);
+        assert_eq!(kept.text.as_deref(), Some("Paris."));
+        assert_eq!(kept.executor(), key.address());
+        digests.push(receipt.request.digest());
+    }
+    digests.sort();
+    digests.dedup();
+    assert_eq!(digests.len(), 24);
+    assert_eq!(store.len().unwrap(), 24);
+    // The writer thread ends with the client; the store then reopens with every receipt.
+    drop(client);
+    drop(store);
+    let reopened = lloom_client::receipts::ReceiptStore::open(&path).unwrap();
+    assert_eq!(reopened.len().unwrap(), 24);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -297,12 +339,7 @@ async fn with_the_validator_down_known_executors_still_answer() {
     let (_node, key) = executor(&addrs, Script::answer(MODEL, "Paris."), 3, &dir).await;
     let config = ClientConfig { directory_ttl: Duration::ZERO, ..ClientConfig::default() }
         .bootstrap(addrs.clone());
-    let client = Client::connect(NodeKey::generate(), config).await.unwrap();
-    let deadline = Instant::now() + WAIT;
-    while client.refresh().await.unwrap() < 1 {
-        assert!(Instant::now() < deadline, "the executor never appeared");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let client = connect(config, 1).await;
     validator.shutdown().await;
     assert!(client.refresh().await.is_err(), "the validator is gone");
     let receipt = client.chat(ask()).await.unwrap().collect().await.unwrap();

@@ -14,6 +14,7 @@
 //! - [`registry_query`]: the registry query protocol between clients and validators.
 //! - [`network`]: the libp2p stack: one task owns the swarm, a handle talks to it.
 //! - [`metrics`]: the Prometheus text format the nodes' `/metrics` pages are written in.
+//! - [`group_commit`]: a writer thread that commits concurrent writes in shared transactions.
 //! - [`replay`]: the durable `(client, nonce)` replay store (redb).
 //! - [`wire`]: wire messages and the length-prefixed, versioned, size-limited codec.
 //! - [`error`]: the crate's one error type, with `is_peer_fault` / `is_retryable`.
@@ -65,6 +66,7 @@
 pub mod announce;
 pub mod eip712;
 pub mod error;
+pub mod group_commit;
 pub mod identity;
 pub mod metrics;
 pub mod network;

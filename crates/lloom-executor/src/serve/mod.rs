@@ -14,7 +14,6 @@
 //! per-client rate-limiter state.
 
 mod escrow;
-mod group_commit;
 mod limiter;
 mod nonces;
 mod outbox;
@@ -36,7 +35,7 @@ pub use escrow::{EscrowPolicy, EscrowShortfall};
 pub use limiter::{RateLimiter, RateLimits};
 pub use receipts::{Receipt, ReceiptStore};
 
-use group_commit::GroupCommit;
+use lloom_core::group_commit::GroupCommit;
 use nonces::{MAX_GROUP, NonceGate};
 
 use crate::backend::Backend;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use lloom_core::{Address, ReplayStore};
 
-use super::group_commit::GroupCommit;
+use lloom_core::group_commit::GroupCommit;
 
 /// `(client, nonce, deadline)` to record, and whether it was new.
 type NonceWriter = GroupCommit<(Address, u64, u64), lloom_core::Result<()>>;

@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-/// A queue of writes in front of a writer thread.
-pub(crate) struct GroupCommit<Op, Out> {
+/// A queue of writes in front of a writer thread (the thread ends when this is dropped, after
+/// its last batch).
+pub struct GroupCommit<Op, Out> {
     jobs: Option<mpsc::Sender<(Op, oneshot::Sender<Out>)>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -22,7 +23,7 @@ pub(crate) struct GroupCommit<Op, Out> {
 impl<Op: Send + 'static, Out: Send + 'static> GroupCommit<Op, Out> {
     /// Starts the writer; `apply` commits a batch and returns one output per operation, in order.
     /// `delay` is how long a batch that already holds more than one write waits for more.
-    pub(crate) fn spawn(
+    pub fn spawn(
         name: &str,
         capacity: usize,
         max_batch: usize,
@@ -49,7 +50,7 @@ impl<Op: Send + 'static, Out: Send + 'static> GroupCommit<Op, Out> {
     }
 
     /// Queues `op` and waits until its batch has committed; `None` if the writer has stopped.
-    pub(crate) async fn submit(&self, op: Op) -> Option<Out> {
+    pub async fn submit(&self, op: Op) -> Option<Out> {
         let (reply, answer) = oneshot::channel();
         self.jobs.as_ref()?.send((op, reply)).await.ok()?;
         answer.await.ok()
