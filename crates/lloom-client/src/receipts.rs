@@ -1,10 +1,20 @@
 //! The client's receipt store: every verified answer (and the last verified checkpoint of a
 //! stream that broke), kept in redb under the request digest, newest last.
+//!
+//! A receipt is durable once it is in the store's journal ([`lloom_core::journal`], beside the
+//! database as `receipts.journal`): one append and one `fdatasync` per batch. The journal's
+//! receipts are held in memory until a checkpoint moves them into the database in one
+//! transaction: when the journal is full, before a listing or a count, when the store is
+//! dropped, and when it is opened after a crash.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use lloom_core::journal::{self, Journal, Record, Staged};
 use lloom_core::{Address, B256, SignedRequest, SignedResponse, U256, unix_now};
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -13,6 +23,10 @@ use crate::error::{Error, Result};
 const RECEIPTS: TableDefinition<'_, &[u8; 32], &[u8]> = TableDefinition::new("receipts");
 /// (stored at ‖ request digest) → (), to list in time order.
 const BY_TIME: TableDefinition<'_, &[u8; 40], ()> = TableDefinition::new("receipts_by_time");
+/// Store-wide values: [`GENERATION`].
+const META: TableDefinition<'_, &str, u64> = TableDefinition::new("receipt_meta");
+/// The journal generation whose records are not in the tables yet.
+const GENERATION: &str = "journal_generation";
 /// Page cache: bounds the memory the store holds.
 const CACHE_BYTES: usize = 8 * 1024 * 1024;
 
@@ -49,9 +63,10 @@ impl StoredReceipt {
     }
 }
 
-/// Receipts in an embedded redb database.
+/// Receipts in a journal in front of an embedded redb database.
 pub struct ReceiptStore {
     db: Database,
+    staged: Staged,
 }
 
 impl std::fmt::Debug for ReceiptStore {
@@ -64,18 +79,36 @@ fn db<T, E: std::fmt::Display>(result: std::result::Result<T, E>) -> Result<T> {
     result.map_err(|e| Error::State(format!("receipt store: {e}")))
 }
 
+/// The journal that belongs to the database at `path`.
+fn journal_path(path: &Path) -> PathBuf {
+    path.with_extension("journal")
+}
+
+fn decode(bytes: &[u8]) -> Result<StoredReceipt> {
+    db(postcard::from_bytes(bytes))
+}
+
 impl ReceiptStore {
-    /// Opens (or creates) the store at `path`.
+    /// Opens (or creates) the store at `path` and its journal beside it (`.journal`); receipts
+    /// the journal holds from a run that did not close the store are moved into the database.
     pub fn open(path: &Path) -> Result<Self> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
         let database = db(Database::builder().set_cache_size(CACHE_BYTES).create(path))?;
+        let journal = Journal::open(&journal_path(path))?;
         let txn = db(database.begin_write())?;
         db(txn.open_table(RECEIPTS))?;
         db(txn.open_table(BY_TIME))?;
+        let found = db(db(txn.open_table(META))?.get(GENERATION))?.map_or(0, |g| g.value());
+        let recovered =
+            journal::recover(&journal, found, |bytes| decode(bytes).map(|r| r.digest()))?;
+        // Every run writes a generation of its own, so no record left from an earlier run can
+        // pass for one of this run's.
+        let generation = found + 1;
+        insert(&txn, &recovered, Some(generation))?;
         db(txn.commit())?;
-        Ok(Self { db: database })
+        Ok(Self { db: database, staged: Staged::new(journal, generation) })
     }
 
     /// Stores a receipt durably (a later one for the same request replaces it).
@@ -89,28 +122,34 @@ impl ReceiptStore {
         self.put_batch(std::slice::from_ref(&receipt))
     }
 
-    /// Stores receipts durably in one transaction (one disk sync for all of them), in order:
-    /// a later one for the same request replaces an earlier one.
+    /// Stores receipts durably with one disk sync for all of them, in order: a later one for
+    /// the same request replaces an earlier one.
     pub fn put_batch(&self, batch: &[StoredReceipt]) -> Result<()> {
+        let records = batch
+            .iter()
+            .map(|receipt| Ok((receipt.digest(), db(postcard::to_stdvec(receipt))?)))
+            .collect::<Result<Vec<_>>>()?;
+        self.staged.put(records, |records, generation| self.write(records, generation))
+    }
+
+    /// Writes encoded receipts to the database in one durable transaction, recording the
+    /// journal's next generation if one is given (a checkpoint).
+    fn write(&self, records: &[Record], generation: Option<u64>) -> Result<()> {
         let txn = db(self.db.begin_write())?;
-        {
-            let mut receipts = db(txn.open_table(RECEIPTS))?;
-            let mut by_time = db(txn.open_table(BY_TIME))?;
-            for receipt in batch {
-                let digest = receipt.digest().0;
-                let bytes = db(postcard::to_stdvec(receipt))?;
-                let mut time_key = [0u8; 40];
-                time_key[..8].copy_from_slice(&receipt.stored_at.to_be_bytes());
-                time_key[8..].copy_from_slice(&digest);
-                db(receipts.insert(&digest, bytes.as_slice()))?;
-                db(by_time.insert(&time_key, ()))?;
-            }
-        }
+        insert(&txn, records, generation)?;
         db(txn.commit())
+    }
+
+    /// Moves the journal's receipts into the database.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.staged.checkpoint(|records, generation| self.write(records, generation))
     }
 
     /// The receipt of a request, by digest.
     pub fn get(&self, digest: &B256) -> Result<Option<StoredReceipt>> {
+        if let Some(bytes) = self.staged.get(digest) {
+            return decode(&bytes).map(Some);
+        }
         let txn = db(self.db.begin_read())?;
         let receipts = db(txn.open_table(RECEIPTS))?;
         match db(receipts.get(&digest.0))? {
@@ -121,6 +160,7 @@ impl ReceiptStore {
 
     /// The newest `limit` receipts, newest first.
     pub fn latest(&self, limit: usize) -> Result<Vec<StoredReceipt>> {
+        self.checkpoint()?;
         let txn = db(self.db.begin_read())?;
         let by_time = db(txn.open_table(BY_TIME))?;
         let receipts = db(txn.open_table(RECEIPTS))?;
@@ -145,6 +185,7 @@ impl ReceiptStore {
 
     /// How many receipts are stored.
     pub fn len(&self) -> Result<u64> {
+        self.checkpoint()?;
         let txn = db(self.db.begin_read())?;
         db(db(txn.open_table(RECEIPTS))?.len())
     }
@@ -153,6 +194,34 @@ impl ReceiptStore {
     pub fn is_empty(&self) -> Result<bool> {
         Ok(self.len()? == 0)
     }
+}
+
+impl Drop for ReceiptStore {
+    /// Leaves the database complete; what fails here is recovered from the journal next time.
+    fn drop(&mut self) {
+        if let Err(e) = self.checkpoint() {
+            tracing::warn!("receipt checkpoint on close failed: {e}");
+        }
+    }
+}
+
+/// Writes encoded receipts (`(request digest, postcard bytes)`) in order, and the journal
+/// generation if one is given.
+fn insert(txn: &WriteTransaction, records: &[Record], generation: Option<u64>) -> Result<()> {
+    let mut receipts = db(txn.open_table(RECEIPTS))?;
+    let mut by_time = db(txn.open_table(BY_TIME))?;
+    for (digest, bytes) in records {
+        let stored_at = decode(bytes)?.stored_at;
+        let mut time_key = [0u8; 40];
+        time_key[..8].copy_from_slice(&stored_at.to_be_bytes());
+        time_key[8..].copy_from_slice(&digest.0);
+        db(receipts.insert(&digest.0, bytes.as_slice()))?;
+        db(by_time.insert(&time_key, ()))?;
+    }
+    if let Some(generation) = generation {
+        db(db(txn.open_table(META))?.insert(GENERATION, generation))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -232,5 +301,38 @@ mod tests {
         assert_eq!(store.get(&b.0.digest()).unwrap().unwrap().text.as_deref(), Some("b"));
         store.put_batch(&[]).unwrap(); // nothing to store is not an error
         assert_eq!(store.len().unwrap(), 2);
+    }
+
+    #[test]
+    fn receipts_only_in_the_journal_when_the_client_crashed_are_there_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("receipts.redb");
+        let store = ReceiptStore::open(&path).unwrap();
+        let (a, b) = (exchange(1), exchange(2));
+        store.put(&a.0, &a.1, Some("first")).unwrap();
+        store.put(&b.0, &b.1, Some("second")).unwrap();
+        // A crash image: the files as they are while the store is open, before any checkpoint.
+        let copy = dir.path().join("crashed.redb");
+        std::fs::copy(&path, &copy).unwrap();
+        std::fs::copy(journal_path(&path), journal_path(&copy)).unwrap();
+        assert!(store.get(&b.0.digest()).unwrap().is_some(), "the journal answers lookups");
+        drop(store);
+        let recovered = ReceiptStore::open(&copy).unwrap();
+        assert_eq!(recovered.len().unwrap(), 2);
+        let latest = recovered.latest(10).unwrap();
+        assert_eq!(latest.len(), 2);
+        assert_eq!(recovered.get(&a.0.digest()).unwrap().unwrap().text.as_deref(), Some("first"));
+        // Recovered once: the next open finds them in the database, not twice.
+        drop(recovered);
+        assert_eq!(ReceiptStore::open(&copy).unwrap().len().unwrap(), 2);
+    }
+
+    #[test]
+    fn a_journal_file_that_is_not_one_is_refused_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("receipts.redb");
+        std::fs::write(journal_path(&path), b"not a journal at all").unwrap();
+        let error = ReceiptStore::open(&path).unwrap_err().to_string();
+        assert!(error.contains("receipts.journal") && error.contains("not a journal"), "{error}");
     }
 }

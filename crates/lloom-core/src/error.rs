@@ -244,6 +244,14 @@ pub enum Error {
     /// The embedded database failed.
     #[error("database error: {0}")]
     Database(#[from] Box<redb::Error>),
+    /// A store's journal is not one, or holds a record that does not decode.
+    #[error("journal {path}: {reason}")]
+    Journal {
+        /// The journal file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A stream timed out.
     #[error("timed out after {0:?}")]
     Timeout(std::time::Duration),

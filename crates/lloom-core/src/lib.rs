@@ -15,6 +15,7 @@
 //! - [`network`]: the libp2p stack: one task owns the swarm, a handle talks to it.
 //! - [`metrics`]: the Prometheus text format the nodes' `/metrics` pages are written in.
 //! - [`group_commit`]: a writer thread that commits concurrent writes in shared transactions.
+//! - [`journal`]: an append-only journal in front of a store's database (receipt stores).
 //! - [`replay`]: the durable `(client, nonce)` replay store (redb).
 //! - [`wire`]: wire messages and the length-prefixed, versioned, size-limited codec.
 //! - [`error`]: the crate's one error type, with `is_peer_fault` / `is_retryable`.
@@ -68,6 +69,7 @@ pub mod eip712;
 pub mod error;
 pub mod group_commit;
 pub mod identity;
+pub mod journal;
 pub mod metrics;
 pub mod network;
 pub mod registry_query;

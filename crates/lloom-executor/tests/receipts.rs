@@ -260,5 +260,5 @@ fn a_journal_that_is_not_one_is_refused_with_its_path() {
     let path = dir.path().join("r.redb");
     std::fs::write(path.with_extension("journal"), b"not a journal").unwrap();
     let error = ReceiptStore::open(&path).unwrap_err().to_string();
-    assert!(error.contains("r.journal") && error.contains("not a receipt journal"), "{error}");
+    assert!(error.contains("r.journal") && error.contains("not a journal"), "{error}");
 }

@@ -3,26 +3,24 @@
 //!
 //! A receipt is the client's signed request plus the executor's signed response (or, for a
 //! stream that broke, the last signed checkpoint). A write is durable once it is in the
-//! journal (`journal.rs`): one append and one `fdatasync` per group commit. The journal's receipts
-//! are also held in memory (encoded, at most the journal's capacity) and answer lookups until a
-//! checkpoint moves them into the redb database (`tables.rs`) in one transaction: when the journal is
-//! full, before any query over the whole store (settlement, listings, counts), when the store
-//! is dropped, and when it is opened after a crash. Should the journal fail to write, the
-//! store moves what it holds into the database and writes every later receipt there directly.
+//! journal ([`lloom_core::journal`]): one append and one `fdatasync` per group commit. The
+//! journal's receipts are also held in memory (encoded, at most the journal's capacity) and
+//! answer lookups until a checkpoint moves them into the redb database (`tables.rs`) in one
+//! transaction: when the journal is full, before any query over the whole store (settlement,
+//! listings, counts), when the store is dropped, and when it is opened after a crash. Should
+//! the journal fail to write, the store moves what it holds into the database and writes every
+//! later receipt there directly.
 
-mod journal;
 mod tables;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
 
+use lloom_core::journal::{self, Journal, Record, Staged};
 use lloom_core::{B256, SignedRequest, SignedResponse};
 use redb::Database;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use journal::Journal;
 use tables::{Stored, stored};
 
 /// Page cache of the database: bounds the memory the store holds, whatever its size on disk.
@@ -96,45 +94,7 @@ impl Receipt {
 /// Receipts in a journal in front of an embedded redb database.
 pub struct ReceiptStore {
     db: Database,
-    writer: Mutex<Writer>,
-    pending: RwLock<Pending>,
-}
-
-/// The writing side, held by one writer at a time.
-struct Writer {
-    /// `None` after the journal failed to write: receipts then go to the database directly.
-    journal: Option<Journal>,
-    /// The journal generation being written; the database records it.
-    generation: u64,
-}
-
-/// The receipts durable in the journal but not yet in the database, encoded, in the order
-/// they were first written; a later write for the same request replaces its entry.
-#[derive(Default)]
-struct Pending {
-    receipts: Vec<(B256, Vec<u8>)>,
-    by_digest: HashMap<B256, usize>,
-}
-
-impl Pending {
-    fn add(&mut self, digest: B256, bytes: Vec<u8>) {
-        match self.by_digest.get(&digest) {
-            Some(&at) => {
-                if let Some(entry) = self.receipts.get_mut(at) {
-                    entry.1 = bytes;
-                }
-            }
-            None => {
-                self.by_digest.insert(digest, self.receipts.len());
-                self.receipts.push((digest, bytes));
-            }
-        }
-    }
-
-    fn get(&self, digest: &B256) -> Option<&[u8]> {
-        let at = *self.by_digest.get(digest)?;
-        self.receipts.get(at).map(|(_, bytes)| bytes.as_slice())
-    }
+    staged: Staged,
 }
 
 impl std::fmt::Debug for ReceiptStore {
@@ -165,29 +125,19 @@ impl ReceiptStore {
             std::fs::create_dir_all(dir)?;
         }
         let db = stored(Database::builder().set_cache_size(CACHE_BYTES).create(path))?;
-        let mut journal = Journal::open(&journal_path(path))?;
+        let journal = Journal::open(&journal_path(path))?;
         let txn = stored(db.begin_write())?;
         tables::prepare(&txn)?;
         let found = tables::generation(&txn)?;
-        let mut recovered = Vec::new();
-        for bytes in journal.records(found)? {
-            let receipt = decode(&bytes).map_err(|e| {
-                journal::damaged(journal.path(), format!("a record does not decode: {e}"))
-            })?;
-            recovered.push((receipt.digest(), bytes));
-        }
-        if !recovered.is_empty() {
-            tracing::info!(receipts = recovered.len(), "receipts recovered from the journal");
-        }
+        let recovered =
+            journal::recover(&journal, found, |bytes| decode(bytes).map(|r| r.digest()))?;
         tables::insert(&txn, &recovered)?;
         // Every run writes a generation of its own, so no record left from an earlier run
         // (behind a torn write, say) can pass for one of this run's.
         let generation = found + 1;
         tables::set_generation(&txn, generation)?;
         stored(txn.commit())?;
-        journal.rewind();
-        let writer = Writer { journal: Some(journal), generation };
-        Ok(Self { db, writer: Mutex::new(writer), pending: RwLock::new(Pending::default()) })
+        Ok(Self { db, staged: Staged::new(journal, generation) })
     }
 
     /// Stores `receipt` durably (the call returns after it is on disk).
@@ -202,77 +152,28 @@ impl ReceiptStore {
     pub fn put_batch(&self, batch: &[Receipt]) -> Result<()> {
         let encoded =
             batch.iter().map(|r| Ok((r.digest(), encode(r)?))).collect::<Result<Vec<_>>>()?;
-        let mut writer = self.lock_writer();
-        let payload_bytes = encoded.iter().map(|(_, bytes)| bytes.len()).sum();
-        let has_room = match &writer.journal {
-            Some(journal) => journal.has_room(encoded.len(), payload_bytes),
-            None => return self.insert_now(&encoded),
-        };
-        if !has_room {
-            self.checkpoint_locked(&mut writer)?;
-        }
-        let payloads: Vec<&[u8]> = encoded.iter().map(|(_, bytes)| bytes.as_slice()).collect();
-        let generation = writer.generation;
-        let appended = writer.journal.as_mut().map(|journal| journal.append(generation, &payloads));
-        if let Some(Err(e)) = appended {
-            tracing::error!("receipt journal failed ({e}); writing receipts to the database");
-            writer.journal = None;
-            self.checkpoint_locked(&mut writer)?;
-            return self.insert_now(&encoded);
-        }
-        let mut pending = self.pending.write().unwrap_or_else(PoisonError::into_inner);
-        for (digest, bytes) in encoded {
-            pending.add(digest, bytes);
-        }
-        Ok(())
+        self.staged.put(encoded, |records, generation| self.write(records, generation))
     }
 
-    /// Writes encoded receipts to the database in one durable transaction.
-    fn insert_now(&self, encoded: &[(B256, Vec<u8>)]) -> Result<()> {
+    /// Writes encoded receipts to the database in one durable transaction, recording the
+    /// journal's next generation if one is given (a checkpoint).
+    fn write(&self, records: &[Record], generation: Option<u64>) -> Result<()> {
         let txn = stored(self.db.begin_write())?;
-        tables::insert(&txn, encoded)?;
+        tables::insert(&txn, records)?;
+        if let Some(generation) = generation {
+            tables::set_generation(&txn, generation)?;
+        }
         stored(txn.commit())
     }
 
     /// Moves the journal's receipts into the database (see the module documentation).
     pub fn checkpoint(&self) -> Result<()> {
-        let mut writer = self.lock_writer();
-        self.checkpoint_locked(&mut writer)
-    }
-
-    fn checkpoint_locked(&self, writer: &mut Writer) -> Result<()> {
-        {
-            // Readers go on reading the journal's receipts from memory while they are written.
-            let pending = self.pending.read().unwrap_or_else(PoisonError::into_inner);
-            if pending.receipts.is_empty() {
-                return Ok(());
-            }
-            let txn = stored(self.db.begin_write())?;
-            tables::insert(&txn, &pending.receipts)?;
-            tables::set_generation(&txn, writer.generation + 1)?;
-            stored(txn.commit())?;
-        }
-        *self.pending.write().unwrap_or_else(PoisonError::into_inner) = Pending::default();
-        writer.generation += 1;
-        if let Some(journal) = writer.journal.as_mut() {
-            journal.rewind();
-        }
-        Ok(())
-    }
-
-    fn lock_writer(&self) -> MutexGuard<'_, Writer> {
-        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The journal's copy of `digest`, if it holds one.
-    fn pending(&self, digest: &B256) -> Option<Vec<u8>> {
-        let pending = self.pending.read().unwrap_or_else(PoisonError::into_inner);
-        pending.get(digest).map(<[u8]>::to_vec)
+        self.staged.checkpoint(|records, generation| self.write(records, generation))
     }
 
     /// The receipt for `digest`, if stored.
     pub fn get(&self, digest: &B256) -> Result<Option<Receipt>> {
-        match self.pending(digest) {
+        match self.staged.get(digest) {
             // A settled receipt never changes, even if a later write is still in the journal.
             Some(bytes) if !matches!(tables::status(&self.db, digest)?, Stored::Final) => {
                 decode(&bytes).map(Some)
@@ -283,9 +184,7 @@ impl ReceiptStore {
 
     /// Whether a receipt for `digest` is stored (settled or not).
     pub fn contains(&self, digest: &B256) -> Result<bool> {
-        let in_journal =
-            self.pending.read().unwrap_or_else(PoisonError::into_inner).get(digest).is_some();
-        Ok(in_journal || tables::contains(&self.db, digest)?)
+        Ok(self.staged.contains(digest) || tables::contains(&self.db, digest)?)
     }
 
     /// Up to `limit` unsettled receipts, oldest first.
@@ -352,10 +251,10 @@ mod tests {
         let store = ReceiptStore::open(&path).unwrap();
         let (first, second) = (receipt(1), receipt(2));
         store.put(&first).unwrap();
-        store.lock_writer().journal = Some(Journal::read_only(&journal_path(&path)).unwrap());
+        store.staged.replace_journal(Journal::read_only(&journal_path(&path)).unwrap());
         store.put(&second).unwrap();
-        assert!(store.lock_writer().journal.is_none(), "the failed journal is set aside");
-        assert!(store.pending.read().unwrap().receipts.is_empty());
+        assert!(store.staged.journal_failed(), "the failed journal is set aside");
+        assert_eq!(store.staged.held(), 0);
         // Both are in the database itself now.
         assert!(tables::contains(&store.db, &first.digest()).unwrap());
         assert_eq!(tables::get(&store.db, &second.digest()).unwrap(), Some(second));
@@ -369,10 +268,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.redb");
         let store = ReceiptStore::open(&path).unwrap();
-        let mut writer = store.lock_writer();
-        let generation = writer.generation;
-        writer.journal.as_mut().unwrap().append(generation, &[b"not a receipt"]).unwrap();
-        drop(writer);
+        // A second handle on the open store's journal writes where the store would.
+        let mut journal = Journal::open(&journal_path(&path)).unwrap();
+        journal.append(store.staged.generation(), &[b"not a receipt"]).unwrap();
         let copy = dir.path().join("copy.redb");
         std::fs::copy(&path, &copy).unwrap();
         std::fs::copy(journal_path(&path), journal_path(&copy)).unwrap();

@@ -1,4 +1,4 @@
-//! The receipt journal: a preallocated, append-only file in front of the receipt database.
+//! The journal file: preallocated and append-only, in front of a database.
 //!
 //! A group commit costs one `pwrite` of its records and one `fdatasync`, where a database
 //! commit costs a page write per dirty B-tree page and the sync. The file is filled with zeros
@@ -20,19 +20,19 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
-/// Identifies a receipt journal (and its format's version).
+/// Identifies a journal (and its format's version; the executor's receipt journal came first).
 const MAGIC: &[u8; 8] = b"LLOOMRJ1";
 /// Bytes before the first record.
 const FILE_HEADER: usize = 16;
 /// Bytes before each record's payload.
 const RECORD_HEADER: usize = 16;
 /// Bytes of records the file holds before a checkpoint is due (the preallocated size).
-pub(super) const CAPACITY: usize = 4 * 1024 * 1024;
+pub const CAPACITY: usize = 4 * 1024 * 1024;
 /// No receipt comes near this; a larger length is damage.
 const MAX_PAYLOAD: usize = 64 * 1024 * 1024;
 
 /// The open journal file and where the next record goes.
-pub(super) struct Journal {
+pub struct Journal {
     path: PathBuf,
     file: File,
     end: u64,
@@ -40,20 +40,20 @@ pub(super) struct Journal {
 
 impl Journal {
     /// Opens the journal at `path`, creating and preallocating it first if there is none.
-    pub(super) fn open(path: &Path) -> Result<Self> {
+    pub fn open(path: &Path) -> Result<Self> {
         if !path.exists() {
             create(path)?;
         }
         let file = OpenOptions::new().read(true).write(true).open(path)?;
         let mut magic = [0_u8; 8];
         if file.read_exact_at(&mut magic, 0).is_err() || &magic != MAGIC {
-            return Err(damaged(path, "not a receipt journal (bad magic)"));
+            return Err(damaged(path, "not a journal (bad magic)"));
         }
         Ok(Self { path: path.to_owned(), file, end: FILE_HEADER as u64 })
     }
 
     /// The payloads of `generation` in the file, in the order they were appended.
-    pub(super) fn records(&self, generation: u64) -> Result<Vec<Vec<u8>>> {
+    pub fn records(&self, generation: u64) -> Result<Vec<Vec<u8>>> {
         let len = self.file.metadata()?.len();
         let mut bytes = vec![0_u8; usize::try_from(len).unwrap_or(usize::MAX)];
         self.file.read_exact_at(&mut bytes, 0)?;
@@ -68,13 +68,13 @@ impl Journal {
 
     /// Starts writing again at the beginning of the file (after a checkpoint has put every
     /// earlier record into the database, or at open).
-    pub(super) fn rewind(&mut self) {
+    pub fn rewind(&mut self) {
         self.end = FILE_HEADER as u64;
     }
 
     /// Whether `payload_bytes` more (in `count` records) still fit before a checkpoint is due.
     /// An empty journal always takes them: a batch larger than the capacity grows the file.
-    pub(super) fn has_room(&self, count: usize, payload_bytes: usize) -> bool {
+    pub fn has_room(&self, count: usize, payload_bytes: usize) -> bool {
         let needed = (count * RECORD_HEADER + payload_bytes) as u64;
         let start = FILE_HEADER as u64;
         self.end == start || self.end + needed <= start + CAPACITY as u64
@@ -82,7 +82,7 @@ impl Journal {
 
     /// Appends `payloads` as records of `generation` with one write and makes them durable
     /// with one `fdatasync`.
-    pub(super) fn append(&mut self, generation: u64, payloads: &[&[u8]]) -> std::io::Result<()> {
+    pub fn append(&mut self, generation: u64, payloads: &[&[u8]]) -> std::io::Result<()> {
         let total: usize = payloads.iter().map(|p| RECORD_HEADER + p.len()).sum();
         let mut buffer = Vec::with_capacity(total);
         for payload in payloads {
@@ -95,14 +95,14 @@ impl Journal {
     }
 
     /// The journal at `path` opened for reading only, so that every append fails.
-    #[cfg(test)]
-    pub(super) fn read_only(path: &Path) -> Result<Self> {
+    #[cfg(any(test, feature = "test-utils"))]
+    pub fn read_only(path: &Path) -> Result<Self> {
         let file = File::open(path)?;
         Ok(Self { path: path.to_owned(), file, end: FILE_HEADER as u64 })
     }
 
     /// The file's path, for messages.
-    pub(super) fn path(&self) -> &Path {
+    pub fn path(&self) -> &Path {
         &self.path
     }
 }
@@ -159,9 +159,9 @@ fn checksum(generation: u64, len: u32, payload: &[u8]) -> u32 {
     hasher.finalize()
 }
 
-/// A [`Error::ReceiptJournal`] for `path`.
-pub(super) fn damaged(path: &Path, reason: impl Into<String>) -> Error {
-    Error::ReceiptJournal { path: path.to_owned(), reason: reason.into() }
+/// An [`Error::Journal`] for `path`.
+pub fn damaged(path: &Path, reason: impl Into<String>) -> Error {
+    Error::Journal { path: path.to_owned(), reason: reason.into() }
 }
 
 #[cfg(test)]
@@ -230,7 +230,7 @@ mod tests {
         let path = dir.path().join("r.journal");
         std::fs::write(&path, b"something else entirely").unwrap();
         let error = Journal::open(&path).err().unwrap().to_string();
-        assert!(error.contains("not a receipt journal"), "{error}");
+        assert!(error.contains("not a journal"), "{error}");
         std::fs::write(&path, b"").unwrap();
         assert!(Journal::open(&path).is_err());
     }
