@@ -43,6 +43,10 @@ enum Bench {
         /// Measured requests of each kind.
         #[arg(long, default_value_t = 2000)]
         requests: usize,
+        /// The client keeps every verified receipt in a store on disk, as the CLI and the
+        /// gateway do.
+        #[arg(long)]
+        client_receipts: bool,
     },
     /// P2: time to first token through the network vs directly from the same engine.
     Streaming {
@@ -99,7 +103,9 @@ async fn main() -> anyhow::Result<()> {
     // Figures compare only between runs on the same kind of CPU.
     println!("host: {}", lloom_executor::bench::describe_host());
     match bench {
-        Bench::Overhead { requests } => overhead::run(requests).await,
+        Bench::Overhead { requests, client_receipts } => {
+            overhead::run(requests, client_receipts).await
+        }
         Bench::Streaming { requests } => streaming::run(requests).await,
         Bench::Throughput { concurrency, seconds, commit_delay_us, client_receipts } => {
             throughput::run(concurrency, seconds, commit_delay_us, client_receipts).await

@@ -120,6 +120,20 @@ impl LocalNet {
     }
 }
 
+/// A receipt store for a benchmark's client in `dir`, if `keep` (as the CLI and the gateway
+/// keep one).
+pub(crate) fn client_receipts(
+    dir: &tempfile::TempDir,
+    keep: bool,
+) -> anyhow::Result<Option<Arc<lloom_client::receipts::ReceiptStore>>> {
+    Ok(match keep {
+        true => Some(Arc::new(lloom_client::receipts::ReceiptStore::open(
+            &dir.path().join("client-receipts.redb"),
+        )?)),
+        false => None,
+    })
+}
+
 /// p50 and p99 of `samples`, in microseconds.
 pub(crate) fn percentiles(samples: &mut [Duration]) -> (f64, f64) {
     samples.sort();

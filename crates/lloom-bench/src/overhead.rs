@@ -41,10 +41,11 @@ async fn instant_completion() -> impl IntoResponse {
     ([("content-type", "text/event-stream")], body)
 }
 
-pub(crate) async fn run(requests: usize) -> anyhow::Result<()> {
+pub(crate) async fn run(requests: usize, client_receipts: bool) -> anyhow::Result<()> {
     let backend = Arc::new(ScriptedBackend::new(Script::answer(MODEL, "ok")));
     let network = net::start(vec![backend], 0).await?;
-    let client = network.client().await?;
+    let receipts_dir = tempfile::tempdir()?;
+    let client = network.client_with(net::client_receipts(&receipts_dir, client_receipts)?).await?;
     let ask = || ChatRequest { max_tokens: 1, ..ChatRequest::user(MODEL, "hi") };
     let mut lloom = Vec::with_capacity(requests);
     for i in 0..WARMUP + requests {
@@ -76,7 +77,8 @@ pub(crate) async fn run(requests: usize) -> anyhow::Result<()> {
     }
     let (l50, l99) = net::percentiles(&mut lloom);
     let (d50, d99) = net::percentiles(&mut direct);
-    println!("P1 overhead, {requests} sequential requests each (after {WARMUP} warm-up)");
+    let keeping = if client_receipts { ", the client keeping receipts" } else { "" };
+    println!("P1 overhead, {requests} sequential requests each (after {WARMUP} warm-up){keeping}");
     println!("  signed round trip over libp2p : p50 {l50:8.0} µs   p99 {l99:8.0} µs");
     println!("  direct HTTP to instant server : p50 {d50:8.0} µs   p99 {d99:8.0} µs");
     println!(

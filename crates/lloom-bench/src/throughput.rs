@@ -70,13 +70,7 @@ pub(crate) async fn run(
         commit_delay_us.map_or(ServeConfig::default().commit_delay, Duration::from_micros);
     let network = net::start_with(vec![backend], 0, commit_delay).await?;
     let receipts_dir = tempfile::tempdir()?;
-    let receipts = match client_receipts {
-        true => Some(Arc::new(lloom_client::receipts::ReceiptStore::open(
-            &receipts_dir.path().join("client-receipts.redb"),
-        )?)),
-        false => None,
-    };
-    let client = network.client_with(receipts).await?;
+    let client = network.client_with(net::client_receipts(&receipts_dir, client_receipts)?).await?;
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
