@@ -20,9 +20,10 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use lloom_core::group_commit::GroupCommit;
+use lloom_core::group_commit::{CommitDelay, GroupCommit};
 use lloom_core::network::{
     Multiaddr, NetworkConfig, NetworkEvent, NetworkHandle, peer_id_of, start,
 };
@@ -148,6 +149,9 @@ struct Inner {
     /// Stores verified receipts, concurrent answers in shared transactions (when
     /// [`ClientConfig::receipts`] is set).
     receipt_writer: Option<ReceiptWriter>,
+    /// Chats under way: while enough are, a receipt reaching the writer alone waits for
+    /// theirs (see [`CommitDelay::with_siblings`]).
+    chats_in_flight: Arc<AtomicUsize>,
     network_task: JoinHandle<()>,
 }
 
@@ -156,6 +160,24 @@ type ReceiptWriter = GroupCommit<StoredReceipt, std::result::Result<(), String>>
 
 /// Most receipts written in one transaction.
 const MAX_RECEIPT_GROUP: usize = 256;
+/// How long the receipt writer waits for more receipts while other chats are under way.
+const RECEIPT_COMMIT_DELAY: Duration = Duration::from_millis(1);
+
+/// Counts a chat as under way until it is dropped (also when its task is cancelled).
+struct UnderWay(Arc<AtomicUsize>);
+
+impl UnderWay {
+    fn enter(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count.clone())
+    }
+}
+
+impl Drop for UnderWay {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// A connected client. Cheap to clone.
 #[derive(Clone)]
@@ -237,12 +259,14 @@ impl Client {
             Some(file) => NonceSource::persistent(file.clone())?,
             None => NonceSource::in_memory(),
         };
+        let chats_in_flight = Arc::new(AtomicUsize::new(0));
         let receipt_writer = match &config.receipts {
-            Some(store) => Some(receipt_writer(store.clone())?),
+            Some(store) => Some(receipt_writer(store.clone(), chats_in_flight.clone())?),
             None => None,
         };
         let inner = Inner {
             receipt_writer,
+            chats_in_flight,
             router: Mutex::new(Router::new(config.strategy)),
             key,
             config,
@@ -389,6 +413,7 @@ impl Client {
         let (tx, rx) = mpsc::channel(64);
         let client = self.clone();
         let task = tokio::spawn(async move {
+            let _under_way = UnderWay::enter(&client.inner.chats_in_flight);
             let outcome = client.run_chat(request, body, candidates, &tx).await;
             match outcome {
                 Ok(receipt) => {
@@ -608,13 +633,19 @@ impl Client {
     }
 }
 
-/// Starts the writer thread of `store`: answers completing together share one transaction.
-fn receipt_writer(store: Arc<ReceiptStore>) -> Result<ReceiptWriter> {
+/// Starts the writer thread of `store`: answers completing together share one transaction,
+/// and while `chats_in_flight` says enough others are under way, a lone one waits for theirs.
+fn receipt_writer(
+    store: Arc<ReceiptStore>,
+    chats_in_flight: Arc<AtomicUsize>,
+) -> Result<ReceiptWriter> {
+    let delay = CommitDelay::new(RECEIPT_COMMIT_DELAY)
+        .with_siblings(move || chats_in_flight.load(Ordering::Relaxed));
     let writer = GroupCommit::spawn(
         "lloom-client-receipts",
         MAX_RECEIPT_GROUP * 4,
         MAX_RECEIPT_GROUP,
-        Duration::ZERO,
+        delay,
         move |batch: Vec<StoredReceipt>| {
             let outcome = store.put_batch(&batch).map_err(|e| e.to_string());
             batch.iter().map(|_| outcome.clone()).collect()

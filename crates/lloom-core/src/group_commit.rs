@@ -5,13 +5,57 @@
 //!
 //! Like PostgreSQL's `commit_delay`, a writer that finds other writes already waiting behind
 //! the first one waits a little for more before it commits: under load the sync count drops
-//! and each sync carries more writes. A lone write (no one else waiting) never waits.
+//! and each sync carries more writes. Like its `commit_siblings`, a writer holding a single
+//! write also waits when enough other operations are under way to send theirs soon (see
+//! [`CommitDelay::with_siblings`]). A lone write on an idle store never waits.
 
 use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
+
+/// Operations under way, beyond those in the batch, that make a single write wait for
+/// company (PostgreSQL's `commit_siblings` defaults to 5 other transactions).
+pub const COMMIT_SIBLINGS: usize = 4;
+
+/// When a writer waits for more writes before it commits.
+pub struct CommitDelay {
+    wait: Duration,
+    in_progress: Option<Box<dyn Fn() -> usize + Send>>,
+}
+
+impl CommitDelay {
+    /// Never waits: every batch commits as soon as the writer takes it.
+    pub fn none() -> Self {
+        Self { wait: Duration::ZERO, in_progress: None }
+    }
+
+    /// Waits `wait` when the batch the writer took already holds more than one write.
+    pub fn new(wait: Duration) -> Self {
+        Self { wait, in_progress: None }
+    }
+
+    /// Also waits with a single write when `in_progress()`, the operations under way that
+    /// will each submit a write (the batch's own included), exceeds the batch by at least
+    /// [`COMMIT_SIBLINGS`]: a busy store then syncs once for many writes instead of once for
+    /// each that happens to arrive alone.
+    pub fn with_siblings(self, in_progress: impl Fn() -> usize + Send + 'static) -> Self {
+        Self { in_progress: Some(Box::new(in_progress)), ..self }
+    }
+
+    /// Whether a batch of `len` writes (at most `max`) waits for more.
+    fn waits(&self, len: usize, max: usize) -> bool {
+        if self.wait.is_zero() || len >= max {
+            return false;
+        }
+        len > 1
+            || self
+                .in_progress
+                .as_ref()
+                .is_some_and(|in_progress| in_progress() >= len + COMMIT_SIBLINGS)
+    }
+}
 
 /// A queue of writes in front of a writer thread (the thread ends when this is dropped, after
 /// its last batch).
@@ -22,12 +66,12 @@ pub struct GroupCommit<Op, Out> {
 
 impl<Op: Send + 'static, Out: Send + 'static> GroupCommit<Op, Out> {
     /// Starts the writer; `apply` commits a batch and returns one output per operation, in order.
-    /// `delay` is how long a batch that already holds more than one write waits for more.
+    /// `delay` says when a batch waits for more writes before it commits.
     pub fn spawn(
         name: &str,
         capacity: usize,
         max_batch: usize,
-        delay: Duration,
+        delay: CommitDelay,
         apply: impl Fn(Vec<Op>) -> Vec<Out> + Send + 'static,
     ) -> std::io::Result<Self> {
         let (jobs, mut queue) = mpsc::channel::<(Op, oneshot::Sender<Out>)>(capacity.max(1));
@@ -35,8 +79,8 @@ impl<Op: Send + 'static, Out: Send + 'static> GroupCommit<Op, Out> {
             while let Some(first) = queue.blocking_recv() {
                 let mut batch = vec![first];
                 take_waiting(&mut queue, &mut batch, max_batch);
-                if batch.len() > 1 && batch.len() < max_batch && !delay.is_zero() {
-                    std::thread::sleep(delay);
+                if delay.waits(batch.len(), max_batch) {
+                    std::thread::sleep(delay.wait);
                     take_waiting(&mut queue, &mut batch, max_batch);
                 }
                 let (ops, replies): (Vec<Op>, Vec<oneshot::Sender<Out>>) =
@@ -90,11 +134,17 @@ mod tests {
         let batches = Arc::new(AtomicUsize::new(0));
         let counted = batches.clone();
         let writer = Arc::new(
-            GroupCommit::spawn("test-writer", 1024, 64, Duration::ZERO, move |ops: Vec<u32>| {
-                counted.fetch_add(1, Ordering::SeqCst);
-                std::thread::sleep(std::time::Duration::from_millis(2)); // a disk sync
-                ops.into_iter().map(|n| n * 2).collect()
-            })
+            GroupCommit::spawn(
+                "test-writer",
+                1024,
+                64,
+                CommitDelay::none(),
+                move |ops: Vec<u32>| {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    std::thread::sleep(std::time::Duration::from_millis(2)); // a disk sync
+                    ops.into_iter().map(|n| n * 2).collect()
+                },
+            )
             .unwrap(),
         );
         let tasks: Vec<_> = (0..200u32)
@@ -112,10 +162,40 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_lone_write_commits_at_once_whatever_the_delay() {
-        let writer = GroupCommit::spawn("test-writer", 16, 64, Duration::from_secs(60), |ops| ops)
-            .expect("starts");
-        let out = tokio::time::timeout(Duration::from_secs(20), writer.submit(7u32)).await;
-        assert_eq!(out.expect("did not wait for the delay"), Some(7));
+        let long = Duration::from_secs(60);
+        // Without siblings, and with fewer under way than `COMMIT_SIBLINGS` beyond it.
+        let few = COMMIT_SIBLINGS;
+        for delay in [CommitDelay::new(long), CommitDelay::new(long).with_siblings(move || few)] {
+            let writer =
+                GroupCommit::spawn("test-writer", 16, 64, delay, |ops| ops).expect("starts");
+            let out = tokio::time::timeout(Duration::from_secs(20), writer.submit(7u32)).await;
+            assert_eq!(out.expect("did not wait for the delay"), Some(7));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lone_write_waits_for_company_while_enough_others_are_under_way() {
+        let wait = Duration::from_millis(300);
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let seen = batches.clone();
+        let delay = CommitDelay::new(wait).with_siblings(|| 1 + COMMIT_SIBLINGS);
+        let writer = GroupCommit::spawn("test-writer", 16, 64, delay, move |ops: Vec<u32>| {
+            seen.lock().expect("not poisoned").push(ops.clone());
+            ops
+        })
+        .expect("starts");
+        let writer = Arc::new(writer);
+        let started = std::time::Instant::now();
+        let first = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.submit(1).await }
+        });
+        // Well inside the wait, a second write arrives and joins the first one's batch.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(writer.submit(2).await, Some(2));
+        assert_eq!(first.await.expect("joins"), Some(1));
+        assert!(started.elapsed() >= wait, "committed after {:?}", started.elapsed());
+        assert_eq!(*batches.lock().expect("not poisoned"), vec![vec![1, 2]]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,7 +210,7 @@ mod tests {
                 "test-writer",
                 64,
                 64,
-                Duration::from_secs(1),
+                CommitDelay::new(Duration::from_secs(1)),
                 move |ops: Vec<u32>| {
                     if ops == [0] {
                         // The first batch holds the writer until the test has queued two writes.

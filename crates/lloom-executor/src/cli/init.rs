@@ -56,8 +56,9 @@ requests_per_minute = 600
 # Answered requests are refused from the receipts, which are always synced, so this only bounds
 # what a crash can forget of requests that never finished.
 nonce_sync_ms = 1000
-# Microseconds the receipt writer waits for more receipts when others are already waiting, so
-# a busy executor syncs less often (0: never wait; at most 100000). A lone request never waits.
+# Microseconds the receipt writer waits for more receipts when others are already waiting, or
+# when 4 or more other requests are being served, so a busy executor syncs less often (0: never
+# wait; at most 100000). On an idle executor a request never waits.
 commit_delay_us = 1000
 # Requests one client may have waiting for the engine (clients are served in turn).
 queue_per_client = {per_client}

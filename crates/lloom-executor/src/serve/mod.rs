@@ -35,7 +35,7 @@ pub use escrow::{EscrowPolicy, EscrowShortfall};
 pub use limiter::{RateLimiter, RateLimits};
 pub use receipts::{Receipt, ReceiptStore};
 
-use lloom_core::group_commit::GroupCommit;
+use lloom_core::group_commit::{CommitDelay, GroupCommit};
 use nonces::{MAX_GROUP, NonceGate};
 
 use crate::backend::Backend;
@@ -68,8 +68,11 @@ pub struct ServeConfig {
     pub nonce_sync_interval: Duration,
     /// How long a store's writer, finding other writes already waiting behind the first,
     /// waits for more before its durable commit (like PostgreSQL's `commit_delay`): a busy
-    /// executor syncs less often and each sync carries more receipts. A request arriving alone
-    /// never waits. At most [`MAX_COMMIT_DELAY`].
+    /// executor syncs less often and each sync carries more receipts. A receipt that reaches
+    /// the writer alone waits too while at least
+    /// [`COMMIT_SIBLINGS`](lloom_core::group_commit::COMMIT_SIBLINGS) other requests are being
+    /// served (PostgreSQL's `commit_siblings`); on an idle executor it never waits. At most
+    /// [`MAX_COMMIT_DELAY`].
     pub commit_delay: Duration,
 }
 
@@ -147,7 +150,7 @@ pub(crate) struct Shared {
     pub(crate) receipt_writer: ReceiptWriter,
     pub(crate) receipts: Arc<ReceiptStore>,
     pub(crate) limiter: Mutex<RateLimiter>,
-    pub(crate) stats: ServeStats,
+    pub(crate) stats: Arc<ServeStats>,
     /// Wakes every stream waiting for a request so the idle ones close: a new stream found no
     /// free slot, and idle ones (held by clients for their next request, or opened and left
     /// silent for a second) make room for it.
@@ -210,11 +213,18 @@ impl Server {
         let nonces = NonceGate::new(replay.clone(), deferred, capacity, delay)?;
         let receipts = Arc::new(receipts);
         let store = receipts.clone();
+        let stats = Arc::new(ServeStats::default());
+        let counted = stats.clone();
+        // Every request being served ends in a receipt (or a refusal): while enough are under
+        // way, a receipt that reaches the writer alone waits for theirs.
+        let receipt_delay = CommitDelay::new(delay).with_siblings(move || {
+            usize::try_from(counted.in_flight.load(Ordering::Relaxed)).unwrap_or(usize::MAX)
+        });
         let receipt_writer = GroupCommit::spawn(
             "lloom-receipts",
             capacity,
             MAX_GROUP,
-            delay,
+            receipt_delay,
             move |ops: Vec<Receipt>| {
                 let outcome = store.put_batch(&ops).map_err(|e| e.to_string());
                 ops.iter().map(|_| outcome.clone()).collect()
@@ -229,7 +239,7 @@ impl Server {
             receipt_writer,
             receipts,
             limiter,
-            stats: ServeStats::default(),
+            stats,
             reclaim_idle: Notify::new(),
         };
         Ok(Self { shared: Arc::new(shared) })

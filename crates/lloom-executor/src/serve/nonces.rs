@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use lloom_core::{Address, ReplayStore};
 
-use lloom_core::group_commit::GroupCommit;
+use lloom_core::group_commit::{CommitDelay, GroupCommit};
 
 /// `(client, nonce, deadline)` to record, and whether it was new.
 type NonceWriter = GroupCommit<(Address, u64, u64), lloom_core::Result<()>>;
@@ -31,10 +31,12 @@ impl NonceGate {
         if deferred {
             return Ok(Self::Held(store));
         }
-        let writer =
-            GroupCommit::spawn("lloom-nonces", capacity, MAX_GROUP, delay, move |ops| match store
-                .check_and_record_batch(&ops, lloom_core::unix_now())
-            {
+        let writer = GroupCommit::spawn(
+            "lloom-nonces",
+            capacity,
+            MAX_GROUP,
+            CommitDelay::new(delay),
+            move |ops| match store.check_and_record_batch(&ops, lloom_core::unix_now()) {
                 Ok(results) => results,
                 Err(e) => {
                     let message = format!("replay store: {e}");
@@ -42,7 +44,8 @@ impl NonceGate {
                         .map(|_| Err(lloom_core::Error::Io(std::io::Error::other(message.clone()))))
                         .collect()
                 }
-            })?;
+            },
+        )?;
         Ok(Self::Synced(writer))
     }
 
