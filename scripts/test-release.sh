@@ -118,9 +118,11 @@ t_package_names_archives_and_checksums() {
 t_crates_package_in_dependency_order() {
     local r; r="$(scratch)"
     # Packaging every published crate together resolves their path dependencies to versions.
-    (cd "$r" && cargo package --offline --no-verify --locked -p lloom-core -p lloom-client \
+    # Not offline: a published crate leaves the workspace's [patch] (vendor/yamux) behind, so
+    # its lock file needs the registry's own yamux, which a fresh machine has never fetched.
+    (cd "$r" && cargo package --no-verify --locked -p lloom-core -p lloom-client \
         -p lloom-executor -p lloom-validator >/dev/null 2>&1) || {
-        (cd "$r" && cargo package --offline --no-verify --locked -p lloom-core -p lloom-client -p lloom-executor -p lloom-validator 2>&1 | tail -5)
+        (cd "$r" && cargo package --no-verify --locked -p lloom-core -p lloom-client -p lloom-executor -p lloom-validator 2>&1 | tail -5)
         return 1
     }
     local packages="${CARGO_TARGET_DIR:-$r/target}/package"
