@@ -20,7 +20,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use alloy_primitives::Address;
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition,
+};
 
 use crate::error::{Error, Result};
 
@@ -48,7 +51,6 @@ struct Deferred {
     writing: Mutex<()>,
 }
 
-#[derive(Debug)]
 struct Held {
     /// Accepted since the last write started.
     pending: HashMap<SeenKey, u64>,
@@ -56,6 +58,20 @@ struct Held {
     writing: HashMap<SeenKey, u64>,
     /// When the last write committed.
     last_write: Instant,
+    /// The database's nonces as of the last write (opened at the first check), so a check
+    /// reads the tree without starting a read transaction of its own. Every nonce is held or
+    /// in it: a write replaces it before its nonces leave `writing`.
+    written: Option<ReadOnlyTable<&'static [u8], u64>>,
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Held")
+            .field("pending", &self.pending.len())
+            .field("writing", &self.writing.len())
+            .field("last_write", &self.last_write)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Held {
@@ -116,6 +132,7 @@ impl ReplayStore {
                 pending: HashMap::new(),
                 writing: HashMap::new(),
                 last_write: Instant::now(),
+                written: None,
             }),
             writing: Mutex::new(()),
         });
@@ -137,11 +154,13 @@ impl ReplayStore {
             held.writing = taken;
             batch
         };
-        let written = self.write_durably(&batch, crate::unix_now());
+        let written =
+            self.write_durably(&batch, crate::unix_now()).and_then(|()| self.seen_table());
         let mut held = deferred.held.lock().map_err(|_| poisoned())?;
         let writing = std::mem::take(&mut held.writing);
         match written {
-            Ok(()) => {
+            Ok(table) => {
+                held.written = Some(table);
                 held.last_write = Instant::now();
                 Ok(())
             }
@@ -151,6 +170,11 @@ impl ReplayStore {
                 Err(e)
             }
         }
+    }
+
+    /// The nonces table as the database holds it now.
+    fn seen_table(&self) -> Result<ReadOnlyTable<&'static [u8], u64>> {
+        Ok(self.db.begin_read()?.open_table(SEEN)?)
     }
 
     /// Inserts `batch` and prunes expired entries in one durable transaction.
@@ -210,9 +234,11 @@ impl ReplayStore {
         let write_now = {
             let mut held = deferred.held.lock().map_err(|_| poisoned())?;
             // Read under the lock: a nonce is either held or, once its write has committed
-            // (before it leaves `writing`), visible to this read.
-            let txn = self.db.begin_read()?;
-            let seen = txn.open_table(SEEN)?;
+            // (before it leaves `writing`), in the table that write left.
+            let seen = match held.written.take() {
+                Some(table) => table,
+                None => self.seen_table()?,
+            };
             for &(client, nonce, deadline) in requests {
                 let key = seen_key(client, nonce);
                 if held.contains(&key) || seen.get(key.as_slice())?.is_some() {
@@ -222,6 +248,7 @@ impl ReplayStore {
                 held.pending.insert(key, deadline);
                 results.push(Ok(()));
             }
+            held.written = Some(seen);
             held.len() >= MAX_HELD || held.last_write.elapsed() >= 2 * deferred.interval
         };
         if write_now {

@@ -16,6 +16,25 @@ fn keys() -> (NodeKey, NodeKey) {
 }
 
 #[test]
+fn lookups_find_receipts_before_and_after_a_checkpoint_moves_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ReceiptStore::open(&dir.path().join("r.redb")).unwrap();
+    let (client, executor) = keys();
+    let first = receipt(&client, &executor, 1, FinishReason::Stop);
+    let second = receipt(&client, &executor, 2, FinishReason::Stop);
+    assert!(!store.contains(&first.digest()).unwrap());
+    store.put(&first).unwrap();
+    assert!(store.contains(&first.digest()).unwrap(), "staged in memory");
+    // The checkpoint empties the staging: the lookup now reads the index it left.
+    store.checkpoint().unwrap();
+    assert!(store.contains(&first.digest()).unwrap(), "in the database");
+    assert!(!store.contains(&second.digest()).unwrap());
+    store.put(&second).unwrap();
+    store.checkpoint().unwrap();
+    assert!(store.contains(&first.digest()).unwrap() && store.contains(&second.digest()).unwrap());
+}
+
+#[test]
 fn puts_are_idempotent_a_final_response_supersedes_a_checkpoint_until_settled() {
     let dir = tempfile::tempdir().unwrap();
     let store = ReceiptStore::open(&dir.path().join("r.redb")).unwrap();

@@ -14,6 +14,7 @@
 mod tables;
 
 use std::path::{Path, PathBuf};
+use std::sync::{PoisonError, RwLock};
 
 use lloom_core::journal::{self, Journal, Record, Staged};
 use lloom_core::{B256, SignedRequest, SignedResponse};
@@ -21,7 +22,7 @@ use redb::Database;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use tables::{Stored, stored};
+use tables::{DigestIndex, Stored, stored};
 
 /// Page cache of the database: bounds the memory the store holds, whatever its size on disk.
 const CACHE_BYTES: usize = 32 * 1024 * 1024;
@@ -95,6 +96,11 @@ impl Receipt {
 pub struct ReceiptStore {
     db: Database,
     staged: Staged,
+    /// The database's digest index as of its last write, so a lookup reads the tree without
+    /// a read transaction of its own. Every write replaces it before its receipts leave the
+    /// journal's staging, so each receipt is staged or in it. `None` after a write that could
+    /// not reopen it: lookups then read the database afresh until the next write.
+    written: RwLock<Option<DigestIndex>>,
 }
 
 impl std::fmt::Debug for ReceiptStore {
@@ -137,7 +143,8 @@ impl ReceiptStore {
         let generation = found + 1;
         tables::set_generation(&txn, generation)?;
         stored(txn.commit())?;
-        Ok(Self { db, staged: Staged::new(journal, generation) })
+        let written = RwLock::new(Some(tables::digest_index(&db)?));
+        Ok(Self { db, staged: Staged::new(journal, generation), written })
     }
 
     /// Stores `receipt` durably (the call returns after it is on disk).
@@ -163,7 +170,14 @@ impl ReceiptStore {
         if let Some(generation) = generation {
             tables::set_generation(&txn, generation)?;
         }
-        stored(txn.commit())
+        stored(txn.commit())?;
+        // The write has committed, so it must not fail now (the journal would go on under a
+        // generation the database has left behind): without an index, lookups read afresh.
+        let index = tables::digest_index(&self.db)
+            .inspect_err(|e| tracing::warn!("receipt index not reopened ({e}); reading afresh"))
+            .ok();
+        *self.written.write().unwrap_or_else(PoisonError::into_inner) = index;
+        Ok(())
     }
 
     /// Moves the journal's receipts into the database (see the module documentation).
@@ -184,7 +198,15 @@ impl ReceiptStore {
 
     /// Whether a receipt for `digest` is stored (settled or not).
     pub fn contains(&self, digest: &B256) -> Result<bool> {
-        Ok(self.staged.contains(digest) || tables::contains(&self.db, digest)?)
+        // Staged first: a checkpoint replaces the index before it drops what it wrote.
+        if self.staged.contains(digest) {
+            return Ok(true);
+        }
+        let written = self.written.read().unwrap_or_else(PoisonError::into_inner);
+        match written.as_ref() {
+            Some(index) => tables::contains(index, digest),
+            None => tables::contains(&tables::digest_index(&self.db)?, digest),
+        }
     }
 
     /// Up to `limit` unsettled receipts, oldest first.
@@ -256,11 +278,15 @@ mod tests {
         assert!(store.staged.journal_failed(), "the failed journal is set aside");
         assert_eq!(store.staged.held(), 0);
         // Both are in the database itself now.
-        assert!(tables::contains(&store.db, &first.digest()).unwrap());
+        assert!(
+            tables::contains(&tables::digest_index(&store.db).unwrap(), &first.digest()).unwrap()
+        );
         assert_eq!(tables::get(&store.db, &second.digest()).unwrap(), Some(second));
         let third = receipt(3);
         store.put(&third).unwrap();
-        assert!(tables::contains(&store.db, &third.digest()).unwrap());
+        assert!(
+            tables::contains(&tables::digest_index(&store.db).unwrap(), &third.digest()).unwrap()
+        );
     }
 
     #[test]

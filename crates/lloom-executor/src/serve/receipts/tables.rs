@@ -8,8 +8,8 @@
 
 use lloom_core::B256;
 use redb::{
-    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
-    WriteTransaction,
+    Database, ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition, TableHandle, WriteTransaction,
 };
 
 use super::Receipt;
@@ -160,10 +160,16 @@ pub(super) fn get(db: &Database, digest: &B256) -> Result<Option<Receipt>> {
 }
 
 /// Whether a receipt for `digest` is stored (settled or not).
-pub(super) fn contains(db: &Database, digest: &B256) -> Result<bool> {
-    let txn = stored(db.begin_read())?;
-    let by_digest = stored(txn.open_table(BY_DIGEST))?;
-    Ok(stored(by_digest.get(&digest.0))?.is_some())
+pub(super) fn contains(index: &DigestIndex, digest: &B256) -> Result<bool> {
+    Ok(stored(index.get(&digest.0))?.is_some())
+}
+
+/// The digest index as of one read transaction.
+pub(super) type DigestIndex = ReadOnlyTable<&'static [u8; 32], u64>;
+
+/// The digest index as the database holds it now.
+pub(super) fn digest_index(db: &Database) -> Result<DigestIndex> {
+    stored(stored(db.begin_read())?.open_table(BY_DIGEST))
 }
 
 /// Up to `limit` unsettled receipts, oldest first.
