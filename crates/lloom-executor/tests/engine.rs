@@ -64,6 +64,11 @@ async fn concurrent_requests_are_batched_and_all_answered() {
     for (text, usage) in &answers {
         assert!(!text.is_empty() && usage.output_tokens > 0, "{text:?} {usage:?}");
     }
+    // Nothing leaks between the sequences of one batch: asked alone, each gives the same answer.
+    for (question, batched) in questions.iter().zip(&answers) {
+        let alone = engine.generate(ask(question, 32, &[])).unwrap().collect().await.unwrap();
+        assert_eq!(&alone, batched, "{question}");
+    }
 }
 
 /// Two engines generating at once, each with `threads` threads (all cores: they take turns;
