@@ -71,6 +71,31 @@ async fn concurrent_requests_are_batched_and_all_answered() {
     }
 }
 
+/// Sequences that end at different steps free slots below others; the ones above move down,
+/// KV cache and all, and go on as if nothing happened: each answer is the one given alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequences_moved_into_freed_slots_answer_as_alone() {
+    let engine =
+        std::sync::Arc::new(engine(EngineConfig { max_sequences: 4, ..EngineConfig::default() }));
+    let asks = [(FRANCE, 4), ("Name a color.", 40), ("What is 2 + 2?", 8), ("Say hello.", 40)];
+    let mut alone = Vec::new();
+    for (question, max_tokens) in asks {
+        alone.push(
+            engine.generate(ask(question, max_tokens, &[])).unwrap().collect().await.unwrap(),
+        );
+    }
+    let generations: Vec<_> =
+        asks.iter().map(|(q, n)| engine.generate(ask(q, *n, &[])).unwrap()).collect();
+    let mut together = Vec::new();
+    for g in generations {
+        together.push(g.collect().await.unwrap());
+    }
+    assert_eq!(together, alone);
+    // A later request, admitted into a freed slot, is not disturbed either.
+    let again = engine.generate(ask(asks[1].0, asks[1].1, &[])).unwrap().collect().await.unwrap();
+    assert_eq!(again, alone[1]);
+}
+
 /// Two engines generating at once, each with `threads` threads (all cores: they take turns;
 /// one each: side by side), give the greedy answer they give alone.
 async fn two_models_at_once_answer_as_alone(threads: Option<u32>) {

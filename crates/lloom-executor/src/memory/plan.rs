@@ -171,6 +171,10 @@ pub struct MemoryRequest {
     pub require_full_offload: bool,
 }
 
+/// llama.cpp gives each sequence its own KV cache of a multiple of this many cells (the
+/// engine keeps one cache per sequence).
+pub const KV_CELLS_PER_BLOCK: u64 = 256;
+
 /// The chosen configuration and what it costs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemoryPlan {
@@ -178,7 +182,8 @@ pub struct MemoryPlan {
     pub gpu_layers: u64,
     /// Sequences served at once (at most the request's).
     pub max_sequences: u64,
-    /// Context per sequence, in tokens.
+    /// Context per sequence, in tokens: the request's share, rounded up to a multiple of
+    /// [`KV_CELLS_PER_BLOCK`] as llama.cpp allocates it.
     pub ctx_per_sequence: u64,
     /// Accelerator memory used: offloaded weights, their KV cache and the compute buffer.
     pub gpu_bytes: u64,
@@ -198,10 +203,11 @@ pub fn plan(geometry: &ModelGeometry, request: &MemoryRequest) -> Result<MemoryP
     if request.max_sequences == 0 || request.n_ctx == 0 {
         return Err(Error::EngineConfig("n_ctx and max_sequences must be positive".into()));
     }
-    let ctx_per_sequence = request.n_ctx / request.max_sequences;
-    if ctx_per_sequence == 0 {
+    let share = request.n_ctx / request.max_sequences;
+    if share == 0 {
         return Err(Error::EngineConfig("fewer context tokens than sequences".into()));
     }
+    let ctx_per_sequence = share.next_multiple_of(KV_CELLS_PER_BLOCK);
     let kv_layer_token = geometry.kv_bytes_per_token_per_layer(request.kv);
     let kv_bytes_per_sequence = kv_layer_token * geometry.n_layers * ctx_per_sequence;
     let compute = geometry.compute_bytes(request.n_ubatch);
@@ -244,7 +250,8 @@ pub fn plan(geometry: &ModelGeometry, request: &MemoryRequest) -> Result<MemoryP
         )));
     }
     // Partial offload: each offloaded layer brings its weights and its share of the KV cache.
-    let per_layer = geometry.layer_bytes + kv_layer_token * request.n_ctx;
+    let per_layer =
+        geometry.layer_bytes + kv_layer_token * ctx_per_sequence * request.max_sequences;
     if compute > budget {
         return Err(Error::EngineConfig(format!(
             "the compute buffer alone needs {} MiB; {} MiB are available",
@@ -290,6 +297,19 @@ mod tests {
             gpu_budget: gpu_gib.map(|g| g << 30),
             require_full_offload: false,
         }
+    }
+
+    #[test]
+    fn each_sequence_gets_whole_blocks_of_kv_cells_and_is_charged_for_them() {
+        // 1,000 tokens over 8 sequences is 125 each; llama.cpp allocates 256 per sequence.
+        let p = plan(&seven_b(), &MemoryRequest { n_ctx: 1000, ..request(None) }).unwrap();
+        assert_eq!(p.ctx_per_sequence, KV_CELLS_PER_BLOCK);
+        assert_eq!(p.kv_bytes_per_sequence, 128 * 1024 * 256);
+        let kv = p.host_bytes - seven_b().weights_bytes() - seven_b().compute_bytes(512);
+        assert_eq!(kv, 8 * 128 * 1024 * 256);
+        // A share that is already whole blocks is kept as it is.
+        let p = plan(&seven_b(), &request(None)).unwrap();
+        assert_eq!(p.ctx_per_sequence, 4096);
     }
 
     #[test]

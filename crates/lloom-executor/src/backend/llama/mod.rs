@@ -9,6 +9,7 @@
 mod cpu_turn;
 mod pool;
 mod queue;
+mod slots;
 mod worker;
 
 pub use pool::{ModelPool, ModelStatus, PoolEntry, PooledModel};
@@ -30,7 +31,8 @@ use crate::error::{Error, Result};
 /// How the engine runs.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
-    /// Total context (KV cache) in tokens, shared by all sequences.
+    /// Total context (KV cache) in tokens, split evenly: each sequence has a cache of its own
+    /// (see [`EngineConfig::tokens_per_sequence`]).
     pub n_ctx: u32,
     /// Most sequences decoded together.
     pub max_sequences: u32,
