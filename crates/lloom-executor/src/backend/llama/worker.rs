@@ -274,8 +274,12 @@ fn batch_loop(
         let mut prefill_budget = PREFILL_TOKENS_PER_STEP;
         let mut chunks = Vec::with_capacity(active.len());
         for seq in &mut active {
-            let decoding = seq.next.is_some();
-            let chunk = if decoding { 0 } else { seq.prefill.len().min(prefill_budget) };
+            seq.logits_at = None;
+            if seq.job.cancel.is_cancelled() || seq.job.events.is_closed() {
+                seq.finished = Some(FinishReason::Cancelled);
+            }
+            let prefilling = seq.finished.is_none() && seq.next.is_none();
+            let chunk = if prefilling { seq.prefill.len().min(prefill_budget) } else { 0 };
             prefill_budget -= chunk;
             chunks.push(chunk);
         }
@@ -284,9 +288,7 @@ fn batch_loop(
         by_id.sort_unstable_by_key(|&i| active.get(i).map_or(i32::MAX, |s| s.id));
         for i in by_id {
             let (Some(seq), Some(&chunk)) = (active.get_mut(i), chunks.get(i)) else { continue };
-            seq.logits_at = None;
-            if seq.job.cancel.is_cancelled() || seq.job.events.is_closed() {
-                seq.finished = Some(FinishReason::Cancelled);
+            if seq.finished.is_some() {
                 continue;
             }
             if let Some(token) = seq.next.take() {
