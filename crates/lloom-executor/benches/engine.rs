@@ -25,6 +25,7 @@ async fn main() {
         threads: None,
         baseline: true,
         rounds: if benching { 5 } else { 1 },
+        churn: false,
     };
     let report = run_engine_bench(&options).await.unwrap();
     println!("{report}");

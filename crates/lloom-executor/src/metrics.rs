@@ -116,6 +116,12 @@ impl ExecutorMetrics {
             for s in &status {
                 m.sample(in_use, &[("model", &s.name)], s.in_use as f64);
             }
+            let moves = "lloom_executor_model_sequence_moves_total";
+            let help = "Sequences moved, KV cache and all, into a slot freed below them, since the model was loaded.";
+            m.family(moves, MetricKind::Counter, help);
+            for s in &status {
+                m.sample(moves, &[("model", &s.name)], s.sequence_moves as f64);
+            }
         }
         let gpus = gpu_memory();
         if !gpus.is_empty() {

@@ -75,8 +75,22 @@ async fn concurrent_requests_are_batched_and_all_answered() {
 /// KV cache and all, and go on as if nothing happened: each answer is the one given alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequences_moved_into_freed_slots_answer_as_alone() {
-    let engine =
-        std::sync::Arc::new(engine(EngineConfig { max_sequences: 4, ..EngineConfig::default() }));
+    let moves = sequences_ending_below_others_leave_the_answers_unchanged(true).await;
+    assert!(moves > 0, "the first sequence ends below three others: one of them moves");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequences_left_in_place_answer_as_alone() {
+    let moves = sequences_ending_below_others_leave_the_answers_unchanged(false).await;
+    assert_eq!(moves, 0, "moving is off");
+}
+
+/// Four requests of different lengths decoded together, the shortest first in the lowest
+/// slot, give the greedy answers they give alone, and so does one admitted into a freed slot
+/// afterwards; returns the sequences the engine moved.
+async fn sequences_ending_below_others_leave_the_answers_unchanged(move_sequences: bool) -> u64 {
+    let config = EngineConfig { max_sequences: 4, move_sequences, ..EngineConfig::default() };
+    let engine = std::sync::Arc::new(engine(config));
     let asks = [(FRANCE, 4), ("Name a color.", 40), ("What is 2 + 2?", 8), ("Say hello.", 40)];
     let mut alone = Vec::new();
     for (question, max_tokens) in asks {
@@ -84,6 +98,7 @@ async fn sequences_moved_into_freed_slots_answer_as_alone() {
             engine.generate(ask(question, max_tokens, &[])).unwrap().collect().await.unwrap(),
         );
     }
+    assert_eq!(engine.sequence_moves(), 0, "one sequence at a time never moves");
     let generations: Vec<_> =
         asks.iter().map(|(q, n)| engine.generate(ask(q, *n, &[])).unwrap()).collect();
     let mut together = Vec::new();
@@ -94,6 +109,7 @@ async fn sequences_moved_into_freed_slots_answer_as_alone() {
     // A later request, admitted into a freed slot, is not disturbed either.
     let again = engine.generate(ask(asks[1].0, asks[1].1, &[])).unwrap().collect().await.unwrap();
     assert_eq!(again, alone[1]);
+    engine.sequence_moves()
 }
 
 /// Two engines generating at once, each with `threads` threads (all cores: they take turns;

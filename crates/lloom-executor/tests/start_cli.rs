@@ -103,6 +103,8 @@ async fn start_serves_the_default_model_to_a_client_and_withdraws_on_sigterm() {
         "lloom_executor_receipts_unsettled 1\n",
         "lloom_executor_model_loaded{model=\"SmolLM2-135M-Instruct\"} 1\n",
         "lloom_executor_model_requests{model=\"SmolLM2-135M-Instruct\"} 0\n",
+        // One request at a time: nothing to move.
+        "lloom_executor_model_sequence_moves_total{model=\"SmolLM2-135M-Instruct\"} 0\n",
         // Reachable on loopback: no relay needed, none reserved.
         "lloom_network_relay_reservations_total 0\n",
         "lloom_network_announcements_accepted_total ",
@@ -191,6 +193,12 @@ fn start_refuses_a_missing_model_file_and_a_missing_key() {
             .failure()
             .stderr(contains("--max-tokens, --rounds and --streams must be positive"));
     }
+    assert_cmd::Command::cargo_bin("lloom-executor")
+        .unwrap()
+        .args(["bench", "--churn", "--streams", "1", "--model-path", "/nonexistent.gguf"])
+        .assert()
+        .failure()
+        .stderr(contains("--churn needs a stream count of at least 2"));
 }
 
 #[test]

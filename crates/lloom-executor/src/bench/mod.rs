@@ -6,9 +6,11 @@
 //! first) so that drift in the machine's speed hits both alike; then, for each count of
 //! concurrent streams, a plain batched loop (the library's own ceiling for batching) and the
 //! engine (continuous batching); and the memory the loaded model takes, measured (RSS, or GPU
-//! memory through NVML) against the plan's estimate.
+//! memory through NVML) against the plan's estimate. With `churn`, requests that come and go
+//! (see the `churn` module), with and without moving sequences into freed slots.
 
 mod baseline;
+mod churn;
 mod host;
 
 use std::path::PathBuf;
@@ -18,6 +20,8 @@ use lloom_core::{ChatMessage, Role, SamplingParams};
 use serde::Serialize;
 
 use self::baseline::PlainLoop;
+use self::churn::run_churn;
+pub use self::churn::{ChurnFigures, Scenario};
 pub use self::host::describe_host;
 use crate::backend::llama::{EngineConfig, LlamaEngine};
 use crate::backend::{Backend, GenerateRequest, GenerationEvent};
@@ -51,6 +55,9 @@ pub struct EngineBenchOptions {
     pub baseline: bool,
     /// Rounds of (plain loop, engine with one stream), alternated; at least one.
     pub rounds: usize,
+    /// Also run staggered arrivals and lengths at the largest stream count, moving sequences
+    /// and not, in the order moving, not, not, moving.
+    pub churn: bool,
 }
 
 /// One plain-loop run.
@@ -150,6 +157,8 @@ pub struct EngineBenchReport {
     pub batched: Vec<BatchedFigures>,
     /// The loaded model's memory.
     pub memory: MemoryFigures,
+    /// Staggered runs, in the order run (empty unless asked for).
+    pub churn: Vec<ChurnFigures>,
 }
 
 impl EngineBenchReport {
@@ -235,9 +244,52 @@ impl std::fmt::Display for EngineBenchReport {
         let m = &self.memory;
         write!(f, "memory ({}): estimated {}", m.device, format_bytes(m.estimated_bytes))?;
         match m.measured_bytes {
-            Some(measured) => write!(f, ", measured {}", format_bytes(measured)),
-            None => write!(f, ", not measurable here"),
+            Some(measured) => write!(f, ", measured {}", format_bytes(measured))?,
+            None => write!(f, ", not measurable here")?,
         }
+        for scenario in [Scenario::Refill, Scenario::Drain] {
+            let runs: Vec<_> = self.churn.iter().filter(|c| c.scenario == scenario).collect();
+            let Some(first) = runs.first() else { continue };
+            writeln!(f)?;
+            write!(f, "churn x{} {scenario:<7} {} requests:", first.streams, first.requests)?;
+            for moving in [true, false] {
+                let these: Vec<_> = runs.iter().filter(|c| c.moving == moving).collect();
+                let rates: Vec<_> =
+                    these.iter().map(|c| format!("{:.1}", c.tokens_per_sec)).collect();
+                let moves: Vec<_> = these.iter().map(|c| c.sequence_moves.to_string()).collect();
+                match moving {
+                    true => write!(
+                        f,
+                        " moving {} tok/s ({} moves),",
+                        rates.join(" / "),
+                        moves.join(" / ")
+                    )?,
+                    false => write!(f, " not moving {} tok/s", rates.join(" / "))?,
+                }
+            }
+            if let Some(gain) = self.churn_gain(scenario) {
+                write!(f, "; moving {gain:.2}x")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl EngineBenchReport {
+    /// Mean throughput of `scenario`'s churn runs moving sequences over not moving them.
+    pub fn churn_gain(&self, scenario: Scenario) -> Option<f64> {
+        let mean = |moving: bool| {
+            let rates: Vec<f64> = self
+                .churn
+                .iter()
+                .filter(|c| c.moving == moving && c.scenario == scenario)
+                .map(|c| c.tokens_per_sec)
+                .collect();
+            #[allow(clippy::cast_precision_loss)]
+            (!rates.is_empty()).then(|| rates.iter().sum::<f64>() / rates.len() as f64)
+        };
+        let (on, off) = (mean(true)?, mean(false)?);
+        (off > 0.0).then(|| on / off)
     }
 }
 
@@ -342,12 +394,7 @@ pub async fn run_engine_bench(options: &EngineBenchOptions) -> Result<EngineBenc
     };
     let before = device_used(device);
     let load = Instant::now();
-    let engine = {
-        let (path, config) = (options.path.clone(), config.clone());
-        tokio::task::spawn_blocking(move || LlamaEngine::load("bench", &path, config))
-            .await
-            .map_err(|e| Error::EngineLoad(e.to_string()))??
-    };
+    let engine = load_engine(&options.path, &config).await?;
     let load_secs = load.elapsed().as_secs_f64();
     let single_run = || engine_streams(&engine, 1, options.max_tokens);
     let plain_run = async || match &plain {
@@ -389,6 +436,10 @@ pub async fn run_engine_bench(options: &EngineBenchOptions) -> Result<EngineBenc
         _ => None,
     };
     let device_name = device.memory().map_or_else(|| "host".to_owned(), |m| m.name);
+    let churn = match options.churn && streams > 1 {
+        true => churn_runs(engine, &options.path, &config, streams, options.max_tokens).await?,
+        false => Vec::new(),
+    };
     Ok(EngineBenchReport {
         host: describe_host(),
         model: options.path.display().to_string(),
@@ -405,7 +456,48 @@ pub async fn run_engine_bench(options: &EngineBenchOptions) -> Result<EngineBenc
             estimated_bytes: estimated,
             measured_bytes: measured,
         },
+        churn,
     })
+}
+
+/// Loads the engine at `path` with `config` on a blocking thread.
+async fn load_engine(path: &std::path::Path, config: &EngineConfig) -> Result<LlamaEngine> {
+    let (path, config) = (path.to_owned(), config.clone());
+    tokio::task::spawn_blocking(move || LlamaEngine::load("bench", &path, config))
+        .await
+        .map_err(|e| Error::EngineLoad(e.to_string()))?
+}
+
+/// Churn runs moving, not moving, not moving, moving (so a drift in the machine's speed hits
+/// both alike); each engine loaded anew is warmed up first. Takes `moving`, the engine loaded
+/// with `config` and already warm, and drops it before loading the other, so no more than one
+/// engine is loaded at a time.
+async fn churn_runs(
+    moving: LlamaEngine,
+    path: &std::path::Path,
+    config: &EngineConfig,
+    streams: usize,
+    max_tokens: u32,
+) -> Result<Vec<ChurnFigures>> {
+    let both = async |engine: &LlamaEngine, runs: &mut Vec<ChurnFigures>| -> Result<()> {
+        for scenario in [Scenario::Refill, Scenario::Drain] {
+            runs.push(run_churn(engine, scenario, streams, max_tokens).await?);
+        }
+        Ok(())
+    };
+    let mut runs = Vec::new();
+    both(&moving, &mut runs).await?;
+    drop(moving);
+    let still =
+        load_engine(path, &EngineConfig { move_sequences: false, ..config.clone() }).await?;
+    engine_streams(&still, streams, max_tokens / 4 + 1).await?;
+    both(&still, &mut runs).await?;
+    both(&still, &mut runs).await?;
+    drop(still);
+    let moving = load_engine(path, config).await?;
+    engine_streams(&moving, streams, max_tokens / 4 + 1).await?;
+    both(&moving, &mut runs).await?;
+    Ok(runs)
 }
 
 /// The median of `values` (the upper one of an even count).

@@ -30,6 +30,10 @@ pub struct BenchArgs {
     /// Rounds of plain loop and single-stream engine, alternated; the ratio is their median.
     #[arg(long, default_value_t = 5)]
     pub rounds: usize,
+    /// Also measure requests that come and go (staggered lengths) at the largest stream
+    /// count, with the engine moving sequences into freed slots and without (a minute more).
+    #[arg(long)]
+    pub churn: bool,
 }
 
 pub(super) async fn run(args: &BenchArgs, json: bool, out: &mut (dyn Write + Send)) -> Result<()> {
@@ -54,6 +58,9 @@ pub(super) async fn run(args: &BenchArgs, json: bool, out: &mut (dyn Write + Sen
         true if cfg!(feature = "cuda") => vec![16, 64],
         true => vec![4, 8],
     };
+    if args.churn && concurrent.iter().all(|&n| n < 2) {
+        return Err(Error::EngineConfig("--churn needs a stream count of at least 2".into()));
+    }
     let options = EngineBenchOptions {
         path,
         max_tokens: args.max_tokens,
@@ -61,6 +68,7 @@ pub(super) async fn run(args: &BenchArgs, json: bool, out: &mut (dyn Write + Sen
         threads: args.threads,
         baseline: !args.no_baseline,
         rounds: args.rounds,
+        churn: args.churn,
     };
     if !json {
         writeln!(out, "benchmarking (a minute or so on a small CPU) ...")?;

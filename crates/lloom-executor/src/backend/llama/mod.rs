@@ -17,7 +17,7 @@ pub(crate) use worker::shared_backend;
 
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use lloom_core::Address;
@@ -44,6 +44,11 @@ pub struct EngineConfig {
     pub queue_capacity: usize,
     /// Requests one client may have waiting (the queue serves clients in turn).
     pub queue_per_client: usize,
+    /// Keep the sequence ids contiguous by moving the highest sequence, KV cache and all, into
+    /// a slot freed below it (see the `slots` module). Off, a gap splits every later step's
+    /// batch into more passes over the weights until the sequences above it end; only
+    /// `lloom-executor bench --churn` turns it off, to measure what moving gains.
+    pub move_sequences: bool,
 }
 
 impl Default for EngineConfig {
@@ -55,6 +60,7 @@ impl Default for EngineConfig {
             gpu_layers: 0,
             queue_capacity: 64,
             queue_per_client: 32,
+            move_sequences: true,
         }
     }
 }
@@ -128,6 +134,7 @@ pub struct LlamaEngine {
     worker: Mutex<Option<std::thread::JoinHandle<()>>>,
     alive: Arc<AtomicBool>,
     in_use: Arc<AtomicUsize>,
+    moves: Arc<AtomicU64>,
 }
 
 impl LlamaEngine {
@@ -142,12 +149,13 @@ impl LlamaEngine {
         let jobs = Arc::new(JobQueue::new(config.queue_capacity, config.queue_per_client));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let alive = Arc::new(AtomicBool::new(true));
+        let moves = Arc::new(AtomicU64::new(0));
         let worker = {
-            let (path, config, alive, queue) =
-                (path.to_owned(), config.clone(), alive.clone(), jobs.clone());
+            let (path, config, queue) = (path.to_owned(), config.clone(), jobs.clone());
+            let counters = worker::Counters { alive: alive.clone(), moves: moves.clone() };
             std::thread::Builder::new()
                 .name("lloom-llama".into())
-                .spawn(move || worker::run(&path, &config, &queue, &ready_tx, &alive))?
+                .spawn(move || worker::run(&path, &config, &queue, &ready_tx, &counters))?
         };
         match ready_rx.recv() {
             Ok(Ok(())) => {}
@@ -165,6 +173,7 @@ impl LlamaEngine {
             worker: Mutex::new(Some(worker)),
             alive,
             in_use: Arc::new(AtomicUsize::new(0)),
+            moves,
         })
     }
 
@@ -176,6 +185,12 @@ impl LlamaEngine {
     /// Requests waiting for a sequence slot.
     pub fn queued(&self) -> usize {
         self.jobs.len()
+    }
+
+    /// Sequences moved into a slot freed below them since the engine loaded (each move copies
+    /// the sequence's KV cache once).
+    pub fn sequence_moves(&self) -> u64 {
+        self.moves.load(Ordering::Relaxed)
     }
 
     /// Queues `job` (fairly, by client); a full queue or lane answers Busy.

@@ -39,6 +39,8 @@ pub struct ModelStatus {
     pub in_use: usize,
     /// Memory it takes while loaded.
     pub bytes: u64,
+    /// Sequences its engine moved into a freed slot since it was loaded (0 when not loaded).
+    pub sequence_moves: u64,
 }
 
 enum SlotState {
@@ -129,16 +131,19 @@ impl ModelPool {
             .slots
             .values()
             .map(|slot| {
-                let (state, in_use) = match &slot.state {
-                    SlotState::Unloaded => ("unloaded", 0),
-                    SlotState::Loading(waiting) => ("loading", waiting.len()),
-                    SlotState::Loaded(engine) => ("loaded", engine.in_use()),
+                let (state, in_use, sequence_moves) = match &slot.state {
+                    SlotState::Unloaded => ("unloaded", 0, 0),
+                    SlotState::Loading(waiting) => ("loading", waiting.len(), 0),
+                    SlotState::Loaded(engine) => {
+                        ("loaded", engine.in_use(), engine.sequence_moves())
+                    }
                 };
                 ModelStatus {
                     name: slot.entry.name.clone(),
                     state,
                     in_use,
                     bytes: slot.entry.bytes,
+                    sequence_moves,
                 }
             })
             .collect()

@@ -4,8 +4,11 @@
 //! attends to its own sequence's cells only. llama.cpp then decodes a batch in one pass over
 //! the weights only for sequences whose ids follow each other in ascending order (its
 //! `split_equal` with `sequential`); every break in the run costs another pass. So a new
-//! request takes the lowest free id, the batch lists sequences by id, and when a sequence
-//! ends below others, the highest one moves down into its slot (see [`SequenceIds::gap`]).
+//! request takes the lowest free id, the batch lists sequences by id, and when a slot below
+//! others stays free through a step (no request came to take it), the highest sequence moves
+//! down into it (see [`SequenceIds::gap`]). Moving costs a copy of the sequence's cache and a
+//! new worst-case graph reservation in llama.cpp, so a slot that a waiting or arriving request
+//! fills at once is left to it.
 
 use std::collections::BTreeSet;
 

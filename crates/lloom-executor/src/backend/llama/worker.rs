@@ -2,7 +2,8 @@
 
 use std::num::NonZeroU32;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 
 use llama_cpp_2::context::LlamaContext;
@@ -104,16 +105,24 @@ fn prompt_tokens(model: &LlamaModel, job: &Job) -> Result<Vec<LlamaToken>, Strin
     Ok(model.vocab().tokenize(prompt.as_bytes(), true, true))
 }
 
+/// What the worker reports to its engine while it runs.
+pub(super) struct Counters {
+    /// Cleared when the worker stops.
+    pub(super) alive: Arc<AtomicBool>,
+    /// Sequences moved into a freed slot (see [`close_gaps`]).
+    pub(super) moves: Arc<AtomicU64>,
+}
+
 /// Entry point of the worker thread.
 pub(super) fn run(
     path: &Path,
     config: &EngineConfig,
     queue: &JobQueue,
     ready: &Sender<Result<(), String>>,
-    alive: &AtomicBool,
+    counters: &Counters,
 ) {
-    let result = serve(path, config, queue, ready);
-    alive.store(false, Ordering::SeqCst);
+    let result = serve(path, config, queue, ready, &counters.moves);
+    counters.alive.store(false, Ordering::SeqCst);
     // Nothing may wait forever on a stopped engine.
     queue.close();
     while let Ok(job) = queue.try_pop() {
@@ -144,6 +153,7 @@ fn serve(
     config: &EngineConfig,
     queue: &JobQueue,
     ready: &Sender<Result<(), String>>,
+    moves: &AtomicU64,
 ) -> Result<(), String> {
     let backend = shared_backend()?;
     let model_params = LlamaModelParams::default().with_n_gpu_layers(config.gpu_layers);
@@ -169,18 +179,19 @@ fn serve(
     let cpu_threads = computes_on_cpu(config.gpu_layers, model.n_layer())
         .then(|| usize::try_from(threads).unwrap_or(1));
     let _ = ready.send(Ok(()));
-    batch_loop(&model, &mut ctx, config, queue, cpu_threads)
+    batch_loop(&model, &mut ctx, config, queue, cpu_threads, moves)
 }
 
 /// The continuous-batching loop; returns when the queue is closed and no sequence is active.
 /// With `cpu_threads`, each decode step first takes that many of the machine's cores (see
-/// [`CpuTurn`]).
+/// [`CpuTurn`]). Every sequence move is counted in `moves`.
 fn batch_loop(
     model: &LlamaModel,
     ctx: &mut LlamaContext<'_>,
     config: &EngineConfig,
     queue: &JobQueue,
     cpu_threads: Option<usize>,
+    moves: &AtomicU64,
 ) -> Result<(), String> {
     let per_sequence = config.tokens_per_sequence();
     let mut batch =
@@ -188,6 +199,8 @@ fn batch_loop(
     let mut ids = SequenceIds::new(i32::try_from(config.max_sequences).unwrap_or(1));
     let mut active: Vec<Sequence> = Vec::new();
     let mut closed = false;
+    // Whether a slot below the highest sequence was free after the last step's admissions.
+    let mut gap_waited = false;
     loop {
         // Admit waiting requests into free slots; block only when idle.
         while !closed && ids.has_free() {
@@ -267,6 +280,17 @@ fn batch_loop(
                 return Ok(());
             }
             continue;
+        }
+        // A slot freed below running sequences splits each step's batch (see the `slots`
+        // module) until a new request takes it. One still free after the admissions of the
+        // next step, no request having come for it, is closed by moving sequences down; under
+        // load the queue fills freed slots and nothing moves.
+        if config.move_sequences {
+            let gap = active.iter().map(|s| s.id).max().and_then(|h| ids.gap(h)).is_some();
+            if gap && gap_waited {
+                moves.fetch_add(close_gaps(ctx, &mut active, &mut ids), Ordering::Relaxed);
+            }
+            gap_waited = gap && !gap_waited;
         }
 
         // One batch: every decoding sequence's next token, and the next chunk of the prompts
@@ -351,25 +375,27 @@ fn batch_loop(
                 i += 1;
             }
         }
-        close_gaps(ctx, &mut active, &mut ids);
     }
 }
 
 /// Moves the sequences with the highest ids down into the slots freed below them, KV cache
 /// and all, so the ids in use are `0..n` again (see the `slots` module). llama.cpp copies a moved
-/// sequence's cache at the start of the next decode.
-fn close_gaps(ctx: &mut LlamaContext<'_>, active: &mut [Sequence], ids: &mut SequenceIds) {
+/// sequence's cache at the start of the next decode. Returns how many sequences moved.
+fn close_gaps(ctx: &mut LlamaContext<'_>, active: &mut [Sequence], ids: &mut SequenceIds) -> u64 {
+    let mut moved = 0;
     while let Some(highest) = active.iter_mut().max_by_key(|s| s.id)
         && let Some(to) = ids.gap(highest.id)
     {
         if ctx.copy_kv_cache_seq(highest.id, to, None, None).is_err() {
-            return;
+            break;
         }
         let _ = ctx.clear_kv_cache_seq(u32::try_from(highest.id).ok(), None, None);
         let _ = ids.take_lowest();
         ids.release(highest.id);
         highest.id = to;
+        moved += 1;
     }
+    moved
 }
 
 fn sample_all(
