@@ -243,6 +243,7 @@ fn generate_batched(
     // Counted as the engine counts: every sampled token that is not end-of-generation, the
     // first one from the prompt's step; `max_tokens` sampled tokens take `max_tokens - 1` steps.
     let mut output = next.iter().flatten().count() as u64;
+    let (decode_start, from_prompt) = (Instant::now(), output);
     for step in 1..max_tokens {
         // Every running sequence is at the same position: same prompt, one token per step.
         let pos = seq_id(tokens.len()).saturating_add(seq_id(step as usize - 1));
@@ -268,11 +269,13 @@ fn generate_batched(
         }
     }
     let wall = start.elapsed().as_secs_f64().max(f64::MIN_POSITIVE);
+    let decode = decode_start.elapsed().as_secs_f64().max(f64::MIN_POSITIVE);
     #[allow(clippy::cast_precision_loss)]
     Ok(BatchedFigures {
         streams,
         output_tokens: output,
         wall_secs: wall,
         tokens_per_sec: output as f64 / wall,
+        decode_tokens_per_sec: (output - from_prompt) as f64 / decode,
     })
 }

@@ -12,9 +12,10 @@
 mod baseline;
 mod churn;
 mod host;
+mod streams;
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use lloom_core::{ChatMessage, Role, SamplingParams};
 use serde::Serialize;
@@ -23,8 +24,9 @@ use self::baseline::PlainLoop;
 use self::churn::run_churn;
 pub use self::churn::{ChurnFigures, Scenario};
 pub use self::host::describe_host;
+use self::streams::engine_streams;
+use crate::backend::GenerateRequest;
 use crate::backend::llama::{EngineConfig, LlamaEngine};
-use crate::backend::{Backend, GenerateRequest, GenerationEvent};
 use crate::error::{Error, Result};
 use crate::memory::{ServingDevice, format_bytes};
 use crate::models::plan_engine;
@@ -86,6 +88,9 @@ pub struct BatchedFigures {
     pub wall_secs: f64,
     /// Aggregate tokens per second over the run.
     pub tokens_per_sec: f64,
+    /// Decode tokens per second: the tokens sampled after the prompts' step, over the time
+    /// after it.
+    pub decode_tokens_per_sec: f64,
 }
 
 /// One engine run of `streams` concurrent streams.
@@ -99,9 +104,12 @@ pub struct StreamFigures {
     pub output_tokens: u64,
     /// Wall time of the run, in seconds.
     pub wall_secs: f64,
-    /// Decode tokens per second: for one stream, after its first token; for several, all
-    /// tokens over the whole run.
+    /// For one stream, decode tokens per second after its first token; for several, all
+    /// tokens over the whole run (the prompts' steps included).
     pub tokens_per_sec: f64,
+    /// Decode tokens per second once every stream has its first token (see the `streams`
+    /// module); for one stream the same as `tokens_per_sec`.
+    pub decode_tokens_per_sec: f64,
 }
 
 /// Memory of the loaded model: the plan's estimate and what was measured.
@@ -217,26 +225,32 @@ impl std::fmt::Display for EngineBenchReport {
             if let Some(b) = plain {
                 writeln!(
                     f,
-                    "plain x{:<4} aggregate {:.1} tok/s ({} tokens in {:.2} s), one llama_decode per step",
-                    b.streams, b.tokens_per_sec, b.output_tokens, b.wall_secs
+                    "plain x{:<4} decode {:.1} tok/s, aggregate {:.1} tok/s ({} tokens in {:.2} s), one llama_decode per step",
+                    b.streams,
+                    b.decode_tokens_per_sec,
+                    b.tokens_per_sec,
+                    b.output_tokens,
+                    b.wall_secs
                 )?;
             }
             writeln!(
                 f,
-                "engine x{:<3}  first token {:>6.3} s  aggregate {:.1} tok/s ({} tokens in {:.2} s) = {:.2}x single",
+                "engine x{:<3}  decode {:.1} tok/s = {:.2}x single, aggregate {:.1} tok/s ({} tokens in {:.2} s), first token {:.3} s",
                 c.streams,
-                c.first_token_secs,
+                c.decode_tokens_per_sec,
+                c.decode_tokens_per_sec / s.tokens_per_sec.max(f64::MIN_POSITIVE),
                 c.tokens_per_sec,
                 c.output_tokens,
                 c.wall_secs,
-                c.tokens_per_sec / s.tokens_per_sec.max(f64::MIN_POSITIVE)
+                c.first_token_secs,
             )?;
             if let Some(b) = plain {
                 writeln!(
                     f,
-                    "engine x{} / plain x{}: {:.2}",
+                    "engine x{} / plain x{}: decode {:.2}, aggregate {:.2}",
                     c.streams,
                     b.streams,
+                    c.decode_tokens_per_sec / b.decode_tokens_per_sec.max(f64::MIN_POSITIVE),
                     c.tokens_per_sec / b.tokens_per_sec.max(f64::MIN_POSITIVE)
                 )?;
             }
@@ -305,52 +319,6 @@ fn chat_request(max_tokens: u32) -> GenerateRequest {
 
 fn default_threads() -> u32 {
     std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(1))
-}
-
-/// Runs `streams` concurrent streams to their end.
-async fn engine_streams(
-    engine: &LlamaEngine,
-    streams: usize,
-    max_tokens: u32,
-) -> Result<StreamFigures> {
-    let start = Instant::now();
-    let mut generations = Vec::with_capacity(streams);
-    for _ in 0..streams {
-        generations.push(engine.generate(chat_request(max_tokens))?);
-    }
-    let mut first: Option<Duration> = None;
-    let mut total = 0;
-    for generation in &mut generations {
-        while let Some(event) = generation.events.recv().await {
-            match event {
-                GenerationEvent::Started { .. } => {}
-                GenerationEvent::Text { .. } => {
-                    first.get_or_insert_with(|| start.elapsed());
-                }
-                GenerationEvent::Done(usage) => {
-                    total += usage.output_tokens;
-                    break;
-                }
-                GenerationEvent::Failed(e) => return Err(Error::EngineLoad(e)),
-            }
-        }
-    }
-    let wall = start.elapsed().as_secs_f64();
-    let first = first.unwrap_or_default().as_secs_f64();
-    // One stream: decode steps after the first token (which came from the prompt's step) over
-    // their time, as the plain loop counts them; several: aggregate over the run.
-    let (span, decoded) = match streams {
-        1 => (wall - first, total.saturating_sub(1)),
-        _ => (wall, total),
-    };
-    #[allow(clippy::cast_precision_loss)]
-    Ok(StreamFigures {
-        streams,
-        first_token_secs: first,
-        output_tokens: total,
-        wall_secs: wall,
-        tokens_per_sec: decoded as f64 / span.max(f64::MIN_POSITIVE),
-    })
 }
 
 /// Resident memory of this process, from `/proc/self/status`.
@@ -523,6 +491,7 @@ mod tests {
             output_tokens: 128,
             wall_secs: 1.0,
             tokens_per_sec,
+            decode_tokens_per_sec: tokens_per_sec,
         }
     }
 
