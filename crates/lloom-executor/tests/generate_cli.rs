@@ -1,4 +1,4 @@
-//! `lloom-executor generate` through the real binary and the real default model.
+//! `lloom-executor generate` and `bench` through the real binary and the real default model.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use assert_cmd::Command;
@@ -35,4 +35,44 @@ fn generate_rejects_bad_input() {
         .assert()
         .failure()
         .stderr(contains("no model file"));
+}
+
+#[test]
+fn bench_churn_moves_sequences_only_when_moving_is_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::cargo_bin("lloom-executor")
+        .unwrap()
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--json", "bench", "--no-baseline", "--rounds", "1", "--streams", "2"])
+        .args(["--max-tokens", "8", "--churn"])
+        .timeout(std::time::Duration::from_secs(600))
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let runs = report["churn"].as_array().unwrap();
+    let order: Vec<(&str, bool)> = runs
+        .iter()
+        .map(|r| (r["scenario"].as_str().unwrap(), r["moving"].as_bool().unwrap()))
+        .collect();
+    // Moving, not, not, moving; each a refill and a drain run.
+    let expected: Vec<(&str, bool)> = [true, false, false, true]
+        .into_iter()
+        .flat_map(|moving| [("refill", moving), ("drain", moving)])
+        .collect();
+    assert_eq!(order, expected);
+    for run in runs {
+        let moves = run["sequence_moves"].as_u64().unwrap();
+        assert!(run["output_tokens"].as_u64().unwrap() > 0, "{run}");
+        match (run["scenario"].as_str().unwrap(), run["moving"].as_bool().unwrap()) {
+            (_, false) => assert_eq!(moves, 0, "{run}"),
+            // Each wave's 4-token request ends in slot 0 below the 8-token one, and no
+            // request comes to take the slot: the other moves down, once a wave.
+            ("drain", true) => assert!(moves >= 3, "{run}"),
+            _ => {}
+        }
+    }
 }
