@@ -17,8 +17,8 @@ use std::time::Instant;
 use futures::future::try_join_all;
 use serde::Serialize;
 
-use super::chat_request;
-use crate::backend::llama::LlamaEngine;
+use super::{chat_request, engine_streams, load_engine};
+use crate::backend::llama::{EngineConfig, LlamaEngine};
 use crate::backend::{Backend, GenerationEvent};
 use crate::error::{Error, Result};
 
@@ -40,7 +40,7 @@ pub enum Scenario {
 
 impl std::fmt::Display for Scenario {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             Self::Refill => "refill",
             Self::Drain => "drain",
         })
@@ -141,6 +141,86 @@ pub(super) async fn run_churn(
         tokens_per_sec: output_tokens as f64 / wall_secs.max(f64::MIN_POSITIVE),
         sequence_moves: engine.sequence_moves() - moves_before,
     })
+}
+
+/// Churn runs moving, not moving, not moving, moving (so a drift in the machine's speed hits
+/// both alike); each engine loaded anew is warmed up first. Takes `moving`, the engine loaded
+/// with `config` and already warm, and drops it before loading the other, so no more than one
+/// engine is loaded at a time.
+pub(super) async fn churn_runs(
+    moving: LlamaEngine,
+    path: &std::path::Path,
+    config: &EngineConfig,
+    streams: usize,
+    max_tokens: u32,
+) -> Result<Vec<ChurnFigures>> {
+    let both = async |engine: &LlamaEngine, runs: &mut Vec<ChurnFigures>| -> Result<()> {
+        for scenario in [Scenario::Refill, Scenario::Drain] {
+            runs.push(run_churn(engine, scenario, streams, max_tokens).await?);
+        }
+        Ok(())
+    };
+    let mut runs = Vec::new();
+    both(&moving, &mut runs).await?;
+    drop(moving);
+    let still =
+        load_engine(path, &EngineConfig { move_sequences: false, ..config.clone() }).await?;
+    engine_streams(&still, streams, max_tokens / 4 + 1).await?;
+    both(&still, &mut runs).await?;
+    both(&still, &mut runs).await?;
+    drop(still);
+    let moving = load_engine(path, config).await?;
+    engine_streams(&moving, streams, max_tokens / 4 + 1).await?;
+    both(&moving, &mut runs).await?;
+    Ok(runs)
+}
+
+/// Mean throughput of `scenario`'s runs moving sequences over not moving them.
+pub fn churn_gain(runs: &[ChurnFigures], scenario: Scenario) -> Option<f64> {
+    let mean = |moving: bool| {
+        let rates: Vec<f64> = runs
+            .iter()
+            .filter(|c| c.moving == moving && c.scenario == scenario)
+            .map(|c| c.tokens_per_sec)
+            .collect();
+        #[allow(clippy::cast_precision_loss)]
+        (!rates.is_empty()).then(|| rates.iter().sum::<f64>() / rates.len() as f64)
+    };
+    let (on, off) = (mean(true)?, mean(false)?);
+    (off > 0.0).then(|| on / off)
+}
+
+/// The report's churn lines, one per scenario run (nothing when none ran).
+pub(super) fn write_churn(
+    f: &mut std::fmt::Formatter<'_>,
+    all: &[ChurnFigures],
+) -> std::fmt::Result {
+    for scenario in [Scenario::Refill, Scenario::Drain] {
+        let runs: Vec<_> = all.iter().filter(|c| c.scenario == scenario).collect();
+        let Some(first) = runs.first() else { continue };
+        writeln!(f)?;
+        write!(f, "churn x{} {scenario:<7} {} requests:", first.streams, first.requests)?;
+        for moving in [true, false] {
+            let these: Vec<_> = runs.iter().filter(|c| c.moving == moving).collect();
+            let rates: Vec<_> = these.iter().map(|c| format!("{:.1}", c.tokens_per_sec)).collect();
+            let moves: Vec<_> = these.iter().map(|c| c.sequence_moves.to_string()).collect();
+            match moving {
+                true => {
+                    write!(
+                        f,
+                        " moving {} tok/s ({} moves),",
+                        rates.join(" / "),
+                        moves.join(" / ")
+                    )?;
+                }
+                false => write!(f, " not moving {} tok/s", rates.join(" / "))?,
+            }
+        }
+        if let Some(gain) = churn_gain(all, scenario) {
+            write!(f, "; moving {gain:.2}x")?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

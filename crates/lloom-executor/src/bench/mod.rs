@@ -21,8 +21,8 @@ use lloom_core::{ChatMessage, Role, SamplingParams};
 use serde::Serialize;
 
 use self::baseline::PlainLoop;
-use self::churn::run_churn;
-pub use self::churn::{ChurnFigures, Scenario};
+use self::churn::churn_runs;
+pub use self::churn::{ChurnFigures, Scenario, churn_gain};
 pub use self::host::describe_host;
 use self::streams::engine_streams;
 use crate::backend::GenerateRequest;
@@ -261,49 +261,7 @@ impl std::fmt::Display for EngineBenchReport {
             Some(measured) => write!(f, ", measured {}", format_bytes(measured))?,
             None => write!(f, ", not measurable here")?,
         }
-        for scenario in [Scenario::Refill, Scenario::Drain] {
-            let runs: Vec<_> = self.churn.iter().filter(|c| c.scenario == scenario).collect();
-            let Some(first) = runs.first() else { continue };
-            writeln!(f)?;
-            write!(f, "churn x{} {scenario:<7} {} requests:", first.streams, first.requests)?;
-            for moving in [true, false] {
-                let these: Vec<_> = runs.iter().filter(|c| c.moving == moving).collect();
-                let rates: Vec<_> =
-                    these.iter().map(|c| format!("{:.1}", c.tokens_per_sec)).collect();
-                let moves: Vec<_> = these.iter().map(|c| c.sequence_moves.to_string()).collect();
-                match moving {
-                    true => write!(
-                        f,
-                        " moving {} tok/s ({} moves),",
-                        rates.join(" / "),
-                        moves.join(" / ")
-                    )?,
-                    false => write!(f, " not moving {} tok/s", rates.join(" / "))?,
-                }
-            }
-            if let Some(gain) = self.churn_gain(scenario) {
-                write!(f, "; moving {gain:.2}x")?;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl EngineBenchReport {
-    /// Mean throughput of `scenario`'s churn runs moving sequences over not moving them.
-    pub fn churn_gain(&self, scenario: Scenario) -> Option<f64> {
-        let mean = |moving: bool| {
-            let rates: Vec<f64> = self
-                .churn
-                .iter()
-                .filter(|c| c.moving == moving && c.scenario == scenario)
-                .map(|c| c.tokens_per_sec)
-                .collect();
-            #[allow(clippy::cast_precision_loss)]
-            (!rates.is_empty()).then(|| rates.iter().sum::<f64>() / rates.len() as f64)
-        };
-        let (on, off) = (mean(true)?, mean(false)?);
-        (off > 0.0).then(|| on / off)
+        churn::write_churn(f, &self.churn)
     }
 }
 
@@ -434,38 +392,6 @@ async fn load_engine(path: &std::path::Path, config: &EngineConfig) -> Result<Ll
     tokio::task::spawn_blocking(move || LlamaEngine::load("bench", &path, config))
         .await
         .map_err(|e| Error::EngineLoad(e.to_string()))?
-}
-
-/// Churn runs moving, not moving, not moving, moving (so a drift in the machine's speed hits
-/// both alike); each engine loaded anew is warmed up first. Takes `moving`, the engine loaded
-/// with `config` and already warm, and drops it before loading the other, so no more than one
-/// engine is loaded at a time.
-async fn churn_runs(
-    moving: LlamaEngine,
-    path: &std::path::Path,
-    config: &EngineConfig,
-    streams: usize,
-    max_tokens: u32,
-) -> Result<Vec<ChurnFigures>> {
-    let both = async |engine: &LlamaEngine, runs: &mut Vec<ChurnFigures>| -> Result<()> {
-        for scenario in [Scenario::Refill, Scenario::Drain] {
-            runs.push(run_churn(engine, scenario, streams, max_tokens).await?);
-        }
-        Ok(())
-    };
-    let mut runs = Vec::new();
-    both(&moving, &mut runs).await?;
-    drop(moving);
-    let still =
-        load_engine(path, &EngineConfig { move_sequences: false, ..config.clone() }).await?;
-    engine_streams(&still, streams, max_tokens / 4 + 1).await?;
-    both(&still, &mut runs).await?;
-    both(&still, &mut runs).await?;
-    drop(still);
-    let moving = load_engine(path, config).await?;
-    engine_streams(&moving, streams, max_tokens / 4 + 1).await?;
-    both(&moving, &mut runs).await?;
-    Ok(runs)
 }
 
 /// The median of `values` (the upper one of an even count).
