@@ -17,9 +17,10 @@ use std::time::Instant;
 use futures::future::try_join_all;
 use serde::Serialize;
 
+use super::streams::read_to_end;
 use super::{chat_request, engine_streams, load_engine};
+use crate::backend::Backend;
 use crate::backend::llama::{EngineConfig, LlamaEngine};
-use crate::backend::{Backend, GenerationEvent};
 use crate::error::{Error, Result};
 
 /// Requests each client sends in a refill run.
@@ -88,15 +89,8 @@ pub(super) fn drain_length(max_tokens: u32, streams: usize, nth: usize) -> u32 {
 
 /// Runs one request of `max_tokens` to its end; returns the tokens it generated.
 async fn answer(engine: &LlamaEngine, max_tokens: u32) -> Result<u64> {
-    let mut generation = engine.generate(chat_request(max_tokens))?;
-    loop {
-        match generation.events.recv().await {
-            Some(GenerationEvent::Done(usage)) => return Ok(usage.output_tokens),
-            Some(GenerationEvent::Failed(e)) => return Err(Error::EngineLoad(e)),
-            Some(_) => {}
-            None => return Err(Error::EngineLoad("the engine dropped a stream".into())),
-        }
-    }
+    let generation = engine.generate(chat_request(max_tokens))?;
+    Ok(read_to_end(generation, Instant::now()).await?.1)
 }
 
 /// Runs one `scenario` run of `streams` concurrent requests on `engine`.

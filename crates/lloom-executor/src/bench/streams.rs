@@ -38,8 +38,9 @@ pub(super) fn decode_window(timelines: &[Timeline], end: f64) -> Option<(u64, f6
     Some((decoded, end - from))
 }
 
-/// Reads one stream to its end; returns its timeline and its output tokens.
-async fn read(
+/// Reads one stream to its end; returns its timeline (times since `start`) and its output
+/// tokens.
+pub(super) async fn read_to_end(
     mut generation: crate::backend::Generation,
     start: Instant,
 ) -> Result<(Timeline, u64)> {
@@ -73,7 +74,7 @@ pub(super) async fn engine_streams(
     for _ in 0..streams {
         generations.push(engine.generate(chat_request(max_tokens))?);
     }
-    let runs = try_join_all(generations.into_iter().map(|g| read(g, start))).await?;
+    let runs = try_join_all(generations.into_iter().map(|g| read_to_end(g, start))).await?;
     let wall = start.elapsed().as_secs_f64();
     let first = runs
         .iter()
