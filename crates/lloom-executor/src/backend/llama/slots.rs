@@ -1,14 +1,15 @@
-//! The engine's sequence ids, kept contiguous from 0.
+//! The engine's sequence ids, kept in one run of consecutive ids.
 //!
 //! Each sequence has a KV cache of its own (a llama.cpp stream, `kv_unified` off), so a token
 //! attends to its own sequence's cells only. llama.cpp then decodes a batch in one pass over
 //! the weights only for sequences whose ids follow each other in ascending order (its
 //! `split_equal` with `sequential`); every break in the run costs another pass. So a new
-//! request takes the lowest free id, the batch lists sequences by id, and when a slot below
-//! others stays free through a step (no request came to take it), the highest sequence moves
-//! down into it (see [`SequenceIds::gap`]). Moving costs a copy of the sequence's cache and a
-//! new worst-case graph reservation in llama.cpp, so a slot that a waiting or arriving request
-//! fills at once is left to it.
+//! request takes an id that keeps the run whole ([`SequenceIds::take_next`]), the batch lists
+//! sequences by id, and when a hole inside the run stays free through a step (no request came
+//! to take it), the highest sequence moves down into it ([`SequenceIds::hole`]). Moving costs a
+//! copy of the sequence's cache and a new worst-case graph reservation in llama.cpp, so a hole
+//! that a waiting or arriving request fills at once is left to it, and a slot freed at either
+//! end of the run, which breaks nothing, is never filled by a move.
 
 use std::collections::BTreeSet;
 
@@ -16,17 +17,31 @@ use std::collections::BTreeSet;
 #[derive(Debug)]
 pub(crate) struct SequenceIds {
     free: BTreeSet<i32>,
+    count: i32,
 }
 
 impl SequenceIds {
     /// All of `0..count` free.
     pub(crate) fn new(count: i32) -> Self {
-        Self { free: (0..count.max(1)).collect() }
+        let count = count.max(1);
+        Self { free: (0..count).collect(), count }
     }
 
-    /// Takes the lowest free id; `None` when every id is in use.
-    pub(crate) fn take_lowest(&mut self) -> Option<i32> {
-        self.free.pop_first()
+    /// Takes an id for a new sequence that keeps the ids in use one run, given the `running`
+    /// run's lowest and highest ids: a hole inside it first, else the id just below it, else
+    /// the one just above; with nothing running, the lowest. `None` when every id is in use.
+    pub(crate) fn take_next(&mut self, running: Option<(i32, i32)>) -> Option<i32> {
+        let id = match running {
+            None => self.free.first().copied(),
+            Some((lowest, highest)) => self
+                .hole(lowest, highest)
+                .or_else(|| Some(lowest - 1).filter(|id| self.free.contains(id)))
+                .or_else(|| {
+                    Some(highest + 1).filter(|id| *id < self.count && self.free.contains(id))
+                })
+                .or_else(|| self.free.first().copied()),
+        }?;
+        self.free.remove(&id).then_some(id)
     }
 
     /// Whether an id is free.
@@ -34,17 +49,25 @@ impl SequenceIds {
         !self.free.is_empty()
     }
 
+    /// Takes `id` if it is free.
+    pub(crate) fn take(&mut self, id: i32) -> bool {
+        self.free.remove(&id)
+    }
+
     /// Gives `id` back.
     pub(crate) fn release(&mut self, id: i32) {
         self.free.insert(id);
     }
 
-    /// Where the sequence with the highest id in use, `highest`, should move so that the ids
-    /// in use are `0..n` again: the lowest free id, if it is below `highest`. The caller moves
-    /// the cache, then [`take_lowest`](Self::take_lowest)s the target and
-    /// [`release`](Self::release)s `highest`.
-    pub(crate) fn gap(&self, highest: i32) -> Option<i32> {
-        self.free.first().copied().filter(|&low| low < highest)
+    /// The lowest free id strictly between `lowest` and `highest`, the lowest and highest ids
+    /// in use: where the highest sequence should move so that the run closes up. The caller
+    /// moves the cache, then [`take`](Self::take)s the hole and [`release`](Self::release)s
+    /// `highest`.
+    pub(crate) fn hole(&self, lowest: i32, highest: i32) -> Option<i32> {
+        if highest - lowest < 2 {
+            return None;
+        }
+        self.free.range(lowest + 1..highest).next().copied()
     }
 }
 
@@ -53,19 +76,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_lowest_free_id_comes_first_and_gaps_are_found() {
+    fn new_ids_keep_the_run_whole_and_holes_are_found() {
         let mut ids = SequenceIds::new(4);
-        let taken: Vec<_> = (0..4).filter_map(|_| ids.take_lowest()).collect();
-        assert_eq!(taken, [0, 1, 2, 3]);
-        assert_eq!(ids.take_lowest(), None);
+        assert_eq!(ids.take_next(None), Some(0));
+        let taken: Vec<_> = (1..4).filter_map(|hi| ids.take_next(Some((0, hi - 1)))).collect();
+        assert_eq!(taken, [1, 2, 3]);
+        assert_eq!(ids.take_next(Some((0, 3))), None, "every id in use");
+        // 1 ends: 0, 2 and 3 in use; 3 should move into 1.
         ids.release(1);
-        // 0, 2 and 3 in use: 3 should move into 1.
-        assert_eq!(ids.gap(3), Some(1));
-        assert_eq!(ids.take_lowest(), Some(1));
+        assert_eq!(ids.hole(0, 3), Some(1));
+        assert!(ids.take(1));
         ids.release(3);
-        // 0, 1, 2 in use: contiguous.
-        assert_eq!(ids.gap(2), None);
+        assert_eq!(ids.hole(0, 2), None, "0, 1, 2: one run");
+        // 0 ends: 1 and 2 still follow each other, nothing to move.
         ids.release(0);
-        assert_eq!(ids.take_lowest(), Some(0), "a new request takes the lowest");
+        assert_eq!(ids.hole(1, 2), None);
+        // A new request takes the id just below the run, then just above.
+        assert_eq!(ids.take_next(Some((1, 2))), Some(0));
+        assert_eq!(ids.take_next(Some((0, 2))), Some(3));
+    }
+
+    #[test]
+    fn a_new_request_fills_a_hole_before_the_ends() {
+        let mut ids = SequenceIds::new(8);
+        for id in [2, 3, 5, 6] {
+            assert!(ids.take(id));
+        }
+        // Running 2, 3, 5, 6: the hole at 4 first, then 1 below, then 7 above once 0 and 1
+        // are taken.
+        assert_eq!(ids.take_next(Some((2, 6))), Some(4));
+        assert_eq!(ids.take_next(Some((2, 6))), Some(1));
+        assert!(ids.take(0));
+        assert_eq!(ids.take_next(Some((0, 6))), Some(7));
+        assert_eq!(ids.hole(0, 7), None);
     }
 }

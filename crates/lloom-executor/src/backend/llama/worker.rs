@@ -199,7 +199,7 @@ fn batch_loop(
     let mut ids = SequenceIds::new(i32::try_from(config.max_sequences).unwrap_or(1));
     let mut active: Vec<Sequence> = Vec::new();
     let mut closed = false;
-    // Whether a slot below the highest sequence was free after the last step's admissions.
+    // Whether the run of ids in use had a hole after the last step's admissions.
     let mut gap_waited = false;
     loop {
         // Admit waiting requests into free slots; block only when idle.
@@ -259,7 +259,7 @@ fn batch_loop(
                 job.fail(message);
                 continue;
             }
-            let Some(id) = ids.take_lowest() else { break };
+            let Some(id) = ids.take_next(run_of(&active)) else { break };
             let _ = job.events.send(GenerationEvent::Started { input_tokens: tokens.len() as u64 });
             active.push(Sequence {
                 id,
@@ -281,12 +281,12 @@ fn batch_loop(
             }
             continue;
         }
-        // A slot freed below running sequences splits each step's batch (see the `slots`
+        // A hole freed inside the run of ids in use splits each step's batch (see the `slots`
         // module) until a new request takes it. One still free after the admissions of the
         // next step, no request having come for it, is closed by moving sequences down; under
-        // load the queue fills freed slots and nothing moves.
+        // load the queue fills holes and nothing moves.
         if config.move_sequences {
-            let gap = active.iter().map(|s| s.id).max().and_then(|h| ids.gap(h)).is_some();
+            let gap = run_of(&active).and_then(|(low, high)| ids.hole(low, high)).is_some();
             if gap && gap_waited {
                 moves.fetch_add(close_gaps(ctx, &mut active, &mut ids), Ordering::Relaxed);
             }
@@ -378,19 +378,28 @@ fn batch_loop(
     }
 }
 
-/// Moves the sequences with the highest ids down into the slots freed below them, KV cache
-/// and all, so the ids in use are `0..n` again (see the `slots` module). llama.cpp copies a moved
-/// sequence's cache at the start of the next decode. Returns how many sequences moved.
+/// The lowest and highest ids of the sequences in `active`.
+fn run_of(active: &[Sequence]) -> Option<(i32, i32)> {
+    let low = active.iter().map(|s| s.id).min()?;
+    let high = active.iter().map(|s| s.id).max()?;
+    Some((low, high))
+}
+
+/// Moves the sequences with the highest ids down into the holes freed inside the run of ids
+/// in use, KV cache and all, until the ids in use follow each other again (see the `slots`
+/// module). llama.cpp copies a moved sequence's cache at the start of the next decode.
+/// Returns how many sequences moved.
 fn close_gaps(ctx: &mut LlamaContext<'_>, active: &mut [Sequence], ids: &mut SequenceIds) -> u64 {
     let mut moved = 0;
-    while let Some(highest) = active.iter_mut().max_by_key(|s| s.id)
-        && let Some(to) = ids.gap(highest.id)
+    while let Some((low, high)) = run_of(active)
+        && let Some(to) = ids.hole(low, high)
+        && let Some(highest) = active.iter_mut().find(|s| s.id == high)
     {
         if ctx.copy_kv_cache_seq(highest.id, to, None, None).is_err() {
             break;
         }
         let _ = ctx.clear_kv_cache_seq(u32::try_from(highest.id).ok(), None, None);
-        let _ = ids.take_lowest();
+        ids.take(to);
         ids.release(highest.id);
         highest.id = to;
         moved += 1;
