@@ -117,7 +117,7 @@ impl ExecutorMetrics {
                 m.sample(in_use, &[("model", &s.name)], s.in_use as f64);
             }
             let moves = "lloom_executor_model_sequence_moves_total";
-            let help = "Sequences moved, KV cache and all, into a slot freed below them, since the model was loaded.";
+            let help = "Sequences moved, KV cache and all, into a hole freed between running ones, since the model was loaded.";
             m.family(moves, MetricKind::Counter, help);
             for s in &status {
                 m.sample(moves, &[("model", &s.name)], s.sequence_moves as f64);

@@ -44,10 +44,11 @@ pub struct EngineConfig {
     pub queue_capacity: usize,
     /// Requests one client may have waiting (the queue serves clients in turn).
     pub queue_per_client: usize,
-    /// Keep the sequence ids contiguous by moving the highest sequence, KV cache and all, into
-    /// a slot freed below it (see the `slots` module). Off, a gap splits every later step's
-    /// batch into more passes over the weights until the sequences above it end; only
-    /// `lloom-executor bench --churn` turns it off, to measure what moving gains.
+    /// Keep the sequence ids one run by moving the highest sequence, KV cache and all, into a
+    /// hole freed inside the run (see the `slots` module). Off, a hole splits every later
+    /// step's batch into more passes over the weights until a request takes it or the
+    /// sequences above it end; only `lloom-executor bench --churn` turns it off, to measure
+    /// what moving gains.
     pub move_sequences: bool,
 }
 
@@ -187,8 +188,8 @@ impl LlamaEngine {
         self.jobs.len()
     }
 
-    /// Sequences moved into a slot freed below them since the engine loaded (each move copies
-    /// the sequence's KV cache once).
+    /// Sequences moved into a hole freed inside the run of ids since the engine loaded (each
+    /// move copies the sequence's KV cache once).
     pub fn sequence_moves(&self) -> u64 {
         self.moves.load(Ordering::Relaxed)
     }

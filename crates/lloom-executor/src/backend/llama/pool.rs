@@ -39,7 +39,7 @@ pub struct ModelStatus {
     pub in_use: usize,
     /// Memory it takes while loaded.
     pub bytes: u64,
-    /// Sequences its engine moved into a freed slot since it was loaded (0 when not loaded).
+    /// Sequences its engine moved into a freed hole since it was loaded (0 when not loaded).
     pub sequence_moves: u64,
 }
 

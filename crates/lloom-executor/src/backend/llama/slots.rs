@@ -17,14 +17,12 @@ use std::collections::BTreeSet;
 #[derive(Debug)]
 pub(crate) struct SequenceIds {
     free: BTreeSet<i32>,
-    count: i32,
 }
 
 impl SequenceIds {
     /// All of `0..count` free.
     pub(crate) fn new(count: i32) -> Self {
-        let count = count.max(1);
-        Self { free: (0..count).collect(), count }
+        Self { free: (0..count.max(1)).collect() }
     }
 
     /// Takes an id for a new sequence that keeps the ids in use one run, given the `running`
@@ -36,9 +34,7 @@ impl SequenceIds {
             Some((lowest, highest)) => self
                 .hole(lowest, highest)
                 .or_else(|| Some(lowest - 1).filter(|id| self.free.contains(id)))
-                .or_else(|| {
-                    Some(highest + 1).filter(|id| *id < self.count && self.free.contains(id))
-                })
+                .or_else(|| Some(highest + 1).filter(|id| self.free.contains(id)))
                 .or_else(|| self.free.first().copied()),
         }?;
         self.free.remove(&id).then_some(id)

@@ -109,7 +109,7 @@ fn prompt_tokens(model: &LlamaModel, job: &Job) -> Result<Vec<LlamaToken>, Strin
 pub(super) struct Counters {
     /// Cleared when the worker stops.
     pub(super) alive: Arc<AtomicBool>,
-    /// Sequences moved into a freed slot (see [`close_gaps`]).
+    /// Sequences moved into a hole inside the run of ids (see [`close_gaps`]).
     pub(super) moves: Arc<AtomicU64>,
 }
 
