@@ -296,7 +296,8 @@ const START_MAX_BACKOFF: Duration = Duration::from_millis(200);
 /// Longest wait for one try at opening a stream on an established connection.
 const OPEN_TRY: Duration = Duration::from_secs(3);
 
-/// Dials the executor's announced addresses and waits until a connection is established.
+/// Dials the executor's announced addresses and waits until a connection is established, or
+/// until every address failed (a dead executor ends the attempt at once, not at the timeout).
 async fn connect(
     links: &Links<'_>,
     executor: &Candidate,
@@ -306,29 +307,20 @@ async fn connect(
     // One dialer at a time: concurrent requests to a new executor share one connection instead
     // of racing to open several (of which the extra ones get closed, taking streams with them).
     let network = links.network;
-    let _dialing = tokio::time::timeout(wait, links.dial_lock.lock())
-        .await
-        .map_err(|_| format!("no connection within {wait:?}"))?;
-    if !network.is_connected(&executor.peer) {
-        for addr in &executor.addrs {
-            let mut addr = addr.clone();
-            if lloom_core::network::peer_id_of(&addr).is_none() {
-                addr.push(lloom_core::network::Protocol::P2p(executor.peer));
-            }
-            if let Err(e) = network.dial(addr).await {
-                tracing::debug!(peer = %executor.peer, "dial failed: {e}");
-            }
-        }
-    }
+    let timed_out = || format!("no connection within {wait:?}");
+    let _dialing =
+        tokio::time::timeout(wait, links.dial_lock.lock()).await.map_err(|_| timed_out())?;
     // Open streams only on an established connection: a stream requested while a connection
     // is still being set up can be lost by the stream behaviour.
-    while !network.is_connected(&executor.peer) {
-        if Instant::now() >= until {
-            return Err(format!("no connection within {wait:?}"));
+    let left = until.saturating_duration_since(Instant::now());
+    match tokio::time::timeout(left, network.connect(executor.peer, executor.addrs.clone())).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %executor.peer, "{e}");
+            Err(e.to_string())
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        Err(_) => Err(timed_out()),
     }
-    Ok(())
 }
 
 /// Connects to the executor if needed and opens a request stream.

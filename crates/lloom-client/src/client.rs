@@ -48,6 +48,8 @@ use crate::stream_pool::StreamPool;
 
 /// Longest wait for a DHT lookup of a model no registry knows.
 const DHT_LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest wait for validators' current addresses of an executor its listed ones failed to reach.
+const READDRESS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How the client joins the network and treats requests. Build it with the setter methods.
 #[derive(Clone, Debug)]
@@ -433,13 +435,15 @@ impl Client {
         &self,
         request: ChatRequest,
         body: RequestBody,
-        candidates: Vec<Candidate>,
+        mut candidates: Vec<Candidate>,
         events: &mpsc::Sender<Result<ChatEvent>>,
     ) -> Result<Receipt> {
         let inner = &self.inner;
         let started = Instant::now();
         let deadline = started + request.timeout;
         let mut tried: Vec<Address> = Vec::new();
+        // Executors tried again at the addresses they announce now (once each).
+        let mut readdressed: Vec<Address> = Vec::new();
         let mut reports: Vec<AttemptReport> = Vec::new();
         let mut busy_retry_after: Option<u64> = None;
         let mut last_checkpoint: Option<(SignedRequest, SignedResponse, Candidate)> = None;
@@ -477,6 +481,7 @@ impl Client {
                 dial_lock: &inner.dial_lock,
                 streams: &inner.streams,
             };
+            let attempt_started = Instant::now();
             let outcome =
                 attempt::run(&links, &executor, &signed, &inner.config.policy, limits, events)
                     .await;
@@ -512,6 +517,26 @@ impl Client {
                     });
                 }
                 Err(failed) => {
+                    if matches!(failed.failure, AttemptFailure::Unreachable(_))
+                        && !readdressed.contains(&executor.address)
+                        && let Some(current) = self
+                            .moved_elsewhere(&executor, &request.model, attempt_started, deadline)
+                            .await
+                    {
+                        // Not the executor's fault: it is tried again where it is now.
+                        tracing::info!(executor = %executor.address, "unreachable at the addresses listed before; trying those it announces now");
+                        readdressed.push(executor.address);
+                        tried.retain(|a| *a != executor.address);
+                        candidates.retain(|c| c.address != executor.address);
+                        candidates.push(current);
+                        let failure = Some(failed.failure);
+                        reports.push(AttemptReport {
+                            executor: executor.address,
+                            failure,
+                            cooldown: None,
+                        });
+                        continue;
+                    }
                     let reason = failed.failure.to_string();
                     tracing::info!(executor = %executor.address, "attempt failed: {reason}");
                     let cooldown = inner.router.lock().await.record_failure(
@@ -586,6 +611,35 @@ impl Client {
                 })
                 .collect(),
         })
+    }
+
+    /// The executor's entry in a directory fetched after `since` (fetched now if need be, for
+    /// at most [`READDRESS_TIMEOUT`]) when it lists other addresses than `stale`: the executor
+    /// restarted elsewhere, or announces a relayed address since AutoNAT found it private.
+    async fn moved_elsewhere(
+        &self,
+        stale: &Candidate,
+        model: &str,
+        since: Instant,
+        deadline: Instant,
+    ) -> Option<Candidate> {
+        let fetched = self.inner.directory.lock().await.1;
+        // Attempts that failed together share the first one's fetch.
+        if fetched.is_none_or(|t| t < since) {
+            let wait = READDRESS_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
+            match tokio::time::timeout(wait, self.refresh()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, "no fresh addresses: the directory did not refresh");
+                    return None;
+                }
+                Err(_) => return None,
+            }
+        }
+        let directory = self.inner.directory.lock().await;
+        let current =
+            directory.0.candidates(model).into_iter().find(|c| c.address == stale.address)?;
+        (current.addrs != stale.addrs).then_some(current)
     }
 
     /// Stores a verified receipt (a failure to store is logged: the answer was verified).

@@ -59,11 +59,23 @@ async fn executor(
     dir: &tempfile::TempDir,
 ) -> (ExecutorNode, NodeKey) {
     let key = NodeKey::generate();
-    let mut config = ExecutorConfig::new(dir.path().join(key.address().to_string()));
+    let data = dir.path().join(key.address().to_string());
+    (executor_as(&key, bootstrap, script, price, data).await, key)
+}
+
+/// Starts an executor with `key`, keeping its data in `data`.
+async fn executor_as(
+    key: &NodeKey,
+    bootstrap: &[Multiaddr],
+    script: Script,
+    price: u64,
+    data: std::path::PathBuf,
+) -> ExecutorNode {
+    let mut config = ExecutorConfig::new(data);
     config.network = NetworkConfig { bootstrap: bootstrap.to_vec(), ..NetworkConfig::local() };
     let model =
         ServedModel { offer: offer(price), backend: Arc::new(ScriptedBackend::new(script)) };
-    (ExecutorNode::start(&key, vec![model], config).await.unwrap(), key)
+    ExecutorNode::start(key, vec![model], config).await.unwrap()
 }
 
 /// Connects a client and waits until it sees `count` executors.
@@ -236,6 +248,107 @@ async fn an_executor_killed_mid_stream_is_replaced_by_the_next_one() {
     let stats = client.executor_stats().await;
     let doomed_stats = stats.iter().find(|(a, _)| *a == doomed_key.address()).unwrap();
     assert!(doomed_stats.1.cooldown_until.is_some());
+}
+
+/// The TCP ports in `addrs`, on loopback.
+fn tcp_ports(addrs: &[Multiaddr]) -> Vec<std::net::SocketAddr> {
+    use lloom_core::network::Protocol;
+    let port = |a: &Multiaddr| {
+        a.iter().find_map(|p| if let Protocol::Tcp(n) = p { Some(n) } else { None })
+    };
+    addrs.iter().filter_map(port).map(|n| std::net::SocketAddr::from(([127, 0, 0, 1], n))).collect()
+}
+
+/// Shuts `node` down and waits until its ports refuse connections and `client` saw its
+/// connection (if any) close.
+async fn stop_executor(node: ExecutorNode, key: &NodeKey, client: &Client) {
+    let ports = tcp_ports(&node.listen_addrs().await.unwrap());
+    assert!(!ports.is_empty());
+    node.shutdown().await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    while ports.iter().any(|p| std::net::TcpStream::connect(p).is_ok()) {
+        assert!(Instant::now() < deadline, "the executor's listener never closed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    while client.network().is_connected(&key.peer_id()) {
+        assert!(Instant::now() < deadline, "the client never saw the connection close");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A client whose directory is fetched once (its TTL outlasts the test) and whose attempts
+/// may wait for a first frame far longer than a request may take: an attempt that waited on
+/// a dead executor's address until its idle timeout would leave no time for another.
+async fn client_that_keeps_its_directory(bootstrap: &[Multiaddr], count: usize) -> Client {
+    let config =
+        ClientConfig { idle_timeout: WAIT * 4, directory_ttl: WAIT * 4, ..ClientConfig::default() }
+            .bootstrap(bootstrap.to_vec())
+            .strategy(Strategy::Cheapest);
+    connect(config, count).await
+}
+
+fn assert_failed_dial(failure: Option<&AttemptFailure>) {
+    match failure {
+        Some(AttemptFailure::Unreachable(why)) => assert!(why.contains("dial failed"), "{why}"),
+        other => panic!("expected a failed dial: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_that_went_away_is_passed_over_as_soon_as_its_dial_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_v, addrs) = validator().await;
+    // The cheap executor is chosen first (strategy `cheapest`) but is gone by the time of the
+    // request; the client still lists it.
+    let (gone, gone_key) = executor(&addrs, Script::answer(MODEL, "never"), 1, &dir).await;
+    let (_good, good_key) = executor(&addrs, Script::answer(MODEL, "Paris."), 5, &dir).await;
+    let client = client_that_keeps_its_directory(&addrs, 2).await;
+    stop_executor(gone, &gone_key, &client).await;
+
+    let receipt = client.chat(ask()).await.unwrap().collect().await.unwrap();
+    assert_eq!(receipt.executor, good_key.address());
+    assert_eq!(receipt.text, "Paris.");
+    assert_eq!(receipt.attempts.len(), 2, "{:?}", receipt.attempts);
+    assert_eq!(receipt.attempts[0].executor, gone_key.address());
+    assert_failed_dial(receipt.attempts[0].failure.as_ref());
+    assert!(receipt.attempts[0].cooldown.is_some(), "it is cooled down");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_that_restarted_elsewhere_is_reached_where_it_announces_itself_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_v, addrs) = validator().await;
+    let key = NodeKey::generate();
+    let script = || Script::answer(MODEL, "Paris.");
+    let before = executor_as(&key, &addrs, script(), 1, dir.path().join("before")).await;
+    let client = client_that_keeps_its_directory(&addrs, 1).await;
+    stop_executor(before, &key, &client).await;
+    // The same executor comes back on other ports; the validator lists where.
+    let after = executor_as(&key, &addrs, script(), 1, dir.path().join("after")).await;
+    let now_at = tcp_ports(&after.listen_addrs().await.unwrap());
+    let observer = client_that_keeps_its_directory(&addrs, 0).await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        observer.refresh().await.unwrap();
+        let listed = observer.take_directory().await.candidates(MODEL);
+        if listed.iter().any(|c| c.address == key.address() && tcp_ports(&c.addrs) == now_at) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the validator never listed the new addresses");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The client's directory still has the old ports: their dial fails, the validators are
+    // asked again, and the executor is tried where it is now, not cooled down.
+    let receipt = client.chat(ask()).await.unwrap().collect().await.unwrap();
+    assert_eq!((receipt.executor, receipt.text.as_str()), (key.address(), "Paris."));
+    assert_eq!(receipt.attempts.len(), 2, "{:?}", receipt.attempts);
+    assert_failed_dial(receipt.attempts[0].failure.as_ref());
+    assert_eq!(receipt.attempts[0].cooldown, None);
+    assert_eq!(receipt.attempts[1].failure, None);
+    let stats = client.executor_stats().await;
+    let (_, stats) = stats.iter().find(|(a, _)| *a == key.address()).unwrap();
+    assert_eq!((stats.failures, stats.cooldown_until), (0, None));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -240,8 +240,9 @@ fn an_executor_behind_nat_is_reached_through_the_relay_and_hole_punched() {
     let body = r#"{"model":"SmolLM2-135M-Instruct","max_tokens":12,"temperature":0,
         "messages":[{"role":"user","content":"What is the capital of France?"}]}"#;
     let mut answer = String::new();
-    // A first try on the stale announcement fails only after the request timeout (20 s) and
-    // cools the executor down for 5 s, so the tries span more than both, within a bound.
+    // A try on the stale announcement fails once its private addresses failed to dial (QUIC
+    // gives up after its handshake timeout) and, unless the registry lists the relayed address
+    // by then, cools the executor down for 5 s: the tries span more than that, within a bound.
     let deadline = Instant::now() + Duration::from_secs(90);
     while Instant::now() < deadline {
         let out = in_ns(&public, "curl")

@@ -149,6 +149,44 @@ async fn query_to_a_peer_that_does_not_answer_fails_cleanly() {
     assert!(matches!(result, Err(Error::RegistryQueryFailed(_))), "{result:?}");
 }
 
+/// Stops `node`'s event loop (its swarm and listeners go with it) and waits until it ended.
+async fn stop(node: TestNode) {
+    let TestNode { handle, events, task, .. } = node;
+    drop((handle, events));
+    tokio::time::timeout(WAIT, task).await.expect("the event loop stops").unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_answers_with_the_outcome_of_its_dial() {
+    let dialer = TestNode::spawn(false, vec![]).await.unwrap();
+    let live = TestNode::spawn(false, vec![]).await.unwrap();
+    let (live_peer, live_addr) = (live.key.peer_id(), live.addr().await.unwrap());
+    let connect = |peer, addrs| tokio::time::timeout(WAIT, dialer.handle.connect(peer, addrs));
+
+    // A live peer: connected by the time `connect` returns; again: answered from that connection.
+    connect(live_peer, vec![live_addr.clone()]).await.unwrap().unwrap();
+    assert!(dialer.handle.is_connected(&live_peer));
+    connect(live_peer, vec![]).await.unwrap().unwrap();
+
+    // A peer that went away: its address refuses the dial, which is the answer (no timeout).
+    let gone = TestNode::spawn(false, vec![]).await.unwrap();
+    let (gone_peer, gone_addr) = (gone.key.peer_id(), gone.addr().await.unwrap());
+    stop(gone).await;
+    let refused = connect(gone_peer, vec![gone_addr.clone()]).await.expect("an answer, not a hang");
+    let Err(Error::Dial(why)) = refused else { panic!("{refused:?}") };
+    let transport: String = gone_addr.to_string().split("/p2p/").next().unwrap().to_owned();
+    assert!(why.to_string().contains(&transport), "names the address: {why}");
+    assert!(!dialer.handle.is_connected(&gone_peer));
+
+    // Bad input: no address known for the peer, or an address of another peer.
+    let stranger = NodeKey::generate().peer_id();
+    let nowhere = connect(stranger, vec![]).await.unwrap();
+    assert!(matches!(nowhere, Err(Error::Dial(_))), "{nowhere:?}");
+    let elsewhere = connect(stranger, vec![live_addr]).await.unwrap();
+    assert!(matches!(elsewhere, Err(Error::Dial(_))), "{elsewhere:?}");
+    assert!(!dialer.handle.is_connected(&stranger));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_chunks_arrive_complete_and_in_order() {
     let (validator, executor) = pair().await;

@@ -8,7 +8,8 @@ use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
 use libp2p::kad::{self, store::RecordStore};
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId};
-use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, autonat, dcutr, identify, mdns, relay};
 use tokio::sync::{mpsc, oneshot};
 
@@ -48,6 +49,8 @@ pub struct EventLoop {
     limits: AnnouncementLimits,
     topic: IdentTopic,
     pending_queries: HashMap<OutboundRequestId, oneshot::Sender<Result<RegistryResponse>>>,
+    /// Dials started by [`Command::Connect`], answered with their outcome.
+    pending_dials: HashMap<ConnectionId, oneshot::Sender<Result<()>>>,
     buckets: HashMap<PeerId, Bucket>,
     queries_per_sec: f64,
     misbehaviour: HashMap<PeerId, u32>,
@@ -86,6 +89,7 @@ impl EventLoop {
             limits,
             topic,
             pending_queries: HashMap::new(),
+            pending_dials: HashMap::new(),
             buckets: HashMap::new(),
             queries_per_sec: f64::from(config.registry_queries_per_sec.max(1)),
             misbehaviour: HashMap::new(),
@@ -182,6 +186,7 @@ impl EventLoop {
                 let result = self.swarm.dial(addr).map_err(|e| Error::Dial(Box::new(e)));
                 let _ = reply.send(result);
             }
+            Command::Connect { peer, addrs, reply } => self.connect(peer, addrs, reply),
             Command::Publish { announcement, reply } => {
                 let result = self
                     .swarm
@@ -251,6 +256,30 @@ impl EventLoop {
         }
     }
 
+    /// Dials `peer` on all of `addrs` as one dial, whose outcome answers `reply`.
+    fn connect(&mut self, peer: PeerId, addrs: Vec<Multiaddr>, reply: oneshot::Sender<Result<()>>) {
+        if self.swarm.is_connected(&peer) {
+            let _ = reply.send(Ok(()));
+            return;
+        }
+        // Callers that stopped waiting leave nothing behind beyond the next dial.
+        self.pending_dials.retain(|_, waiting| !waiting.is_closed());
+        let addrs = addrs.into_iter().take(self.limits.max_addrs).collect();
+        // `Disconnected`, not the default `DisconnectedAndNotDialing`: a dial already under
+        // way (a bootstrap, mDNS) would leave this one without an outcome of its own.
+        let opts =
+            DialOpts::peer_id(peer).condition(PeerCondition::Disconnected).addresses(addrs).build();
+        let id = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                self.pending_dials.insert(id, reply);
+            }
+            Err(error) => {
+                let _ = reply.send(Err(Error::Dial(Box::new(error))));
+            }
+        }
+    }
+
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
@@ -278,7 +307,13 @@ impl EventLoop {
                 }
                 self.reservations.on_listener_closed(listener_id);
             }
-            SwarmEvent::ConnectionEstablished { peer_id, num_established, endpoint, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                num_established,
+                endpoint,
+                ..
+            } => {
                 if endpoint.is_relayed() {
                     self.stats.relayed_connections += 1;
                 } else if endpoint.is_dialer() {
@@ -287,6 +322,21 @@ impl EventLoop {
                 if num_established.get() == 1 {
                     self.connected.insert(peer_id);
                     self.emit(NetworkEvent::PeerConnected(peer_id));
+                }
+                if let Some(reply) = self.pending_dials.remove(&connection_id) {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { connection_id, peer_id, error } => {
+                if let Some(reply) = self.pending_dials.remove(&connection_id) {
+                    // A connection the peer opened meanwhile serves as well as this dial's.
+                    let connected = peer_id.is_some_and(|p| self.swarm.is_connected(&p));
+                    if connected {
+                        let _ = reply.send(Ok(()));
+                    } else {
+                        tracing::debug!(peer = ?peer_id, %error, "dial failed");
+                        let _ = reply.send(Err(Error::Dial(Box::new(error))));
+                    }
                 }
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {

@@ -21,6 +21,11 @@ pub(crate) enum Command {
         addr: Multiaddr,
         reply: oneshot::Sender<Result<()>>,
     },
+    Connect {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        reply: oneshot::Sender<Result<()>>,
+    },
     Publish {
         announcement: Box<SignedAnnouncement>,
         reply: oneshot::Sender<Result<()>>,
@@ -99,6 +104,15 @@ impl NetworkHandle {
     /// Dials `addr` (which should end in `/p2p/<id>`); resolves once the dial has started.
     pub async fn dial(&self, addr: Multiaddr) -> Result<()> {
         self.call(|reply| Command::Dial { addr, reply }).await?
+    }
+
+    /// Connects to `peer` unless a connection is open already, dialling all of `addrs` at once
+    /// (with or without `/p2p/<id>`; none: the addresses the network learnt for it). Resolves
+    /// when a connection is established, or with [`Error::Dial`] naming each address's failure
+    /// as soon as every one has failed (a refused or unreachable address does not wait for a
+    /// timeout). Callers bound the wait: a dial can take as long as the transport allows.
+    pub async fn connect(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<()> {
+        self.call(|reply| Command::Connect { peer, addrs, reply }).await?
     }
 
     /// Publishes a signed announcement on the announcement topic.
