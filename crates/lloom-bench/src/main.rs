@@ -8,6 +8,7 @@
 //! cargo run --release -p lloom-bench -- load         # R1: 1,000 concurrent requests
 //! cargo run --release -p lloom-bench -- soak         # 100,000 requests, RSS start/end (--warmup 150000: caches full first)
 //! cargo run --release -p lloom-bench -- discovery    # executor start → visible (registry, DHT)
+//! cargo run --release -p lloom-bench -- failover     # first choice gone or moved → answer
 //! ```
 
 // A benchmark binary reports on stdout; counts become floats for rates.
@@ -18,6 +19,7 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod discovery;
+mod failover;
 mod load;
 mod net;
 mod overhead;
@@ -82,6 +84,13 @@ enum Bench {
         #[arg(long, default_value_t = 30)]
         runs: usize,
     },
+    /// Time to a verified answer when the executor chosen first went away or moved, next to
+    /// when it is live.
+    Failover {
+        /// Runs of each case.
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+    },
     /// Queue soak: many requests through one executor; RSS at start and end.
     Soak {
         /// Requests in total.
@@ -115,5 +124,6 @@ async fn main() -> anyhow::Result<()> {
             soak::run(requests, warmup, concurrency).await
         }
         Bench::Discovery { runs } => discovery::run(runs).await,
+        Bench::Failover { runs } => failover::run(runs).await,
     }
 }
