@@ -582,8 +582,9 @@ impl Client {
         {
             return Err(Error::InsufficientEscrow { needed, escrow: escrow_seen });
         }
+        // A try at addresses an executor had left (no cooldown) is not a refusal of its own.
         if let Some(retry_after_secs) = busy_retry_after
-            && reports.iter().all(|r| {
+            && reports.iter().filter(|r| r.cooldown.is_some()).all(|r| {
                 matches!(
                     r.failure,
                     Some(AttemptFailure::Refused {

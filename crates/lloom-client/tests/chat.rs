@@ -314,19 +314,21 @@ async fn an_executor_that_went_away_is_passed_over_as_soon_as_its_dial_fails() {
     assert!(receipt.attempts[0].cooldown.is_some(), "it is cooled down");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_executor_that_restarted_elsewhere_is_reached_where_it_announces_itself_now() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_v, addrs) = validator().await;
+/// An executor a client listed that restarted on other ports (with `script` there), once the
+/// validator lists the new ports; the client's directory still has the old ones.
+async fn moved_executor(
+    addrs: &[Multiaddr],
+    dir: &tempfile::TempDir,
+    script: Script,
+) -> (NodeKey, ExecutorNode, Client) {
     let key = NodeKey::generate();
-    let script = || Script::answer(MODEL, "Paris.");
-    let before = executor_as(&key, &addrs, script(), 1, dir.path().join("before")).await;
-    let client = client_that_keeps_its_directory(&addrs, 1).await;
+    let answer = Script::answer(MODEL, "Paris.");
+    let before = executor_as(&key, addrs, answer, 1, dir.path().join("before")).await;
+    let client = client_that_keeps_its_directory(addrs, 1).await;
     stop_executor(before, &key, &client).await;
-    // The same executor comes back on other ports; the validator lists where.
-    let after = executor_as(&key, &addrs, script(), 1, dir.path().join("after")).await;
+    let after = executor_as(&key, addrs, script, 1, dir.path().join("after")).await;
     let now_at = tcp_ports(&after.listen_addrs().await.unwrap());
-    let observer = client_that_keeps_its_directory(&addrs, 0).await;
+    let observer = client_that_keeps_its_directory(addrs, 0).await;
     let deadline = Instant::now() + WAIT;
     loop {
         observer.refresh().await.unwrap();
@@ -337,9 +339,17 @@ async fn an_executor_that_restarted_elsewhere_is_reached_where_it_announces_itse
         assert!(Instant::now() < deadline, "the validator never listed the new addresses");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    (key, after, client)
+}
 
-    // The client's directory still has the old ports: their dial fails, the validators are
-    // asked again, and the executor is tried where it is now, not cooled down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_that_restarted_elsewhere_is_reached_where_it_announces_itself_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_v, addrs) = validator().await;
+    let (key, _after, client) = moved_executor(&addrs, &dir, Script::answer(MODEL, "Paris.")).await;
+
+    // The old ports' dial fails, the validators are asked again, and the executor is tried
+    // where it is now, not cooled down.
     let receipt = client.chat(ask()).await.unwrap().collect().await.unwrap();
     assert_eq!((receipt.executor, receipt.text.as_str()), (key.address(), "Paris."));
     assert_eq!(receipt.attempts.len(), 2, "{:?}", receipt.attempts);
@@ -349,6 +359,16 @@ async fn an_executor_that_restarted_elsewhere_is_reached_where_it_announces_itse
     let stats = client.executor_stats().await;
     let (_, stats) = stats.iter().find(|(a, _)| *a == key.address()).unwrap();
     assert_eq!((stats.failures, stats.cooldown_until), (0, None));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_busy_where_it_moved_to_is_reported_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_v, addrs) = validator().await;
+    let full = Script { capacity: 0, ..Script::answer(MODEL, "never") };
+    let (_key, _after, client) = moved_executor(&addrs, &dir, full).await;
+    let err = client.chat(ask()).await.unwrap().collect().await.unwrap_err();
+    assert!(matches!(err, Error::AllBusy { retry_after_secs: 1 }), "{err:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
