@@ -176,6 +176,7 @@ async fn connect_answers_with_the_outcome_of_its_dial() {
     let Err(Error::Dial(why)) = refused else { panic!("{refused:?}") };
     let transport: String = gone_addr.to_string().split("/p2p/").next().unwrap().to_owned();
     assert!(why.to_string().contains(&transport), "names the address: {why}");
+    assert!(why.to_string().to_lowercase().contains("connection refused"), "and why: {why}");
     assert!(!dialer.handle.is_connected(&gone_peer));
 
     // Bad input: no address known for the peer, or an address of another peer.

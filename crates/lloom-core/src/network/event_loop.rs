@@ -275,7 +275,7 @@ impl EventLoop {
                 self.pending_dials.insert(id, reply);
             }
             Err(error) => {
-                let _ = reply.send(Err(Error::Dial(Box::new(error))));
+                let _ = reply.send(Err(Error::Dial(super::dial_error::describe(&error).into())));
             }
         }
     }
@@ -334,8 +334,9 @@ impl EventLoop {
                     if connected {
                         let _ = reply.send(Ok(()));
                     } else {
-                        tracing::debug!(peer = ?peer_id, %error, "dial failed");
-                        let _ = reply.send(Err(Error::Dial(Box::new(error))));
+                        let why = super::dial_error::describe(&error);
+                        tracing::debug!(peer = ?peer_id, "dial failed: {why}");
+                        let _ = reply.send(Err(Error::Dial(why.into())));
                     }
                 }
             }

@@ -14,6 +14,7 @@ mod behaviour;
 mod config;
 mod connected;
 pub mod dht;
+mod dial_error;
 mod event;
 mod event_loop;
 mod handle;
