@@ -89,10 +89,9 @@ pub(crate) struct AttemptLimits {
     pub(crate) deadline: Instant,
 }
 
-/// How attempts reach executors: the network, one dialer at a time, and the idle streams.
+/// How attempts reach executors: the network and the idle streams.
 pub(crate) struct Links<'a> {
     pub(crate) network: &'a NetworkHandle,
-    pub(crate) dial_lock: &'a tokio::sync::Mutex<()>,
     pub(crate) streams: &'a StreamPool,
 }
 
@@ -298,28 +297,20 @@ const OPEN_TRY: Duration = Duration::from_secs(3);
 
 /// Dials the executor's announced addresses and waits until a connection is established, or
 /// until every address failed (a dead executor ends the attempt at once, not at the timeout).
-async fn connect(
-    links: &Links<'_>,
-    executor: &Candidate,
-    wait: Duration,
-    until: Instant,
-) -> Result<(), String> {
-    // One dialer at a time: concurrent requests to a new executor share one connection instead
-    // of racing to open several (of which the extra ones get closed, taking streams with them).
-    let network = links.network;
-    let timed_out = || format!("no connection within {wait:?}");
-    let _dialing =
-        tokio::time::timeout(wait, links.dial_lock.lock()).await.map_err(|_| timed_out())?;
+/// Concurrent requests to a new executor share one dial and so one connection (extra ones
+/// would get closed, taking streams with them); a slow dial holds up only requests to the same
+/// executor.
+async fn connect(links: &Links<'_>, executor: &Candidate, wait: Duration) -> Result<(), String> {
     // Open streams only on an established connection: a stream requested while a connection
     // is still being set up can be lost by the stream behaviour.
-    let left = until.saturating_duration_since(Instant::now());
-    match tokio::time::timeout(left, network.connect(executor.peer, executor.addrs.clone())).await {
+    let dial = links.network.connect(executor.peer, executor.addrs.clone());
+    match tokio::time::timeout(wait, dial).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => {
             tracing::debug!(peer = %executor.peer, "{e}");
             Err(e.to_string())
         }
-        Err(_) => Err(timed_out()),
+        Err(_) => Err(format!("no connection within {wait:?}")),
     }
 }
 
@@ -333,7 +324,7 @@ async fn open(
     let wait = limits.idle.min(limits.deadline.saturating_duration_since(Instant::now()));
     let until = Instant::now() + wait;
     if !network.is_connected(&executor.peer) {
-        connect(links, executor, wait, until).await?;
+        connect(links, executor, wait).await?;
     }
     // Each try is bounded; a lost stream request is retried on the same connection.
     let mut last = format!("no connection within {wait:?}");

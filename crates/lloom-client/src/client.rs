@@ -145,7 +145,6 @@ struct Inner {
     directory: Mutex<(Directory, Option<Instant>)>,
     router: Mutex<Router>,
     nonces: NonceSource,
-    dial_lock: Mutex<()>,
     /// Request streams kept open between exchanges, by executor.
     streams: StreamPool,
     /// Stores verified receipts, concurrent answers in shared transactions (when
@@ -276,7 +275,6 @@ impl Client {
             validators,
             directory: Mutex::new((Directory::default(), None)),
             nonces,
-            dial_lock: Mutex::new(()),
             streams: StreamPool::default(),
             network_task,
         };
@@ -476,11 +474,7 @@ impl Client {
             }
             attempts += 1;
             let limits = AttemptLimits { idle: inner.config.idle_timeout, deadline };
-            let links = Links {
-                network: &inner.network,
-                dial_lock: &inner.dial_lock,
-                streams: &inner.streams,
-            };
+            let links = Links { network: &inner.network, streams: &inner.streams };
             let attempt_started = Instant::now();
             let outcome =
                 attempt::run(&links, &executor, &signed, &inner.config.policy, limits, events)

@@ -371,6 +371,49 @@ async fn an_executor_busy_where_it_moved_to_is_reported_busy() {
     assert!(matches!(err, Error::AllBusy { retry_after_secs: 1 }), "{err:?}");
 }
 
+/// An executor of model `quiet` whose announced address accepts connections and says nothing
+/// (every dial to it hangs in its handshake); returns what keeps it up.
+async fn silent_executor(bootstrap: &[Multiaddr]) -> (Announcer, tokio::task::JoinHandle<()>) {
+    let node = lloom_core::network::test_utils::TestNode::spawn_with(NetworkConfig {
+        bootstrap: bootstrap.to_vec(),
+        ..NetworkConfig::local()
+    })
+    .await
+    .unwrap();
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("/ip4/127.0.0.1/tcp/{}", silent.local_addr().unwrap().port());
+    let (key, handle) = (node.key.clone(), node.handle.clone());
+    let held = tokio::spawn(async move {
+        let _node = node;
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            open.push(socket);
+        }
+    });
+    let offers = vec![ModelOffer { model: "quiet".into(), ..offer(1) }];
+    let body = AnnouncementBody { offers, load: Default::default(), listen_addrs: vec![addr] };
+    (Announcer::spawn(key, handle, body, AnnouncerConfig::default()), held)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dial_that_hangs_holds_up_no_request_to_another_executor() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_v, addrs) = validator().await;
+    let (_silent, held) = silent_executor(&addrs).await;
+    let (_good, good_key) = executor(&addrs, Script::answer(MODEL, "Paris."), 1, &dir).await;
+    let client = client_that_keeps_its_directory(&addrs, 2).await;
+
+    let quiet = ChatRequest { timeout: WAIT, ..ChatRequest::user("quiet", "Anyone there?") };
+    let waiting = client.clone();
+    let hung = tokio::spawn(async move { waiting.chat(quiet).await?.collect().await });
+    tokio::time::sleep(Duration::from_millis(100)).await; // its dial is under way
+    let receipt = client.chat(ask()).await.unwrap().collect().await.unwrap();
+    assert_eq!((receipt.executor, receipt.text.as_str()), (good_key.address(), "Paris."));
+    assert!(!hung.is_finished(), "the request to the silent executor is still dialling");
+    hung.abort();
+    held.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_executors_busy_is_a_clear_error_naming_the_retry_after() {
     let dir = tempfile::tempdir().unwrap();

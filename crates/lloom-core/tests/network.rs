@@ -189,6 +189,44 @@ async fn connect_answers_with_the_outcome_of_its_dial() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dial_that_hangs_holds_up_only_the_callers_of_its_own_peer() {
+    let dialer = TestNode::spawn(false, vec![]).await.unwrap();
+    // A "peer" whose port accepts connections and then says nothing: the dial hangs in its
+    // handshake until the transport gives up.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            open.push(socket);
+        }
+    });
+    let hung_peer = NodeKey::generate().peer_id();
+    let hung_addr: lloom_core::network::Multiaddr =
+        format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap();
+    let handle = dialer.handle.clone();
+    let hung = tokio::spawn(async move { handle.connect(hung_peer, vec![hung_addr]).await });
+
+    // Meanwhile several callers connect to a live peer, concurrently: all connected.
+    let live = TestNode::spawn(false, vec![]).await.unwrap();
+    let (live_peer, live_addr) = (live.key.peer_id(), live.addr().await.unwrap());
+    let callers: Vec<_> = (0..8)
+        .map(|_| {
+            let handle = dialer.handle.clone();
+            let addr = live_addr.clone();
+            tokio::spawn(async move { handle.connect(live_peer, vec![addr]).await })
+        })
+        .collect();
+    for caller in callers {
+        tokio::time::timeout(WAIT, caller).await.expect("not held up").unwrap().unwrap();
+    }
+    assert!(dialer.handle.is_connected(&live_peer));
+    assert!(!hung.is_finished(), "the silent peer's dial is still under way");
+    hung.abort();
+    held.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_chunks_arrive_complete_and_in_order() {
     let (validator, executor) = pair().await;
     let limits = WireLimits::default();

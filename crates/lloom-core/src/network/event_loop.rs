@@ -40,6 +40,22 @@ struct Bucket {
     last: Instant,
 }
 
+/// A dial to one peer and the [`Command::Connect`] callers waiting for its outcome.
+#[derive(Debug)]
+struct PendingDial {
+    peer: PeerId,
+    waiting: Vec<oneshot::Sender<Result<()>>>,
+}
+
+impl PendingDial {
+    /// Answers every caller: `Ok`, or the failure described by `why`.
+    fn answer(self, outcome: std::result::Result<(), &str>) {
+        for reply in self.waiting {
+            let _ = reply.send(outcome.map_err(|why| Error::Dial(why.to_owned().into())));
+        }
+    }
+}
+
 /// Owns the swarm; spawn [`EventLoop::run`] on a tokio runtime.
 pub struct EventLoop {
     swarm: Swarm<Behaviour>,
@@ -50,7 +66,7 @@ pub struct EventLoop {
     topic: IdentTopic,
     pending_queries: HashMap<OutboundRequestId, oneshot::Sender<Result<RegistryResponse>>>,
     /// Dials started by [`Command::Connect`], answered with their outcome.
-    pending_dials: HashMap<ConnectionId, oneshot::Sender<Result<()>>>,
+    pending_dials: HashMap<ConnectionId, PendingDial>,
     buckets: HashMap<PeerId, Bucket>,
     queries_per_sec: f64,
     misbehaviour: HashMap<PeerId, u32>,
@@ -256,14 +272,23 @@ impl EventLoop {
         }
     }
 
-    /// Dials `peer` on all of `addrs` as one dial, whose outcome answers `reply`.
+    /// Dials `peer` on all of `addrs` as one dial, whose outcome answers `reply`; while a dial
+    /// to `peer` is under way, `reply` waits for that one instead (one connection, not one
+    /// per caller, and a slow dial holds up only those waiting for the same peer).
     fn connect(&mut self, peer: PeerId, addrs: Vec<Multiaddr>, reply: oneshot::Sender<Result<()>>) {
         if self.swarm.is_connected(&peer) {
             let _ = reply.send(Ok(()));
             return;
         }
         // Callers that stopped waiting leave nothing behind beyond the next dial.
-        self.pending_dials.retain(|_, waiting| !waiting.is_closed());
+        self.pending_dials.retain(|_, dial| {
+            dial.waiting.retain(|waiting| !waiting.is_closed());
+            !dial.waiting.is_empty()
+        });
+        if let Some(dial) = self.pending_dials.values_mut().find(|dial| dial.peer == peer) {
+            dial.waiting.push(reply);
+            return;
+        }
         let addrs = addrs.into_iter().take(self.limits.max_addrs).collect();
         // `Disconnected`, not the default `DisconnectedAndNotDialing`: a dial already under
         // way (a bootstrap, mDNS) would leave this one without an outcome of its own.
@@ -272,7 +297,7 @@ impl EventLoop {
         let id = opts.connection_id();
         match self.swarm.dial(opts) {
             Ok(()) => {
-                self.pending_dials.insert(id, reply);
+                self.pending_dials.insert(id, PendingDial { peer, waiting: vec![reply] });
             }
             Err(error) => {
                 let _ = reply.send(Err(Error::Dial(super::dial_error::describe(&error).into())));
@@ -323,20 +348,28 @@ impl EventLoop {
                     self.connected.insert(peer_id);
                     self.emit(NetworkEvent::PeerConnected(peer_id));
                 }
-                if let Some(reply) = self.pending_dials.remove(&connection_id) {
-                    let _ = reply.send(Ok(()));
+                // This dial's connection, or any other to the peer (it dialled us meanwhile).
+                let answered: Vec<ConnectionId> = self
+                    .pending_dials
+                    .iter()
+                    .filter(|(id, dial)| **id == connection_id || dial.peer == peer_id)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in answered {
+                    if let Some(dial) = self.pending_dials.remove(&id) {
+                        dial.answer(Ok(()));
+                    }
                 }
             }
-            SwarmEvent::OutgoingConnectionError { connection_id, peer_id, error } => {
-                if let Some(reply) = self.pending_dials.remove(&connection_id) {
+            SwarmEvent::OutgoingConnectionError { connection_id, error, .. } => {
+                if let Some(dial) = self.pending_dials.remove(&connection_id) {
                     // A connection the peer opened meanwhile serves as well as this dial's.
-                    let connected = peer_id.is_some_and(|p| self.swarm.is_connected(&p));
-                    if connected {
-                        let _ = reply.send(Ok(()));
+                    if self.swarm.is_connected(&dial.peer) {
+                        dial.answer(Ok(()));
                     } else {
                         let why = super::dial_error::describe(&error);
-                        tracing::debug!(peer = ?peer_id, "dial failed: {why}");
-                        let _ = reply.send(Err(Error::Dial(why.into())));
+                        tracing::debug!(peer = %dial.peer, "dial failed: {why}");
+                        dial.answer(Err(&why));
                     }
                 }
             }
