@@ -300,10 +300,14 @@ const OPEN_TRY: Duration = Duration::from_secs(3);
 /// Concurrent requests to a new executor share one dial and so one connection (extra ones
 /// would get closed, taking streams with them); a slow dial holds up only requests to the same
 /// executor.
-async fn connect(links: &Links<'_>, executor: &Candidate, wait: Duration) -> Result<(), String> {
+async fn connect(
+    network: &NetworkHandle,
+    executor: &Candidate,
+    wait: Duration,
+) -> Result<(), String> {
     // Open streams only on an established connection: a stream requested while a connection
     // is still being set up can be lost by the stream behaviour.
-    let dial = links.network.connect(executor.peer, executor.addrs.clone());
+    let dial = network.connect(executor.peer, executor.addrs.clone());
     match tokio::time::timeout(wait, dial).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => {
@@ -324,7 +328,7 @@ async fn open(
     let wait = limits.idle.min(limits.deadline.saturating_duration_since(Instant::now()));
     let until = Instant::now() + wait;
     if !network.is_connected(&executor.peer) {
-        connect(links, executor, wait).await?;
+        connect(network, executor, wait).await?;
     }
     // Each try is bounded; a lost stream request is retried on the same connection.
     let mut last = format!("no connection within {wait:?}");

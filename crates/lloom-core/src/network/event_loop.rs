@@ -332,13 +332,7 @@ impl EventLoop {
                 }
                 self.reservations.on_listener_closed(listener_id);
             }
-            SwarmEvent::ConnectionEstablished {
-                peer_id,
-                connection_id,
-                num_established,
-                endpoint,
-                ..
-            } => {
+            SwarmEvent::ConnectionEstablished { peer_id, num_established, endpoint, .. } => {
                 if endpoint.is_relayed() {
                     self.stats.relayed_connections += 1;
                 } else if endpoint.is_dialer() {
@@ -348,29 +342,16 @@ impl EventLoop {
                     self.connected.insert(peer_id);
                     self.emit(NetworkEvent::PeerConnected(peer_id));
                 }
-                // This dial's connection, or any other to the peer (it dialled us meanwhile).
-                let answered: Vec<ConnectionId> = self
-                    .pending_dials
-                    .iter()
-                    .filter(|(id, dial)| **id == connection_id || dial.peer == peer_id)
-                    .map(|(id, _)| *id)
-                    .collect();
-                for id in answered {
-                    if let Some(dial) = self.pending_dials.remove(&id) {
-                        dial.answer(Ok(()));
-                    }
+                // The dial's own connection, or one the peer opened meanwhile: both serve.
+                for (_, dial) in self.pending_dials.extract_if(|_, dial| dial.peer == peer_id) {
+                    dial.answer(Ok(()));
                 }
             }
             SwarmEvent::OutgoingConnectionError { connection_id, error, .. } => {
                 if let Some(dial) = self.pending_dials.remove(&connection_id) {
-                    // A connection the peer opened meanwhile serves as well as this dial's.
-                    if self.swarm.is_connected(&dial.peer) {
-                        dial.answer(Ok(()));
-                    } else {
-                        let why = super::dial_error::describe(&error);
-                        tracing::debug!(peer = %dial.peer, "dial failed: {why}");
-                        dial.answer(Err(&why));
-                    }
+                    let why = super::dial_error::describe(&error);
+                    tracing::debug!(peer = %dial.peer, "dial failed: {why}");
+                    dial.answer(Err(&why));
                 }
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
