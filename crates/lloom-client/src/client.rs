@@ -18,19 +18,16 @@
 //! ```
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use lloom_core::group_commit::{CommitDelay, GroupCommit};
-use lloom_core::network::{
-    Multiaddr, NetworkConfig, NetworkEvent, NetworkHandle, peer_id_of, start,
-};
+use lloom_core::network::{NetworkConfig, NetworkEvent, NetworkHandle, peer_id_of, start};
 use lloom_core::wire::request_hash;
 use lloom_core::{
     Address, DigestedRequest, ErrorCode, FinishReason, NodeKey, PeerId, RequestBody,
-    RequestCommitment, SignedRequest, SignedResponse, U256, VerifyPolicy, unix_now,
+    RequestCommitment, SignedRequest, SignedResponse, U256, unix_now,
 };
 use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
@@ -39,103 +36,18 @@ use crate::attempt::{self, AttemptFailure, AttemptLimits, Links};
 pub use crate::chat::{
     AttemptReport, ChatEvent, ChatRequest, ChatStream, RESPONSE_CHECKS, Receipt,
 };
+pub use crate::config::ClientConfig;
 use crate::directory::{Candidate, Directory, ModelRow};
 use crate::error::{Error, Result};
 use crate::nonce::NonceSource;
 use crate::receipts::{ReceiptStore, StoredReceipt};
-use crate::routing::{Router, Strategy};
+use crate::routing::Router;
 use crate::stream_pool::StreamPool;
 
 /// Longest wait for a DHT lookup of a model no registry knows.
 const DHT_LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest wait for validators' current addresses of an executor its listed ones failed to reach.
 const READDRESS_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// How the client joins the network and treats requests. Build it with the setter methods.
-#[derive(Clone, Debug)]
-pub struct ClientConfig {
-    /// Validators to ask, with `/p2p/<id>`.
-    pub bootstrap: Vec<Multiaddr>,
-    /// Find validators on the local network with mDNS.
-    pub mdns: bool,
-    /// Addresses to listen on (`None`: all interfaces, TCP, when mDNS is on; none otherwise).
-    /// A client that listens lets executors behind NAT connect back to it directly after a
-    /// relayed first contact (DCUtR hole punching).
-    pub listen: Option<Vec<Multiaddr>>,
-    /// Verification policy (domain, clock skew, limits).
-    pub policy: VerifyPolicy,
-    /// How executors are chosen.
-    pub strategy: Strategy,
-    /// How long to wait for validators.
-    pub discovery_timeout: Duration,
-    /// Oldest announcement accepted from a validator, in seconds.
-    pub max_announcement_age_secs: u64,
-    /// Most executors tried for one request.
-    pub max_attempts: u32,
-    /// Longest wait for any frame of an answer (the first token included).
-    pub idle_timeout: Duration,
-    /// Where nonces persist; `None` keeps them in memory.
-    pub nonce_file: Option<PathBuf>,
-    /// How long a fetched directory is used before validators are asked again.
-    pub directory_ttl: Duration,
-    /// Where verified receipts are kept (`None`: not kept).
-    pub receipts: Option<Arc<ReceiptStore>>,
-    /// Refuse to sign requests whose worst-case cost exceeds the escrow (`None`: no check).
-    pub escrow_guard: Option<Arc<crate::escrow::EscrowGuard>>,
-}
-
-impl Default for ClientConfig {
-    fn default() -> Self {
-        Self {
-            bootstrap: Vec::new(),
-            mdns: false,
-            listen: None,
-            policy: VerifyPolicy::default(),
-            strategy: Strategy::Balanced,
-            discovery_timeout: Duration::from_secs(10),
-            max_announcement_age_secs: 60,
-            max_attempts: 3,
-            idle_timeout: Duration::from_secs(30),
-            nonce_file: None,
-            directory_ttl: Duration::from_secs(5),
-            receipts: None,
-            escrow_guard: None,
-        }
-    }
-}
-
-impl ClientConfig {
-    /// Validators to bootstrap from.
-    pub fn bootstrap(mut self, addrs: Vec<Multiaddr>) -> Self {
-        self.bootstrap = addrs;
-        self
-    }
-    /// Turns mDNS discovery on or off.
-    pub fn mdns(mut self, on: bool) -> Self {
-        self.mdns = on;
-        self
-    }
-    /// Sets the routing strategy.
-    pub fn strategy(mut self, strategy: Strategy) -> Self {
-        self.strategy = strategy;
-        self
-    }
-    /// Persists nonces in `file`.
-    pub fn nonce_file(mut self, file: PathBuf) -> Self {
-        self.nonce_file = Some(file);
-        self
-    }
-    /// Checks the client's escrow before signing.
-    pub fn escrow_guard(mut self, guard: crate::escrow::EscrowGuard) -> Self {
-        self.escrow_guard = Some(Arc::new(guard));
-        self
-    }
-    /// Sets the verification policy.
-    pub fn policy(mut self, policy: VerifyPolicy) -> Self {
-        self.policy = policy;
-        self
-    }
-}
 
 struct Inner {
     key: NodeKey,

@@ -27,6 +27,7 @@ mod chain_cli;
 mod chat;
 pub mod cli;
 pub mod client;
+mod config;
 pub mod directory;
 pub mod error;
 pub mod escrow;
