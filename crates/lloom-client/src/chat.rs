@@ -52,7 +52,8 @@ pub struct AttemptReport {
     pub executor: Address,
     /// Why it failed, or `None` for the attempt that answered.
     pub failure: Option<AttemptFailure>,
-    /// The cooldown it was given.
+    /// The cooldown it was given: `None` for the attempt that answered, and for a try at
+    /// addresses the executor had left (it is tried again where it announces itself now).
     pub cooldown: Option<Duration>,
 }
 

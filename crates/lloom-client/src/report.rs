@@ -34,8 +34,10 @@ pub fn render_receipt(receipt: &Receipt, verbose: bool) -> String {
     if verbose || !failed.is_empty() {
         for attempt in failed {
             let failure = attempt.failure.as_ref().map(ToString::to_string).unwrap_or_default();
-            let cooldown =
-                attempt.cooldown.map(|d| format!(" (cooled down {d:?})")).unwrap_or_default();
+            let cooldown = match attempt.cooldown {
+                Some(d) => format!(" (cooled down {d:?})"),
+                None => " (it had moved: tried again where it announces itself now)".to_owned(),
+            };
             lines.push(format!("  ✗ {}: {failure}{cooldown}", attempt.executor));
         }
     }
@@ -64,6 +66,7 @@ pub fn receipt_json(receipt: &Receipt) -> serde_json::Value {
         "attempts": receipt.attempts.iter().map(|a| serde_json::json!({
             "executor": a.executor.to_checksum(None),
             "failure": a.failure.as_ref().map(ToString::to_string),
+            "cooldown_secs": a.cooldown.map(|d| d.as_secs_f64()),
         })).collect::<Vec<_>>(),
     })
 }

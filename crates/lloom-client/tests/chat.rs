@@ -312,6 +312,8 @@ async fn an_executor_that_went_away_is_passed_over_as_soon_as_its_dial_fails() {
     assert_eq!(receipt.attempts[0].executor, gone_key.address());
     assert_failed_dial(receipt.attempts[0].failure.as_ref());
     assert!(receipt.attempts[0].cooldown.is_some(), "it is cooled down");
+    let json = lloom_client::report::receipt_json(&receipt);
+    assert_eq!(json["attempts"][0]["cooldown_secs"], 5.0, "{json}");
 }
 
 /// An executor a client listed that restarted on other ports (with `script` there), once the
@@ -356,6 +358,10 @@ async fn an_executor_that_restarted_elsewhere_is_reached_where_it_announces_itse
     assert_failed_dial(receipt.attempts[0].failure.as_ref());
     assert_eq!(receipt.attempts[0].cooldown, None);
     assert_eq!(receipt.attempts[1].failure, None);
+    let shown = lloom_client::report::render_receipt(&receipt, true);
+    assert!(shown.contains("it had moved: tried again where it announces itself now"), "{shown}");
+    let json = lloom_client::report::receipt_json(&receipt);
+    assert!(json["attempts"][0]["cooldown_secs"].is_null(), "{json}");
     let stats = client.executor_stats().await;
     let (_, stats) = stats.iter().find(|(a, _)| *a == key.address()).unwrap();
     assert_eq!((stats.failures, stats.cooldown_until), (0, None));
