@@ -85,6 +85,8 @@ pub(crate) struct Failed {
 pub(crate) struct AttemptLimits {
     /// Longest wait for any frame (first token included).
     pub(crate) idle: Duration,
+    /// Longest wait for a connection.
+    pub(crate) connect: Duration,
     /// The request's deadline.
     pub(crate) deadline: Instant,
 }
@@ -328,7 +330,7 @@ async fn open(
     let wait = limits.idle.min(limits.deadline.saturating_duration_since(Instant::now()));
     let until = Instant::now() + wait;
     if !network.is_connected(&executor.peer) {
-        connect(network, executor, wait).await?;
+        connect(network, executor, wait.min(limits.connect)).await?;
     }
     // Each try is bounded; a lost stream request is retried on the same connection.
     let mut last = format!("no connection within {wait:?}");

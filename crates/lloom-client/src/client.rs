@@ -385,7 +385,11 @@ impl Client {
                 return Err(Error::State("the answer was dropped".into()));
             }
             attempts += 1;
-            let limits = AttemptLimits { idle: inner.config.idle_timeout, deadline };
+            let limits = AttemptLimits {
+                idle: inner.config.idle_timeout,
+                connect: inner.config.connect_timeout,
+                deadline,
+            };
             let links = Links { network: &inner.network, streams: &inner.streams };
             let attempt_started = Instant::now();
             let outcome =

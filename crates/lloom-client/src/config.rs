@@ -33,6 +33,9 @@ pub struct ClientConfig {
     pub max_attempts: u32,
     /// Longest wait for any frame of an answer (the first token included).
     pub idle_timeout: Duration,
+    /// Longest wait for a connection to an executor: a dial that hangs (an address that drops
+    /// packets, or accepts and says nothing) fails over after this.
+    pub connect_timeout: Duration,
     /// Where nonces persist; `None` keeps them in memory.
     pub nonce_file: Option<PathBuf>,
     /// How long a fetched directory is used before validators are asked again.
@@ -55,6 +58,7 @@ impl Default for ClientConfig {
             max_announcement_age_secs: 60,
             max_attempts: 3,
             idle_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
             nonce_file: None,
             directory_ttl: Duration::from_secs(5),
             receipts: None,

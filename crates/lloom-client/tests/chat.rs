@@ -377,9 +377,12 @@ async fn an_executor_busy_where_it_moved_to_is_reported_busy() {
     assert!(matches!(err, Error::AllBusy { retry_after_secs: 1 }), "{err:?}");
 }
 
-/// An executor of model `quiet` whose announced address accepts connections and says nothing
-/// (every dial to it hangs in its handshake); returns what keeps it up.
-async fn silent_executor(bootstrap: &[Multiaddr]) -> (Announcer, tokio::task::JoinHandle<()>) {
+/// An executor of `model` at 1 wei a token whose announced address accepts connections and
+/// says nothing (every dial to it hangs in its handshake); returns what keeps it up.
+async fn silent_executor(
+    bootstrap: &[Multiaddr],
+    model: &str,
+) -> (Announcer, tokio::task::JoinHandle<()>) {
     let node = lloom_core::network::test_utils::TestNode::spawn_with(NetworkConfig {
         bootstrap: bootstrap.to_vec(),
         ..NetworkConfig::local()
@@ -396,7 +399,7 @@ async fn silent_executor(bootstrap: &[Multiaddr]) -> (Announcer, tokio::task::Jo
             open.push(socket);
         }
     });
-    let offers = vec![ModelOffer { model: "quiet".into(), ..offer(1) }];
+    let offers = vec![ModelOffer { model: model.into(), ..offer(1) }];
     let body = AnnouncementBody { offers, load: Default::default(), listen_addrs: vec![addr] };
     (Announcer::spawn(key, handle, body, AnnouncerConfig::default()), held)
 }
@@ -405,7 +408,7 @@ async fn silent_executor(bootstrap: &[Multiaddr]) -> (Announcer, tokio::task::Jo
 async fn a_dial_that_hangs_holds_up_no_request_to_another_executor() {
     let dir = tempfile::tempdir().unwrap();
     let (_v, addrs) = validator().await;
-    let (_silent, held) = silent_executor(&addrs).await;
+    let (_silent, held) = silent_executor(&addrs, "quiet").await;
     let (_good, good_key) = executor(&addrs, Script::answer(MODEL, "Paris."), 1, &dir).await;
     let client = client_that_keeps_its_directory(&addrs, 2).await;
 
@@ -417,6 +420,34 @@ async fn a_dial_that_hangs_holds_up_no_request_to_another_executor() {
     assert_eq!((receipt.executor, receipt.text.as_str()), (good_key.address(), "Paris."));
     assert!(!hung.is_finished(), "the request to the silent executor is still dialling");
     hung.abort();
+    held.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dial_that_hangs_fails_over_after_the_connect_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_v, addrs) = validator().await;
+    // The silent executor is the cheapest; the answer must come from the other one well
+    // within the request's 5 s, long before libp2p would give the handshake up by itself.
+    let (_silent, held) = silent_executor(&addrs, MODEL).await;
+    let (_good, good_key) = executor(&addrs, Script::answer(MODEL, "Paris."), 5, &dir).await;
+    let config = ClientConfig {
+        idle_timeout: WAIT * 4,
+        connect_timeout: Duration::from_secs(1),
+        ..ClientConfig::default()
+    }
+    .bootstrap(addrs.clone())
+    .strategy(Strategy::Cheapest);
+    let client = connect(config, 2).await;
+    let request = ChatRequest { timeout: Duration::from_secs(5), ..ask() };
+    let receipt = client.chat(request).await.unwrap().collect().await.unwrap();
+    assert_eq!((receipt.executor, receipt.text.as_str()), (good_key.address(), "Paris."));
+    match &receipt.attempts[0].failure {
+        Some(AttemptFailure::Unreachable(why)) => {
+            assert!(why.contains("no connection within 1s"), "{why}");
+        }
+        other => panic!("expected the connect timeout: {other:?}"),
+    }
     held.abort();
 }
 
