@@ -71,9 +71,9 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: std::net::SocketAddr,
-    /// How to choose executors.
-    #[arg(long, value_enum, default_value_t = Strategy::Balanced)]
-    pub strategy: Strategy,
+    /// How executors are chosen and waited for.
+    #[command(flatten)]
+    pub routing: RoutingArgs,
     /// `max_tokens` for requests that give none.
     #[arg(long, default_value_t = 256)]
     pub default_max_tokens: u32,
@@ -111,9 +111,9 @@ pub struct ChatArgs {
     /// Highest acceptable price per token (input and output), in wei.
     #[arg(long)]
     pub max_price: Option<U256>,
-    /// How to choose the executor.
-    #[arg(long, value_enum, default_value_t = Strategy::Balanced)]
-    pub strategy: Strategy,
+    /// How executors are chosen and waited for.
+    #[command(flatten)]
+    pub routing: RoutingArgs,
     /// Seconds for the whole request, failovers included.
     #[arg(long, default_value_t = 120)]
     pub request_timeout_secs: u64,
@@ -142,6 +142,20 @@ pub struct EscrowArgs {
 
 /// The model asked for when none is named.
 pub const DEFAULT_MODEL: &str = "SmolLM2-135M-Instruct";
+
+/// How executors are chosen and how long one is waited for.
+#[derive(Args, Debug, Clone)]
+pub struct RoutingArgs {
+    /// How to choose executors.
+    #[arg(long, value_enum, default_value_t = Strategy::Balanced)]
+    pub strategy: Strategy,
+    /// Seconds to wait for a connection to an executor before failing over.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub connect_timeout_secs: u64,
+    /// Seconds to wait for any part of an answer (the first token included) before failing over.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_secs: u64,
+}
 
 /// How the client finds the network.
 #[derive(Args, Debug, Clone)]
@@ -223,7 +237,7 @@ fn client_key(node: &NodeArgs) -> Result<NodeKey> {
 async fn connect(
     discovery: &DiscoveryArgs,
     node: &NodeArgs,
-    strategy: Strategy,
+    routing: &RoutingArgs,
     escrow: &EscrowArgs,
 ) -> Result<Client> {
     let discovery = discovery.merged(&node.config_file()?);
@@ -244,7 +258,9 @@ async fn connect(
         bootstrap: discovery.bootstrap.clone(),
         mdns: !discovery.no_mdns,
         listen: (!discovery.p2p_listen.is_empty()).then(|| discovery.p2p_listen.clone()),
-        strategy,
+        strategy: routing.strategy,
+        connect_timeout: Duration::from_secs(routing.connect_timeout_secs),
+        idle_timeout: Duration::from_secs(routing.idle_timeout_secs),
         discovery_timeout: Duration::from_secs(discovery.timeout_secs.unwrap_or(10)),
         max_announcement_age_secs: discovery.max_age_secs.unwrap_or(60),
         nonce_file: Some(nonce_file),
@@ -259,7 +275,7 @@ async fn connect(
 async fn serve(args: &ServeArgs, node: &NodeArgs, out: &mut (dyn Write + Send)) -> Result<()> {
     let stop = lloom_core::cli::ShutdownSignal::install()?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    let client = connect(&args.discovery, node, args.strategy, &args.escrow).await?;
+    let client = connect(&args.discovery, node, &args.routing, &args.escrow).await?;
     let config = GatewayConfig {
         max_body_bytes: args.max_body_bytes,
         default_max_tokens: args.default_max_tokens,
@@ -280,7 +296,7 @@ async fn serve(args: &ServeArgs, node: &NodeArgs, out: &mut (dyn Write + Send)) 
 }
 
 async fn chat(args: &ChatArgs, node: &NodeArgs, out: &mut (dyn Write + Send)) -> Result<()> {
-    let client = connect(&args.discovery, node, args.strategy, &args.escrow).await?;
+    let client = connect(&args.discovery, node, &args.routing, &args.escrow).await?;
     let mut request = ChatRequest::user(&args.model, &args.prompt);
     if let Some(system) = &args.system {
         request
@@ -489,7 +505,21 @@ mod tests {
         let cli =
             Cli::try_parse_from(["lloom-client", "chat", "hi", "--strategy", "cheapest"]).unwrap();
         let Command::Chat(args) = cli.command else { panic!("expected chat") };
-        assert_eq!((args.model.as_str(), args.strategy), (DEFAULT_MODEL, Strategy::Cheapest));
+        assert_eq!(
+            (args.model.as_str(), args.routing.strategy),
+            (DEFAULT_MODEL, Strategy::Cheapest)
+        );
+        assert_eq!((args.routing.connect_timeout_secs, args.routing.idle_timeout_secs), (10, 30));
+        let cli = Cli::try_parse_from(["lloom-client", "serve", "--connect-timeout-secs", "3"]);
+        let Command::Serve(args) = cli.unwrap().command else { panic!("expected serve") };
+        assert_eq!(args.routing.connect_timeout_secs, 3);
+        for bad in ["0", "-1", "soon"] {
+            let cli =
+                Cli::try_parse_from(["lloom-client", "chat", "hi", "--idle-timeout-secs", bad]);
+            assert!(cli.is_err(), "--idle-timeout-secs {bad}");
+            let cli = Cli::try_parse_from(["lloom-client", "serve", "--connect-timeout-secs", bad]);
+            assert!(cli.is_err(), "--connect-timeout-secs {bad}");
+        }
         assert!(
             Cli::try_parse_from(["lloom-client", "chat", "hi", "--strategy", "random"]).is_err()
         );
