@@ -37,7 +37,7 @@ pub use crate::chat::{
     AttemptReport, ChatEvent, ChatRequest, ChatStream, RESPONSE_CHECKS, Receipt,
 };
 pub use crate::config::ClientConfig;
-use crate::directory::{Candidate, Directory, ModelRow};
+use crate::directory::{Candidate, DhtFinds, Directory, ModelRow};
 use crate::error::{Error, Result};
 use crate::nonce::NonceSource;
 use crate::receipts::{ReceiptStore, StoredReceipt};
@@ -55,6 +55,8 @@ struct Inner {
     network: NetworkHandle,
     validators: Vec<PeerId>,
     directory: Mutex<(Directory, Option<Instant>)>,
+    /// Executors found through the DHT, carried into each refreshed directory.
+    dht_finds: Mutex<DhtFinds>,
     router: Mutex<Router>,
     nonces: NonceSource,
     /// Request streams kept open between exchanges, by executor.
@@ -186,6 +188,7 @@ impl Client {
             network,
             validators,
             directory: Mutex::new((Directory::default(), None)),
+            dht_finds: Mutex::new(DhtFinds::default()),
             nonces,
             streams: StreamPool::default(),
             network_task,
@@ -206,6 +209,9 @@ impl Client {
     }
 
     /// Fetches every validator's registry again; returns how many executors are known.
+    ///
+    /// Executors found through the DHT that no validator lists stay in the directory until
+    /// their announcement ages out.
     pub async fn refresh(&self) -> Result<usize> {
         let inner = &self.inner;
         let mut fresh = Directory::default();
@@ -226,6 +232,11 @@ impl Client {
         {
             return Err(e);
         }
+        inner.dht_finds.lock().await.carry_into(
+            &mut fresh,
+            &inner.config.policy,
+            inner.config.max_announcement_age_secs,
+        );
         let count = fresh.len();
         *inner.directory.lock().await = (fresh, Some(Instant::now()));
         Ok(count)
@@ -274,8 +285,15 @@ impl Client {
                 inner.config.max_announcement_age_secs,
             )
             .await?;
+        let found = found.into_executors();
+        {
+            let mut finds = inner.dht_finds.lock().await;
+            for (peer, announcement) in found.values() {
+                finds.remember(*peer, announcement.clone());
+            }
+        }
         let mut directory = inner.directory.lock().await;
-        for (_, (peer, announcement)) in found.into_executors() {
+        for (_, (peer, announcement)) in found {
             let info = lloom_core::registry_query::ExecutorInfo {
                 announcement,
                 peer_id: peer.to_string(),

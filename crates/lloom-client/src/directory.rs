@@ -21,6 +21,8 @@ use crate::error::{Error, Result};
 const MAX_PAGES: usize = 1_000;
 /// Most executors the directory holds.
 const MAX_EXECUTORS: usize = 100_000;
+/// Most executors found through the DHT that a client carries over its refreshes.
+const MAX_DHT_FINDS: usize = 1_024;
 
 /// One model across the executors that serve it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -221,6 +223,55 @@ impl Directory {
     }
 }
 
+/// Executors found through the DHT, which no validator may list (a validator that has not
+/// heard them yet, or one that is full). A refresh replaces the directory with what the
+/// validators list, so these are carried into each fresh one until a validator lists them
+/// too or their announcement ages out; otherwise every refresh would drop them and the next
+/// chat for their model would pay for another DHT lookup.
+#[derive(Debug, Default)]
+pub struct DhtFinds {
+    executors: BTreeMap<Address, (PeerId, SignedAnnouncement)>,
+}
+
+impl DhtFinds {
+    /// Remembers a verified find (the newest announcement of each executor, at most
+    /// [`MAX_DHT_FINDS`] executors).
+    pub fn remember(&mut self, peer: PeerId, announcement: SignedAnnouncement) {
+        let executor = announcement.executor();
+        let newer = self
+            .executors
+            .get(&executor)
+            .is_none_or(|(_, held)| held.commitment.sequence < announcement.commitment.sequence);
+        let room = self.executors.len() < MAX_DHT_FINDS || self.executors.contains_key(&executor);
+        if newer && room {
+            self.executors.insert(executor, (peer, announcement));
+        }
+    }
+
+    /// Adds the finds to `directory`, verified again. A find the directory already holds as
+    /// new (a validator lists it), or refuses (aged out, withdrawn), is forgotten.
+    pub fn carry_into(&mut self, directory: &mut Directory, policy: &VerifyPolicy, max_age: u64) {
+        self.executors.retain(|_, (peer, announcement)| {
+            let info = ExecutorInfo {
+                announcement: announcement.clone(),
+                peer_id: peer.to_string(),
+                last_seen: unix_now(),
+            };
+            directory.ingest(info, policy, max_age)
+        });
+    }
+
+    /// Number of finds carried.
+    pub fn len(&self) -> usize {
+        self.executors.len()
+    }
+
+    /// Whether none is carried.
+    pub fn is_empty(&self) -> bool {
+        self.executors.is_empty()
+    }
+}
+
 /// Renders model rows as an aligned table.
 pub fn render_table(rows: &[ModelRow]) -> String {
     if rows.is_empty() {
@@ -314,5 +365,49 @@ mod tests {
         assert!(!directory.ingest(info(&key, 1, &first), &policy, 60), "an older one is ignored");
         assert_eq!(directory.candidates("m")[0].addrs.len(), 2);
         assert!(directory.candidates("other").is_empty());
+    }
+
+    #[test]
+    fn dht_finds_are_carried_until_a_validator_lists_them_or_they_age_out() {
+        let policy = VerifyPolicy::default();
+        let (listed, unlisted, stale) =
+            (NodeKey::generate(), NodeKey::generate(), NodeKey::generate());
+        let mut finds = DhtFinds::default();
+        for key in [&listed, &unlisted] {
+            finds.remember(key.peer_id(), info(key, 1, &[]).announcement);
+        }
+        let old = SignedAnnouncement::sign(
+            &stale,
+            DomainConfig::default(),
+            1,
+            unix_now() - 3_600,
+            info(&stale, 1, &[]).announcement.body,
+            false,
+        )
+        .unwrap();
+        finds.remember(stale.peer_id(), old);
+        assert_eq!(finds.len(), 3);
+
+        // A validator lists `listed` (the same announcement); nobody lists the other two.
+        let mut fresh = Directory::default();
+        assert!(fresh.ingest(info(&listed, 1, &[]), &policy, 60));
+        finds.carry_into(&mut fresh, &policy, 60);
+        assert_eq!(fresh.len(), 2, "the unlisted find is carried, the stale one is not");
+        assert_eq!(finds.len(), 1, "only the unlisted one is still carried");
+        assert_eq!(fresh.rejected(), 1, "the stale one was refused");
+
+        let mut next = Directory::default();
+        finds.carry_into(&mut next, &policy, 60);
+        assert_eq!(next.len(), 1, "and again at the next refresh");
+
+        // An older announcement than the one held does not replace it.
+        finds.remember(
+            unlisted.peer_id(),
+            info(&unlisted, 2, &["/ip4/127.0.0.1/tcp/9"]).announcement,
+        );
+        finds.remember(unlisted.peer_id(), info(&unlisted, 1, &[]).announcement);
+        let mut last = Directory::default();
+        finds.carry_into(&mut last, &policy, 60);
+        assert_eq!(last.candidates("m")[0].addrs.len(), 1);
     }
 }

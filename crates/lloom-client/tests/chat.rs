@@ -611,6 +611,53 @@ async fn a_model_no_registry_listed_yet_is_found_through_the_dht() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_found_through_the_dht_stays_known_across_refreshes() {
+    let dir = tempfile::tempdir().unwrap();
+    // A validator with room for one executor: it never lists the second.
+    let config = ValidatorConfig {
+        network: NetworkConfig { server_mode: true, ..NetworkConfig::local() },
+        registry: lloom_validator::RegistryConfig {
+            max_executors: 1,
+            ..lloom_validator::RegistryConfig::default()
+        },
+        ..ValidatorConfig::default()
+    };
+    let validator = Validator::spawn(&NodeKey::generate(), config).await.unwrap();
+    let addrs = validator.listen_addrs().await.unwrap();
+    let (_listed, _) = executor(&addrs, Script::answer(MODEL, "Paris."), 3, &dir).await;
+    let client = connect(ClientConfig::default().bootstrap(addrs.clone()), 1).await;
+
+    let unlisted_key = NodeKey::generate();
+    let mut unlisted_config = ExecutorConfig::new(dir.path().join("unlisted"));
+    unlisted_config.network = NetworkConfig { bootstrap: addrs, ..NetworkConfig::local() };
+    let unlisted_offer = ModelOffer { model: "unlisted-model".into(), ..offer(4) };
+    let script = Script::answer("unlisted-model", "Found through the DHT.");
+    let unlisted =
+        ServedModel { offer: unlisted_offer, backend: Arc::new(ScriptedBackend::new(script)) };
+    let _unlisted =
+        ExecutorNode::start(&unlisted_key, vec![unlisted], unlisted_config).await.unwrap();
+    let request = ChatRequest { timeout: WAIT, ..ChatRequest::user("unlisted-model", "Where?") };
+    let deadline = Instant::now() + WAIT;
+    let first = loop {
+        match client.chat(request.clone()).await {
+            Ok(stream) => break stream.collect().await.unwrap(),
+            Err(Error::NoExecutor { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    };
+    assert_eq!(first.executor, unlisted_key.address());
+
+    // The validator still lists one executor; the client's refreshed directory keeps both.
+    assert_eq!(client.refresh().await.unwrap(), 2, "the DHT find was dropped by the refresh");
+    let models: Vec<String> = client.models().await.unwrap().into_iter().map(|m| m.model).collect();
+    assert!(models.contains(&"unlisted-model".to_owned()), "{models:?}");
+    let receipt = client.chat(request).await.unwrap().collect().await.unwrap();
+    assert_eq!(receipt.executor, unlisted_key.address());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_no_validator_at_all_an_executor_reached_directly_describes_itself() {
     let dir = tempfile::tempdir().unwrap();
     // No validator: the executor bootstraps from nobody.
