@@ -186,6 +186,15 @@ async fn connect_answers_with_the_outcome_of_its_dial() {
     let elsewhere = connect(stranger, vec![live_addr]).await.unwrap();
     assert!(matches!(elsewhere, Err(Error::Dial(_))), "{elsewhere:?}");
     assert!(!dialer.handle.is_connected(&stranger));
+
+    // `disconnect` closes the connections to a peer, and says when there were none.
+    assert!(dialer.handle.disconnect(live_peer).await.unwrap());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while dialer.handle.is_connected(&live_peer) {
+        assert!(tokio::time::Instant::now() < deadline, "the connection never closed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(!dialer.handle.disconnect(stranger).await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

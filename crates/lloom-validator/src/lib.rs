@@ -10,14 +10,16 @@
 //! - [`error`]: this crate's error type.
 //! - [`service`]: the running validator: network, registry, expiry and peer sync.
 //! - [`registry`]: the model registry fed by verified announcements, and its queries.
+//! - [`liveness`]: dial checks of executors whose connection closed; unreachable ones leave.
 //!
 //! ## Status
-//! This release provides node identity (`keys new | show | import`) and the model registry
-//! as a library. Networking arrives with the network, executor, client and settlement milestones
-//! (see the changelog).
+//! This release provides node identity (`keys new | show | import`) and `start`: a validator
+//! on the network that bootstraps peers, relays for executors behind NAT, keeps the model
+//! registry from verified announcements and answers registry queries (see the changelog).
 
 pub mod cli;
 pub mod error;
+pub mod liveness;
 pub mod registry;
 pub mod service;
 

@@ -1,5 +1,6 @@
 //! The validator service: owns the registry, feeds it verified announcements, answers registry
-//! queries, expires silent executors and converges with peer validators.
+//! queries, expires silent executors, drops those it can no longer reach (see [`crate::liveness`])
+//! and converges with peer validators.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -17,6 +18,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
+use crate::liveness::{CheckOutcome, LivenessChecks, MAX_CHECKS};
 use crate::registry::{Registry, RegistryConfig};
 
 /// Most snapshot pages fetched from one peer validator (bounds the sync).
@@ -66,14 +68,17 @@ impl Validator {
             start(key, config.network.clone(), config.policy).await?;
         let network_task = tokio::spawn(event_loop.run());
         let shutdown = CancellationToken::new();
+        let (outcomes_tx, outcomes) = mpsc::channel(MAX_CHECKS);
         let service = Service {
+            liveness: LivenessChecks::new(network.clone(), outcomes_tx),
             registry: Registry::new(config.registry),
             network: network.clone(),
             policy: config.policy,
             bootstrap,
             synced: HashSet::new(),
         };
-        let task = tokio::spawn(service.run(events, config.expiry_interval, shutdown.clone()));
+        let task =
+            tokio::spawn(service.run(events, outcomes, config.expiry_interval, shutdown.clone()));
         Ok(Self { network, shutdown, task, network_task })
     }
 
@@ -97,12 +102,14 @@ struct Service {
     policy: VerifyPolicy,
     bootstrap: HashSet<PeerId>,
     synced: HashSet<PeerId>,
+    liveness: LivenessChecks,
 }
 
 impl Service {
     async fn run(
         mut self,
         mut events: mpsc::Receiver<NetworkEvent>,
+        mut check_outcomes: mpsc::Receiver<CheckOutcome>,
         expiry_interval: Duration,
         shutdown: CancellationToken,
     ) {
@@ -117,6 +124,7 @@ impl Service {
                     }
                 }
                 Some((peer, ann)) = sync_rx.recv() => self.apply(ann, peer),
+                Some(outcome) = check_outcomes.recv() => self.on_check_outcome(outcome),
                 event = events.recv() => match event {
                     Some(event) => self.on_event(event, &sync_tx).await,
                     None => break,
@@ -130,6 +138,17 @@ impl Service {
         match self.registry.apply(announcement, source, unix_now()) {
             Ok(applied) => tracing::debug!(%executor, ?applied, "registry updated"),
             Err(error) => tracing::debug!(%executor, %error, "announcement not applied"),
+        }
+    }
+
+    fn on_check_outcome(&mut self, outcome: CheckOutcome) {
+        let CheckOutcome { check, unreachable } = outcome;
+        self.liveness.finished(&check.peer);
+        if let Some(reason) = unreachable
+            && self.registry.drop_unreachable(&check)
+        {
+            let executor = check.executor;
+            tracing::info!(%executor, %reason, "executor unreachable: dropped from the registry");
         }
     }
 
@@ -152,6 +171,11 @@ impl Service {
                 let policy = self.policy;
                 let stale_window = self.registry.stale_after_secs();
                 tokio::spawn(sync_from(network, peer, policy, stale_window, sync_tx.clone()));
+            }
+            NetworkEvent::PeerDisconnected(peer) => {
+                if let Some(check) = self.registry.liveness_check(&peer) {
+                    self.liveness.start(check);
+                }
             }
             NetworkEvent::Listening(addr) => tracing::info!(%addr, "validator listening"),
             _ => {}

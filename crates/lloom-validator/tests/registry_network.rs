@@ -47,21 +47,35 @@ fn offer(model: &str, price_in: u64, price_out: u64) -> ModelOffer {
     }
 }
 
-/// Starts an executor node that announces `offers` every 300 ms until its task is aborted.
+/// Starts an executor node that announces `offers` (and no address) every 300 ms until its
+/// task is aborted.
 async fn executor(
     validator: &lloom_core::network::Multiaddr,
     offers: Vec<ModelOffer>,
+) -> (NodeKey, tokio::task::JoinHandle<()>, TestNode) {
+    executor_announcing(validator, offers, false).await
+}
+
+/// [`executor`], announcing its listen address when `with_addr` holds.
+async fn executor_announcing(
+    validator: &lloom_core::network::Multiaddr,
+    offers: Vec<ModelOffer>,
+    with_addr: bool,
 ) -> (NodeKey, tokio::task::JoinHandle<()>, TestNode) {
     let mut node = TestNode::spawn(false, vec![validator.clone()]).await.unwrap();
     node.wait_for(|e| matches!(e, NetworkEvent::Subscribed(_)).then_some(())).await.unwrap();
     let key = node.key.clone();
     let handle = node.handle.clone();
+    let listen_addrs = match with_addr {
+        true => vec![node.addr().await.unwrap().to_string()],
+        false => vec![],
+    };
     let heartbeat = tokio::spawn(async move {
         for sequence in 1u64.. {
             let body = AnnouncementBody {
                 offers: offers.clone(),
                 load: ExecutorLoad::default(),
-                listen_addrs: vec![],
+                listen_addrs: listen_addrs.clone(),
             };
             let ann = SignedAnnouncement::sign(
                 &key,
@@ -173,4 +187,40 @@ async fn validator_registry_end_to_end() {
 
     v2.shutdown().await;
     v1.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_the_validator_can_no_longer_reach_leaves_before_its_stale_window() {
+    let stale_secs = 30;
+    let config = ValidatorConfig {
+        registry: RegistryConfig { stale_after_secs: stale_secs, ..RegistryConfig::default() },
+        ..validator_config(vec![])
+    };
+    let v_key = NodeKey::generate();
+    let v = Validator::spawn(&v_key, config).await.unwrap();
+    let v_addr = v.listen_addrs().await.unwrap().remove(0);
+    let (_, _hb_up, up) = executor_announcing(&v_addr, vec![offer("up", 1, 2)], true).await;
+    let (_, hb_gone, gone) = executor_announcing(&v_addr, vec![offer("gone", 1, 2)], true).await;
+    let client = TestNode::spawn(false, vec![v_addr.clone()]).await.unwrap();
+    let v_id = v_key.peer_id();
+    eventually(&client, v_id, |m| executors_of(m, "up") == 1 && executors_of(m, "gone") == 1).await;
+
+    // An executor still up whose connection closed answers the check's dial and stays.
+    assert!(v.network.disconnect(up.key.peer_id()).await.unwrap());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !v.network.is_connected(&up.key.peer_id()) {
+        assert!(tokio::time::Instant::now() < deadline, "the check never dialled it again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // One that crashed (no withdrawal) refuses the dial and leaves at once.
+    hb_gone.abort();
+    gone.task.abort();
+    let crashed = std::time::Instant::now();
+    let listed = eventually(&client, v_id, |m| executors_of(m, "gone") == 0).await;
+    let took = crashed.elapsed();
+    assert!(took < Duration::from_secs(stale_secs / 3), "took the stale path: {took:?}");
+    assert_eq!(executors_of(&listed, "up"), 1, "the live one was dropped: {listed:?}");
+
+    v.shutdown().await;
 }

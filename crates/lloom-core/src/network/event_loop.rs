@@ -235,6 +235,9 @@ impl EventLoop {
                 let addrs = self.swarm.listeners().cloned().map(|a| self.with_p2p(a)).collect();
                 let _ = reply.send(addrs);
             }
+            Command::Disconnect { peer, reply } => {
+                let _ = reply.send(self.swarm.disconnect_peer_id(peer).is_ok());
+            }
             Command::ConnectedPeers { reply } => {
                 let _ = reply.send(self.swarm.connected_peers().copied().collect());
             }

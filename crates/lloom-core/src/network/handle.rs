@@ -26,6 +26,10 @@ pub(crate) enum Command {
         addrs: Vec<Multiaddr>,
         reply: oneshot::Sender<Result<()>>,
     },
+    Disconnect {
+        peer: PeerId,
+        reply: oneshot::Sender<bool>,
+    },
     Publish {
         announcement: Box<SignedAnnouncement>,
         reply: oneshot::Sender<Result<()>>,
@@ -113,6 +117,11 @@ impl NetworkHandle {
     /// timeout). Callers bound the wait: a dial can take as long as the transport allows.
     pub async fn connect(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<()> {
         self.call(|reply| Command::Connect { peer, addrs, reply }).await?
+    }
+
+    /// Closes every connection to `peer`; resolves to whether there was one.
+    pub async fn disconnect(&self, peer: PeerId) -> Result<bool> {
+        self.call(|reply| Command::Disconnect { peer, reply }).await
     }
 
     /// Publishes a signed announcement on the announcement topic.

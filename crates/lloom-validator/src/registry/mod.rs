@@ -7,8 +7,9 @@
 
 mod query;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use lloom_core::network::Multiaddr;
 use lloom_core::{Address, PeerId, SignedAnnouncement};
 
 use crate::error::{Error, Result};
@@ -46,6 +47,24 @@ pub enum Applied {
     Removed,
 }
 
+/// Most executors dropped as unreachable whose last sequence the registry remembers (so a
+/// replay of their last announcement does not list them again).
+const MAX_DROPPED: usize = 10_000;
+
+/// What a liveness check of one listed executor needs: where it says it listens, and which
+/// announcement the check is about (a newer one makes the check's outcome moot).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LivenessCheck {
+    /// The executor.
+    pub executor: Address,
+    /// Its peer id.
+    pub peer: PeerId,
+    /// The sequence of the announcement held when the check began.
+    pub sequence: u64,
+    /// The listen addresses that announcement gives.
+    pub addrs: Vec<Multiaddr>,
+}
+
 #[derive(Clone, Debug)]
 struct Entry {
     announcement: SignedAnnouncement,
@@ -59,12 +78,15 @@ pub struct Registry {
     config: RegistryConfig,
     executors: BTreeMap<Address, Entry>,
     by_model: BTreeMap<String, BTreeSet<Address>>,
+    by_peer: HashMap<PeerId, Address>,
+    /// The last sequence of each executor dropped as unreachable.
+    dropped: HashMap<Address, u64>,
 }
 
 impl Registry {
     /// An empty registry.
     pub fn new(config: RegistryConfig) -> Self {
-        Self { config, executors: BTreeMap::new(), by_model: BTreeMap::new() }
+        Self { config, ..Self::default() }
     }
 
     /// The stale window, in seconds.
@@ -90,6 +112,11 @@ impl Registry {
     pub fn apply(&mut self, ann: SignedAnnouncement, peer_id: PeerId, now: u64) -> Result<Applied> {
         let executor = ann.executor();
         let sequence = ann.commitment.sequence;
+        if let Some(&dropped) = self.dropped.get(&executor)
+            && sequence <= dropped
+        {
+            return Err(Error::StaleAnnouncement { executor, sequence, held: dropped });
+        }
         if let Some(held) = self.executors.get(&executor) {
             let held_sequence = held.announcement.commitment.sequence;
             if sequence <= held_sequence {
@@ -104,9 +131,11 @@ impl Registry {
         if ann.commitment.withdrawn {
             return Ok(Applied::Removed);
         }
+        self.dropped.remove(&executor);
         for offer in &ann.body.offers {
             self.by_model.entry(offer.model.clone()).or_default().insert(executor);
         }
+        self.by_peer.insert(peer_id, executor);
         self.executors.insert(executor, Entry { announcement: ann, peer_id, last_seen: now });
         Ok(if previous { Applied::Updated } else { Applied::Inserted })
     }
@@ -126,8 +155,41 @@ impl Registry {
         stale
     }
 
+    /// What a liveness check of the executor listed for `peer` needs, if one is listed and
+    /// announces an address to check.
+    pub fn liveness_check(&self, peer: &PeerId) -> Option<LivenessCheck> {
+        let executor = *self.by_peer.get(peer)?;
+        let entry = self.executors.get(&executor)?;
+        let addrs: Vec<Multiaddr> =
+            entry.announcement.body.listen_addrs.iter().filter_map(|a| a.parse().ok()).collect();
+        (!addrs.is_empty()).then(|| LivenessCheck {
+            executor,
+            peer: *peer,
+            sequence: entry.announcement.commitment.sequence,
+            addrs,
+        })
+    }
+
+    /// Removes an executor a liveness check could not reach, unless a newer announcement
+    /// came meanwhile; that announcement's sequence and older ones are refused from then on.
+    /// Returns whether it was removed.
+    pub fn drop_unreachable(&mut self, check: &LivenessCheck) -> bool {
+        let current = self.executors.get(&check.executor);
+        if current.is_none_or(|e| e.announcement.commitment.sequence != check.sequence) {
+            return false;
+        }
+        if self.dropped.len() >= MAX_DROPPED {
+            self.dropped.clear();
+        }
+        self.dropped.insert(check.executor, check.sequence);
+        self.remove(&check.executor)
+    }
+
     fn remove(&mut self, executor: &Address) -> bool {
         let Some(entry) = self.executors.remove(executor) else { return false };
+        if self.by_peer.get(&entry.peer_id) == Some(executor) {
+            self.by_peer.remove(&entry.peer_id);
+        }
         for offer in &entry.announcement.body.offers {
             if let Some(set) = self.by_model.get_mut(&offer.model) {
                 set.remove(executor);

@@ -178,3 +178,55 @@ fn pages_are_capped() {
     assert_eq!(page.len(), lloom_core::registry_query::MAX_PAGE as usize);
     assert!(cursor.is_some());
 }
+
+fn announce_at(key: &NodeKey, sequence: u64, addrs: &[&str]) -> SignedAnnouncement {
+    let body = AnnouncementBody {
+        offers: vec![offer("smol", 1, 2, 2048)],
+        load: ExecutorLoad::default(),
+        listen_addrs: addrs.iter().map(|a| (*a).to_owned()).collect(),
+    };
+    SignedAnnouncement::sign(key, DomainConfig::default(), sequence, NOW, body, false).unwrap()
+}
+
+#[test]
+fn a_liveness_check_names_the_announced_addresses_of_the_listed_executor() {
+    let mut reg = Registry::new(RegistryConfig::default());
+    let key = NodeKey::generate();
+    assert_eq!(reg.liveness_check(&key.peer_id()), None, "not listed");
+    let addrs = ["/ip4/127.0.0.1/tcp/4001", "not an address"];
+    reg.apply(announce_at(&key, 3, &addrs), key.peer_id(), NOW).unwrap();
+    let check = reg.liveness_check(&key.peer_id()).unwrap();
+    assert_eq!((check.executor, check.peer, check.sequence), (key.address(), key.peer_id(), 3));
+    assert_eq!(check.addrs, vec!["/ip4/127.0.0.1/tcp/4001".parse::<Multiaddr>().unwrap()]);
+
+    // No address to dial: nothing to check (the stale window applies).
+    let silent = NodeKey::generate();
+    reg.apply(announce_at(&silent, 1, &[]), silent.peer_id(), NOW).unwrap();
+    assert_eq!(reg.liveness_check(&silent.peer_id()), None);
+}
+
+#[test]
+fn an_unreachable_executor_is_dropped_and_its_last_announcement_refused() {
+    let mut reg = Registry::new(RegistryConfig::default());
+    let key = NodeKey::generate();
+    let addrs = ["/ip4/127.0.0.1/tcp/4001"];
+    reg.apply(announce_at(&key, 3, &addrs), key.peer_id(), NOW).unwrap();
+    let check = reg.liveness_check(&key.peer_id()).unwrap();
+
+    // A newer announcement arrived while the dial was under way: the outcome is moot.
+    reg.apply(announce_at(&key, 4, &addrs), key.peer_id(), NOW).unwrap();
+    assert!(!reg.drop_unreachable(&check));
+    assert_eq!(reg.len(), 1);
+
+    let check = reg.liveness_check(&key.peer_id()).unwrap();
+    assert!(reg.drop_unreachable(&check));
+    assert!(reg.is_empty());
+    assert_eq!(reg.liveness_check(&key.peer_id()), None);
+    assert!(!reg.drop_unreachable(&check), "already gone");
+    // A replay of its last announcement does not list it again; a newer one does.
+    let replay = reg.apply(announce_at(&key, 4, &addrs), key.peer_id(), NOW);
+    assert!(matches!(replay, Err(Error::StaleAnnouncement { held: 4, .. })), "{replay:?}");
+    let back = reg.apply(announce_at(&key, 5, &["/ip4/127.0.0.1/tcp/4002"]), key.peer_id(), NOW);
+    assert_eq!(back.unwrap(), Applied::Inserted);
+    assert_eq!(reg.liveness_check(&key.peer_id()).unwrap().sequence, 5);
+}
