@@ -5,6 +5,8 @@
 #
 # Usage: ./scripts/demo.sh ["your question"] [--max-tokens N] [--temperature T] [--json]
 # Build output is cached in ~/.cache/lloom/target (shared with ./scripts/test.sh).
+# LLOOM_CPU=native builds llama.cpp for this CPU's AVX-512/AMX kernels, in a cache of its own
+# (scripts/cpu-tuned-env.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +14,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lloom/target}"
 export PATH="$HOME/.cargo/bin:$PATH"
 
 ./scripts/setup-system.sh >&2
+if [ "${LLOOM_CPU:-}" = native ]; then eval "$(./scripts/cpu-tuned-env.sh)"; fi
 echo "building (the first build compiles llama.cpp: several minutes) ..." >&2
 cargo build --quiet --locked -p lloom-demo
 exec "$CARGO_TARGET_DIR/debug/lloom-demo" "$@"

@@ -4,9 +4,11 @@
 # 127.0.0.1 with mDNS off. Prints how to point a client at it; Ctrl-C stops everything.
 #
 # Usage: scripts/devnet.sh [--model-path PATH]    (extra arguments go to `lloom-executor start`)
-# Environment: LLOOM_DEVNET_DIR (state, default: a temporary directory).
+# Environment: LLOOM_DEVNET_DIR (state, default: a temporary directory); LLOOM_CPU=native
+# (llama.cpp built for this CPU's AVX-512/AMX kernels: scripts/cpu-tuned-env.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${LLOOM_CPU:-}" = native ]; then eval "$(./scripts/cpu-tuned-env.sh)"; fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lloom/target}"
 export PATH="$HOME/.cargo/bin:$PATH"
 

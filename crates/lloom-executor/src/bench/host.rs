@@ -42,6 +42,39 @@ fn describe(cpuinfo: &str, cores: usize) -> String {
     format!("{model}, {cores} {unit}, {simd}")
 }
 
+/// Which of llama.cpp's CPU kernels this build compiled (recorded by the build script).
+pub const LLAMA_CPU_BUILD: &str = env!("LLOOM_LLAMA_CPU_BUILD");
+
+/// A line for a portable build on a CPU with AVX-512 or AMX, which a tuned build runs much
+/// faster (on an AMX host: about 1.8× one stream, 3× eight, 4× prompt processing).
+pub fn tuned_build_hint() -> Option<String> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    hint(&cpuinfo, LLAMA_CPU_BUILD)
+}
+
+/// [`tuned_build_hint`] from the text of `/proc/cpuinfo` and the build's description.
+fn hint(cpuinfo: &str, build: &str) -> Option<String> {
+    if !build.contains("portable") {
+        return None;
+    }
+    let flags = cpuinfo.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        (key.trim() == "flags").then_some(value)
+    })?;
+    let has = |wanted: &str| flags.split_whitespace().any(|flag| flag == wanted);
+    let extra = if has("amx_int8") {
+        "AMX"
+    } else if has("avx512f") {
+        "AVX-512"
+    } else {
+        return None;
+    };
+    Some(format!(
+        "this CPU has {extra}, which this build of llama.cpp leaves unused: \
+         eval \"$(./scripts/cpu-tuned-env.sh)\" before building uses it"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,5 +100,16 @@ mod tests {
             describe("garbage without fields", 8),
             "unknown CPU, 8 cores, none of AVX2/AVX-512"
         );
+    }
+
+    #[test]
+    fn a_portable_build_on_a_cpu_with_more_says_how_to_use_it() {
+        let amx = "flags\t: avx2 avx512f amx_tile amx_int8\n";
+        let hint_amx = hint(amx, "AVX2 (portable)").unwrap();
+        assert!(hint_amx.contains("AMX") && hint_amx.contains("cpu-tuned-env.sh"), "{hint_amx}");
+        assert!(hint("flags: avx2 avx512f", "AVX2 (portable)").unwrap().contains("AVX-512"));
+        assert_eq!(hint("flags: avx2 fma", "AVX2 (portable)"), None, "nothing more to use");
+        assert_eq!(hint(amx, "AVX-512 VNNI AMX"), None, "already tuned");
+        assert_eq!(hint("", "AVX2 (portable)"), None, "no cpuinfo");
     }
 }

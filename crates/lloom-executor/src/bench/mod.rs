@@ -23,7 +23,7 @@ use serde::Serialize;
 use self::baseline::PlainLoop;
 use self::churn::churn_runs;
 pub use self::churn::{ChurnFigures, Scenario, churn_gain};
-pub use self::host::describe_host;
+pub use self::host::{LLAMA_CPU_BUILD, describe_host, tuned_build_hint};
 use self::streams::engine_streams;
 use crate::backend::GenerateRequest;
 use crate::backend::llama::{EngineConfig, LlamaEngine};
@@ -145,6 +145,8 @@ impl Round {
 pub struct EngineBenchReport {
     /// The CPU this ran on: model, cores and the vector instructions ggml can use.
     pub host: String,
+    /// Which of llama.cpp's CPU kernels the build compiled (`AVX2 (portable)` by default).
+    pub build: String,
     /// The model file.
     pub model: String,
     /// CPU threads.
@@ -180,6 +182,10 @@ impl EngineBenchReport {
 impl std::fmt::Display for EngineBenchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "host  {}", self.host)?;
+        writeln!(f, "build llama.cpp for {}", self.build)?;
+        if let Some(hint) = tuned_build_hint() {
+            writeln!(f, "note  {hint}")?;
+        }
         writeln!(
             f,
             "model {} ({} threads, {} GPU layers)",
@@ -368,6 +374,7 @@ pub async fn run_engine_bench(options: &EngineBenchOptions) -> Result<EngineBenc
     };
     Ok(EngineBenchReport {
         host: describe_host(),
+        build: LLAMA_CPU_BUILD.to_owned(),
         model: options.path.display().to_string(),
         threads,
         gpu_layers: config.gpu_layers,
