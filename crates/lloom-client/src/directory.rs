@@ -235,7 +235,7 @@ pub struct DhtFinds {
 
 impl DhtFinds {
     /// Remembers a verified find (the newest announcement of each executor, at most
-    /// [`MAX_DHT_FINDS`] executors).
+    /// 1,024 executors).
     pub fn remember(&mut self, peer: PeerId, announcement: SignedAnnouncement) {
         let executor = announcement.executor();
         let newer = self
