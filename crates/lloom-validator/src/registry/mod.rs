@@ -5,6 +5,7 @@
 //! (`lloom_core::verify_announcement`); it enforces ordering (sequence numbers), capacity and
 //! expiry, and answers the registry query protocol.
 
+mod dropped;
 mod query;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -13,6 +14,7 @@ use lloom_core::network::Multiaddr;
 use lloom_core::{Address, PeerId, SignedAnnouncement};
 
 use crate::error::{Error, Result};
+use dropped::DroppedSequences;
 
 /// How long and how much the registry keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,7 +50,7 @@ pub enum Applied {
 }
 
 /// Most executors dropped as unreachable whose last sequence the registry remembers (so a
-/// replay of their last announcement does not list them again).
+/// replay of their last announcement does not list them again); the oldest is forgotten first.
 const MAX_DROPPED: usize = 10_000;
 
 /// What a liveness check of one listed executor needs: where it says it listens, and which
@@ -73,20 +75,32 @@ struct Entry {
 }
 
 /// The registry. Not thread-safe by itself: one task owns it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Registry {
     config: RegistryConfig,
     executors: BTreeMap<Address, Entry>,
     by_model: BTreeMap<String, BTreeSet<Address>>,
     by_peer: HashMap<PeerId, Address>,
     /// The last sequence of each executor dropped as unreachable.
-    dropped: HashMap<Address, u64>,
+    dropped: DroppedSequences,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new(RegistryConfig::default())
+    }
 }
 
 impl Registry {
     /// An empty registry.
     pub fn new(config: RegistryConfig) -> Self {
-        Self { config, ..Self::default() }
+        Self {
+            config,
+            executors: BTreeMap::new(),
+            by_model: BTreeMap::new(),
+            by_peer: HashMap::new(),
+            dropped: DroppedSequences::new(MAX_DROPPED),
+        }
     }
 
     /// The stale window, in seconds.
@@ -112,7 +126,7 @@ impl Registry {
     pub fn apply(&mut self, ann: SignedAnnouncement, peer_id: PeerId, now: u64) -> Result<Applied> {
         let executor = ann.executor();
         let sequence = ann.commitment.sequence;
-        if let Some(&dropped) = self.dropped.get(&executor)
+        if let Some(dropped) = self.dropped.get(&executor)
             && sequence <= dropped
         {
             return Err(Error::StaleAnnouncement { executor, sequence, held: dropped });
@@ -177,9 +191,6 @@ impl Registry {
         let current = self.executors.get(&check.executor);
         if current.is_none_or(|e| e.announcement.commitment.sequence != check.sequence) {
             return false;
-        }
-        if self.dropped.len() >= MAX_DROPPED {
-            self.dropped.clear();
         }
         self.dropped.insert(check.executor, check.sequence);
         self.remove(&check.executor)
