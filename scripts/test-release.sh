@@ -189,6 +189,9 @@ compose = yaml.safe_load(open(f"{repo}/docker-compose.yml"))
 assert {"anvil", "validator", "executor", "gateway"} <= set(compose["services"])
 for name, service in compose["services"].items():
     assert "build" in service, name
+    # A gateway served without API keys is published on the host's loopback alone.
+    if "--allow-unauthenticated" in " ".join(service.get("command", [])):
+        assert all(p.startswith("127.0.0.1:") for p in service.get("ports", [])), name
 PY
 }
 t_dockerfiles_pass_hadolint() {

@@ -12,7 +12,7 @@ use lloom_core::{ChatMessage, NodeKey, U256, VerifyPolicy};
 use crate::client::{ChatEvent, ChatRequest, Client, ClientConfig, Receipt};
 use crate::directory::{Directory, ModelRow, render_table};
 use crate::error::{Error, Result};
-use crate::gateway::GatewayConfig;
+use crate::gateway::{ApiKeys, GatewayConfig};
 use crate::receipts::ReceiptStore;
 use crate::report::{receipt_json, render_receipt};
 use crate::routing::{RouteFilter, Strategy};
@@ -83,6 +83,21 @@ pub struct ServeArgs {
     /// Seconds for one completion, failovers included.
     #[arg(long, default_value_t = 120)]
     pub request_timeout_secs: u64,
+    /// Most completions under way at once (streams until they end); more get a 429.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub max_concurrent: u32,
+    /// A key every `/v1/*` request must present as `Authorization: Bearer <key>` (16 to 256
+    /// printable characters); prefer the environment variable, which `ps` does not show.
+    #[arg(long, env = "LLOOM_GATEWAY_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// A file of keys, one per line as `NAME KEY` or `KEY` (`#` starts a comment); each name
+    /// labels its key's usage in `/metrics`.
+    #[arg(long, env = "LLOOM_GATEWAY_API_KEY_FILE")]
+    pub api_key_file: Option<std::path::PathBuf>,
+    /// Listen on a non-loopback address without API keys, letting anyone who reaches it spend
+    /// this client's funds.
+    #[arg(long)]
+    pub allow_unauthenticated: bool,
     /// How to find the network.
     #[command(flatten)]
     pub discovery: DiscoveryArgs,
@@ -273,17 +288,25 @@ async fn connect(
 }
 
 async fn serve(args: &ServeArgs, node: &NodeArgs, out: &mut (dyn Write + Send)) -> Result<()> {
+    let api_keys = gateway_keys(args)?;
     let stop = lloom_core::cli::ShutdownSignal::install()?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let client = connect(&args.discovery, node, &args.routing, &args.escrow).await?;
+    let access = match api_keys.len() {
+        0 => "no API key asked for".to_owned(),
+        1 => "1 API key".to_owned(),
+        n => format!("{n} API keys"),
+    };
     let config = GatewayConfig {
         max_body_bytes: args.max_body_bytes,
         default_max_tokens: args.default_max_tokens,
         request_timeout: Duration::from_secs(args.request_timeout_secs),
+        api_keys,
+        max_concurrent: args.max_concurrent as usize,
     };
     writeln!(
         out,
-        "OpenAI-compatible gateway on http://{}/v1 (client {})",
+        "OpenAI-compatible gateway on http://{}/v1 (client {}; {access})",
         listener.local_addr()?,
         client.address().to_checksum(None)
     )?;
@@ -293,6 +316,20 @@ async fn serve(args: &ServeArgs, node: &NodeArgs, out: &mut (dyn Write + Send)) 
     writeln!(out, "shutting down")?;
     client.shutdown();
     Ok(())
+}
+
+/// The gateway's API keys; refuses to expose an open gateway beyond loopback unless asked to.
+fn gateway_keys(args: &ServeArgs) -> Result<ApiKeys> {
+    let keys = ApiKeys::load(args.api_key.as_deref(), args.api_key_file.as_deref())?;
+    if keys.is_empty() && !args.listen.ip().is_loopback() && !args.allow_unauthenticated {
+        return Err(Error::ApiKeys(format!(
+            "{} is reachable from other machines, and the gateway spends this client's funds: \
+             give --api-key (or LLOOM_GATEWAY_API_KEY) or --api-key-file, or pass \
+             --allow-unauthenticated to serve it open",
+            args.listen
+        )));
+    }
+    Ok(keys)
 }
 
 async fn chat(args: &ChatArgs, node: &NodeArgs, out: &mut (dyn Write + Send)) -> Result<()> {
@@ -497,6 +534,29 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    fn serve_args(line: &[&str]) -> ServeArgs {
+        let cli = Cli::try_parse_from([&["lloom-client", "serve"], line].concat()).unwrap();
+        let Command::Serve(args) = cli.command else { panic!("expected serve") };
+        args
+    }
+
+    #[test]
+    fn an_open_gateway_is_refused_beyond_loopback_unless_asked_for() {
+        let key = ["--api-key", "0123456789abcdef0123"];
+        assert!(gateway_keys(&serve_args(&[])).unwrap().is_empty());
+        assert!(gateway_keys(&serve_args(&["--listen", "[::1]:8080"])).unwrap().is_empty());
+        let error = gateway_keys(&serve_args(&["--listen", "0.0.0.0:8080"])).unwrap_err();
+        let error = error.to_string();
+        assert!(error.contains("0.0.0.0:8080 is reachable from other machines"), "{error}");
+        assert!(error.contains("--allow-unauthenticated"), "{error}");
+        let open = serve_args(&["--listen", "0.0.0.0:8080", "--allow-unauthenticated"]);
+        assert!(gateway_keys(&open).unwrap().is_empty());
+        let keyed = serve_args(&[&["--listen", "0.0.0.0:8080"][..], &key].concat());
+        assert_eq!(gateway_keys(&keyed).unwrap().len(), 1);
+        let short = serve_args(&["--api-key", "short"]);
+        assert!(gateway_keys(&short).unwrap_err().to_string().contains("16 to 256 characters"));
+    }
+
     #[test]
     fn default_command_lines_parse() {
         Cli::try_parse_from(["lloom-client", "keys", "show"]).unwrap();
@@ -523,6 +583,13 @@ mod tests {
         assert!(
             Cli::try_parse_from(["lloom-client", "chat", "hi", "--strategy", "random"]).is_err()
         );
+        let cli = Cli::try_parse_from(["lloom-client", "serve", "--listen", "nowhere"]);
+        assert!(cli.is_err(), "--listen nowhere");
+        assert_eq!(serve_args(&[]).max_concurrent, 256);
+        for bad in ["0", "-3", "many", "65537"] {
+            let cli = Cli::try_parse_from(["lloom-client", "serve", "--max-concurrent", bad]);
+            assert!(cli.is_err(), "--max-concurrent {bad}");
+        }
         assert!(Cli::try_parse_from(["lloom-client", "chat", "hi", "--max-price", "-1"]).is_err());
         assert!(Cli::try_parse_from(["lloom-client", "keys", "import"]).is_err());
         assert!(

@@ -35,6 +35,9 @@ pub enum Error {
     /// The request is invalid before anything is sent.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// The gateway's API keys are malformed.
+    #[error("gateway API keys: {0}")]
+    ApiKeys(String),
     /// No executor serves the model.
     #[error("no executor serves `{model}`; models on offer: {}", if available.is_empty() { "none".to_owned() } else { available.join(", ") })]
     NoExecutor {

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lloom_client::gateway::{GatewayConfig, serve};
+use lloom_client::gateway::{ApiKeys, GatewayConfig, serve};
 use lloom_client::{Client, ClientConfig};
 use lloom_core::network::test_utils::WAIT;
 use lloom_core::network::{Multiaddr, NetworkConfig};
@@ -75,9 +75,20 @@ async fn network(scripts: Vec<Script>, config: GatewayConfig) -> Net {
 
 /// One HTTP/1.1 exchange; returns status, lower-cased headers and the body.
 async fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String, String) {
+    http_with(addr, method, path, "", body).await
+}
+
+/// [`http`] with extra header lines (each ending in `\r\n`).
+async fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &[u8],
+) -> (u16, String, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{headers}connection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await.unwrap();
@@ -225,4 +236,93 @@ async fn all_executors_busy_is_a_429_with_retry_after() {
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or_else(|| panic!("no cooldown sample in {body}"));
     assert!(cooldown > 0.0, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_api_keys_only_requests_that_carry_one_are_answered() {
+    let (alice, bob) = ("alice-0123456789abcdef", "bob-0123456789abcdef");
+    let api_keys = ApiKeys::parse(&format!("alice {alice}\nbob {bob}\n")).unwrap();
+    let config = GatewayConfig { api_keys, ..GatewayConfig::default() };
+    let net = network(vec![Script::answer(MODEL, "Paris it is.")], config).await;
+    let refused: [(&str, &str); 4] = [
+        ("", "missing_api_key"),
+        ("authorization: Bearer nobody-0123456789abcdef\r\n", "invalid_api_key"),
+        (&format!("authorization: Basic {alice}\r\n"), "invalid_api_key"),
+        (&format!("authorization: Bearer {alice}x\r\n"), "invalid_api_key"),
+    ];
+    for (header, code) in refused {
+        for (method, path) in [("POST", "/v1/chat/completions"), ("GET", "/v1/models")] {
+            let body = if method == "POST" { chat(&json!({})) } else { Vec::new() };
+            let (status, headers, body) = http_with(net.addr, method, path, header, &body).await;
+            assert_eq!(status, 401, "{path} with {header:?}: {body}");
+            assert!(headers.contains("www-authenticate: bearer"), "{headers}");
+            assert_eq!(json_body(&body)["error"]["code"], code, "{header:?}");
+        }
+    }
+    let header = format!("authorization: Bearer {alice}\r\n");
+    let (status, _, body) =
+        http_with(net.addr, "POST", "/v1/chat/completions", &header, &chat(&json!({}))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json_body(&body)["choices"][0]["message"]["content"], "Paris it is.");
+    let streamed = chat(&json!({"stream": true}));
+    let (status, _, raw) =
+        http_with(net.addr, "POST", "/v1/chat/completions", &header, &streamed).await;
+    assert_eq!(status, 200, "{raw}");
+    assert!(raw.contains("data: [DONE]"), "{raw}");
+    let header = format!("authorization: bearer {bob}\r\n");
+    let (status, _, body) = http_with(net.addr, "GET", "/v1/models", &header, b"").await;
+    assert_eq!((status, json_body(&body)["data"][0]["id"].clone()), (200, json!(MODEL)));
+
+    // Health and metrics stay open; the metrics count refusals and each key's usage.
+    let (status, _, _) = http(net.addr, "GET", "/health", b"").await;
+    assert_eq!(status, 200);
+    let (status, _, page) = http(net.addr, "GET", "/metrics", b"").await;
+    assert_eq!(status, 200);
+    for line in [
+        "lloom_gateway_unauthorized_total 8\n",
+        "lloom_gateway_key_completions_total{key=\"alice\",outcome=\"ok\"} 2\n",
+        "lloom_gateway_key_completions_total{key=\"bob\",outcome=\"ok\"} 0\n",
+        "lloom_gateway_key_tokens_total{key=\"alice\",kind=\"prompt\"} 20\n",
+        "lloom_gateway_key_tokens_total{key=\"alice\",kind=\"completion\"} 6\n",
+        "lloom_gateway_key_tokens_total{key=\"bob\",kind=\"completion\"} 0\n",
+    ] {
+        assert!(page.contains(line), "{line} not in {page}");
+    }
+    assert!(!page.contains("0123456789abcdef"), "a key leaked into the metrics: {page}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_beyond_the_concurrency_limit_get_a_429_at_once() {
+    let slow =
+        Script { delay: Duration::from_millis(150), ..Script::answer(MODEL, "one two three") };
+    let config = GatewayConfig { max_concurrent: 1, ..GatewayConfig::default() };
+    let net = network(vec![slow], config).await;
+    let addr = net.addr;
+    let first = tokio::spawn(async move {
+        http(addr, "POST", "/v1/chat/completions", &chat(&json!({"stream": true}))).await
+    });
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, _, page) = http(addr, "GET", "/metrics", b"").await;
+        if page.contains("lloom_gateway_in_flight 1\n") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the first completion never started: {page}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (status, headers, body) =
+        http(addr, "POST", "/v1/chat/completions", &chat(&json!({}))).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(headers.contains("retry-after: 1"), "{headers}");
+    assert_eq!(json_body(&body)["error"]["code"], "gateway_busy");
+    // Refused at once, not queued behind the stream.
+    assert!(!first.is_finished(), "the refusal waited for the first stream to end");
+
+    let (status, _, raw) = first.await.unwrap();
+    assert_eq!(status, 200);
+    assert!(raw.contains("data: [DONE]"), "{raw}");
+    // The stream's end gave its slot back.
+    let (status, _, body) = http(addr, "POST", "/v1/chat/completions", &chat(&json!({}))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json_body(&body)["choices"][0]["message"]["content"], "one two three");
 }

@@ -15,7 +15,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use lloom_client::gateway::{GatewayConfig, serve};
+use lloom_client::gateway::{ApiKeys, GatewayConfig, serve};
 use lloom_client::{Client, ClientConfig};
 use lloom_core::network::NetworkConfig;
 use lloom_core::{NodeKey, U256};
@@ -27,7 +27,7 @@ use lloom_validator::{Validator, ValidatorConfig};
 const SCRIPT: &str = r#"
 import json, sys
 import openai
-client = openai.OpenAI(base_url=sys.argv[1], api_key="not-needed")
+client = openai.OpenAI(base_url=sys.argv[1], api_key=sys.argv[3])
 model = sys.argv[2]
 ask = [{"role": "user", "content": "What is the capital of France?"}]
 models = [m.id for m in client.models.list()]
@@ -46,6 +46,11 @@ try:
     missing = None
 except openai.NotFoundError as e:
     missing = e.status_code
+try:
+    openai.OpenAI(base_url=sys.argv[1], api_key="wrong-key-0123456789").models.list()
+    wrong_key = None
+except openai.AuthenticationError as e:
+    wrong_key = e.status_code
 print(json.dumps({
     "models": models,
     "text": done.choices[0].message.content,
@@ -54,6 +59,7 @@ print(json.dumps({
     "streamed": "".join(parts),
     "streamed_usage": usage,
     "missing_status": missing,
+    "wrong_key_status": wrong_key,
 }))
 "#;
 
@@ -81,8 +87,12 @@ fn dirs_home() -> PathBuf {
     std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default()
 }
 
-/// A validator, an executor with the real engine, a client and its gateway; returns the
-/// gateway's base URL and the validator's addresses (the nodes live as long as the runtime).
+/// The key the gateway of these tests asks for.
+const API_KEY: &str = "test-key-0123456789abcdef";
+
+/// A validator, an executor with the real engine, a client and its gateway (asking for
+/// [`API_KEY`]); returns the gateway's base URL and the validator's addresses (the nodes live
+/// as long as the runtime).
 async fn gateway_over_the_real_model() -> (String, Vec<lloom_core::network::Multiaddr>) {
     let choice = ModelChoice {
         path: None,
@@ -113,7 +123,9 @@ async fn gateway_over_the_real_model() -> (String, Vec<lloom_core::network::Mult
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
-    tokio::spawn(serve(client, listener, GatewayConfig::default(), std::future::pending()));
+    let config =
+        GatewayConfig { api_keys: ApiKeys::single(API_KEY).unwrap(), ..Default::default() };
+    tokio::spawn(serve(client, listener, config, std::future::pending()));
     tokio::spawn(async move {
         // Keep the nodes alive until the test's runtime ends.
         let _keep = (validator, _executor, dir);
@@ -129,7 +141,7 @@ async fn the_official_openai_sdk_works_against_the_gateway() {
 
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new(python)
-            .args(["-c", SCRIPT, &base_url, DEFAULT_MODEL.name])
+            .args(["-c", SCRIPT, &base_url, DEFAULT_MODEL.name, API_KEY])
             .output()
             .unwrap()
     })
@@ -144,6 +156,7 @@ async fn the_official_openai_sdk_works_against_the_gateway() {
     assert_eq!(report["streamed"], report["text"], "{report}");
     assert_eq!(report["streamed_usage"], report["completion_tokens"]);
     assert_eq!(report["missing_status"], 404);
+    assert_eq!(report["wrong_key_status"], 401);
 }
 
 /// The executor's HTTP backend against a real OpenAI-compatible server (this gateway): a
@@ -156,6 +169,11 @@ async fn an_executor_serves_through_the_http_backend_in_front_of_a_real_server()
     let (base_url, bootstrap) = gateway_over_the_real_model().await;
     let mut config = OpenAiConfig::new(base_url, DEFAULT_MODEL.name);
     config.served_model = "smol-over-http".into();
+    // Without the key, the server refuses and the probe says so.
+    let keyless = OpenAiBackend::new(config.clone()).unwrap();
+    let refused = keyless.probe().await.unwrap_err().to_string();
+    assert!(refused.contains("401"), "{refused}");
+    config.api_key = Some(API_KEY.into());
     let backend = OpenAiBackend::new(config).unwrap();
     backend.probe().await.unwrap();
     let offer = lloom_core::ModelOffer {

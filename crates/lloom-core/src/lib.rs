@@ -102,6 +102,6 @@ pub use wire::{
 };
 
 /// Re-exported so dependents name the same versions of the primitive types.
-pub use alloy_primitives::{Address, B256, U256};
+pub use alloy_primitives::{Address, B256, U256, keccak256};
 /// Re-exported so dependents use the same libp2p identity types.
 pub use libp2p_identity::PeerId;

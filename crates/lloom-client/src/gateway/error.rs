@@ -37,6 +37,18 @@ impl ApiError {
         }
     }
 
+    /// A 429 for a gateway already answering `limit` completions.
+    pub fn gateway_busy(limit: usize) -> Self {
+        let mut api = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            "gateway_busy",
+            format!("the gateway is answering {limit} completions already; retry shortly"),
+        );
+        api.retry_after_secs = Some(1);
+        api
+    }
+
     fn new(status: StatusCode, kind: &'static str, code: &'static str, message: String) -> Self {
         Self { status, message, kind, param: None, code: Some(code), retry_after_secs: None }
     }

@@ -1,6 +1,7 @@
 //! `GET /metrics`: the gateway's counters and what the client knows about each executor
 //! (latency averages, failures, cooldowns), in the Prometheus text format.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -12,18 +13,72 @@ use lloom_core::Address;
 use lloom_core::metrics::{self, MetricKind, MetricsText};
 
 use super::GatewayState;
+use super::auth::{ApiKeys, KeyName};
+use crate::client::Receipt;
 use crate::routing::ExecutorStats;
 
-/// Completions the gateway answered, by outcome.
+/// What the gateway answered: completions by outcome, requests refused for want of a key, and,
+/// when keys are configured, completions and tokens per key (the set of keys is fixed at start,
+/// so the table cannot grow).
 #[derive(Debug, Default)]
 pub(super) struct GatewayCounters {
-    pub(super) ok: AtomicU64,
-    pub(super) failed: AtomicU64,
+    ok: AtomicU64,
+    failed: AtomicU64,
+    unauthorized: AtomicU64,
+    by_key: BTreeMap<Arc<str>, KeyUsage>,
+}
+
+/// Usage of one API key.
+#[derive(Debug, Default)]
+struct KeyUsage {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    prompt_tokens: AtomicU64,
+    completion_tokens: AtomicU64,
+}
+
+impl GatewayCounters {
+    /// Counters with a row for each of `keys`.
+    pub(super) fn new(keys: &ApiKeys) -> Self {
+        let by_key = keys.names().into_iter().map(|name| (name, KeyUsage::default())).collect();
+        Self { by_key, ..Self::default() }
+    }
+
+    fn key(&self, key: Option<&KeyName>) -> Option<&KeyUsage> {
+        key.and_then(|k| self.by_key.get(&k.0))
+    }
+
+    /// A completion answered (`ok`: the answer, or the start of its stream) or refused.
+    pub(super) fn count_outcome(&self, key: Option<&KeyName>, ok: bool) {
+        let (total, per_key) = match ok {
+            true => (&self.ok, self.key(key).map(|k| &k.ok)),
+            false => (&self.failed, self.key(key).map(|k| &k.failed)),
+        };
+        total.fetch_add(1, Ordering::Relaxed);
+        if let Some(counter) = per_key {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The tokens of a verified answer, charged to its key.
+    pub(super) fn count_tokens(&self, key: Option<&KeyName>, receipt: &Receipt) {
+        if let Some(usage) = self.key(key) {
+            usage.prompt_tokens.fetch_add(receipt.input_tokens, Ordering::Relaxed);
+            usage.completion_tokens.fetch_add(receipt.output_tokens, Ordering::Relaxed);
+        }
+    }
+
+    /// A request refused for want of a valid key.
+    pub(super) fn count_unauthorized(&self) {
+        self.unauthorized.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 pub(super) async fn metrics(State(state): State<Arc<GatewayState>>) -> Response {
     let executors = state.client.executor_stats().await;
-    let page = render(&state.counters, &executors, Instant::now());
+    let limit = state.config.max_concurrent.max(1);
+    let in_flight = limit.saturating_sub(state.in_flight.available_permits());
+    let page = render(&state.counters, in_flight, &executors, Instant::now());
     ([(CONTENT_TYPE, metrics::CONTENT_TYPE)], page).into_response()
 }
 
@@ -33,6 +88,7 @@ type StatReader = fn(&ExecutorStats, Instant) -> Option<f64>;
 #[allow(clippy::cast_precision_loss)] // counters far below 2^53
 fn render(
     counters: &GatewayCounters,
+    in_flight: usize,
     executors: &[(Address, ExecutorStats)],
     now: Instant,
 ) -> String {
@@ -41,6 +97,35 @@ fn render(
     m.family(name, MetricKind::Counter, "Chat completions answered, by outcome.");
     m.sample(name, &[("outcome", "ok")], counters.ok.load(Ordering::Relaxed) as f64);
     m.sample(name, &[("outcome", "error")], counters.failed.load(Ordering::Relaxed) as f64);
+    let name = "lloom_gateway_in_flight";
+    m.family(name, MetricKind::Gauge, "Completions under way, streams included.");
+    m.sample(name, &[], in_flight as f64);
+    let name = "lloom_gateway_unauthorized_total";
+    m.family(name, MetricKind::Counter, "Requests refused for want of a valid API key.");
+    m.sample(name, &[], counters.unauthorized.load(Ordering::Relaxed) as f64);
+    if !counters.by_key.is_empty() {
+        let name = "lloom_gateway_key_completions_total";
+        m.family(name, MetricKind::Counter, "Chat completions answered, by API key and outcome.");
+        for (key, usage) in &counters.by_key {
+            let key: &str = key;
+            m.sample(
+                name,
+                &[("key", key), ("outcome", "ok")],
+                usage.ok.load(Ordering::Relaxed) as f64,
+            );
+            let failed = usage.failed.load(Ordering::Relaxed) as f64;
+            m.sample(name, &[("key", key), ("outcome", "error")], failed);
+        }
+        let name = "lloom_gateway_key_tokens_total";
+        m.family(name, MetricKind::Counter, "Tokens of verified answers, by API key and kind.");
+        for (key, usage) in &counters.by_key {
+            let key: &str = key;
+            let prompt = usage.prompt_tokens.load(Ordering::Relaxed) as f64;
+            m.sample(name, &[("key", key), ("kind", "prompt")], prompt);
+            let completion = usage.completion_tokens.load(Ordering::Relaxed) as f64;
+            m.sample(name, &[("key", key), ("kind", "completion")], completion);
+        }
+    }
     let rows: Vec<(String, &ExecutorStats)> =
         executors.iter().map(|(a, s)| (a.to_checksum(None), s)).collect();
     let families: [(&str, MetricKind, &str, StatReader); 6] = [
@@ -108,6 +193,7 @@ mod tests {
         let counters = GatewayCounters::default();
         counters.ok.store(5, Ordering::Relaxed);
         counters.failed.store(2, Ordering::Relaxed);
+        counters.count_unauthorized();
         let cooling = ExecutorStats {
             failures: 3,
             consecutive_failures: 2,
@@ -121,11 +207,15 @@ mod tests {
             ..ExecutorStats::default()
         };
         let (a, b) = (Address::repeat_byte(0xaa), Address::repeat_byte(0xbb));
-        let page = render(&counters, &[(a, cooling), (b, healthy)], now);
+        let page = render(&counters, 3, &[(a, cooling), (b, healthy)], now);
         let a = a.to_checksum(None);
         let b = b.to_checksum(None);
         assert!(page.contains("lloom_gateway_completions_total{outcome=\"ok\"} 5\n"), "{page}");
         assert!(page.contains("lloom_gateway_completions_total{outcome=\"error\"} 2\n"));
+        assert!(page.contains("lloom_gateway_unauthorized_total 1\n"), "{page}");
+        assert!(page.contains("lloom_gateway_in_flight 3\n"), "{page}");
+        // Without keys there is no per-key family.
+        assert!(!page.contains("lloom_gateway_key_"), "{page}");
         assert!(
             page.contains(&format!(
                 "lloom_client_executor_cooldown_seconds{{executor=\"{a}\"}} 10\n"

@@ -7,7 +7,11 @@
 //! answer cannot take back text it has sent, so when the executor fails after streaming began
 //! the stream ends with an error event instead of restarting on another executor (before any
 //! text is sent, failover works as in [`Client::chat`]).
+//!
+//! With [`ApiKeys`] configured, the `/v1/*` routes answer only requests that carry one of them
+//! (`Authorization: Bearer <key>`); `/health` and `/metrics` stay open.
 
+mod auth;
 mod error;
 mod metrics;
 mod openai;
@@ -20,7 +24,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Extension, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -28,7 +32,9 @@ use axum::routing::{get, post};
 use futures::Stream;
 use lloom_core::unix_now;
 use serde_json::{Value, json};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+pub use auth::{ApiKeys, MAX_KEY_CHARS, MAX_KEYS, MIN_KEY_CHARS};
 pub use error::ApiError;
 pub use openai::CompletionRequest;
 
@@ -43,6 +49,11 @@ pub struct GatewayConfig {
     pub default_max_tokens: u32,
     /// Time for one completion, failovers included.
     pub request_timeout: Duration,
+    /// Keys a `/v1/*` request must present (empty: none is asked for).
+    pub api_keys: ApiKeys,
+    /// Most completions under way at once (streams included, until they end); more are
+    /// answered 429 at once rather than queued.
+    pub max_concurrent: usize,
 }
 
 impl Default for GatewayConfig {
@@ -51,6 +62,8 @@ impl Default for GatewayConfig {
             max_body_bytes: 1024 * 1024,
             default_max_tokens: 256,
             request_timeout: Duration::from_secs(120),
+            api_keys: ApiKeys::default(),
+            max_concurrent: 256,
         }
     }
 }
@@ -60,6 +73,8 @@ struct GatewayState {
     config: GatewayConfig,
     ids: AtomicU64,
     counters: metrics::GatewayCounters,
+    /// One permit per completion under way, [`GatewayConfig::max_concurrent`] in all.
+    in_flight: Arc<Semaphore>,
 }
 
 impl GatewayState {
@@ -75,15 +90,16 @@ impl GatewayState {
 /// The gateway's routes, ready to serve.
 pub fn router(client: Client, config: GatewayConfig) -> Router {
     let limit = config.max_body_bytes;
-    let state = Arc::new(GatewayState {
-        client,
-        config,
-        ids: AtomicU64::new(1),
-        counters: metrics::GatewayCounters::default(),
-    });
-    Router::new()
+    let counters = metrics::GatewayCounters::new(&config.api_keys);
+    let in_flight = Arc::new(Semaphore::new(config.max_concurrent.max(1)));
+    let state =
+        Arc::new(GatewayState { client, config, ids: AtomicU64::new(1), counters, in_flight });
+    let api = Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/models", get(models))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_key));
+    Router::new()
+        .merge(api)
         .route("/health", get(health))
         .route("/metrics", get(metrics::metrics))
         .fallback(not_found)
@@ -144,18 +160,23 @@ async fn models(State(state): State<Arc<GatewayState>>) -> Result<Response, ApiE
 
 async fn chat_completions(
     State(state): State<Arc<GatewayState>>,
+    key: Option<Extension<auth::KeyName>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let answer = complete(&state, body).await;
-    let counter = if answer.is_ok() { &state.counters.ok } else { &state.counters.failed };
-    counter.fetch_add(1, Ordering::Relaxed);
+    let key = key.map(|Extension(k)| k);
+    let answer = complete(&state, key.clone(), body).await;
+    state.counters.count_outcome(key.as_ref(), answer.is_ok());
     answer
 }
 
 async fn complete(
     state: &Arc<GatewayState>,
+    key: Option<auth::KeyName>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let Ok(permit) = state.in_flight.clone().try_acquire_owned() else {
+        return Err(ApiError::gateway_busy(state.config.max_concurrent));
+    };
     let body = body.map_err(|rejection| {
         let status = rejection.status();
         let message = match status {
@@ -175,10 +196,21 @@ async fn complete(
     let answer = state.client.chat(chat).await?;
     let (id, created) = (state.next_id(), unix_now());
     if stream {
-        let events = sse_events(answer, id, created, model, include_usage);
-        return Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response());
+        let state = SseState {
+            answer,
+            id,
+            created,
+            model,
+            include_usage,
+            phase: Phase::Start,
+            gateway: state.clone(),
+            key,
+            _permit: permit,
+        };
+        return Ok(Sse::new(sse_events(state)).keep_alive(KeepAlive::default()).into_response());
     }
     let receipt = answer.collect().await?;
+    state.counters.count_tokens(key.as_ref(), &receipt);
     let mut response = axum::Json(openai::completion(&id, created, &receipt)).into_response();
     let headers = response.headers_mut();
     for (name, value) in [
@@ -208,20 +240,18 @@ struct SseState {
     model: String,
     include_usage: bool,
     phase: Phase,
+    /// Where the answer's tokens are counted, for `key`.
+    gateway: Arc<GatewayState>,
+    key: Option<auth::KeyName>,
+    /// Held until the stream ends or the HTTP client goes away.
+    _permit: OwnedSemaphorePermit,
 }
 
 fn data(value: &Value) -> Event {
     Event::default().data(value.to_string())
 }
 
-fn sse_events(
-    answer: ChatStream,
-    id: String,
-    created: u64,
-    model: String,
-    include_usage: bool,
-) -> impl Stream<Item = Result<Event, Infallible>> {
-    let state = SseState { answer, id, created, model, include_usage, phase: Phase::Start };
+fn sse_events(state: SseState) -> impl Stream<Item = Result<Event, Infallible>> {
     futures::stream::unfold(state, |mut s| async move {
         let event = next_event(&mut s).await?;
         Some((Ok(event), s))
@@ -252,6 +282,7 @@ async fn next_event(s: &mut SseState) -> Option<Event> {
                     return Some(data(&error.body()));
                 }
                 Some(Ok(ChatEvent::Done(receipt))) => {
+                    s.gateway.counters.count_tokens(s.key.as_ref(), &receipt);
                     let mut last = openai::chunk(
                         &s.id,
                         s.created,
