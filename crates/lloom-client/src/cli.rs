@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use lloom_core::cli::{ConfigFile, KeysCommand, NodeArgs, Role, run_keys};
+use lloom_core::http::HttpLimits;
 use lloom_core::identity::load_key;
 use lloom_core::network::Multiaddr;
 use lloom_core::{ChatMessage, NodeKey, U256, VerifyPolicy};
@@ -86,6 +87,13 @@ pub struct ServeArgs {
     /// Most completions under way at once (streams until they end); more get a 429.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub max_concurrent: u32,
+    /// Most HTTP connections held at once; one more is closed as soon as it is accepted.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub max_connections: u32,
+    /// Seconds a connection gets to send a request's headers (from its start, or the end of
+    /// the previous response) before it is closed.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout_secs: u64,
     /// A key every `/v1/*` request must present as `Authorization: Bearer <key>` (16 to 256
     /// printable characters); prefer the environment variable, which `ps` does not show.
     #[arg(long, env = "LLOOM_GATEWAY_API_KEY", hide_env_values = true)]
@@ -303,6 +311,11 @@ async fn serve(args: &ServeArgs, node: &NodeArgs, out: &mut (dyn Write + Send)) 
         request_timeout: Duration::from_secs(args.request_timeout_secs),
         api_keys,
         max_concurrent: args.max_concurrent as usize,
+        http: HttpLimits {
+            max_connections: args.max_connections as usize,
+            header_timeout: Duration::from_secs(args.header_timeout_secs),
+            ..HttpLimits::default()
+        },
     };
     writeln!(
         out,
@@ -586,10 +599,14 @@ mod tests {
         let cli = Cli::try_parse_from(["lloom-client", "serve", "--listen", "nowhere"]);
         assert!(cli.is_err(), "--listen nowhere");
         assert_eq!(serve_args(&[]).max_concurrent, 256);
-        for bad in ["0", "-3", "many", "65537"] {
-            let cli = Cli::try_parse_from(["lloom-client", "serve", "--max-concurrent", bad]);
-            assert!(cli.is_err(), "--max-concurrent {bad}");
+        for flag in ["--max-concurrent", "--max-connections", "--header-timeout-secs"] {
+            for bad in ["0", "-3", "many", "65537"] {
+                let cli = Cli::try_parse_from(["lloom-client", "serve", flag, bad]);
+                assert!(cli.is_err(), "{flag} {bad}");
+            }
         }
+        let args = serve_args(&[]);
+        assert_eq!((args.max_connections, args.header_timeout_secs), (1024, 30));
         assert!(Cli::try_parse_from(["lloom-client", "chat", "hi", "--max-price", "-1"]).is_err());
         assert!(Cli::try_parse_from(["lloom-client", "keys", "import"]).is_err());
         assert!(

@@ -82,6 +82,8 @@ pub mod wire;
 pub mod chain;
 #[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(feature = "http")]
+pub mod http;
 
 pub use announce::{
     AnnouncementBody, AnnouncementLimits, ExecutorLoad, ModelOffer, SignedAnnouncement,

@@ -78,7 +78,8 @@ pub(super) async fn metrics(State(state): State<Arc<GatewayState>>) -> Response 
     let executors = state.client.executor_stats().await;
     let limit = state.config.max_concurrent.max(1);
     let in_flight = limit.saturating_sub(state.in_flight.available_permits());
-    let page = render(&state.counters, in_flight, &executors, Instant::now());
+    let refused = state.refused_connections.get();
+    let page = render(&state.counters, (in_flight, refused), &executors, Instant::now());
     ([(CONTENT_TYPE, metrics::CONTENT_TYPE)], page).into_response()
 }
 
@@ -88,7 +89,7 @@ type StatReader = fn(&ExecutorStats, Instant) -> Option<f64>;
 #[allow(clippy::cast_precision_loss)] // counters far below 2^53
 fn render(
     counters: &GatewayCounters,
-    in_flight: usize,
+    (in_flight, refused_connections): (usize, u64),
     executors: &[(Address, ExecutorStats)],
     now: Instant,
 ) -> String {
@@ -100,6 +101,9 @@ fn render(
     let name = "lloom_gateway_in_flight";
     m.family(name, MetricKind::Gauge, "Completions under way, streams included.");
     m.sample(name, &[], in_flight as f64);
+    let name = "lloom_gateway_refused_connections_total";
+    m.family(name, MetricKind::Counter, "Connections closed at once for the connection limit.");
+    m.sample(name, &[], refused_connections as f64);
     let name = "lloom_gateway_unauthorized_total";
     m.family(name, MetricKind::Counter, "Requests refused for want of a valid API key.");
     m.sample(name, &[], counters.unauthorized.load(Ordering::Relaxed) as f64);
@@ -207,13 +211,14 @@ mod tests {
             ..ExecutorStats::default()
         };
         let (a, b) = (Address::repeat_byte(0xaa), Address::repeat_byte(0xbb));
-        let page = render(&counters, 3, &[(a, cooling), (b, healthy)], now);
+        let page = render(&counters, (3, 4), &[(a, cooling), (b, healthy)], now);
         let a = a.to_checksum(None);
         let b = b.to_checksum(None);
         assert!(page.contains("lloom_gateway_completions_total{outcome=\"ok\"} 5\n"), "{page}");
         assert!(page.contains("lloom_gateway_completions_total{outcome=\"error\"} 2\n"));
         assert!(page.contains("lloom_gateway_unauthorized_total 1\n"), "{page}");
         assert!(page.contains("lloom_gateway_in_flight 3\n"), "{page}");
+        assert!(page.contains("lloom_gateway_refused_connections_total 4\n"), "{page}");
         // Without keys there is no per-key family.
         assert!(!page.contains("lloom_gateway_key_"), "{page}");
         assert!(

@@ -30,6 +30,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::Stream;
+use lloom_core::http::{HttpLimits, HttpServer, RefusedConnections};
 use lloom_core::unix_now;
 use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -54,6 +55,8 @@ pub struct GatewayConfig {
     /// Most completions under way at once (streams included, until they end); more are
     /// answered 429 at once rather than queued.
     pub max_concurrent: usize,
+    /// Connections held at once and the time allowed for a request's headers.
+    pub http: HttpLimits,
 }
 
 impl Default for GatewayConfig {
@@ -64,6 +67,7 @@ impl Default for GatewayConfig {
             request_timeout: Duration::from_secs(120),
             api_keys: ApiKeys::default(),
             max_concurrent: 256,
+            http: HttpLimits::default(),
         }
     }
 }
@@ -75,6 +79,8 @@ struct GatewayState {
     counters: metrics::GatewayCounters,
     /// One permit per completion under way, [`GatewayConfig::max_concurrent`] in all.
     in_flight: Arc<Semaphore>,
+    /// Connections closed at once for the connection limit.
+    refused_connections: RefusedConnections,
 }
 
 impl GatewayState {
@@ -87,13 +93,27 @@ impl GatewayState {
     }
 }
 
-/// The gateway's routes, ready to serve.
+/// The gateway's routes, ready to serve (by [`serve`], or any server of the caller's).
 pub fn router(client: Client, config: GatewayConfig) -> Router {
+    build_router(client, config, RefusedConnections::default())
+}
+
+fn build_router(
+    client: Client,
+    config: GatewayConfig,
+    refused_connections: RefusedConnections,
+) -> Router {
     let limit = config.max_body_bytes;
     let counters = metrics::GatewayCounters::new(&config.api_keys);
     let in_flight = Arc::new(Semaphore::new(config.max_concurrent.max(1)));
-    let state =
-        Arc::new(GatewayState { client, config, ids: AtomicU64::new(1), counters, in_flight });
+    let state = Arc::new(GatewayState {
+        client,
+        config,
+        ids: AtomicU64::new(1),
+        counters,
+        in_flight,
+        refused_connections,
+    });
     let api = Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/models", get(models))
@@ -107,14 +127,17 @@ pub fn router(client: Client, config: GatewayConfig) -> Router {
         .with_state(state)
 }
 
-/// Serves the gateway on `listener` until `shutdown` resolves.
+/// Serves the gateway on `listener` until `shutdown` resolves, within
+/// [`GatewayConfig::http`]'s limits.
 pub async fn serve(
     client: Client,
     listener: tokio::net::TcpListener,
     config: GatewayConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(client, config)).with_graceful_shutdown(shutdown).await
+    let server = HttpServer::new(listener, config.http);
+    let app = build_router(client, config, server.refused());
+    server.serve(app, shutdown).await
 }
 
 async fn not_found() -> ApiError {

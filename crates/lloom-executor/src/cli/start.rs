@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 use lloom_core::cli::{ConfigFile, NodeArgs, Role};
+use lloom_core::http::{HttpLimits, HttpServer};
 use lloom_core::identity::load_key;
 use lloom_core::network::{Multiaddr, NetworkConfig};
 use lloom_core::{ModelOffer, U256};
@@ -356,8 +357,10 @@ pub(super) async fn run(
         };
         let stopped = stop.clone();
         tokio::spawn(async move {
-            let serve = axum::serve(listener, metrics.router())
-                .with_graceful_shutdown(async move { stopped.cancelled().await });
+            // Scrapers need few connections; the limits keep idle ones from piling up.
+            let limits = HttpLimits { max_connections: 64, ..HttpLimits::default() };
+            let serve = HttpServer::new(listener, limits)
+                .serve(metrics.router(), async move { stopped.cancelled().await });
             if let Err(error) = serve.await {
                 tracing::warn!(%error, "the metrics server stopped");
             }
