@@ -285,6 +285,9 @@ async fn with_api_keys_only_requests_that_carry_one_are_answered() {
         "lloom_gateway_key_tokens_total{key=\"alice\",kind=\"prompt\"} 20\n",
         "lloom_gateway_key_tokens_total{key=\"alice\",kind=\"completion\"} 6\n",
         "lloom_gateway_key_tokens_total{key=\"bob\",kind=\"completion\"} 0\n",
+        // Two answers of 10 prompt tokens at 2 wei and 3 completion tokens at 3 wei.
+        "lloom_gateway_key_cost_wei_total{key=\"alice\"} 58\n",
+        "lloom_gateway_key_cost_wei_total{key=\"bob\"} 0\n",
     ] {
         assert!(page.contains(line), "{line} not in {page}");
     }

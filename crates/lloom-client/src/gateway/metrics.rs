@@ -2,8 +2,8 @@
 //! (latency averages, failures, cooldowns), in the Prometheus text format.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::extract::State;
@@ -35,6 +35,8 @@ struct KeyUsage {
     failed: AtomicU64,
     prompt_tokens: AtomicU64,
     completion_tokens: AtomicU64,
+    /// Wei owed for the key's verified answers (saturating).
+    cost_wei: Mutex<u128>,
 }
 
 impl GatewayCounters {
@@ -65,6 +67,10 @@ impl GatewayCounters {
         if let Some(usage) = self.key(key) {
             usage.prompt_tokens.fetch_add(receipt.input_tokens, Ordering::Relaxed);
             usage.completion_tokens.fetch_add(receipt.output_tokens, Ordering::Relaxed);
+            let cost = u128::try_from(receipt.cost).unwrap_or(u128::MAX);
+            if let Ok(mut total) = usage.cost_wei.lock() {
+                *total = total.saturating_add(cost);
+            }
         }
     }
 
@@ -128,6 +134,13 @@ fn render(
             m.sample(name, &[("key", key), ("kind", "prompt")], prompt);
             let completion = usage.completion_tokens.load(Ordering::Relaxed) as f64;
             m.sample(name, &[("key", key), ("kind", "completion")], completion);
+        }
+        let name = "lloom_gateway_key_cost_wei_total";
+        m.family(name, MetricKind::Counter, "Wei owed for verified answers, by API key.");
+        for (key, usage) in &counters.by_key {
+            let key: &str = key;
+            let wei = usage.cost_wei.lock().map_or(0, |w| *w) as f64;
+            m.sample(name, &[("key", key)], wei);
         }
     }
     let rows: Vec<(String, &ExecutorStats)> =
