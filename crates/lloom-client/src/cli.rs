@@ -8,6 +8,7 @@ use lloom_core::cli::{ConfigFile, KeysCommand, NodeArgs, Role, run_keys};
 use lloom_core::http::HttpLimits;
 use lloom_core::identity::load_key;
 use lloom_core::network::Multiaddr;
+use lloom_core::rate_limit::RateLimits;
 use lloom_core::{ChatMessage, NodeKey, U256, VerifyPolicy};
 
 use crate::client::{ChatEvent, ChatRequest, Client, ClientConfig, Receipt};
@@ -102,6 +103,12 @@ pub struct ServeArgs {
     /// labels its key's usage in `/metrics`.
     #[arg(long, env = "LLOOM_GATEWAY_API_KEY_FILE")]
     pub api_key_file: Option<std::path::PathBuf>,
+    /// Requests per minute each API key may make (burst: the same number).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub key_requests_per_minute: Option<u32>,
+    /// Completion tokens per minute each API key may use (charged as answers end).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub key_tokens_per_minute: Option<u32>,
     /// Listen on a non-loopback address without API keys, letting anyone who reaches it spend
     /// this client's funds.
     #[arg(long)]
@@ -311,6 +318,11 @@ async fn serve(args: &ServeArgs, node: &NodeArgs, out: &mut (dyn Write + Send)) 
         request_timeout: Duration::from_secs(args.request_timeout_secs),
         api_keys,
         max_concurrent: args.max_concurrent as usize,
+        key_limits: RateLimits {
+            requests_per_minute: args.key_requests_per_minute,
+            tokens_per_minute: args.key_tokens_per_minute,
+            ..RateLimits::default()
+        },
         http: HttpLimits {
             max_connections: args.max_connections as usize,
             header_timeout: Duration::from_secs(args.header_timeout_secs),
@@ -334,6 +346,14 @@ async fn serve(args: &ServeArgs, node: &NodeArgs, out: &mut (dyn Write + Send)) 
 /// The gateway's API keys; refuses to expose an open gateway beyond loopback unless asked to.
 fn gateway_keys(args: &ServeArgs) -> Result<ApiKeys> {
     let keys = ApiKeys::load(args.api_key.as_deref(), args.api_key_file.as_deref())?;
+    let limited = args.key_requests_per_minute.is_some() || args.key_tokens_per_minute.is_some();
+    if keys.is_empty() && limited {
+        return Err(Error::ApiKeys(
+            "--key-requests-per-minute and --key-tokens-per-minute limit each API key: \
+             give --api-key or --api-key-file"
+                .into(),
+        ));
+    }
     if keys.is_empty() && !args.listen.ip().is_loopback() && !args.allow_unauthenticated {
         return Err(Error::ApiKeys(format!(
             "{} is reachable from other machines, and the gateway spends this client's funds: \
@@ -566,6 +586,16 @@ mod tests {
         assert!(gateway_keys(&open).unwrap().is_empty());
         let keyed = serve_args(&[&["--listen", "0.0.0.0:8080"][..], &key].concat());
         assert_eq!(gateway_keys(&keyed).unwrap().len(), 1);
+        let unkeyed_limit = serve_args(&["--key-requests-per-minute", "10"]);
+        let error = gateway_keys(&unkeyed_limit).unwrap_err().to_string();
+        assert!(error.contains("limit each API key"), "{error}");
+        let keyed_limit = serve_args(&[&key[..], &["--key-tokens-per-minute", "100"]].concat());
+        assert_eq!(gateway_keys(&keyed_limit).unwrap().len(), 1);
+        for bad in ["0", "-1", "lots"] {
+            let cli =
+                Cli::try_parse_from(["lloom-client", "serve", "--key-requests-per-minute", bad]);
+            assert!(cli.is_err(), "--key-requests-per-minute {bad}");
+        }
         let short = serve_args(&["--api-key", "short"]);
         assert!(gateway_keys(&short).unwrap_err().to_string().contains("16 to 256 characters"));
     }

@@ -329,3 +329,31 @@ async fn completions_beyond_the_concurrency_limit_get_a_429_at_once() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(json_body(&body)["choices"][0]["message"]["content"], "one two three");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_api_key_has_its_own_requests_per_minute() {
+    use lloom_core::rate_limit::RateLimits;
+    let (alice, bob) = ("alice-0123456789abcdef", "bob-0123456789abcdef");
+    let api_keys = ApiKeys::parse(&format!("alice {alice}\nbob {bob}\n")).unwrap();
+    let key_limits = RateLimits { requests_per_minute: Some(2), ..RateLimits::default() };
+    let config = GatewayConfig { api_keys, key_limits, ..GatewayConfig::default() };
+    let net = network(vec![Script::answer(MODEL, "Paris it is.")], config).await;
+    let as_alice = format!("authorization: Bearer {alice}\r\n");
+    for _ in 0..2 {
+        let (status, _, body) =
+            http_with(net.addr, "POST", "/v1/chat/completions", &as_alice, &chat(&json!({}))).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, headers, body) =
+        http_with(net.addr, "POST", "/v1/chat/completions", &as_alice, &chat(&json!({}))).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(headers.contains("retry-after: 30"), "one request refills in 60/2 s: {headers}");
+    let error = &json_body(&body)["error"];
+    assert_eq!(error["code"], "rate_limit_exceeded");
+    assert!(error["message"].as_str().unwrap().contains("`alice`"), "{error}");
+    // Bob's budget is his own.
+    let as_bob = format!("authorization: Bearer {bob}\r\n");
+    let (status, _, body) =
+        http_with(net.addr, "POST", "/v1/chat/completions", &as_bob, &chat(&json!({}))).await;
+    assert_eq!(status, 200, "{body}");
+}

@@ -72,6 +72,7 @@ pub mod identity;
 pub mod journal;
 pub mod metrics;
 pub mod network;
+pub mod rate_limit;
 pub mod registry_query;
 pub mod replay;
 pub mod signature;

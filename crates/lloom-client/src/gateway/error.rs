@@ -49,6 +49,20 @@ impl ApiError {
         api
     }
 
+    /// A 429 for an API key over its requests or tokens per minute.
+    pub fn key_rate_limited(key_name: &str, retry_after_secs: u64) -> Self {
+        let mut api = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            "rate_limit_exceeded",
+            format!(
+                "the API key `{key_name}` is over its rate limit; retry after {retry_after_secs}s"
+            ),
+        );
+        api.retry_after_secs = Some(retry_after_secs);
+        api
+    }
+
     fn new(status: StatusCode, kind: &'static str, code: &'static str, message: String) -> Self {
         Self { status, message, kind, param: None, code: Some(code), retry_after_secs: None }
     }

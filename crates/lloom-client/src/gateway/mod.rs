@@ -9,7 +9,8 @@
 //! text is sent, failover works as in [`Client::chat`]).
 //!
 //! With [`ApiKeys`] configured, the `/v1/*` routes answer only requests that carry one of them
-//! (`Authorization: Bearer <key>`); `/health` and `/metrics` stay open.
+//! (`Authorization: Bearer <key>`), each key within its own requests and tokens per minute
+//! ([`GatewayConfig::key_limits`]); `/health` and `/metrics` stay open.
 
 mod auth;
 mod error;
@@ -17,9 +18,9 @@ mod metrics;
 mod openai;
 
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -31,6 +32,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::Stream;
 use lloom_core::http::{HttpLimits, HttpServer, RefusedConnections};
+use lloom_core::rate_limit::{RateLimiter, RateLimits};
 use lloom_core::unix_now;
 use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -57,6 +59,9 @@ pub struct GatewayConfig {
     pub max_concurrent: usize,
     /// Connections held at once and the time allowed for a request's headers.
     pub http: HttpLimits,
+    /// Requests and completion tokens per minute allowed to each API key (unlimited by
+    /// default; without keys they do not apply).
+    pub key_limits: RateLimits,
 }
 
 impl Default for GatewayConfig {
@@ -68,6 +73,7 @@ impl Default for GatewayConfig {
             api_keys: ApiKeys::default(),
             max_concurrent: 256,
             http: HttpLimits::default(),
+            key_limits: RateLimits { requests_per_minute: None, ..RateLimits::default() },
         }
     }
 }
@@ -81,6 +87,8 @@ struct GatewayState {
     in_flight: Arc<Semaphore>,
     /// Connections closed at once for the connection limit.
     refused_connections: RefusedConnections,
+    /// Each API key's request and token budget.
+    limiter: Mutex<RateLimiter<Arc<str>>>,
 }
 
 impl GatewayState {
@@ -90,6 +98,24 @@ impl GatewayState {
             "chatcmpl-{}-{n}",
             hex::encode(self.client.address().as_slice().get(..6).unwrap_or_default())
         )
+    }
+
+    /// Lets a request of `key` in, or answers 429 with the seconds until its budget allows it.
+    fn admit(&self, key: Option<&auth::KeyName>) -> Result<(), ApiError> {
+        let Some(key) = key else { return Ok(()) };
+        let admitted = match self.limiter.lock() {
+            Ok(mut limiter) => limiter.admit(&key.0, Instant::now()),
+            Err(_) => Ok(()),
+        };
+        admitted.map_err(|wait| ApiError::key_rate_limited(&key.0, wait))
+    }
+
+    /// Books a verified answer to `key`: its usage in the metrics, its tokens in its budget.
+    fn answered(&self, key: Option<&auth::KeyName>, receipt: &Receipt) {
+        self.counters.count_tokens(key, receipt);
+        if let (Some(key), Ok(mut limiter)) = (key, self.limiter.lock()) {
+            limiter.charge_tokens(&key.0, receipt.output_tokens, Instant::now());
+        }
     }
 }
 
@@ -106,6 +132,10 @@ fn build_router(
     let limit = config.max_body_bytes;
     let counters = metrics::GatewayCounters::new(&config.api_keys);
     let in_flight = Arc::new(Semaphore::new(config.max_concurrent.max(1)));
+    let limiter = Mutex::new(RateLimiter::new(RateLimits {
+        max_clients: config.api_keys.len().max(1),
+        ..config.key_limits
+    }));
     let state = Arc::new(GatewayState {
         client,
         config,
@@ -113,6 +143,7 @@ fn build_router(
         counters,
         in_flight,
         refused_connections,
+        limiter,
     });
     let api = Router::new()
         .route("/v1/chat/completions", post(chat_completions))
@@ -200,6 +231,7 @@ async fn complete(
     let Ok(permit) = state.in_flight.clone().try_acquire_owned() else {
         return Err(ApiError::gateway_busy(state.config.max_concurrent));
     };
+    state.admit(key.as_ref())?;
     let body = body.map_err(|rejection| {
         let status = rejection.status();
         let message = match status {
@@ -233,7 +265,7 @@ async fn complete(
         return Ok(Sse::new(sse_events(state)).keep_alive(KeepAlive::default()).into_response());
     }
     let receipt = answer.collect().await?;
-    state.counters.count_tokens(key.as_ref(), &receipt);
+    state.answered(key.as_ref(), &receipt);
     let mut response = axum::Json(openai::completion(&id, created, &receipt)).into_response();
     let headers = response.headers_mut();
     for (name, value) in [
@@ -305,7 +337,7 @@ async fn next_event(s: &mut SseState) -> Option<Event> {
                     return Some(data(&error.body()));
                 }
                 Some(Ok(ChatEvent::Done(receipt))) => {
-                    s.gateway.counters.count_tokens(s.key.as_ref(), &receipt);
+                    s.gateway.answered(s.key.as_ref(), &receipt);
                     let mut last = openai::chunk(
                         &s.id,
                         s.created,

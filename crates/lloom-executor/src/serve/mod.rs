@@ -14,7 +14,6 @@
 //! per-client rate-limiter state.
 
 mod escrow;
-mod limiter;
 mod nonces;
 mod outbox;
 mod receipts;
@@ -32,7 +31,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 
 pub use escrow::{EscrowPolicy, EscrowShortfall};
-pub use limiter::{RateLimiter, RateLimits};
+pub use lloom_core::rate_limit::{RateLimiter, RateLimits};
 pub use receipts::{Receipt, ReceiptStore};
 
 use lloom_core::group_commit::{CommitDelay, GroupCommit};

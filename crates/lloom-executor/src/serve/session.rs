@@ -188,7 +188,7 @@ async fn admit(
         ));
     }
     let admitted =
-        shared.limiter.lock().map(|mut l| l.admit(c.client, Instant::now())).map_err(|_| ());
+        shared.limiter.lock().map(|mut l| l.admit(&c.client, Instant::now())).map_err(|_| ());
     match admitted {
         Ok(Ok(())) => {}
         Ok(Err(wait)) => {
@@ -347,7 +347,7 @@ where
                     return send_refusal(shared, digest, refusal, stream).await;
                 }
                 if let Ok(mut limiter) = shared.limiter.lock() {
-                    limiter.charge_tokens(c.client, usage.output_tokens, Instant::now());
+                    limiter.charge_tokens(&c.client, usage.output_tokens, Instant::now());
                 }
                 shared.stats.completed.fetch_add(1, Ordering::Relaxed);
                 // The response leaves with any chunks still queued, after the receipt is stored.

@@ -1,4 +1,5 @@
-//! Per-client rate limits: requests per minute and output tokens per minute.
+//! Per-client rate limits: requests per minute and output tokens per minute. An executor keys
+//! them by client address; the client's gateway by API key.
 //!
 //! Each client has two token buckets that refill continuously. A request is admitted when its
 //! request bucket holds one request and its token bucket is not empty; the tokens it actually
@@ -7,9 +8,8 @@
 //! none can be, new clients are refused until some can.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::time::Instant;
-
-use lloom_core::Address;
 
 /// Rate limits per client; `None` means unlimited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,14 +59,14 @@ struct ClientBuckets {
     tokens: Bucket,
 }
 
-/// Admission decisions per client.
+/// Admission decisions per client, each client named by a `K` (an address, a key name).
 #[derive(Debug)]
-pub struct RateLimiter {
+pub struct RateLimiter<K = crate::Address> {
     limits: RateLimits,
-    clients: HashMap<Address, ClientBuckets>,
+    clients: HashMap<K, ClientBuckets>,
 }
 
-impl RateLimiter {
+impl<K: Hash + Eq + Clone> RateLimiter<K> {
     /// A limiter with `limits`.
     pub fn new(limits: RateLimits) -> Self {
         Self { limits, clients: HashMap::new() }
@@ -77,19 +77,19 @@ impl RateLimiter {
     }
 
     /// Admits one request of `client`, or returns the seconds to wait before retrying.
-    pub fn admit(&mut self, client: Address, now: Instant) -> Result<(), u64> {
+    pub fn admit(&mut self, client: &K, now: Instant) -> Result<(), u64> {
         let (rpm, tpm) = (self.limits.requests_per_minute, self.limits.tokens_per_minute);
         if rpm.is_none() && tpm.is_none() {
             return Ok(());
         }
         let (req_cap, tok_cap) = (Self::capacity(rpm), Self::capacity(tpm));
-        if !self.clients.contains_key(&client) && self.clients.len() >= self.limits.max_clients {
+        if !self.clients.contains_key(client) && self.clients.len() >= self.limits.max_clients {
             self.forget_idle(now);
             if self.clients.len() >= self.limits.max_clients {
                 return Err(1);
             }
         }
-        let entry = self.clients.entry(client).or_insert_with(|| ClientBuckets {
+        let entry = self.clients.entry(client.clone()).or_insert_with(|| ClientBuckets {
             requests: Bucket::full(req_cap, now),
             tokens: Bucket::full(tok_cap, now),
         });
@@ -106,11 +106,11 @@ impl RateLimiter {
     }
 
     /// Charges `tokens` generated for `client` (the level may go negative: a debt).
-    pub fn charge_tokens(&mut self, client: Address, tokens: u64, now: Instant) {
+    pub fn charge_tokens(&mut self, client: &K, tokens: u64, now: Instant) {
         if self.limits.tokens_per_minute.is_none() {
             return;
         }
-        if let Some(entry) = self.clients.get_mut(&client) {
+        if let Some(entry) = self.clients.get_mut(client) {
             entry.tokens.refill(Self::capacity(self.limits.tokens_per_minute), now);
             entry.tokens.level -= tokens as f64;
         }
@@ -138,6 +138,7 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Address;
     use std::time::Duration;
 
     /// How long an empty bucket takes to refill one unit at `per_minute`.
@@ -152,15 +153,15 @@ mod tests {
     #[test]
     fn requests_per_minute_is_enforced_and_refills() {
         let limits = RateLimits { requests_per_minute: Some(2), ..RateLimits::default() };
-        let mut limiter = RateLimiter::new(limits);
+        let mut limiter: RateLimiter = RateLimiter::new(limits);
         let t0 = Instant::now();
-        assert!(limiter.admit(client(1), t0).is_ok());
-        assert!(limiter.admit(client(1), t0).is_ok());
-        let wait = limiter.admit(client(1), t0).unwrap_err();
+        assert!(limiter.admit(&client(1), t0).is_ok());
+        assert!(limiter.admit(&client(1), t0).is_ok());
+        let wait = limiter.admit(&client(1), t0).unwrap_err();
         assert_eq!(wait, 30, "one request refills in 60/2 seconds");
         // Another client has its own budget.
-        assert!(limiter.admit(client(2), t0).is_ok());
-        assert!(limiter.admit(client(1), t0 + refill_interval(2)).is_ok());
+        assert!(limiter.admit(&client(2), t0).is_ok());
+        assert!(limiter.admit(&client(1), t0 + refill_interval(2)).is_ok());
     }
 
     #[test]
@@ -170,11 +171,11 @@ mod tests {
             tokens_per_minute: Some(100),
             ..RateLimits::default()
         };
-        let mut limiter = RateLimiter::new(limits);
+        let mut limiter: RateLimiter = RateLimiter::new(limits);
         let t0 = Instant::now();
-        assert!(limiter.admit(client(1), t0).is_ok());
-        limiter.charge_tokens(client(1), 150, t0);
-        let wait = limiter.admit(client(1), t0).unwrap_err();
+        assert!(limiter.admit(&client(1), t0).is_ok());
+        limiter.charge_tokens(&client(1), 150, t0);
+        let wait = limiter.admit(&client(1), t0).unwrap_err();
         assert_eq!(wait, 31, "a debt of 50 tokens plus one more at 100/min");
     }
 
@@ -182,14 +183,14 @@ mod tests {
     fn the_client_map_is_bounded() {
         let limits =
             RateLimits { requests_per_minute: Some(1), max_clients: 2, ..RateLimits::default() };
-        let mut limiter = RateLimiter::new(limits);
+        let mut limiter: RateLimiter = RateLimiter::new(limits);
         let t0 = Instant::now();
-        assert!(limiter.admit(client(1), t0).is_ok());
-        assert!(limiter.admit(client(2), t0).is_ok());
-        assert!(limiter.admit(client(3), t0).is_err(), "no room and nobody idle");
+        assert!(limiter.admit(&client(1), t0).is_ok());
+        assert!(limiter.admit(&client(2), t0).is_ok());
+        assert!(limiter.admit(&client(3), t0).is_err(), "no room and nobody idle");
         assert_eq!(limiter.tracked(), 2);
         // A minute later both buckets are full again: they are forgotten to make room.
-        assert!(limiter.admit(client(3), t0 + Duration::from_secs(61)).is_ok());
+        assert!(limiter.admit(&client(3), t0 + Duration::from_secs(61)).is_ok());
         assert!(limiter.tracked() <= 2);
     }
 
@@ -197,9 +198,9 @@ mod tests {
     fn no_limits_admits_everything_without_tracking() {
         let limits =
             RateLimits { requests_per_minute: None, tokens_per_minute: None, max_clients: 0 };
-        let mut limiter = RateLimiter::new(limits);
+        let mut limiter: RateLimiter = RateLimiter::new(limits);
         for n in 0..10 {
-            assert!(limiter.admit(client(n), Instant::now()).is_ok());
+            assert!(limiter.admit(&client(n), Instant::now()).is_ok());
         }
         assert_eq!(limiter.tracked(), 0);
     }
