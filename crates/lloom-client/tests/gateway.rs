@@ -140,13 +140,30 @@ async fn completions_models_and_health_follow_the_openai_shapes() {
     assert_eq!(v["data"][0]["id"], MODEL);
     assert_eq!(v["data"][0]["executors"], 1);
 
+    // What asks for nothing beyond text is served as usual.
+    let plain = json!({"response_format": {"type": "text"}, "tools": [], "tool_choice": "none",
+        "logprobs": false, "logit_bias": {}, "top_k": 40});
+    let (status, _, body) = http(net.addr, "POST", "/v1/chat/completions", &chat(&plain)).await;
+    assert_eq!(status, 200, "{body}");
+
+    // One model, as `client.models.retrieve(id)` asks for it.
+    let (status, _, body) = http(net.addr, "GET", &format!("/v1/models/{MODEL}"), b"").await;
+    assert_eq!(status, 200, "{body}");
+    let v = json_body(&body);
+    assert_eq!((v["id"].clone(), v["object"].clone()), (json!(MODEL), json!("model")));
+    let (status, _, body) = http(net.addr, "GET", "/v1/models/org/gpt-17", b"").await;
+    assert_eq!(status, 404, "{body}");
+    let error = &json_body(&body)["error"];
+    assert_eq!(error["code"], "model_not_found");
+    assert!(error["message"].as_str().unwrap().contains("`org/gpt-17`"), "{error}");
+
     let (status, _, body) = http(net.addr, "GET", "/health", b"").await;
     assert_eq!((status, json_body(&body)["status"].clone()), (200, json!("ok")));
 
     let (status, headers, body) = http(net.addr, "GET", "/metrics", b"").await;
     assert_eq!(status, 200, "{body}");
     assert!(headers.contains("content-type: text/plain; version=0.0.4"), "{headers}");
-    assert!(body.contains("lloom_gateway_completions_total{outcome=\"ok\"} 1\n"), "{body}");
+    assert!(body.contains("lloom_gateway_completions_total{outcome=\"ok\"} 2\n"), "{body}");
     assert!(body.contains("lloom_client_executor_successes_total{executor=\"0x"), "{body}");
     assert!(body.contains("lloom_client_executor_ttft_milliseconds{executor=\"0x"), "{body}");
 }
@@ -194,6 +211,22 @@ async fn bad_input_gets_an_openai_style_error_with_the_right_status() {
         ("temperature out of range", chat(&json!({"temperature": 5.0})), 400, "temperature 5"),
         ("n > 1", chat(&json!({"n": 2})), 400, "only n = 1"),
         ("max_tokens 0", chat(&json!({"max_tokens": 0})), 400, "max_tokens must be at least 1"),
+        (
+            "tools",
+            chat(&json!({"tools": [{"type": "function", "function": {"name": "f"}}]})),
+            400,
+            "tool calling is not supported",
+        ),
+        ("tool_choice", chat(&json!({"tool_choice": "required"})), 400, "tool_choice may only"),
+        (
+            "JSON mode",
+            chat(&json!({"response_format": {"type": "json_object"}})),
+            400,
+            "response_format {\"type\":\"json_object\"} is not supported",
+        ),
+        ("logprobs", chat(&json!({"logprobs": true, "top_logprobs": 2})), 400, "logprobs"),
+        ("logit_bias", chat(&json!({"logit_bias": {"42": 5}})), 400, "logit_bias"),
+        ("top_k of the wrong type", chat(&json!({"top_k": "many"})), 400, "invalid JSON body"),
         (
             "a tool message",
             json!({"model": MODEL, "messages": [{"role": "tool", "content": "x"}]})

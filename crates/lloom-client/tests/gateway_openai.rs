@@ -31,6 +31,7 @@ client = openai.OpenAI(base_url=sys.argv[1], api_key=sys.argv[3])
 model = sys.argv[2]
 ask = [{"role": "user", "content": "What is the capital of France?"}]
 models = [m.id for m in client.models.list()]
+retrieved = client.models.retrieve(model).id
 done = client.chat.completions.create(model=model, messages=ask, max_tokens=48, temperature=0)
 parts, usage = [], None
 for chunk in client.chat.completions.create(
@@ -53,6 +54,7 @@ except openai.AuthenticationError as e:
     wrong_key = e.status_code
 print(json.dumps({
     "models": models,
+    "retrieved": retrieved,
     "text": done.choices[0].message.content,
     "finish": done.choices[0].finish_reason,
     "completion_tokens": done.usage.completion_tokens,
@@ -150,6 +152,7 @@ async fn the_official_openai_sdk_works_against_the_gateway() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["models"], serde_json::json!([DEFAULT_MODEL.name]));
+    assert_eq!(report["retrieved"], DEFAULT_MODEL.name);
     assert!(report["text"].as_str().unwrap().contains("Paris"), "{report}");
     assert!(report["completion_tokens"].as_u64().unwrap() > 0);
     // Greedy decoding: the stream carries the same answer.

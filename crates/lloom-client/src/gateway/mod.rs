@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Extension, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -42,6 +42,7 @@ pub use error::ApiError;
 pub use openai::CompletionRequest;
 
 use crate::client::{ChatEvent, ChatStream, Client, Receipt};
+use crate::directory::ModelRow;
 
 /// Gateway limits and defaults.
 #[derive(Clone, Debug)]
@@ -148,6 +149,7 @@ fn build_router(
     let api = Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/models", get(models))
+        .route("/v1/models/{*id}", get(model))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_key));
     Router::new()
         .merge(api)
@@ -194,22 +196,36 @@ async fn health(State(state): State<Arc<GatewayState>>) -> Response {
     }
 }
 
+fn model_entry(row: ModelRow) -> openai::ModelEntry {
+    openai::ModelEntry {
+        id: row.model,
+        object: "model",
+        created: 0,
+        owned_by: "lloom",
+        executors: row.executors,
+        min_input_price_wei: row.input_price.0.to_string(),
+        min_output_price_wei: row.output_price.0.to_string(),
+        max_context: row.max_context,
+    }
+}
+
 async fn models(State(state): State<Arc<GatewayState>>) -> Result<Response, ApiError> {
     let rows = state.client.models().await?;
-    let data: Vec<openai::ModelEntry> = rows
-        .into_iter()
-        .map(|r| openai::ModelEntry {
-            id: r.model,
-            object: "model",
-            created: 0,
-            owned_by: "lloom",
-            executors: r.executors,
-            min_input_price_wei: r.input_price.0.to_string(),
-            min_output_price_wei: r.output_price.0.to_string(),
-            max_context: r.max_context,
-        })
-        .collect();
+    let data: Vec<openai::ModelEntry> = rows.into_iter().map(model_entry).collect();
     Ok(axum::Json(json!({ "object": "list", "data": data })).into_response())
+}
+
+/// `GET /v1/models/{id}` (the id may hold `/`, as in `org/model`).
+async fn model(
+    State(state): State<Arc<GatewayState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let rows = state.client.models().await?;
+    let available: Vec<String> = rows.iter().map(|r| r.model.clone()).collect();
+    match rows.into_iter().find(|r| r.model == id) {
+        Some(row) => Ok(axum::Json(model_entry(row)).into_response()),
+        None => Err(crate::error::Error::NoExecutor { model: id, available }.into()),
+    }
 }
 
 async fn chat_completions(

@@ -23,6 +23,8 @@ pub struct CompletionRequest {
     pub temperature: Option<f32>,
     /// Nucleus sampling mass.
     pub top_p: Option<f32>,
+    /// Top-k sampling (0: off), as llama.cpp's server and vLLM accept it.
+    pub top_k: Option<u32>,
     /// Seed.
     pub seed: Option<u64>,
     /// Stop sequences: a string or a list.
@@ -34,6 +36,30 @@ pub struct CompletionRequest {
     pub stream_options: Option<StreamOptions>,
     /// Number of choices; only 1 is supported.
     pub n: Option<u32>,
+    /// Tools the model may call: refused when given (tool calling is not supported).
+    pub tools: Option<Value>,
+    /// The deprecated form of `tools`: refused likewise.
+    pub functions: Option<Value>,
+    /// Only `"none"` (or `"auto"` with no tools) can be honoured.
+    pub tool_choice: Option<Value>,
+    /// Only `{"type": "text"}` can be honoured (no JSON mode or schema).
+    pub response_format: Option<Value>,
+    /// Log probabilities: refused when asked for.
+    pub logprobs: Option<bool>,
+    /// Refused when above 0.
+    pub top_logprobs: Option<u32>,
+    /// Refused when not empty.
+    pub logit_bias: Option<Value>,
+}
+
+/// Whether a JSON value asks for nothing (absent, null, `[]` or `{}`).
+fn is_empty(value: Option<&Value>) -> bool {
+    match value {
+        None | Some(Value::Null) => true,
+        Some(Value::Array(a)) => a.is_empty(),
+        Some(Value::Object(o)) => o.is_empty(),
+        Some(_) => false,
+    }
 }
 
 /// `stop`: one string or several.
@@ -89,6 +115,7 @@ impl CompletionRequest {
         if self.n.is_some_and(|n| n != 1) {
             return Err(ApiError::invalid("only n = 1 is supported", Some("n")));
         }
+        self.refuse_unsupported()?;
         if self.messages.is_empty() {
             return Err(ApiError::invalid("messages must not be empty", Some("messages")));
         }
@@ -136,7 +163,7 @@ impl CompletionRequest {
         let sampling = SamplingParams {
             temperature: self.temperature.unwrap_or(defaults.temperature),
             top_p: self.top_p.unwrap_or(defaults.top_p),
-            top_k: 0,
+            top_k: self.top_k.unwrap_or(defaults.top_k),
             seed: self.seed,
             stop: match self.stop {
                 None => Vec::new(),
@@ -150,6 +177,45 @@ impl CompletionRequest {
         request.max_tokens = max_tokens;
         let include_usage = self.stream_options.is_some_and(|o| o.include_usage);
         Ok((request, include_usage))
+    }
+}
+
+impl CompletionRequest {
+    /// Refuses the features whose answers would have another shape than the one Lloom returns,
+    /// rather than ignoring them and answering as if they had not been asked for.
+    fn refuse_unsupported(&self) -> Result<(), ApiError> {
+        if !is_empty(self.tools.as_ref()) {
+            return Err(ApiError::invalid("tool calling is not supported", Some("tools")));
+        }
+        if !is_empty(self.functions.as_ref()) {
+            return Err(ApiError::invalid("function calling is not supported", Some("functions")));
+        }
+        match self.tool_choice.as_ref() {
+            None | Some(Value::Null) => {}
+            Some(Value::String(choice)) if choice == "none" || choice == "auto" => {}
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    "tool calling is not supported (tool_choice may only be \"none\")",
+                    Some("tool_choice"),
+                ));
+            }
+        }
+        let format = self.response_format.as_ref().filter(|v| !v.is_null());
+        if let Some(format) = format
+            && format.get("type").and_then(Value::as_str) != Some("text")
+        {
+            return Err(ApiError::invalid(
+                &format!("response_format {format} is not supported; only {{\"type\": \"text\"}}"),
+                Some("response_format"),
+            ));
+        }
+        if self.logprobs == Some(true) || self.top_logprobs.is_some_and(|n| n > 0) {
+            return Err(ApiError::invalid("logprobs are not supported", Some("logprobs")));
+        }
+        if !is_empty(self.logit_bias.as_ref()) {
+            return Err(ApiError::invalid("logit_bias is not supported", Some("logit_bias")));
+        }
+        Ok(())
     }
 }
 
