@@ -125,3 +125,27 @@ fn bad_chat_arguments_are_refused_before_any_network_use() {
         .failure()
         .stderr(contains("invalid value"));
 }
+
+#[test]
+fn serve_refuses_bad_gateway_keys_and_an_open_public_address_before_any_network_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::write(&keys, "alice short\n").unwrap();
+    let cases: [(&[&str], &str); 3] = [
+        (&["--listen", "0.0.0.0:0"], "is reachable from other machines"),
+        (&["--api-key-file", keys.to_str().unwrap()], "line 1: a key must be 16 to 256"),
+        (&["--key-requests-per-minute", "5"], "limit each API key"),
+    ];
+    for (args, needle) in cases {
+        Command::cargo_bin("lloom-client")
+            .unwrap()
+            .env_remove("LLOOM_GATEWAY_API_KEY")
+            .env_remove("LLOOM_GATEWAY_API_KEY_FILE")
+            .args(["--data-dir", dir.path().to_str().unwrap(), "serve", "--no-mdns"])
+            .args(args)
+            .timeout(std::time::Duration::from_secs(30))
+            .assert()
+            .failure()
+            .stderr(contains(needle));
+    }
+}
