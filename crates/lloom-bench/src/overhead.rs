@@ -1,6 +1,7 @@
 //! P1: a full signed round trip (client → executor → instant backend → client, every
 //! signature made and checked) next to a direct HTTP call to an equally instant
-//! OpenAI-compatible server, in the same run.
+//! OpenAI-compatible server, in the same run; and the same call through the client's
+//! OpenAI-compatible gateway (HTTP in, the signed round trip, HTTP out), what an SDK sees.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,6 +42,27 @@ async fn instant_completion() -> impl IntoResponse {
     ([("content-type", "text/event-stream")], body)
 }
 
+/// Times `requests` streamed completions posted to `url` (after [`WARMUP`]).
+async fn time_http(
+    http: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+    requests: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut samples = Vec::with_capacity(requests);
+    for i in 0..WARMUP + requests {
+        let start = Instant::now();
+        let response = http.post(url).json(body).send().await?;
+        anyhow::ensure!(response.status().is_success(), "{url} answered {}", response.status());
+        let text = response.text().await?;
+        anyhow::ensure!(text.ends_with("data: [DONE]\n\n"), "unexpected answer {text}");
+        if i >= WARMUP {
+            samples.push(start.elapsed());
+        }
+    }
+    Ok(samples)
+}
+
 pub(crate) async fn run(requests: usize, client_receipts: bool) -> anyhow::Result<()> {
     let backend = Arc::new(ScriptedBackend::new(Script::answer(MODEL, "ok")));
     let network = net::start(vec![backend], 0).await?;
@@ -66,17 +88,23 @@ pub(crate) async fn run(requests: usize, client_receipts: bool) -> anyhow::Resul
         "model": MODEL, "stream": true, "max_tokens": 1,
         "messages": [{"role": "user", "content": "hi"}],
     });
-    let mut direct = Vec::with_capacity(requests);
-    for i in 0..WARMUP + requests {
-        let start = Instant::now();
-        let text = http.post(&url).json(&body).send().await?.text().await?;
-        anyhow::ensure!(text.ends_with("data: [DONE]\n\n"), "unexpected answer {text}");
-        if i >= WARMUP {
-            direct.push(start.elapsed());
-        }
-    }
+    let mut direct = time_http(&http, &url, &body, requests).await?;
+
+    let gateway_client =
+        network.client_with(net::client_receipts(&receipts_dir, client_receipts)?).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let gateway_url = format!("http://{}/v1/chat/completions", listener.local_addr()?);
+    let config = lloom_client::gateway::GatewayConfig::default();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(lloom_client::gateway::serve(gateway_client, listener, config, async move {
+        let _ = stopped.await;
+    }));
+    let mut gateway = time_http(&http, &gateway_url, &body, requests).await?;
+    let _ = stop.send(());
+
     let (l50, l99) = net::percentiles(&mut lloom);
     let (d50, d99) = net::percentiles(&mut direct);
+    let (g50, g99) = net::percentiles(&mut gateway);
     let keeping = if client_receipts { ", the client keeping receipts" } else { "" };
     println!("P1 overhead, {requests} sequential requests each (after {WARMUP} warm-up){keeping}");
     println!("  signed round trip over libp2p : p50 {l50:8.0} µs   p99 {l99:8.0} µs");
@@ -85,6 +113,14 @@ pub(crate) async fn run(requests: usize, client_receipts: bool) -> anyhow::Resul
         "  added by Lloom                : p50 {:8.0} µs   p99 {:8.0} µs   (goal ≤ 500 / ≤ 2000)",
         l50 - d50,
         l99 - d99
+    );
+    println!(
+        "  through the OpenAI gateway    : p50 {g50:8.0} µs   p99 {g99:8.0} µs   (HTTP in and out, streamed)"
+    );
+    println!(
+        "  gateway added over direct HTTP: p50 {:8.0} µs   p99 {:8.0} µs",
+        g50 - d50,
+        g99 - d99
     );
     let receipts = match network.executors.first() {
         Some(executor) => executor.server.receipts().all(FLOOR_COMMITS)?,

@@ -2,7 +2,8 @@
 //! metrics) that bounds what a peer can make it hold: at most [`HttpLimits::max_connections`]
 //! connections at once (one more is closed as soon as it is accepted), and a connection that
 //! does not send a request's headers within [`HttpLimits::header_timeout`] (an idle keep-alive
-//! connection, or a slow-loris one) is closed. `axum::serve` sets neither bound.
+//! connection, or a slow-loris one) is closed. `axum::serve` sets neither bound. Connections
+//! run with `TCP_NODELAY`, so streamed answers are not held back by Nagle's algorithm.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -92,6 +93,11 @@ impl HttpServer {
                 },
                 () = &mut shutdown => break,
             };
+            // Answers are streamed in small writes (SSE events): without this, Nagle's
+            // algorithm holds each one back until the peer's delayed ACK, some 40 ms.
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
             let Ok(slot) = slots.clone().try_acquire_owned() else {
                 refused.0.fetch_add(1, Ordering::Relaxed);
                 drop(stream);
