@@ -95,6 +95,9 @@ pub struct ServeArgs {
     /// the previous response) before it is closed.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub header_timeout_secs: u64,
+    /// Seconds a request's body gets to arrive once its headers have (then 408).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub body_timeout_secs: u64,
     /// A key every `/v1/*` request must present as `Authorization: Bearer <key>` (16 to 256
     /// printable characters); prefer the environment variable, which `ps` does not show.
     #[arg(long, env = "LLOOM_GATEWAY_API_KEY", hide_env_values = true)]
@@ -314,6 +317,7 @@ async fn serve(args: &ServeArgs, node: &NodeArgs, out: &mut (dyn Write + Send)) 
     };
     let config = GatewayConfig {
         max_body_bytes: args.max_body_bytes,
+        body_timeout: Duration::from_secs(args.body_timeout_secs),
         default_max_tokens: args.default_max_tokens,
         request_timeout: Duration::from_secs(args.request_timeout_secs),
         api_keys,
@@ -629,7 +633,12 @@ mod tests {
         let cli = Cli::try_parse_from(["lloom-client", "serve", "--listen", "nowhere"]);
         assert!(cli.is_err(), "--listen nowhere");
         assert_eq!(serve_args(&[]).max_concurrent, 256);
-        for flag in ["--max-concurrent", "--max-connections", "--header-timeout-secs"] {
+        for flag in [
+            "--max-concurrent",
+            "--max-connections",
+            "--header-timeout-secs",
+            "--body-timeout-secs",
+        ] {
             for bad in ["0", "-3", "many", "65537"] {
                 let cli = Cli::try_parse_from(["lloom-client", "serve", flag, bad]);
                 assert!(cli.is_err(), "{flag} {bad}");

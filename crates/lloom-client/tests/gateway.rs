@@ -390,3 +390,22 @@ async fn each_api_key_has_its_own_requests_per_minute() {
         http_with(net.addr, "POST", "/v1/chat/completions", &as_bob, &chat(&json!({}))).await;
     assert_eq!(status, 200, "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_does_not_arrive_in_time_gets_a_408() {
+    let config =
+        GatewayConfig { body_timeout: Duration::from_millis(300), ..GatewayConfig::default() };
+    let net = network(vec![Script::answer(MODEL, "x")], config).await;
+    let mut stream = tokio::net::TcpStream::connect(net.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: 100\r\nconnection: close\r\n\r\n{{\"model\":",
+        net.addr
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut raw)).await.unwrap().unwrap();
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    assert_eq!(json_body(body)["error"]["code"], "request_timeout", "{body}");
+}

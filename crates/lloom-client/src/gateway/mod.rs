@@ -23,14 +23,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::body::Body;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Extension, Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::Stream;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use lloom_core::http::{HttpLimits, HttpServer, RefusedConnections};
 use lloom_core::rate_limit::{RateLimiter, RateLimits};
 use lloom_core::unix_now;
@@ -49,6 +50,8 @@ use crate::directory::ModelRow;
 pub struct GatewayConfig {
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
+    /// Time for a request's body to arrive once its headers have.
+    pub body_timeout: Duration,
     /// `max_tokens` when the request gives none.
     pub default_max_tokens: u32,
     /// Time for one completion, failovers included.
@@ -69,6 +72,7 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
             max_body_bytes: 1024 * 1024,
+            body_timeout: Duration::from_secs(30),
             default_max_tokens: 256,
             request_timeout: Duration::from_secs(120),
             api_keys: ApiKeys::default(),
@@ -130,7 +134,6 @@ fn build_router(
     config: GatewayConfig,
     refused_connections: RefusedConnections,
 ) -> Router {
-    let limit = config.max_body_bytes;
     let counters = metrics::GatewayCounters::new(&config.api_keys);
     let in_flight = Arc::new(Semaphore::new(config.max_concurrent.max(1)));
     let limiter = Mutex::new(RateLimiter::new(RateLimits {
@@ -156,7 +159,6 @@ fn build_router(
         .route("/health", get(health))
         .route("/metrics", get(metrics::metrics))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
 
@@ -231,7 +233,7 @@ async fn model(
 async fn chat_completions(
     State(state): State<Arc<GatewayState>>,
     key: Option<Extension<auth::KeyName>>,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let key = key.map(|Extension(k)| k);
     let answer = complete(&state, key.clone(), body).await;
@@ -239,25 +241,43 @@ async fn chat_completions(
     answer
 }
 
+/// Reads a request body of at most [`GatewayConfig::max_body_bytes`] within
+/// [`GatewayConfig::body_timeout`] (a client that trickles its body in holds no slot for long).
+async fn read_body(config: &GatewayConfig, body: Body) -> Result<Bytes, ApiError> {
+    let limited = Limited::new(body, config.max_body_bytes);
+    match tokio::time::timeout(config.body_timeout, limited.collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => Err(ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            ..ApiError::invalid(
+                &format!("request body is larger than {} bytes", config.max_body_bytes),
+                None,
+            )
+        }),
+        Ok(Err(error)) => {
+            Err(ApiError::invalid(&format!("cannot read the request body: {error}"), None))
+        }
+        Err(_) => Err(ApiError {
+            status: StatusCode::REQUEST_TIMEOUT,
+            code: Some("request_timeout"),
+            ..ApiError::invalid(
+                &format!("the request body did not arrive within {:?}", config.body_timeout),
+                None,
+            )
+        }),
+    }
+}
+
 async fn complete(
     state: &Arc<GatewayState>,
     key: Option<auth::KeyName>,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
+    let body = read_body(&state.config, body).await?;
     let Ok(permit) = state.in_flight.clone().try_acquire_owned() else {
         return Err(ApiError::gateway_busy(state.config.max_concurrent));
     };
     state.admit(key.as_ref())?;
-    let body = body.map_err(|rejection| {
-        let status = rejection.status();
-        let message = match status {
-            StatusCode::PAYLOAD_TOO_LARGE => {
-                format!("request body is larger than {} bytes", state.config.max_body_bytes)
-            }
-            _ => rejection.body_text(),
-        };
-        ApiError { status, ..ApiError::invalid(&message, None) }
-    })?;
     let request: CompletionRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::invalid(&format!("invalid JSON body: {e}"), None))?;
     let stream = request.stream;
