@@ -93,16 +93,16 @@ impl HttpServer {
                 },
                 () = &mut shutdown => break,
             };
-            // Answers are streamed in small writes (SSE events): without this, Nagle's
-            // algorithm holds each one back until the peer's delayed ACK, some 40 ms.
-            if let Err(error) = stream.set_nodelay(true) {
-                tracing::debug!(%error, "cannot set TCP_NODELAY");
-            }
             let Ok(slot) = slots.clone().try_acquire_owned() else {
                 refused.0.fetch_add(1, Ordering::Relaxed);
                 drop(stream);
                 continue;
             };
+            // Answers are streamed in small writes (SSE events): without this, Nagle's
+            // algorithm holds each one back until the peer's delayed ACK, some 40 ms.
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
             let service = TowerToHyperService::new(router.clone());
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
