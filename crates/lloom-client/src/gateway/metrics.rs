@@ -113,36 +113,7 @@ fn render(
     let name = "lloom_gateway_unauthorized_total";
     m.family(name, MetricKind::Counter, "Requests refused for want of a valid API key.");
     m.sample(name, &[], counters.unauthorized.load(Ordering::Relaxed) as f64);
-    if !counters.by_key.is_empty() {
-        let name = "lloom_gateway_key_completions_total";
-        m.family(name, MetricKind::Counter, "Chat completions answered, by API key and outcome.");
-        for (key, usage) in &counters.by_key {
-            let key: &str = key;
-            m.sample(
-                name,
-                &[("key", key), ("outcome", "ok")],
-                usage.ok.load(Ordering::Relaxed) as f64,
-            );
-            let failed = usage.failed.load(Ordering::Relaxed) as f64;
-            m.sample(name, &[("key", key), ("outcome", "error")], failed);
-        }
-        let name = "lloom_gateway_key_tokens_total";
-        m.family(name, MetricKind::Counter, "Tokens of verified answers, by API key and kind.");
-        for (key, usage) in &counters.by_key {
-            let key: &str = key;
-            let prompt = usage.prompt_tokens.load(Ordering::Relaxed) as f64;
-            m.sample(name, &[("key", key), ("kind", "prompt")], prompt);
-            let completion = usage.completion_tokens.load(Ordering::Relaxed) as f64;
-            m.sample(name, &[("key", key), ("kind", "completion")], completion);
-        }
-        let name = "lloom_gateway_key_cost_wei_total";
-        m.family(name, MetricKind::Counter, "Wei owed for verified answers, by API key.");
-        for (key, usage) in &counters.by_key {
-            let key: &str = key;
-            let wei = usage.cost_wei.lock().map_or(0, |w| *w) as f64;
-            m.sample(name, &[("key", key)], wei);
-        }
-    }
+    render_key_usage(&mut m, &counters.by_key);
     let rows: Vec<(String, &ExecutorStats)> =
         executors.iter().map(|(a, s)| (a.to_checksum(None), s)).collect();
     let families: [(&str, MetricKind, &str, StatReader); 6] = [
@@ -197,6 +168,38 @@ fn render(
         }
     }
     m.finish()
+}
+
+/// Each API key's completions, tokens and wei owed (nothing when no key is configured).
+#[allow(clippy::cast_precision_loss)] // counters far below 2^53
+fn render_key_usage(m: &mut MetricsText, by_key: &BTreeMap<Arc<str>, KeyUsage>) {
+    if by_key.is_empty() {
+        return;
+    }
+    let name = "lloom_gateway_key_completions_total";
+    m.family(name, MetricKind::Counter, "Chat completions answered, by API key and outcome.");
+    for (key, usage) in by_key {
+        let key: &str = key;
+        m.sample(name, &[("key", key), ("outcome", "ok")], usage.ok.load(Ordering::Relaxed) as f64);
+        let failed = usage.failed.load(Ordering::Relaxed) as f64;
+        m.sample(name, &[("key", key), ("outcome", "error")], failed);
+    }
+    let name = "lloom_gateway_key_tokens_total";
+    m.family(name, MetricKind::Counter, "Tokens of verified answers, by API key and kind.");
+    for (key, usage) in by_key {
+        let key: &str = key;
+        let prompt = usage.prompt_tokens.load(Ordering::Relaxed) as f64;
+        m.sample(name, &[("key", key), ("kind", "prompt")], prompt);
+        let completion = usage.completion_tokens.load(Ordering::Relaxed) as f64;
+        m.sample(name, &[("key", key), ("kind", "completion")], completion);
+    }
+    let name = "lloom_gateway_key_cost_wei_total";
+    m.family(name, MetricKind::Counter, "Wei owed for verified answers, by API key.");
+    for (key, usage) in by_key {
+        let key: &str = key;
+        let wei = usage.cost_wei.lock().map_or(0, |w| *w) as f64;
+        m.sample(name, &[("key", key)], wei);
+    }
 }
 
 #[cfg(test)]
