@@ -112,6 +112,10 @@ pub enum ChatEvent {
     Restart {
         /// What happened.
         reason: String,
+        /// What the failed attempt's last verified checkpoint commits the client to pay for
+        /// the text it streamed, in wei (zero without one). The checkpoint is in the receipt
+        /// store by the time this event is sent.
+        cost: U256,
     },
     /// The verified receipt; nothing follows.
     Done(Box<Receipt>),

@@ -49,6 +49,9 @@ pub enum Command {
     /// List or show the verified receipts kept by `chat` and `serve`.
     #[command(subcommand)]
     Receipts(ReceiptsCommand),
+    /// What each gateway API key has spent; reset a key's spend (while the gateway is stopped).
+    #[command(subcommand)]
+    Spend(crate::spend_cli::SpendCommand),
 }
 
 /// `lloom-client receipts ...`.
@@ -102,10 +105,19 @@ pub struct ServeArgs {
     /// printable characters); prefer the environment variable, which `ps` does not show.
     #[arg(long, env = "LLOOM_GATEWAY_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
-    /// A file of keys, one per line as `NAME KEY` or `KEY` (`#` starts a comment); each name
-    /// labels its key's usage in `/metrics`.
+    /// A file of keys, one per line as `NAME KEY BUDGET`, `NAME KEY` or `KEY` (`#` starts a
+    /// comment); each name labels its key's usage in `/metrics`, and a budget (wei, or ether
+    /// as `0.01eth`) is the most the key may spend.
     #[arg(long, env = "LLOOM_GATEWAY_API_KEY_FILE")]
     pub api_key_file: Option<std::path::PathBuf>,
+    /// The most each API key may spend (wei, or ether as `0.01eth`), for keys whose line in
+    /// the key file gives no budget; a key that has spent it is answered 402.
+    #[arg(long, value_parser = parse_budget)]
+    pub key_budget: Option<U256>,
+    /// Where each API key's spend is kept across restarts (default: `gateway-spend.redb` in
+    /// the client's data directory).
+    #[arg(long)]
+    pub spend_ledger: Option<std::path::PathBuf>,
     /// Requests per minute each API key may make (burst: the same number).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub key_requests_per_minute: Option<u32>,
@@ -122,6 +134,14 @@ pub struct ServeArgs {
     /// Escrow check.
     #[command(flatten)]
     pub escrow: EscrowArgs,
+}
+
+fn parse_budget(text: &str) -> std::result::Result<U256, String> {
+    match lloom_core::chain::parse_amount(text) {
+        Ok(amount) => Ok(amount),
+        Err(lloom_core::Error::Chain(reason)) => Err(reason),
+        Err(other) => Err(other.to_string()),
+    }
 }
 
 /// Options of `lloom-client chat`.
@@ -243,6 +263,7 @@ pub async fn run(cli: &Cli, out: &mut (dyn Write + Send)) -> Result<()> {
         Command::Serve(args) => serve(args, &cli.node, out).await?,
         Command::Chain(cmd) => crate::chain_cli::run(cmd, &cli.node, out).await?,
         Command::Receipts(cmd) => receipts(cmd, &cli.node, out)?,
+        Command::Spend(cmd) => crate::spend_cli::run(cmd, &cli.node, out)?,
         Command::Models(args) => {
             let args = args.merged(&cli.node.config_file()?);
             let rows = discover_in(&args, cli.node.domain()).await?.models();
@@ -307,6 +328,17 @@ async fn connect(
 
 async fn serve(args: &ServeArgs, node: &NodeArgs, out: &mut (dyn Write + Send)) -> Result<()> {
     let api_keys = gateway_keys(args)?;
+    // Every key's spend is kept, budget or not, so one given later counts from the start.
+    let spend_ledger = match api_keys.is_empty() {
+        true => None,
+        false => {
+            let path = args
+                .spend_ledger
+                .clone()
+                .unwrap_or_else(|| crate::spend_cli::default_ledger_path(node));
+            Some(std::sync::Arc::new(crate::gateway::SpendLedger::open(&path)?))
+        }
+    };
     let stop = lloom_core::cli::ShutdownSignal::install()?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let client = connect(&args.discovery, node, &args.routing, &args.escrow).await?;
@@ -332,6 +364,7 @@ async fn serve(args: &ServeArgs, node: &NodeArgs, out: &mut (dyn Write + Send)) 
             header_timeout: Duration::from_secs(args.header_timeout_secs),
             ..HttpLimits::default()
         },
+        spend_ledger,
     };
     writeln!(
         out,
@@ -349,14 +382,19 @@ async fn serve(args: &ServeArgs, node: &NodeArgs, out: &mut (dyn Write + Send)) 
 
 /// The gateway's API keys; refuses to expose an open gateway beyond loopback unless asked to.
 fn gateway_keys(args: &ServeArgs) -> Result<ApiKeys> {
-    let keys = ApiKeys::load(args.api_key.as_deref(), args.api_key_file.as_deref())?;
-    let limited = args.key_requests_per_minute.is_some() || args.key_tokens_per_minute.is_some();
+    let mut keys = ApiKeys::load(args.api_key.as_deref(), args.api_key_file.as_deref())?;
+    let limited = args.key_requests_per_minute.is_some()
+        || args.key_tokens_per_minute.is_some()
+        || args.key_budget.is_some();
     if keys.is_empty() && limited {
         return Err(Error::ApiKeys(
-            "--key-requests-per-minute and --key-tokens-per-minute limit each API key: \
-             give --api-key or --api-key-file"
+            "--key-requests-per-minute, --key-tokens-per-minute and --key-budget limit each \
+             API key: give --api-key or --api-key-file"
                 .into(),
         ));
+    }
+    if let Some(budget) = args.key_budget {
+        keys = keys.with_default_budget(budget);
     }
     if keys.is_empty() && !args.listen.ip().is_loopback() && !args.allow_unauthenticated {
         return Err(Error::ApiKeys(format!(
@@ -427,14 +465,18 @@ pub async fn stream_answer(
                 out.flush()?;
             }
             ChatEvent::Text(_) => {}
-            ChatEvent::Restart { reason } => {
+            ChatEvent::Restart { reason, cost } => {
                 if !json {
                     writeln!(out)?;
                 }
+                let paid = match cost.is_zero() {
+                    true => String::new(),
+                    false => format!("; its checkpoint of what it streamed costs {cost} wei"),
+                };
                 #[allow(clippy::print_stderr)]
                 {
                     eprintln!(
-                        "[executor failed mid-answer ({reason}); the answer restarts on another executor]"
+                        "[executor failed mid-answer ({reason}){paid}; the answer restarts on another executor]"
                     );
                 }
             }
@@ -602,6 +644,22 @@ mod tests {
         }
         let short = serve_args(&["--api-key", "short"]);
         assert!(gateway_keys(&short).unwrap_err().to_string().contains("16 to 256 characters"));
+    }
+
+    #[test]
+    fn a_key_budget_needs_keys_and_an_amount() {
+        let key = ["--api-key", "0123456789abcdef0123"];
+        let error = gateway_keys(&serve_args(&["--key-budget", "100"])).unwrap_err().to_string();
+        assert!(error.contains("--key-budget limit each API key"), "{error}");
+        let keys = gateway_keys(&serve_args(&[&key[..], &["--key-budget", "0.5eth"]].concat()));
+        let budget = keys.unwrap().budget("default");
+        assert_eq!(budget, Some(U256::from(500_000_000_000_000_000u64)));
+        for bad in ["lots", "-5", "1.5", ""] {
+            let flag = format!("--key-budget={bad}");
+            let cli = Cli::try_parse_from(["lloom-client", "serve", &flag]);
+            let error = cli.unwrap_err().to_string();
+            assert!(error.contains("is not an amount"), "{bad}: {error}");
+        }
     }
 
     #[test]

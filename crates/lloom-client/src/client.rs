@@ -374,7 +374,6 @@ impl Client {
         let mut readdressed: Vec<Address> = Vec::new();
         let mut reports: Vec<AttemptReport> = Vec::new();
         let mut busy_retry_after: Option<u64> = None;
-        let mut last_checkpoint: Option<(SignedRequest, SignedResponse, Candidate)> = None;
         let (mut over_escrow, mut escrow_seen) = (None, U256::ZERO);
         let mut attempts = 0;
         while attempts < inner.config.max_attempts.max(1) {
@@ -482,8 +481,13 @@ impl Client {
                             busy_retry_after.map_or(retry_after_secs, |b| b.min(retry_after_secs)),
                         );
                     }
+                    // The executor can settle what it streamed: its checkpoint is kept now,
+                    // whether or not another executor answers.
+                    let mut cost = U256::ZERO;
                     if let Some(cp) = failed.checkpoint {
-                        last_checkpoint = Some((signed.into_request(), cp, executor.clone()));
+                        tracing::info!(executor = %executor.address, tokens = cp.commitment.outputTokens, "kept the last verified checkpoint of a broken stream");
+                        self.keep(signed.request(), &cp, None).await;
+                        cost = cp.commitment.totalCost;
                     }
                     let retryable = failed.failure.is_retryable();
                     reports.push(AttemptReport {
@@ -492,18 +496,14 @@ impl Client {
                         cooldown: Some(cooldown),
                     });
                     if failed.streamed {
-                        let _ =
-                            events.send(Ok(ChatEvent::Restart { reason: reason.clone() })).await;
+                        let restart = ChatEvent::Restart { reason: reason.clone(), cost };
+                        let _ = events.send(Ok(restart)).await;
                     }
                     if !retryable {
                         return Err(Error::Refused { executor: executor.address, reason });
                     }
                 }
             }
-        }
-        if let Some((request, cp, executor)) = &last_checkpoint {
-            tracing::info!(executor = %executor.address, tokens = cp.commitment.outputTokens, "kept the last verified checkpoint of a broken stream");
-            self.keep(request, cp, None).await;
         }
         if reports.is_empty()
             && let Some(needed) = over_escrow

@@ -36,6 +36,7 @@ pub mod nonce;
 pub mod receipts;
 pub mod report;
 pub mod routing;
+mod spend_cli;
 mod stream_pool;
 
 pub use attempt::AttemptFailure;
@@ -43,3 +44,4 @@ pub use chain_cli::ChainCommand;
 pub use client::{ChatEvent, ChatRequest, ChatStream, Client, ClientConfig, Receipt};
 pub use error::{Error, Result};
 pub use routing::{RouteFilter, Strategy};
+pub use spend_cli::SpendCommand;

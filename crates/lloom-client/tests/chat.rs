@@ -114,7 +114,7 @@ async fn chat_returns_the_streamed_text_and_a_verified_receipt() {
         match event.unwrap() {
             ChatEvent::Attempt { executor } => assert_eq!(executor, key.address()),
             ChatEvent::Text(t) => streamed.push_str(&t),
-            ChatEvent::Restart { reason } => panic!("unexpected restart: {reason}"),
+            ChatEvent::Restart { reason, .. } => panic!("unexpected restart: {reason}"),
             ChatEvent::Done(r) => receipt = Some(*r),
         }
     }
@@ -248,6 +248,59 @@ async fn an_executor_killed_mid_stream_is_replaced_by_the_next_one() {
     let stats = client.executor_stats().await;
     let doomed_stats = stats.iter().find(|(a, _)| *a == doomed_key.address()).unwrap();
     assert!(doomed_stats.1.cooldown_until.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_streams_checkpoint_is_kept_even_when_another_executor_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_v, addrs) = validator().await;
+    let slow =
+        Script { delay: Duration::from_millis(20), ..Script::answer(MODEL, &"tick ".repeat(100)) };
+    let doomed_key = NodeKey::generate();
+    let mut config = ExecutorConfig::new(dir.path().join("doomed"));
+    config.network = NetworkConfig { bootstrap: addrs.clone(), ..NetworkConfig::local() };
+    config.serve.checkpoint_every = 4;
+    let model = ServedModel { offer: offer(1), backend: Arc::new(ScriptedBackend::new(slow)) };
+    let doomed = ExecutorNode::start(&doomed_key, vec![model], config).await.unwrap();
+    let (_good, good_key) = executor(&addrs, Script::answer(MODEL, "Paris."), 5, &dir).await;
+    let store_path = dir.path().join("client-receipts.redb");
+    let store = Arc::new(lloom_client::receipts::ReceiptStore::open(&store_path).unwrap());
+    let config = ClientConfig { receipts: Some(store.clone()), ..ClientConfig::default() }
+        .bootstrap(addrs.clone())
+        .strategy(Strategy::Cheapest);
+    let client = connect(config, 2).await;
+
+    let mut stream = client.chat(ask()).await.unwrap();
+    let (mut doomed, mut texts, mut restart_cost, mut receipt) = (Some(doomed), 0, None, None);
+    while let Some(event) = tokio::time::timeout(WAIT, stream.next()).await.unwrap() {
+        match event.unwrap() {
+            ChatEvent::Text(_) => {
+                texts += 1;
+                if texts == 10
+                    && let Some(node) = doomed.take()
+                {
+                    node.shutdown().await.unwrap();
+                }
+            }
+            ChatEvent::Restart { cost, .. } => restart_cost = Some(cost),
+            ChatEvent::Done(r) => receipt = Some(*r),
+            ChatEvent::Attempt { .. } => {}
+        }
+    }
+    let receipt = receipt.expect("the answer completes on the other executor");
+    assert_eq!(receipt.executor, good_key.address());
+    // What the first executor streamed before it died is kept beside the answer: it can settle
+    // its checkpoint, and the user is told what that costs.
+    let cost = restart_cost.expect("the user is told the answer restarted");
+    let kept = store.latest(10).unwrap();
+    assert_eq!(kept.len(), 2, "the checkpoint and the answer");
+    let checkpoint = kept.iter().find(|r| r.executor() == doomed_key.address()).unwrap();
+    let c = &checkpoint.response.commitment;
+    assert!(c.outputTokens >= 8 && c.outputTokens % 4 == 0, "{}", c.outputTokens);
+    assert_eq!(checkpoint.text, None);
+    assert_eq!(checkpoint.cost(), cost);
+    assert_eq!(cost, U256::from(c.inputTokens + 2 * c.outputTokens));
+    assert_ne!(checkpoint.digest(), receipt.request.digest(), "each attempt has its own nonce");
 }
 
 /// The TCP ports in `addrs`, on loopback.

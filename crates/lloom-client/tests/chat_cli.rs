@@ -131,10 +131,15 @@ fn serve_refuses_bad_gateway_keys_and_an_open_public_address_before_any_network_
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("keys");
     std::fs::write(&keys, "alice short\n").unwrap();
-    let cases: [(&[&str], &str); 3] = [
+    let budgeted = dir.path().join("budgeted");
+    std::fs::write(&budgeted, "alice 0123456789abcdef0123 plenty\n").unwrap();
+    let cases: [(&[&str], &str); 6] = [
         (&["--listen", "0.0.0.0:0"], "is reachable from other machines"),
         (&["--api-key-file", keys.to_str().unwrap()], "line 1: a key must be 16 to 256"),
         (&["--key-requests-per-minute", "5"], "limit each API key"),
+        (&["--key-budget", "5"], "limit each API key"),
+        (&["--key-budget", "5 wei"], "is not an amount"),
+        (&["--api-key-file", budgeted.to_str().unwrap()], "the budget of `alice`: `plenty`"),
     ];
     for (args, needle) in cases {
         Command::cargo_bin("lloom-client")
@@ -148,4 +153,42 @@ fn serve_refuses_bad_gateway_keys_and_an_open_public_address_before_any_network_
             .failure()
             .stderr(contains(needle));
     }
+}
+
+#[tokio::test]
+async fn spend_lists_and_resets_what_each_gateway_key_spent() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let spend = |args: &[&str]| {
+        let mut command = Command::cargo_bin("lloom-client").unwrap();
+        command.args(["--data-dir", data]).args(args).timeout(Duration::from_secs(30));
+        command.assert()
+    };
+    // No ledger yet: said so, and none is made.
+    spend(&["spend", "list"]).failure().stderr(contains("no spend ledger at"));
+    assert!(!dir.path().join("gateway-spend.redb").exists());
+    // The ledger `serve` keeps in the data directory.
+    {
+        let path = dir.path().join("gateway-spend.redb");
+        let ledger = lloom_client::gateway::SpendLedger::open(&path).unwrap();
+        ledger.charge(&"alice".into(), U256::from(58)).await.unwrap();
+        ledger.charge(&"bob".into(), U256::from(29)).await.unwrap();
+        // A ledger in use is not opened twice.
+        spend(&["spend", "list"]).failure().stderr(contains("open in another process"));
+    }
+    spend(&["spend", "list"]).success().stdout(contains("alice")).stdout(contains("58"));
+    let listed = spend(&["--json", "spend", "list"]).success();
+    let rows: serde_json::Value = serde_json::from_slice(&listed.get_output().stdout).unwrap();
+    assert_eq!(
+        rows,
+        serde_json::json!([{"key": "alice", "spent_wei": "58"}, {"key": "bob", "spent_wei": "29"}])
+    );
+    spend(&["spend", "reset", "alice"]).success().stdout(contains("reset to 0 (it was 58 wei)"));
+    let listed = spend(&["--json", "spend", "list"]).success();
+    let rows: serde_json::Value = serde_json::from_slice(&listed.get_output().stdout).unwrap();
+    assert_eq!(rows, serde_json::json!([{"key": "bob", "spent_wei": "29"}]));
+    let elsewhere = dir.path().join("elsewhere.redb");
+    spend(&["spend", "list", "--ledger", elsewhere.to_str().unwrap()])
+        .failure()
+        .stderr(contains("elsewhere.redb"));
 }

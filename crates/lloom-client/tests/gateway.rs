@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lloom_client::gateway::{ApiKeys, GatewayConfig, serve};
+use lloom_client::gateway::{ApiKeys, GatewayConfig, SpendLedger, serve};
 use lloom_client::{Client, ClientConfig};
 use lloom_core::network::test_utils::WAIT;
 use lloom_core::network::{Multiaddr, NetworkConfig};
@@ -247,6 +247,8 @@ async fn bad_input_gets_an_openai_style_error_with_the_right_status() {
     let (status, _, body) = http(net.addr, "GET", "/v2/nothing", b"").await;
     assert_eq!(status, 404);
     assert_eq!(json_body(&body)["error"]["code"], "unknown_url");
+    let (status, _, body) = http(net.addr, "GET", "/v1/key", b"").await;
+    assert_eq!((status, json_body(&body)["error"]["code"].clone()), (404, json!("no_api_keys")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -389,6 +391,79 @@ async fn each_api_key_has_its_own_requests_per_minute() {
     let (status, _, body) =
         http_with(net.addr, "POST", "/v1/chat/completions", &as_bob, &chat(&json!({}))).await;
     assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_that_has_spent_its_budget_gets_a_402_and_its_spend_is_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob) = ("alice-0123456789abcdef", "bob-0123456789abcdef");
+    // Each answer costs 29 wei (10 prompt tokens at 2, 3 completion tokens at 3).
+    let api_keys = ApiKeys::parse(&format!("alice {alice} 50\nbob {bob}\n")).unwrap();
+    let ledger = Arc::new(SpendLedger::open(&dir.path().join("spend.redb")).unwrap());
+    let without_ledger = GatewayConfig { api_keys: api_keys.clone(), ..GatewayConfig::default() };
+    let error = without_ledger.check().expect_err("budgets without a ledger").to_string();
+    assert!(error.contains("need a spend ledger"), "{error}");
+    let config =
+        GatewayConfig { api_keys, spend_ledger: Some(ledger.clone()), ..GatewayConfig::default() };
+    let net = network(vec![Script::answer(MODEL, "Paris it is.")], config).await;
+    let as_alice = format!("authorization: Bearer {alice}\r\n");
+    let ask = |headers: String, body: Vec<u8>| async move {
+        http_with(net.addr, "POST", "/v1/chat/completions", &headers, &body).await
+    };
+
+    // Let in while below the budget, and charged in full: 29, then 58 of 50.
+    for spent in [29u64, 58] {
+        let (status, _, body) = ask(as_alice.clone(), chat(&json!({}))).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(ledger.spent("alice"), U256::from(spent), "on disk before the answer");
+    }
+    let (status, headers, body) = ask(as_alice.clone(), chat(&json!({}))).await;
+    assert_eq!(status, 402, "{body}");
+    assert!(!headers.contains("retry-after"), "waiting does not help: {headers}");
+    let error = &json_body(&body)["error"];
+    assert_eq!(
+        (error["type"].clone(), error["code"].clone()),
+        (json!("insufficient_quota"), json!("insufficient_quota"))
+    );
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("`alice` has spent 58 wei of its budget of 50 wei"), "{message}");
+    // Streams too are refused, and nothing was signed for them.
+    let (status, _, _) = ask(as_alice.clone(), chat(&json!({"stream": true}))).await;
+    assert_eq!(status, 402);
+
+    // Bob has no budget; his streamed answer is charged to him all the same.
+    let as_bob = format!("authorization: Bearer {bob}\r\n");
+    let (status, _, raw) = ask(as_bob.clone(), chat(&json!({"stream": true}))).await;
+    assert_eq!(status, 200, "{raw}");
+    assert!(raw.contains("data: [DONE]"), "{raw}");
+    assert_eq!(ledger.spent("bob"), U256::from(29));
+
+    // Each key can ask what it has spent and has left.
+    let (status, _, body) = http_with(net.addr, "GET", "/v1/key", &as_alice, b"").await;
+    assert_eq!(status, 200, "{body}");
+    let data = &json_body(&body)["data"];
+    assert_eq!(data["label"], "alice");
+    assert_eq!(data["usage_wei"], "58");
+    assert_eq!(data["limit_wei"], "50");
+    assert_eq!(data["limit_remaining_wei"], "0");
+    assert_eq!(data["durable"], true);
+    let (_, _, body) = http_with(net.addr, "GET", "/v1/key", &as_bob, b"").await;
+    let data = &json_body(&body)["data"];
+    assert_eq!((data["usage_wei"].clone(), data["limit_wei"].clone()), (json!("29"), Value::Null));
+    let (status, _, _) = http(net.addr, "GET", "/v1/key", b"").await;
+    assert_eq!(status, 401, "the key endpoint asks for a key");
+
+    let (_, _, page) = http(net.addr, "GET", "/metrics", b"").await;
+    for line in [
+        "lloom_gateway_key_spent_wei{key=\"alice\"} 58\n",
+        "lloom_gateway_key_budget_wei{key=\"alice\"} 50\n",
+        "lloom_gateway_key_spent_wei{key=\"bob\"} 29\n",
+        "lloom_gateway_key_completions_total{key=\"alice\",outcome=\"error\"} 2\n",
+        "lloom_gateway_spend_ledger_errors_total 0\n",
+    ] {
+        assert!(page.contains(line), "{line} not in {page}");
+    }
+    assert!(!page.contains("lloom_gateway_key_budget_wei{key=\"bob\"}"), "{page}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,7 +15,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use lloom_client::gateway::{ApiKeys, GatewayConfig, serve};
+use lloom_client::gateway::{ApiKeys, GatewayConfig, SpendLedger, serve};
 use lloom_client::{Client, ClientConfig};
 use lloom_core::network::NetworkConfig;
 use lloom_core::{NodeKey, U256};
@@ -52,6 +52,19 @@ try:
     wrong_key = None
 except openai.AuthenticationError as e:
     wrong_key = e.status_code
+# A key with a budget of 1 wei: its first answer spends it, its next request gets a 402, which
+# the SDK does not retry (it would retry a 429).
+budgeted = openai.OpenAI(base_url=sys.argv[1], api_key=sys.argv[4])
+budgeted.chat.completions.create(model=model, messages=ask, max_tokens=4)
+try:
+    budgeted.chat.completions.create(model=model, messages=ask, max_tokens=4)
+    over_budget = None
+except openai.APIStatusError as e:
+    over_budget = [e.status_code, e.code]
+import urllib.request
+metrics = urllib.request.urlopen(sys.argv[1][: -len("/v1")] + "/metrics").read().decode()
+refused = [line.split()[-1] for line in metrics.splitlines()
+           if line.startswith('lloom_gateway_key_completions_total{key="budgeted",outcome="error"}')]
 print(json.dumps({
     "models": models,
     "retrieved": retrieved,
@@ -62,6 +75,8 @@ print(json.dumps({
     "streamed_usage": usage,
     "missing_status": missing,
     "wrong_key_status": wrong_key,
+    "over_budget": over_budget,
+    "over_budget_requests": refused,
 }))
 "#;
 
@@ -91,6 +106,8 @@ fn dirs_home() -> PathBuf {
 
 /// The key the gateway of these tests asks for.
 const API_KEY: &str = "test-key-0123456789abcdef";
+/// A second key, `budgeted`, that may spend 1 wei.
+const BUDGETED_KEY: &str = "budget-key-0123456789abcdef";
 
 /// A validator, an executor with the real engine, a client and its gateway (asking for
 /// [`API_KEY`]); returns the gateway's base URL and the validator's addresses (the nodes live
@@ -125,8 +142,14 @@ async fn gateway_over_the_real_model() -> (String, Vec<lloom_core::network::Mult
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
-    let config =
-        GatewayConfig { api_keys: ApiKeys::single(API_KEY).unwrap(), ..Default::default() };
+    let budgeted = ApiKeys::parse(&format!("budgeted {BUDGETED_KEY} 1")).unwrap();
+    let api_keys = ApiKeys::single(API_KEY).unwrap().merge(budgeted).unwrap();
+    let ledger = SpendLedger::open(&dir.path().join("gateway-spend.redb")).unwrap();
+    let config = GatewayConfig {
+        api_keys,
+        spend_ledger: Some(std::sync::Arc::new(ledger)),
+        ..Default::default()
+    };
     tokio::spawn(serve(client, listener, config, std::future::pending()));
     tokio::spawn(async move {
         // Keep the nodes alive until the test's runtime ends.
@@ -143,7 +166,7 @@ async fn the_official_openai_sdk_works_against_the_gateway() {
 
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new(python)
-            .args(["-c", SCRIPT, &base_url, DEFAULT_MODEL.name, API_KEY])
+            .args(["-c", SCRIPT, &base_url, DEFAULT_MODEL.name, API_KEY, BUDGETED_KEY])
             .output()
             .unwrap()
     })
@@ -160,6 +183,8 @@ async fn the_official_openai_sdk_works_against_the_gateway() {
     assert_eq!(report["streamed_usage"], report["completion_tokens"]);
     assert_eq!(report["missing_status"], 404);
     assert_eq!(report["wrong_key_status"], 401);
+    assert_eq!(report["over_budget"], serde_json::json!([402, "insufficient_quota"]));
+    assert_eq!(report["over_budget_requests"], serde_json::json!(["1"]), "no retry of a 402");
 }
 
 /// The executor's HTTP backend against a real OpenAI-compatible server (this gateway): a

@@ -2,7 +2,8 @@
 //! reach it spends that client's funds: with keys configured, every `/v1/*` request must carry
 //! `Authorization: Bearer <key>` (what OpenAI SDKs send for `api_key`), or it is answered with
 //! a 401 before anything is signed. Keys are kept only as hashes; each has a name that labels
-//! its usage in the metrics.
+//! its usage in the metrics, and may have a budget: the most it may spend, in wei, over the
+//! gateway's life (kept in a [`super::SpendLedger`]).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -12,7 +13,8 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use lloom_core::{B256, keccak256};
+use lloom_core::chain::parse_amount;
+use lloom_core::{B256, U256, keccak256};
 
 use super::GatewayState;
 use super::error::ApiError;
@@ -27,10 +29,13 @@ pub const MAX_KEYS: usize = 10_000;
 /// Longest key name (it becomes a metrics label).
 const MAX_NAME_CHARS: usize = 64;
 
-/// The keys a gateway accepts, as hashes, each with its name. Empty: no key is asked for.
+/// The keys a gateway accepts, as hashes, each with its name and perhaps a budget. Empty: no
+/// key is asked for.
 #[derive(Clone, Default)]
 pub struct ApiKeys {
     by_digest: HashMap<B256, Arc<str>>,
+    /// Key name → the most it may spend, in wei.
+    budgets: HashMap<Arc<str>, U256>,
 }
 
 impl std::fmt::Debug for ApiKeys {
@@ -51,9 +56,10 @@ impl ApiKeys {
         Ok(keys)
     }
 
-    /// Parses a key file: one key per line, as `NAME KEY` or just `KEY` (named `key-<line>`);
-    /// blank lines and lines starting with `#` are skipped. Names are letters, digits, `_`,
-    /// `-` and `.`.
+    /// Parses a key file: one key per line, as `NAME KEY BUDGET`, `NAME KEY` or just `KEY`
+    /// (named `key-<line>`); blank lines and lines starting with `#` are skipped. Names are
+    /// letters, digits, `_`, `-` and `.`; a budget is an amount in wei (`5000000`) or ether
+    /// (`0.01eth`).
     pub fn parse(text: &str) -> Result<Self> {
         let mut keys = Self::default();
         for (index, line) in text.lines().enumerate() {
@@ -63,18 +69,24 @@ impl ApiKeys {
             }
             let number = index + 1;
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let (name, key) = match fields.as_slice() {
-                [key] => (format!("key-{number}"), *key),
-                [name, key] => ((*name).to_owned(), *key),
+            let (name, key, budget) = match fields.as_slice() {
+                [key] => (format!("key-{number}"), *key, None),
+                [name, key] => ((*name).to_owned(), *key, None),
+                [name, key, budget] => ((*name).to_owned(), *key, Some(*budget)),
                 _ => {
                     return Err(Error::ApiKeys(format!(
-                        "line {number}: expected `NAME KEY` or `KEY`, found {} fields",
+                        "line {number}: expected `NAME KEY BUDGET`, `NAME KEY` or `KEY`, found {} fields",
                         fields.len()
                     )));
                 }
             };
-            keys.add(&name, key)
-                .map_err(|reason| Error::ApiKeys(format!("line {number}: {reason}")))?;
+            let at_line = |reason: String| Error::ApiKeys(format!("line {number}: {reason}"));
+            keys.add(&name, key).map_err(at_line)?;
+            if let Some(budget) = budget {
+                let budget = parse_amount(budget)
+                    .map_err(|e| at_line(format!("the budget of `{name}`: {}", strip_chain(&e))))?;
+                keys.budgets.insert(name.as_str().into(), budget);
+            }
         }
         if keys.is_empty() {
             return Err(Error::ApiKeys("the key file holds no key".into()));
@@ -100,12 +112,31 @@ impl ApiKeys {
         Ok(keys)
     }
 
-    /// Adds the keys of `other`; a key or name present in both is refused.
+    /// Adds the keys of `other`, with their budgets; a key or name present in both is refused.
     pub fn merge(mut self, other: Self) -> Result<Self> {
         for (digest, name) in other.by_digest {
             self.insert(digest, name).map_err(Error::ApiKeys)?;
         }
+        self.budgets.extend(other.budgets);
         Ok(self)
+    }
+
+    /// Gives `budget` to every key that has none of its own.
+    pub fn with_default_budget(mut self, budget: U256) -> Self {
+        for name in self.by_digest.values() {
+            self.budgets.entry(name.clone()).or_insert(budget);
+        }
+        self
+    }
+
+    /// The most the key named `name` may spend, in wei (`None`: no limit).
+    pub fn budget(&self, name: &str) -> Option<U256> {
+        self.budgets.get(name).copied()
+    }
+
+    /// Whether any key has a budget (the gateway then needs a [`super::SpendLedger`]).
+    pub fn has_budgets(&self) -> bool {
+        !self.budgets.is_empty()
     }
 
     /// Whether no key is configured (the gateway is open).
@@ -176,6 +207,14 @@ impl ApiKeys {
             Some(name) => Ok(Some(KeyName(name.clone()))),
             None => Err(unauthorized("incorrect API key", "invalid_api_key")),
         }
+    }
+}
+
+/// An amount's parse error without its `chain:` prefix.
+fn strip_chain(error: &lloom_core::Error) -> String {
+    match error {
+        lloom_core::Error::Chain(reason) => reason.clone(),
+        other => other.to_string(),
     }
 }
 
@@ -282,7 +321,15 @@ mod tests {
             ("", "holds no key"),
             ("# only a comment\n", "holds no key"),
             ("short", "line 1: a key must be 16 to 256 characters (this one has 5)"),
-            (&format!("a b {KEY}"), "line 1: expected `NAME KEY` or `KEY`, found 3 fields"),
+            (
+                &format!("a b {KEY} 5"),
+                "line 1: expected `NAME KEY BUDGET`, `NAME KEY` or `KEY`, found 4 fields",
+            ),
+            (
+                &format!("alice {KEY} lots"),
+                "line 1: the budget of `alice`: `lots` is not an amount",
+            ),
+            (&format!("alice {KEY} -5"), "line 1: the budget of `alice`"),
             (&format!("al!ce {KEY}"), "line 1: key name `al!ce`"),
             (&format!("alice {KEY}\nbob {KEY}"), "line 2: the key named `bob` is given twice"),
             (
@@ -302,6 +349,24 @@ mod tests {
         assert!(error.unwrap_err().to_string().contains("given twice"));
         let both = one.merge(ApiKeys::parse(&format!("other {KEY}x")).unwrap()).unwrap();
         assert_eq!(both.len(), 2);
+    }
+
+    #[test]
+    fn budgets_come_from_the_key_file_or_the_default() {
+        let text = format!("alice {KEY} 1500\nbob {KEY}b 0.5eth\ncarol {KEY}c\n");
+        let keys = ApiKeys::parse(&text).unwrap();
+        assert!(keys.has_budgets());
+        assert_eq!(keys.budget("alice"), Some(U256::from(1500)));
+        assert_eq!(keys.budget("bob"), Some(U256::from(500_000_000_000_000_000u64)));
+        assert_eq!(keys.budget("carol"), None);
+        let keys = keys.with_default_budget(U256::from(7));
+        assert_eq!(keys.budget("alice"), Some(U256::from(1500)), "its own budget stays");
+        assert_eq!(keys.budget("carol"), Some(U256::from(7)));
+        assert!(!ApiKeys::single(KEY).unwrap().has_budgets());
+        let merged = ApiKeys::single(KEY)
+            .unwrap()
+            .merge(ApiKeys::parse("d 0123456789abcdefXXXX 9").unwrap());
+        assert_eq!(merged.unwrap().budget("d"), Some(U256::from(9)));
     }
 
     #[test]

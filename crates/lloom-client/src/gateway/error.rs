@@ -3,6 +3,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use lloom_core::U256;
 use serde_json::json;
 
 use crate::error::Error;
@@ -61,6 +62,17 @@ impl ApiError {
         );
         api.retry_after_secs = Some(retry_after_secs);
         api
+    }
+
+    /// A 402 for an API key that has spent its budget (not a 429: waiting does not help, and
+    /// SDKs would retry a 429).
+    pub fn budget_spent(key_name: &str, spent: U256, budget: U256) -> Self {
+        Self::new(
+            StatusCode::PAYMENT_REQUIRED,
+            "insufficient_quota",
+            "insufficient_quota",
+            format!("the API key `{key_name}` has spent {spent} wei of its budget of {budget} wei"),
+        )
     }
 
     fn new(status: StatusCode, kind: &'static str, code: &'static str, message: String) -> Self {

@@ -3,14 +3,14 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
-use lloom_core::Address;
 use lloom_core::metrics::{self, MetricKind, MetricsText};
+use lloom_core::{Address, U256};
 
 use super::GatewayState;
 use super::auth::{ApiKeys, KeyName};
@@ -25,6 +25,8 @@ pub(super) struct GatewayCounters {
     ok: AtomicU64,
     failed: AtomicU64,
     unauthorized: AtomicU64,
+    /// Charges the spend ledger could not write.
+    ledger_errors: AtomicU64,
     by_key: BTreeMap<Arc<str>, KeyUsage>,
 }
 
@@ -35,8 +37,9 @@ struct KeyUsage {
     failed: AtomicU64,
     prompt_tokens: AtomicU64,
     completion_tokens: AtomicU64,
-    /// Wei owed for the key's verified answers (saturating).
-    cost_wei: Mutex<u128>,
+    /// Wei owed for the key's verified answers and broken streams' checkpoints, since the
+    /// gateway started (saturating).
+    cost_wei: Mutex<U256>,
 }
 
 impl GatewayCounters {
@@ -62,16 +65,32 @@ impl GatewayCounters {
         }
     }
 
-    /// The tokens of a verified answer, charged to its key.
+    /// The tokens of a verified answer, counted for its key.
     pub(super) fn count_tokens(&self, key: Option<&KeyName>, receipt: &Receipt) {
         if let Some(usage) = self.key(key) {
             usage.prompt_tokens.fetch_add(receipt.input_tokens, Ordering::Relaxed);
             usage.completion_tokens.fetch_add(receipt.output_tokens, Ordering::Relaxed);
-            let cost = u128::try_from(receipt.cost).unwrap_or(u128::MAX);
-            if let Ok(mut total) = usage.cost_wei.lock() {
-                *total = total.saturating_add(cost);
-            }
         }
+    }
+
+    /// Wei charged to `key`.
+    pub(super) fn count_cost(&self, key: &KeyName, cost: U256) {
+        if let Some(usage) = self.by_key.get(&key.0) {
+            let mut total = usage.cost_wei.lock().unwrap_or_else(PoisonError::into_inner);
+            *total = total.saturating_add(cost);
+        }
+    }
+
+    /// Wei charged to `key` since the gateway started.
+    pub(super) fn cost_of(&self, key: &KeyName) -> U256 {
+        self.by_key.get(&key.0).map_or(U256::ZERO, |usage| {
+            *usage.cost_wei.lock().unwrap_or_else(PoisonError::into_inner)
+        })
+    }
+
+    /// A charge the spend ledger could not write.
+    pub(super) fn count_ledger_error(&self) {
+        self.ledger_errors.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A request refused for want of a valid key.
@@ -85,8 +104,30 @@ pub(super) async fn metrics(State(state): State<Arc<GatewayState>>) -> Response 
     let limit = state.config.max_concurrent.max(1);
     let in_flight = limit.saturating_sub(state.in_flight.available_permits());
     let refused = state.refused_connections.get();
-    let page = render(&state.counters, (in_flight, refused), &executors, Instant::now());
+    let budgets = key_budgets(&state);
+    let page = render(&state.counters, (in_flight, refused), &budgets, &executors, Instant::now());
     ([(CONTENT_TYPE, metrics::CONTENT_TYPE)], page).into_response()
+}
+
+/// Each key's spend as the budget sees it (the ledger's total where there is one) and budget.
+type KeyBudgetRow = (Arc<str>, U256, Option<U256>);
+
+fn key_budgets(state: &GatewayState) -> Vec<KeyBudgetRow> {
+    let keys = &state.config.api_keys;
+    keys.names()
+        .into_iter()
+        .map(|name| {
+            let spent = state.spent(&KeyName(name.clone()));
+            let budget = keys.budget(&name);
+            (name, spent, budget)
+        })
+        .collect()
+}
+
+/// Wei as a Prometheus sample (a float; exact below 2^53).
+#[allow(clippy::cast_precision_loss)]
+fn wei(amount: U256) -> f64 {
+    u128::try_from(amount).map_or(f64::MAX, |w| w as f64)
 }
 
 /// Reads one figure of an executor's stats at an instant (`None`: not measured yet).
@@ -96,6 +137,7 @@ type StatReader = fn(&ExecutorStats, Instant) -> Option<f64>;
 fn render(
     counters: &GatewayCounters,
     (in_flight, refused_connections): (usize, u64),
+    budgets: &[KeyBudgetRow],
     executors: &[(Address, ExecutorStats)],
     now: Instant,
 ) -> String {
@@ -113,7 +155,11 @@ fn render(
     let name = "lloom_gateway_unauthorized_total";
     m.family(name, MetricKind::Counter, "Requests refused for want of a valid API key.");
     m.sample(name, &[], counters.unauthorized.load(Ordering::Relaxed) as f64);
+    let name = "lloom_gateway_spend_ledger_errors_total";
+    m.family(name, MetricKind::Counter, "Charges to API keys the spend ledger could not write.");
+    m.sample(name, &[], counters.ledger_errors.load(Ordering::Relaxed) as f64);
     render_key_usage(&mut m, &counters.by_key);
+    render_key_budgets(&mut m, budgets);
     let rows: Vec<(String, &ExecutorStats)> =
         executors.iter().map(|(a, s)| (a.to_checksum(None), s)).collect();
     let families: [(&str, MetricKind, &str, StatReader); 6] = [
@@ -194,11 +240,34 @@ fn render_key_usage(m: &mut MetricsText, by_key: &BTreeMap<Arc<str>, KeyUsage>) 
         m.sample(name, &[("key", key), ("kind", "completion")], completion);
     }
     let name = "lloom_gateway_key_cost_wei_total";
-    m.family(name, MetricKind::Counter, "Wei owed for verified answers, by API key.");
+    m.family(
+        name,
+        MetricKind::Counter,
+        "Wei owed for verified answers and broken streams' checkpoints since the start, by API key.",
+    );
     for (key, usage) in by_key {
         let key: &str = key;
-        let wei = usage.cost_wei.lock().map_or(0, |w| *w) as f64;
-        m.sample(name, &[("key", key)], wei);
+        let cost = *usage.cost_wei.lock().unwrap_or_else(PoisonError::into_inner);
+        m.sample(name, &[("key", key)], wei(cost));
+    }
+}
+
+/// Each API key's spend (the ledger's, across restarts) and, for keys that have one, budget.
+fn render_key_budgets(m: &mut MetricsText, rows: &[KeyBudgetRow]) {
+    if rows.is_empty() {
+        return;
+    }
+    let name = "lloom_gateway_key_spent_wei";
+    m.family(name, MetricKind::Gauge, "Wei each API key has spent, as its budget counts it.");
+    for (key, spent, _) in rows {
+        m.sample(name, &[("key", key)], wei(*spent));
+    }
+    let name = "lloom_gateway_key_budget_wei";
+    m.family(name, MetricKind::Gauge, "The most each API key with a budget may spend, in wei.");
+    for (key, _, budget) in rows {
+        if let Some(budget) = budget {
+            m.sample(name, &[("key", key)], wei(*budget));
+        }
     }
 }
 
@@ -227,7 +296,15 @@ mod tests {
             ..ExecutorStats::default()
         };
         let (a, b) = (Address::repeat_byte(0xaa), Address::repeat_byte(0xbb));
-        let page = render(&counters, (3, 4), &[(a, cooling), (b, healthy)], now);
+        let budgets = [
+            ("alice".into(), U256::from(40), Some(U256::from(100))),
+            ("bob".into(), U256::ZERO, None),
+        ];
+        let page = render(&counters, (3, 4), &budgets, &[(a, cooling), (b, healthy)], now);
+        assert!(page.contains("lloom_gateway_key_spent_wei{key=\"alice\"} 40\n"), "{page}");
+        assert!(page.contains("lloom_gateway_key_spent_wei{key=\"bob\"} 0\n"), "{page}");
+        assert!(page.contains("lloom_gateway_key_budget_wei{key=\"alice\"} 100\n"), "{page}");
+        assert!(!page.contains("lloom_gateway_key_budget_wei{key=\"bob\"}"), "{page}");
         let a = a.to_checksum(None);
         let b = b.to_checksum(None);
         assert!(page.contains("lloom_gateway_completions_total{outcome=\"ok\"} 5\n"), "{page}");
@@ -235,8 +312,8 @@ mod tests {
         assert!(page.contains("lloom_gateway_unauthorized_total 1\n"), "{page}");
         assert!(page.contains("lloom_gateway_in_flight 3\n"), "{page}");
         assert!(page.contains("lloom_gateway_refused_connections_total 4\n"), "{page}");
-        // Without keys there is no per-key family.
-        assert!(!page.contains("lloom_gateway_key_"), "{page}");
+        // Without keys there is no per-key usage family.
+        assert!(!page.contains("lloom_gateway_key_completions"), "{page}");
         assert!(
             page.contains(&format!(
                 "lloom_client_executor_cooldown_seconds{{executor=\"{a}\"}} 10\n"

@@ -10,12 +10,17 @@
 //!
 //! With [`ApiKeys`] configured, the `/v1/*` routes answer only requests that carry one of them
 //! (`Authorization: Bearer <key>`), each key within its own requests and tokens per minute
-//! ([`GatewayConfig::key_limits`]); `/health` and `/metrics` stay open.
+//! ([`GatewayConfig::key_limits`]) and, where it has one, its budget in wei: what each key
+//! spends is kept durably in a [`SpendLedger`] ([`GatewayConfig::spend_ledger`]), and a key
+//! whose spend has reached its budget is answered 402 `insufficient_quota`. `GET /v1/key`
+//! tells the caller its key's name, spend, budget and rate limits. `/health` and `/metrics`
+//! stay open.
 
 mod auth;
 mod error;
 mod metrics;
 mod openai;
+mod spend;
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,6 +45,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub use auth::{ApiKeys, MAX_KEY_CHARS, MAX_KEYS, MIN_KEY_CHARS};
 pub use error::ApiError;
 pub use openai::CompletionRequest;
+pub use spend::SpendLedger;
 
 use crate::client::{ChatEvent, ChatStream, Client, Receipt};
 use crate::directory::ModelRow;
@@ -65,6 +71,21 @@ pub struct GatewayConfig {
     /// Requests and completion tokens per minute allowed to each API key (unlimited by
     /// default; without keys they do not apply).
     pub key_limits: RateLimits,
+    /// Where each key's spend is kept (required when any key has a budget); `None` counts
+    /// spend only in `/metrics`, from the gateway's start.
+    pub spend_ledger: Option<Arc<SpendLedger>>,
+}
+
+impl GatewayConfig {
+    /// Refuses a configuration the gateway cannot honour: budgets without a spend ledger.
+    pub fn check(&self) -> crate::error::Result<()> {
+        if self.api_keys.has_budgets() && self.spend_ledger.is_none() {
+            return Err(crate::error::Error::ApiKeys(
+                "keys with budgets need a spend ledger to keep what they spend".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for GatewayConfig {
@@ -78,6 +99,7 @@ impl Default for GatewayConfig {
             max_concurrent: 256,
             http: HttpLimits::default(),
             key_limits: RateLimits { requests_per_minute: None, ..RateLimits::default() },
+            spend_ledger: None,
         }
     }
 }
@@ -104,9 +126,16 @@ impl GatewayState {
         )
     }
 
-    /// Lets a request of `key` in, or answers 429 with the seconds until its budget allows it.
+    /// Lets a request of `key` in, or answers 402 when the key has spent its budget and 429
+    /// with the seconds until its rate limit allows it.
     fn admit(&self, key: Option<&auth::KeyName>) -> Result<(), ApiError> {
         let Some(key) = key else { return Ok(()) };
+        if let Some(budget) = self.config.api_keys.budget(&key.0) {
+            let spent = self.spent(key);
+            if spent >= budget {
+                return Err(ApiError::budget_spent(&key.0, spent, budget));
+            }
+        }
         let admitted = match self.limiter.lock() {
             Ok(mut limiter) => limiter.admit(&key.0, Instant::now()),
             Err(_) => Ok(()),
@@ -114,17 +143,48 @@ impl GatewayState {
         admitted.map_err(|wait| ApiError::key_rate_limited(&key.0, wait))
     }
 
-    /// Books a verified answer to `key`: its usage in the metrics, its tokens in its budget.
-    fn answered(&self, key: Option<&auth::KeyName>, receipt: &Receipt) {
+    /// What `key` has spent: in the ledger, or else since the gateway started.
+    fn spent(&self, key: &auth::KeyName) -> lloom_core::U256 {
+        match &self.config.spend_ledger {
+            Some(ledger) => ledger.spent(&key.0),
+            None => self.counters.cost_of(key),
+        }
+    }
+
+    /// Books a verified answer to `key`: its usage in the metrics, its tokens against its rate
+    /// limit, and its cost (with `restarts`, what broken attempts' checkpoints cost) in the
+    /// spend ledger, durably, before the answer is sent.
+    async fn answered(
+        &self,
+        key: Option<&auth::KeyName>,
+        receipt: &Receipt,
+        restarts: lloom_core::U256,
+    ) {
         self.counters.count_tokens(key, receipt);
         if let (Some(key), Ok(mut limiter)) = (key, self.limiter.lock()) {
             limiter.charge_tokens(&key.0, receipt.output_tokens, Instant::now());
+        }
+        self.charge(key, receipt.cost.saturating_add(restarts)).await;
+    }
+
+    /// Charges `cost` wei to `key` in the metrics and the spend ledger. A ledger that cannot be
+    /// written is logged: the answer has been paid for, and the key's spend still counts in
+    /// memory until the gateway restarts.
+    async fn charge(&self, key: Option<&auth::KeyName>, cost: lloom_core::U256) {
+        let Some(key) = key else { return };
+        self.counters.count_cost(key, cost);
+        if let Some(ledger) = &self.config.spend_ledger
+            && let Err(e) = ledger.charge(&key.0, cost).await
+        {
+            self.counters.count_ledger_error();
+            tracing::error!(key = %key.0, %cost, "could not record a key's spend: {e}");
         }
     }
 }
 
 /// The gateway's routes, ready to serve (by [`serve`], or any server of the caller's).
-pub fn router(client: Client, config: GatewayConfig) -> Router {
+/// Budgets without a spend ledger are refused.
+pub fn router(client: Client, config: GatewayConfig) -> crate::error::Result<Router> {
     build_router(client, config, RefusedConnections::default())
 }
 
@@ -132,7 +192,8 @@ fn build_router(
     client: Client,
     config: GatewayConfig,
     refused_connections: RefusedConnections,
-) -> Router {
+) -> crate::error::Result<Router> {
+    config.check()?;
     let counters = metrics::GatewayCounters::new(&config.api_keys);
     let in_flight = Arc::new(Semaphore::new(config.max_concurrent.max(1)));
     let limiter = Mutex::new(RateLimiter::new(RateLimits {
@@ -152,13 +213,14 @@ fn build_router(
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/models", get(models))
         .route("/v1/models/{*id}", get(model))
+        .route("/v1/key", get(key_info))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_key));
-    Router::new()
+    Ok(Router::new()
         .merge(api)
         .route("/health", get(health))
         .route("/metrics", get(metrics::metrics))
         .fallback(not_found)
-        .with_state(state)
+        .with_state(state))
 }
 
 /// Serves the gateway on `listener` until `shutdown` resolves, within
@@ -170,7 +232,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let server = HttpServer::new(listener, config.http);
-    let app = build_router(client, config, server.refused());
+    let app = build_router(client, config, server.refused())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     server.serve(app, shutdown).await
 }
 
@@ -195,6 +258,36 @@ async fn health(State(state): State<Arc<GatewayState>>) -> Response {
         .into_response(),
         Err(e) => ApiError::from(e).into_response(),
     }
+}
+
+/// `GET /v1/key`: the calling key's name, spend, budget and rate limits (after OpenRouter's
+/// endpoint of the same purpose; amounts in wei, as strings).
+async fn key_info(
+    State(state): State<Arc<GatewayState>>,
+    key: Option<Extension<auth::KeyName>>,
+) -> Result<Response, ApiError> {
+    let Some(Extension(key)) = key else {
+        return Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: Some("no_api_keys"),
+            ..ApiError::invalid("this gateway asks for no API key", None)
+        });
+    };
+    let spent = state.spent(&key);
+    let budget = state.config.api_keys.budget(&key.0);
+    let limits = &state.config.key_limits;
+    Ok(axum::Json(json!({ "data": {
+        "label": &*key.0,
+        "usage_wei": spent.to_string(),
+        "limit_wei": budget.map(|b| b.to_string()),
+        "limit_remaining_wei": budget.map(|b| b.saturating_sub(spent).to_string()),
+        "durable": state.config.spend_ledger.is_some(),
+        "rate_limit": {
+            "requests_per_minute": limits.requests_per_minute,
+            "tokens_per_minute": limits.tokens_per_minute,
+        },
+    }}))
+    .into_response())
 }
 
 fn model_entry(row: ModelRow) -> openai::ModelEntry {
@@ -299,8 +392,15 @@ async fn complete(
         };
         return Ok(Sse::new(sse_events(state)).keep_alive(KeepAlive::default()).into_response());
     }
-    let receipt = answer.collect().await?;
-    state.answered(key.as_ref(), &receipt);
+    let (outcome, restarts) = collect_counting_restarts(answer).await;
+    let receipt = match outcome {
+        Ok(receipt) => receipt,
+        Err(e) => {
+            state.charge(key.as_ref(), restarts).await;
+            return Err(e.into());
+        }
+    };
+    state.answered(key.as_ref(), &receipt, restarts).await;
     let mut response = axum::Json(openai::completion(&id, created, &receipt)).into_response();
     let headers = response.headers_mut();
     for (name, value) in [
@@ -313,6 +413,23 @@ async fn complete(
         }
     }
     Ok(response)
+}
+
+/// Waits for the whole answer, adding up what the checkpoints of attempts that broke after
+/// streaming began cost (each can be settled by its executor).
+async fn collect_counting_restarts(
+    mut answer: ChatStream,
+) -> (crate::error::Result<Receipt>, lloom_core::U256) {
+    let mut restarts = lloom_core::U256::ZERO;
+    while let Some(event) = answer.next().await {
+        match event {
+            Ok(ChatEvent::Restart { cost, .. }) => restarts = restarts.saturating_add(cost),
+            Ok(ChatEvent::Done(receipt)) => return (Ok(*receipt), restarts),
+            Ok(_) => {}
+            Err(e) => return (Err(e), restarts),
+        }
+    }
+    (Err(crate::error::Error::State("the answer ended without a receipt".into())), restarts)
 }
 
 enum Phase {
@@ -363,7 +480,8 @@ async fn next_event(s: &mut SseState) -> Option<Event> {
                     let delta = json!({ "content": text });
                     return Some(data(&openai::chunk(&s.id, s.created, &s.model, &delta, None)));
                 }
-                Some(Ok(ChatEvent::Restart { reason })) => {
+                Some(Ok(ChatEvent::Restart { reason, cost })) => {
+                    s.gateway.charge(s.key.as_ref(), cost).await;
                     let message = format!("the executor failed after streaming began: {reason}");
                     let error = ApiError {
                         status: StatusCode::BAD_GATEWAY,
@@ -372,7 +490,7 @@ async fn next_event(s: &mut SseState) -> Option<Event> {
                     return Some(data(&error.body()));
                 }
                 Some(Ok(ChatEvent::Done(receipt))) => {
-                    s.gateway.answered(s.key.as_ref(), &receipt);
+                    s.gateway.answered(s.key.as_ref(), &receipt, lloom_core::U256::ZERO).await;
                     let mut last = openai::chunk(
                         &s.id,
                         s.created,
