@@ -13,6 +13,7 @@ use lloom_core::{
 use tokio::sync::mpsc;
 
 use crate::chat::ChatEvent;
+use crate::chat_cost::OpenCheckpoint;
 use crate::directory::Candidate;
 use crate::stream_pool::StreamPool;
 
@@ -98,7 +99,8 @@ pub(crate) struct Links<'a> {
 }
 
 /// Sends `request` to `executor` and reads the verified answer, passing its text on to
-/// `events` as it arrives.
+/// `events` as it arrives and each verified checkpoint to `open` (which keeps the latest if
+/// the attempt is dropped mid-stream).
 /// A stream whose exchange ended cleanly (a verified response or signed error) goes back to
 /// the pool for the next request.
 pub(crate) async fn run(
@@ -108,6 +110,7 @@ pub(crate) async fn run(
     policy: &VerifyPolicy,
     limits: AttemptLimits,
     events: &mpsc::Sender<crate::Result<ChatEvent>>,
+    open: &mut OpenCheckpoint<'_>,
 ) -> Result<Answer, Failed> {
     let started = Instant::now();
     let fail = |failure, streamed, checkpoint| Failed { failure, streamed, checkpoint };
@@ -175,6 +178,7 @@ pub(crate) async fn run(
                     let failure = AttemptFailure::Verification(format!("checkpoint: {e}"));
                     return Err(fail(failure, next_index > 0, checkpoint));
                 }
+                open.record(request.request(), &cp);
                 checkpoint = Some(cp);
             }
             WireMessage::Response(response) => {

@@ -1,6 +1,7 @@
 //! What a chat asks ([`ChatRequest`]) and what it answers: the streamed [`ChatEvent`]s of a
 //! [`ChatStream`], ending in a verified [`Receipt`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use lloom_core::{
@@ -11,6 +12,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::attempt::AttemptFailure;
+use crate::chat_cost::ChatCost;
 use crate::error::{Error, Result};
 use crate::routing::RouteFilter;
 
@@ -121,17 +123,42 @@ pub enum ChatEvent {
     Done(Box<Receipt>),
 }
 
-/// The answer as it streams.
+/// The answer as it streams. Dropping it cancels the chat: the stream to the executor closes,
+/// and the last verified checkpoint of what it streamed is kept in the receipt store.
 #[derive(Debug)]
 pub struct ChatStream {
     events: mpsc::Receiver<Result<ChatEvent>>,
-    task: JoinHandle<()>,
+    task: Option<JoinHandle<()>>,
+    cost: Arc<ChatCost>,
 }
 
 impl ChatStream {
-    /// The answer fed by `task` through `events`; dropping it aborts the task.
-    pub(crate) fn new(events: mpsc::Receiver<Result<ChatEvent>>, task: JoinHandle<()>) -> Self {
-        Self { events, task }
+    /// The answer fed by `task` through `events`, whose cost the task keeps in `cost`;
+    /// dropping it aborts the task.
+    pub(crate) fn new(
+        events: mpsc::Receiver<Result<ChatEvent>>,
+        task: JoinHandle<()>,
+        cost: Arc<ChatCost>,
+    ) -> Self {
+        Self { events, task: Some(task), cost }
+    }
+
+    /// What the chat has committed the client to pay so far, in wei: the last verified
+    /// checkpoint of every attempt that broke after streaming began, the latest one of the
+    /// attempt under way, and the final answer once it is verified. Executors can settle each
+    /// of these, and the client keeps each in its receipt store.
+    pub fn cost(&self) -> U256 {
+        self.cost.total()
+    }
+
+    /// Cancels the chat and waits until its task has stopped; returns what it cost (see
+    /// [`ChatStream::cost`]), which no longer changes.
+    pub async fn cancel(mut self) -> U256 {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+        self.cost.total()
     }
 
     /// The next event; `None` after `Done` or an error.
@@ -153,6 +180,8 @@ impl ChatStream {
 impl Drop for ChatStream {
     fn drop(&mut self) {
         // Dropping the answer cancels it: the stream to the executor closes.
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }

@@ -36,6 +36,7 @@ use crate::attempt::{self, AttemptFailure, AttemptLimits, Links};
 pub use crate::chat::{
     AttemptReport, ChatEvent, ChatRequest, ChatStream, RESPONSE_CHECKS, Receipt,
 };
+use crate::chat_cost::{ChatCost, KeepCheckpoint, OpenCheckpoint};
 pub use crate::config::ClientConfig;
 use crate::directory::{Candidate, DhtFinds, Directory, ModelRow};
 use crate::error::{Error, Result};
@@ -68,6 +69,19 @@ struct Inner {
     /// theirs (see [`CommitDelay::with_siblings`]).
     chats_in_flight: Arc<AtomicUsize>,
     network_task: JoinHandle<()>,
+}
+
+/// The checkpoint of a chat dropped mid-stream goes into the receipt store.
+impl KeepCheckpoint for Client {
+    fn keep_later(&self, request: SignedRequest, checkpoint: SignedResponse) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        tracing::info!(
+            tokens = checkpoint.commitment.outputTokens,
+            "kept the last verified checkpoint of a cancelled chat"
+        );
+        let client = self.clone();
+        runtime.spawn(async move { client.keep(&request, &checkpoint, None).await });
+    }
 }
 
 /// A verified receipt to store, and whether it was stored.
@@ -342,11 +356,13 @@ impl Client {
         }
         let (tx, rx) = mpsc::channel(64);
         let client = self.clone();
+        let cost = Arc::new(ChatCost::default());
+        let chat_cost = cost.clone();
         // Boxed: the chat's future is about 8 KiB, and a task copies an unboxed future whole
         // when it is spawned, stored and finished (callgrind: 83,000 instructions a request).
         let task = tokio::spawn(Box::pin(async move {
             let _under_way = UnderWay::enter(&client.inner.chats_in_flight);
-            let outcome = client.run_chat(request, body, candidates, &tx).await;
+            let outcome = client.run_chat(request, body, candidates, &tx, &chat_cost).await;
             match outcome {
                 Ok(receipt) => {
                     let _ = tx.send(Ok(ChatEvent::Done(Box::new(receipt)))).await;
@@ -356,7 +372,7 @@ impl Client {
                 }
             }
         }));
-        Ok(ChatStream::new(rx, task))
+        Ok(ChatStream::new(rx, task, cost))
     }
 
     async fn run_chat(
@@ -365,6 +381,7 @@ impl Client {
         body: RequestBody,
         mut candidates: Vec<Candidate>,
         events: &mpsc::Sender<Result<ChatEvent>>,
+        cost: &Arc<ChatCost>,
     ) -> Result<Receipt> {
         let inner = &self.inner;
         let started = Instant::now();
@@ -409,12 +426,16 @@ impl Client {
             };
             let links = Links { network: &inner.network, streams: &inner.streams };
             let attempt_started = Instant::now();
+            let mut open = OpenCheckpoint::new(cost, self);
+            let policy = &inner.config.policy;
             let outcome =
-                attempt::run(&links, &executor, &signed, &inner.config.policy, limits, events)
-                    .await;
+                attempt::run(&links, &executor, &signed, policy, limits, events, &mut open).await;
+            // Each way the attempt ends keeps its checkpoint below.
+            drop(open.close());
             match outcome {
                 Ok(answer) => {
                     let c = &answer.response.commitment;
+                    cost.attempt_ended(c.totalCost);
                     let tokens_per_sec = c.outputTokens as f64
                         / answer.elapsed.saturating_sub(answer.ttft).as_secs_f64().max(1e-3);
                     inner.router.lock().await.record_success(
@@ -483,12 +504,13 @@ impl Client {
                     }
                     // The executor can settle what it streamed: its checkpoint is kept now,
                     // whether or not another executor answers.
-                    let mut cost = U256::ZERO;
+                    let mut paid = U256::ZERO;
                     if let Some(cp) = failed.checkpoint {
                         tracing::info!(executor = %executor.address, tokens = cp.commitment.outputTokens, "kept the last verified checkpoint of a broken stream");
                         self.keep(signed.request(), &cp, None).await;
-                        cost = cp.commitment.totalCost;
+                        paid = cp.commitment.totalCost;
                     }
+                    cost.attempt_ended(paid);
                     let retryable = failed.failure.is_retryable();
                     reports.push(AttemptReport {
                         executor: executor.address,
@@ -496,7 +518,7 @@ impl Client {
                         cooldown: Some(cooldown),
                     });
                     if failed.streamed {
-                        let restart = ChatEvent::Restart { reason: reason.clone(), cost };
+                        let restart = ChatEvent::Restart { reason: reason.clone(), cost: paid };
                         let _ = events.send(Ok(restart)).await;
                     }
                     if !retryable {

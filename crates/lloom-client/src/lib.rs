@@ -25,6 +25,7 @@
 mod attempt;
 mod chain_cli;
 mod chat;
+mod chat_cost;
 pub mod cli;
 pub mod client;
 mod config;

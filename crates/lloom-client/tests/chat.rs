@@ -250,25 +250,42 @@ async fn an_executor_killed_mid_stream_is_replaced_by_the_next_one() {
     assert!(doomed_stats.1.cooldown_until.is_some());
 }
 
+/// The cheapest executor: 100 tokens 20 ms apart, with a signed checkpoint every 4.
+async fn ticking_executor(
+    bootstrap: &[Multiaddr],
+    dir: &tempfile::TempDir,
+) -> (ExecutorNode, NodeKey) {
+    let slow =
+        Script { delay: Duration::from_millis(20), ..Script::answer(MODEL, &"tick ".repeat(100)) };
+    let key = NodeKey::generate();
+    let mut config = ExecutorConfig::new(dir.path().join("ticking"));
+    config.network = NetworkConfig { bootstrap: bootstrap.to_vec(), ..NetworkConfig::local() };
+    config.serve.checkpoint_every = 4;
+    let model = ServedModel { offer: offer(1), backend: Arc::new(ScriptedBackend::new(slow)) };
+    (ExecutorNode::start(&key, vec![model], config).await.unwrap(), key)
+}
+
+/// A client (strategy `cheapest`) keeping its receipts in `dir`, once it sees `count` executors.
+async fn client_with_receipts(
+    bootstrap: &[Multiaddr],
+    dir: &tempfile::TempDir,
+    count: usize,
+) -> (Client, Arc<lloom_client::receipts::ReceiptStore>) {
+    let path = dir.path().join("client-receipts.redb");
+    let store = Arc::new(lloom_client::receipts::ReceiptStore::open(&path).unwrap());
+    let config = ClientConfig { receipts: Some(store.clone()), ..ClientConfig::default() }
+        .bootstrap(bootstrap.to_vec())
+        .strategy(Strategy::Cheapest);
+    (connect(config, count).await, store)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_streams_checkpoint_is_kept_even_when_another_executor_answers() {
     let dir = tempfile::tempdir().unwrap();
     let (_v, addrs) = validator().await;
-    let slow =
-        Script { delay: Duration::from_millis(20), ..Script::answer(MODEL, &"tick ".repeat(100)) };
-    let doomed_key = NodeKey::generate();
-    let mut config = ExecutorConfig::new(dir.path().join("doomed"));
-    config.network = NetworkConfig { bootstrap: addrs.clone(), ..NetworkConfig::local() };
-    config.serve.checkpoint_every = 4;
-    let model = ServedModel { offer: offer(1), backend: Arc::new(ScriptedBackend::new(slow)) };
-    let doomed = ExecutorNode::start(&doomed_key, vec![model], config).await.unwrap();
+    let (doomed, doomed_key) = ticking_executor(&addrs, &dir).await;
     let (_good, good_key) = executor(&addrs, Script::answer(MODEL, "Paris."), 5, &dir).await;
-    let store_path = dir.path().join("client-receipts.redb");
-    let store = Arc::new(lloom_client::receipts::ReceiptStore::open(&store_path).unwrap());
-    let config = ClientConfig { receipts: Some(store.clone()), ..ClientConfig::default() }
-        .bootstrap(addrs.clone())
-        .strategy(Strategy::Cheapest);
-    let client = connect(config, 2).await;
+    let (client, store) = client_with_receipts(&addrs, &dir, 2).await;
 
     let mut stream = client.chat(ask()).await.unwrap();
     let (mut doomed, mut texts, mut restart_cost, mut receipt) = (Some(doomed), 0, None, None);
@@ -301,6 +318,41 @@ async fn a_broken_streams_checkpoint_is_kept_even_when_another_executor_answers(
     assert_eq!(checkpoint.cost(), cost);
     assert_eq!(cost, U256::from(c.inputTokens + 2 * c.outputTokens));
     assert_ne!(checkpoint.digest(), receipt.request.digest(), "each attempt has its own nonce");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_cancelled_mid_stream_keeps_and_reports_its_last_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_v, addrs) = validator().await;
+    let (_node, key) = ticking_executor(&addrs, &dir).await;
+    let (client, store) = client_with_receipts(&addrs, &dir, 1).await;
+
+    let mut stream = client.chat(ask()).await.unwrap();
+    let mut texts = 0;
+    while texts < 10 {
+        if let ChatEvent::Text(_) =
+            tokio::time::timeout(WAIT, stream.next()).await.unwrap().unwrap().unwrap()
+        {
+            texts += 1;
+        }
+    }
+    assert!(stream.cost() > U256::ZERO, "a checkpoint came after 4 and 8 tokens");
+    let cost = stream.cancel().await;
+    // The executor can settle its last checkpoint: the client keeps it, and says what it costs.
+    let deadline = Instant::now() + WAIT;
+    let kept = loop {
+        if let Some(kept) = store.latest(1).unwrap().pop() {
+            break kept;
+        }
+        assert!(Instant::now() < deadline, "the checkpoint was never kept");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let c = &kept.response.commitment;
+    assert_eq!(kept.text, None);
+    assert!(c.outputTokens >= 8 && c.outputTokens % 4 == 0, "{}", c.outputTokens);
+    assert_eq!(kept.cost(), cost);
+    assert_eq!(cost, U256::from(c.inputTokens + 2 * c.outputTokens));
+    assert_eq!(kept.executor(), key.address());
 }
 
 /// The TCP ports in `addrs`, on loopback.

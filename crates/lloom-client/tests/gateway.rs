@@ -467,6 +467,51 @@ async fn a_key_that_has_spent_its_budget_gets_a_402_and_its_spend_is_on_disk() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_the_http_client_leaves_is_charged_for_its_last_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let alice = "alice-0123456789abcdef";
+    let api_keys = ApiKeys::parse(&format!("alice {alice}\n")).unwrap();
+    let ledger = Arc::new(SpendLedger::open(&dir.path().join("spend.redb")).unwrap());
+    let config =
+        GatewayConfig { api_keys, spend_ledger: Some(ledger.clone()), ..GatewayConfig::default() };
+    // 100 tokens, 10 ms apart; the executor signs a checkpoint every 32.
+    let slow =
+        Script { delay: Duration::from_millis(10), ..Script::answer(MODEL, &"tick ".repeat(100)) };
+    let net = network(vec![slow], config).await;
+    let body = chat(&json!({"stream": true}));
+    let mut stream = tokio::net::TcpStream::connect(net.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {alice}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        net.addr,
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body).await.unwrap();
+    // Read until 40 tokens have come (the checkpoint after 32 with them), then go away.
+    let mut seen = String::new();
+    let mut buf = vec![0u8; 4096];
+    while seen.matches("tick").count() < 40 {
+        let n = tokio::time::timeout(WAIT, stream.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "the stream ended early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    drop(stream);
+    // The executor can settle what it signed for: 10 prompt tokens at 2 wei and a multiple of
+    // 32 completion tokens at 3.
+    let deadline = Instant::now() + WAIT;
+    while ledger.spent("alice").is_zero() {
+        assert!(Instant::now() < deadline, "the key was never charged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let completion = (ledger.spent("alice") - U256::from(20)) / U256::from(3);
+    assert_eq!(ledger.spent("alice"), U256::from(20) + completion * U256::from(3));
+    assert!(
+        completion >= U256::from(32) && completion % U256::from(32) == U256::ZERO,
+        "{completion}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_does_not_arrive_in_time_gets_a_408() {
     let config =
         GatewayConfig { body_timeout: Duration::from_millis(300), ..GatewayConfig::default() };

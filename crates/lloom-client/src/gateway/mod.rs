@@ -17,6 +17,7 @@
 //! stay open.
 
 mod auth;
+mod charge;
 mod error;
 mod metrics;
 mod openai;
@@ -47,8 +48,9 @@ pub use error::ApiError;
 pub use openai::CompletionRequest;
 pub use spend::SpendLedger;
 
-use crate::client::{ChatEvent, ChatStream, Client, Receipt};
+use crate::client::{ChatEvent, Client, Receipt};
 use crate::directory::ModelRow;
+use charge::KeyedAnswer;
 
 /// Gateway limits and defaults.
 #[derive(Clone, Debug)]
@@ -151,25 +153,18 @@ impl GatewayState {
         }
     }
 
-    /// Books a verified answer to `key`: its usage in the metrics, its tokens against its rate
-    /// limit, and its cost (with `restarts`, what broken attempts' checkpoints cost) in the
-    /// spend ledger, durably, before the answer is sent.
-    async fn answered(
-        &self,
-        key: Option<&auth::KeyName>,
-        receipt: &Receipt,
-        restarts: lloom_core::U256,
-    ) {
+    /// Counts a verified answer's tokens for `key`: in the metrics and against its rate limit
+    /// (its cost is charged by [`charge::KeyedAnswer`]).
+    fn answered(&self, key: Option<&auth::KeyName>, receipt: &Receipt) {
         self.counters.count_tokens(key, receipt);
         if let (Some(key), Ok(mut limiter)) = (key, self.limiter.lock()) {
             limiter.charge_tokens(&key.0, receipt.output_tokens, Instant::now());
         }
-        self.charge(key, receipt.cost.saturating_add(restarts)).await;
     }
 
     /// Charges `cost` wei to `key` in the metrics and the spend ledger. A ledger that cannot be
     /// written is logged: the answer has been paid for, and the key's spend still counts in
-    /// memory until the gateway restarts.
+    /// memory (and is written with the next charge).
     async fn charge(&self, key: Option<&auth::KeyName>, cost: lloom_core::U256) {
         let Some(key) = key else { return };
         self.counters.count_cost(key, cost);
@@ -376,7 +371,7 @@ async fn complete(
     let model = request.model.clone();
     let (mut chat, include_usage) = request.into_chat(state.config.default_max_tokens)?;
     chat.timeout = state.config.request_timeout;
-    let answer = state.client.chat(chat).await?;
+    let mut answer = KeyedAnswer::new(state.client.chat(chat).await?, state.clone(), key);
     let (id, created) = (state.next_id(), unix_now());
     if stream {
         let state = SseState {
@@ -386,21 +381,14 @@ async fn complete(
             model,
             include_usage,
             phase: Phase::Start,
-            gateway: state.clone(),
-            key,
             _permit: permit,
         };
         return Ok(Sse::new(sse_events(state)).keep_alive(KeepAlive::default()).into_response());
     }
-    let (outcome, restarts) = collect_counting_restarts(answer).await;
-    let receipt = match outcome {
-        Ok(receipt) => receipt,
-        Err(e) => {
-            state.charge(key.as_ref(), restarts).await;
-            return Err(e.into());
-        }
-    };
-    state.answered(key.as_ref(), &receipt, restarts).await;
+    let outcome = collect(&mut answer).await;
+    answer.settle().await;
+    let receipt = outcome?;
+    state.answered(answer.key(), &receipt);
     let mut response = axum::Json(openai::completion(&id, created, &receipt)).into_response();
     let headers = response.headers_mut();
     for (name, value) in [
@@ -415,21 +403,14 @@ async fn complete(
     Ok(response)
 }
 
-/// Waits for the whole answer, adding up what the checkpoints of attempts that broke after
-/// streaming began cost (each can be settled by its executor).
-async fn collect_counting_restarts(
-    mut answer: ChatStream,
-) -> (crate::error::Result<Receipt>, lloom_core::U256) {
-    let mut restarts = lloom_core::U256::ZERO;
+/// Waits for the whole answer.
+async fn collect(answer: &mut KeyedAnswer) -> crate::error::Result<Receipt> {
     while let Some(event) = answer.next().await {
-        match event {
-            Ok(ChatEvent::Restart { cost, .. }) => restarts = restarts.saturating_add(cost),
-            Ok(ChatEvent::Done(receipt)) => return (Ok(*receipt), restarts),
-            Ok(_) => {}
-            Err(e) => return (Err(e), restarts),
+        if let ChatEvent::Done(receipt) = event? {
+            return Ok(*receipt);
         }
     }
-    (Err(crate::error::Error::State("the answer ended without a receipt".into())), restarts)
+    Err(crate::error::Error::State("the answer ended without a receipt".into()))
 }
 
 enum Phase {
@@ -441,15 +422,13 @@ enum Phase {
 }
 
 struct SseState {
-    answer: ChatStream,
+    /// The chat, charged to its key however the stream ends.
+    answer: KeyedAnswer,
     id: String,
     created: u64,
     model: String,
     include_usage: bool,
     phase: Phase,
-    /// Where the answer's tokens are counted, for `key`.
-    gateway: Arc<GatewayState>,
-    key: Option<auth::KeyName>,
     /// Held until the stream ends or the HTTP client goes away.
     _permit: OwnedSemaphorePermit,
 }
@@ -480,8 +459,8 @@ async fn next_event(s: &mut SseState) -> Option<Event> {
                     let delta = json!({ "content": text });
                     return Some(data(&openai::chunk(&s.id, s.created, &s.model, &delta, None)));
                 }
-                Some(Ok(ChatEvent::Restart { reason, cost })) => {
-                    s.gateway.charge(s.key.as_ref(), cost).await;
+                Some(Ok(ChatEvent::Restart { reason, .. })) => {
+                    s.answer.settle().await;
                     let message = format!("the executor failed after streaming began: {reason}");
                     let error = ApiError {
                         status: StatusCode::BAD_GATEWAY,
@@ -490,7 +469,8 @@ async fn next_event(s: &mut SseState) -> Option<Event> {
                     return Some(data(&error.body()));
                 }
                 Some(Ok(ChatEvent::Done(receipt))) => {
-                    s.gateway.answered(s.key.as_ref(), &receipt, lloom_core::U256::ZERO).await;
+                    s.answer.gateway().answered(s.answer.key(), &receipt);
+                    s.answer.settle().await;
                     let mut last = openai::chunk(
                         &s.id,
                         s.created,
@@ -504,7 +484,10 @@ async fn next_event(s: &mut SseState) -> Option<Event> {
                     s.phase = if s.include_usage { Phase::Usage(receipt) } else { Phase::Done };
                     return Some(data(&last));
                 }
-                Some(Err(e)) => return Some(data(&ApiError::from(e).body())),
+                Some(Err(e)) => {
+                    s.answer.settle().await;
+                    return Some(data(&ApiError::from(e).body()));
+                }
                 None => return None,
             },
             Phase::Usage(receipt) => {
