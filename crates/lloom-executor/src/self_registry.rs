@@ -33,7 +33,17 @@ fn answer(
     me: &PeerId,
 ) -> RegistryResponse {
     let Some(announcement) = latest.filter(|a| !a.commitment.withdrawn) else {
-        return RegistryResponse::Refused { reason: "not announced yet".into() };
+        // Nothing signed yet (or withdrawn): an empty answer, not a refusal, so a client that
+        // bootstraps from this executor while it starts connects and finds it a moment later.
+        return match request {
+            RegistryRequest::Executor { .. } => RegistryResponse::Executor(None),
+            RegistryRequest::ListModels { .. } => {
+                RegistryResponse::Models { models: vec![], next_cursor: None }
+            }
+            RegistryRequest::Snapshot { .. } | RegistryRequest::FindExecutors(_) => {
+                RegistryResponse::Executors { executors: vec![], next_cursor: None }
+            }
+        };
     };
     let info = ExecutorInfo { peer_id: me.to_string(), last_seen: unix_now(), announcement };
     let offers = &info.announcement.body.offers;
@@ -153,10 +163,27 @@ mod tests {
             RegistryResponse::Executor(Some(_))
         ));
 
-        // Before the first announcement, and after withdrawing, it has nothing to say.
+        // Before the first announcement, and after withdrawing, it has nothing to say: empty
+        // answers (a refusal would fail a client that bootstraps from it while it starts).
         let snapshot = RegistryRequest::Snapshot { cursor: None, limit: 10 };
-        assert!(matches!(answer(&snapshot, None, &me), RegistryResponse::Refused { .. }));
+        let empty = |r: RegistryResponse| match r {
+            RegistryResponse::Executors { executors, next_cursor: None } => executors.is_empty(),
+            RegistryResponse::Models { models, next_cursor: None } => models.is_empty(),
+            RegistryResponse::Executor(found) => found.is_none(),
+            _ => false,
+        };
+        assert!(empty(answer(&snapshot, None, &me)));
         let gone = Some(signed(&key, true));
-        assert!(matches!(answer(&snapshot, gone, &me), RegistryResponse::Refused { .. }));
+        assert!(empty(answer(&snapshot, gone.clone(), &me)));
+        let find = RegistryRequest::FindExecutors(FindExecutors {
+            model: "a".into(),
+            limit: 10,
+            ..FindExecutors::default()
+        });
+        assert!(empty(answer(&find, gone.clone(), &me)));
+        let models = RegistryRequest::ListModels { cursor: None, limit: 10 };
+        assert!(empty(answer(&models, None, &me)));
+        let one = RegistryRequest::Executor { executor: key.address() };
+        assert!(empty(answer(&one, gone, &me)));
     }
 }

@@ -121,6 +121,12 @@ pub struct MemoryFigures {
     pub estimated_bytes: u64,
     /// Measured growth after loading and running, in bytes (`None`: not measurable here).
     pub measured_bytes: Option<u64>,
+    /// On the host, the part of that growth in anonymous memory (KV cache, compute buffers,
+    /// weights repacked for the CPU's kernels), which only freeing can give back.
+    pub measured_anonymous_bytes: Option<u64>,
+    /// On the host, the part in pages of the mapped model file, which the kernel can drop and
+    /// read again.
+    pub measured_file_bytes: Option<u64>,
 }
 
 /// One round: the plain loop and the engine with one stream, next to each other in time.
@@ -267,6 +273,14 @@ impl std::fmt::Display for EngineBenchReport {
             Some(measured) => write!(f, ", measured {}", format_bytes(measured))?,
             None => write!(f, ", not measurable here")?,
         }
+        if let (Some(anonymous), Some(file)) = (m.measured_anonymous_bytes, m.measured_file_bytes) {
+            write!(
+                f,
+                " (anonymous {}, mapped file {})",
+                format_bytes(anonymous),
+                format_bytes(file)
+            )?;
+        }
         churn::write_churn(f, &self.churn)
     }
 }
@@ -285,20 +299,48 @@ fn default_threads() -> u32 {
     std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(1))
 }
 
-/// Resident memory of this process, from `/proc/self/status`.
-fn rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 =
-        line.trim_start_matches("VmRSS:").trim().trim_end_matches("kB").trim().parse().ok()?;
-    Some(kb * 1024)
+/// Resident memory of this process, from `/proc/self/status`: in all, anonymous, and pages of
+/// mapped files.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Resident {
+    total: u64,
+    anonymous: u64,
+    file: u64,
 }
 
-/// Memory in use on the serving device now.
-fn device_used(device: ServingDevice) -> Option<u64> {
+impl Resident {
+    fn now() -> Option<Self> {
+        Self::parse(&std::fs::read_to_string("/proc/self/status").ok()?)
+    }
+
+    fn parse(status: &str) -> Option<Self> {
+        let field = |name: &str| -> Option<u64> {
+            let line = status.lines().find(|l| l.starts_with(name))?;
+            let kb: u64 = line[name.len()..].trim().trim_end_matches("kB").trim().parse().ok()?;
+            Some(kb * 1024)
+        };
+        Some(Self {
+            total: field("VmRSS:")?,
+            anonymous: field("RssAnon:").unwrap_or(0),
+            file: field("RssFile:").unwrap_or(0),
+        })
+    }
+
+    /// What grew from `before` to `self`.
+    fn growth_since(self, before: Self) -> Self {
+        Self {
+            total: self.total.saturating_sub(before.total),
+            anonymous: self.anonymous.saturating_sub(before.anonymous),
+            file: self.file.saturating_sub(before.file),
+        }
+    }
+}
+
+/// Memory in use on the serving device now (and, on the host, how it splits).
+fn device_used(device: ServingDevice) -> Option<(u64, Option<Resident>)> {
     match device {
-        ServingDevice::Host => rss_bytes(),
-        ServingDevice::Gpu => device.memory().map(|m| m.used()),
+        ServingDevice::Host => Resident::now().map(|r| (r.total, Some(r))),
+        ServingDevice::Gpu => device.memory().map(|m| (m.used(), None)),
     }
 }
 
@@ -363,9 +405,12 @@ pub async fn run_engine_bench(options: &EngineBenchOptions) -> Result<EngineBenc
         }
         concurrent.push(engine_streams(&engine, n, options.max_tokens).await?);
     }
-    let measured = match (before, device_used(device)) {
-        (Some(before), Some(after)) => Some(after.saturating_sub(before)),
-        _ => None,
+    let (measured, resident) = match (before, device_used(device)) {
+        (Some((before, resident_before)), Some((after, resident_after))) => (
+            Some(after.saturating_sub(before)),
+            resident_after.zip(resident_before).map(|(after, before)| after.growth_since(before)),
+        ),
+        _ => (None, None),
     };
     let device_name = device.memory().map_or_else(|| "host".to_owned(), |m| m.name);
     let churn = match options.churn && streams > 1 {
@@ -388,6 +433,8 @@ pub async fn run_engine_bench(options: &EngineBenchOptions) -> Result<EngineBenc
             device: device_name,
             estimated_bytes: estimated,
             measured_bytes: measured,
+            measured_anonymous_bytes: resident.map(|r| r.anonymous),
+            measured_file_bytes: resident.map(|r| r.file),
         },
         churn,
     })
@@ -459,5 +506,21 @@ mod tests {
         let ratio = median(rounds.iter().filter_map(Round::single_vs_baseline).collect());
         assert!(ratio.is_some_and(|r| r < 1.0 && r > 0.94), "{ratio:?}");
         assert_eq!(round(50.0, 0.0).single_vs_baseline(), None);
+    }
+
+    #[test]
+    fn resident_memory_splits_into_anonymous_and_mapped_file_pages() {
+        let status = "Name:\tbench\nVmRSS:\t  300000 kB\nRssAnon:\t  120000 kB\nRssFile:\t  179000 kB\nRssShmem:\t 1000 kB\n";
+        let after = Resident::parse(status).unwrap();
+        assert_eq!(
+            after,
+            Resident { total: 300_000 << 10, anonymous: 120_000 << 10, file: 179_000 << 10 }
+        );
+        let before = Resident { total: 100_000 << 10, anonymous: 20_000 << 10, file: 80_000 << 10 };
+        let grown = after.growth_since(before);
+        assert_eq!((grown.anonymous, grown.file), (100_000 << 10, 99_000 << 10));
+        assert_eq!(Resident::parse("Name: x\n"), None, "no VmRSS, no figure");
+        // This process can read its own.
+        assert!(Resident::now().is_some_and(|r| r.total > 0 && r.anonymous > 0));
     }
 }
