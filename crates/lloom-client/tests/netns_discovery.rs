@@ -27,8 +27,11 @@ use netns::{Namespaces, in_ns, listen_addrs, new_hex_key, read_until, spawn_logg
 
 const ADDR_A: &str = "10.77.0.1";
 const ADDR_B: &str = "10.77.0.2";
-/// Log filter of the nodes: enough to tell, when a step fails, whether mDNS answered.
-const MDNS_LOG: &str = "info,libp2p_mdns=debug,libp2p_kad=error";
+/// Log filter of the nodes: enough to tell, when a step fails, whether mDNS answered, and
+/// why dials failed or connections closed (a run once saw the client discover the executor by
+/// mDNS and connect to nothing for 20 s, and said no more).
+const MDNS_LOG: &str =
+    "info,libp2p_mdns=debug,libp2p_kad=error,libp2p_swarm=debug,lloom_core::network=debug";
 
 /// Two namespaces joined by a veth pair, with a route for multicast (mDNS) over it.
 fn testbed() -> Option<(Namespaces, String, String)> {
