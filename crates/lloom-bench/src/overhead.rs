@@ -1,7 +1,9 @@
 //! P1: a full signed round trip (client → executor → instant backend → client, every
 //! signature made and checked) next to a direct HTTP call to an equally instant
 //! OpenAI-compatible server, in the same run; and the same call through the client's
-//! OpenAI-compatible gateway (HTTP in, the signed round trip, HTTP out), what an SDK sees.
+//! OpenAI-compatible gateway (HTTP in, the signed round trip, HTTP out), what an SDK sees,
+//! without and with an API key that has a budget (each answer then commits its cost to the
+//! gateway's spend ledger before it is sent).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,17 +44,23 @@ async fn instant_completion() -> impl IntoResponse {
     ([("content-type", "text/event-stream")], body)
 }
 
-/// Times `requests` streamed completions posted to `url` (after [`WARMUP`]).
+/// Times `requests` streamed completions posted to `url` (after [`WARMUP`]), with `bearer` as
+/// the API key if given.
 async fn time_http(
     http: &reqwest::Client,
     url: &str,
+    bearer: Option<&str>,
     body: &serde_json::Value,
     requests: usize,
 ) -> anyhow::Result<Vec<Duration>> {
     let mut samples = Vec::with_capacity(requests);
     for i in 0..WARMUP + requests {
         let start = Instant::now();
-        let response = http.post(url).json(body).send().await?;
+        let mut post = http.post(url).json(body);
+        if let Some(key) = bearer {
+            post = post.bearer_auth(key);
+        }
+        let response = post.send().await?;
         anyhow::ensure!(response.status().is_success(), "{url} answered {}", response.status());
         let text = response.text().await?;
         anyhow::ensure!(text.ends_with("data: [DONE]\n\n"), "unexpected answer {text}");
@@ -61,6 +69,34 @@ async fn time_http(
         }
     }
     Ok(samples)
+}
+
+/// The key of the gateway with a budget.
+const API_KEY: &str = "bench-key-0123456789abcdef";
+
+/// A gateway whose one API key has a budget (more than the run spends); returns its
+/// completions URL, what stops it, and the directory of its spend ledger (and receipts).
+async fn keyed_gateway(
+    network: &net::LocalNet,
+    client_receipts: bool,
+) -> anyhow::Result<(String, tokio::sync::oneshot::Sender<()>, tempfile::TempDir)> {
+    use lloom_client::gateway::{ApiKeys, GatewayConfig, SpendLedger};
+    let dir = tempfile::tempdir()?;
+    let client = network.client_with(net::client_receipts(&dir, client_receipts)?).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/v1/chat/completions", listener.local_addr()?);
+    let api_keys = ApiKeys::single(API_KEY)?.with_default_budget(lloom_core::U256::from(u64::MAX));
+    let ledger = SpendLedger::open(&dir.path().join("gateway-spend.redb"))?;
+    let config = GatewayConfig {
+        api_keys,
+        spend_ledger: Some(Arc::new(ledger)),
+        ..GatewayConfig::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(lloom_client::gateway::serve(client, listener, config, async move {
+        let _ = stopped.await;
+    }));
+    Ok((url, stop, dir))
 }
 
 pub(crate) async fn run(requests: usize, client_receipts: bool) -> anyhow::Result<()> {
@@ -88,7 +124,7 @@ pub(crate) async fn run(requests: usize, client_receipts: bool) -> anyhow::Resul
         "model": MODEL, "stream": true, "max_tokens": 1,
         "messages": [{"role": "user", "content": "hi"}],
     });
-    let mut direct = time_http(&http, &url, &body, requests).await?;
+    let mut direct = time_http(&http, &url, None, &body, requests).await?;
 
     let gateway_client =
         network.client_with(net::client_receipts(&receipts_dir, client_receipts)?).await?;
@@ -99,12 +135,17 @@ pub(crate) async fn run(requests: usize, client_receipts: bool) -> anyhow::Resul
     tokio::spawn(lloom_client::gateway::serve(gateway_client, listener, config, async move {
         let _ = stopped.await;
     }));
-    let mut gateway = time_http(&http, &gateway_url, &body, requests).await?;
+    let mut gateway = time_http(&http, &gateway_url, None, &body, requests).await?;
     let _ = stop.send(());
+
+    let (keyed_url, stop_keyed, _ledger_dir) = keyed_gateway(&network, client_receipts).await?;
+    let mut keyed = time_http(&http, &keyed_url, Some(API_KEY), &body, requests).await?;
+    let _ = stop_keyed.send(());
 
     let (l50, l99) = net::percentiles(&mut lloom);
     let (d50, d99) = net::percentiles(&mut direct);
     let (g50, g99) = net::percentiles(&mut gateway);
+    let (k50, k99) = net::percentiles(&mut keyed);
     let keeping = if client_receipts { ", the client keeping receipts" } else { "" };
     println!("P1 overhead, {requests} sequential requests each (after {WARMUP} warm-up){keeping}");
     println!("  signed round trip over libp2p : p50 {l50:8.0} µs   p99 {l99:8.0} µs");
@@ -121,6 +162,9 @@ pub(crate) async fn run(requests: usize, client_receipts: bool) -> anyhow::Resul
         "  gateway added over direct HTTP: p50 {:8.0} µs   p99 {:8.0} µs",
         g50 - d50,
         g99 - d99
+    );
+    println!(
+        "  gateway, API key with a budget: p50 {k50:8.0} µs   p99 {k99:8.0} µs   (each answer's cost committed to the spend ledger)"
     );
     let receipts = match network.executors.first() {
         Some(executor) => executor.server.receipts().all(FLOOR_COMMITS)?,
