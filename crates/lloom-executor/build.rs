@@ -32,4 +32,18 @@ fn main() {
         kernels.join(" ")
     };
     println!("cargo:rustc-env=LLOOM_LLAMA_CPU_BUILD={build}");
+    // The kernel families that decide which weights ggml repacks (see memory/repack.rs).
+    let families: Vec<&str> = if native || ggml_native {
+        vec!["native"]
+    } else {
+        let mut families = vec!["avx2"];
+        if on("GGML_AVX512") {
+            families.push("avx512");
+        }
+        if on("GGML_AMX_INT8") {
+            families.push("amx");
+        }
+        families
+    };
+    println!("cargo:rustc-env=LLOOM_LLAMA_KERNELS={}", families.join(","));
 }

@@ -265,7 +265,9 @@ fn bad_model_files_are_clear_errors() {
 
 #[test]
 fn the_default_model_geometry_is_read_from_its_header() {
-    use lloom_executor::memory::{KvType, MemoryRequest, ModelGeometry, plan, read_metadata};
+    use lloom_executor::memory::{
+        KvType, MemoryRequest, ModelGeometry, RepackedTypes, TiedEmbedding, plan, read_metadata,
+    };
     let path = model_path();
     let meta = read_metadata(&path).unwrap();
     assert_eq!(meta.architecture(), Some("llama"));
@@ -278,6 +280,9 @@ fn the_default_model_geometry_is_read_from_its_header() {
     assert!(weights <= size && weights > size * 9 / 10, "{weights} of {size}");
     // 2 × 3 KV heads × 64 × 2 bytes × 30 layers = 23,040 bytes per token.
     assert_eq!(g.kv_bytes_per_token(KvType::F16), 23_040);
+    // Its Q8_0 token embedding (49,152 × 576) is also its output projection.
+    let tied = TiedEmbedding { ggml_type: 8, bytes: 49_152 * 576 / 32 * 34 };
+    assert_eq!(g.tied_embedding, Some(tied));
     let request = MemoryRequest {
         n_ctx: 8192,
         max_sequences: 4,
@@ -285,6 +290,7 @@ fn the_default_model_geometry_is_read_from_its_header() {
         n_ubatch: 512,
         gpu_budget: Some(1 << 30),
         require_full_offload: true,
+        repacked: RepackedTypes::of_this_build(),
     };
     let p = plan(&g, &request).unwrap();
     assert_eq!((p.gpu_layers, p.max_sequences), (30, 4));

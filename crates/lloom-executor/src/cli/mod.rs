@@ -318,6 +318,7 @@ async fn inspect(args: &InspectArgs, json: bool, out: &mut (dyn Write + Send)) -
         n_ubatch: 512,
         gpu_budget: args.gpu_mib.map(|m| m << 20),
         require_full_offload: args.full_offload,
+        repacked: crate::memory::RepackedTypes::of_this_build(),
     };
     let p = plan(&g, &request)?;
     #[allow(clippy::cast_precision_loss)] // display only

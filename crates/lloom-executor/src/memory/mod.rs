@@ -5,8 +5,10 @@ pub mod budget;
 pub mod device;
 pub mod gguf;
 pub mod plan;
+pub mod repack;
 
 pub use budget::{MemoryBudget, format_bytes};
 pub use device::{DeviceMemory, ServingDevice, gpu_memory, host_memory};
 pub use gguf::{GgufMetadata, MetaValue, TensorInfo, read_metadata};
-pub use plan::{KvType, MemoryPlan, MemoryRequest, ModelGeometry, plan};
+pub use plan::{KvType, MemoryPlan, MemoryRequest, ModelGeometry, TiedEmbedding, plan};
+pub use repack::RepackedTypes;

@@ -3,6 +3,7 @@
 //! sequences fit in a memory budget.
 
 use super::gguf::GgufMetadata;
+use super::repack::RepackedTypes;
 use crate::error::{Error, Result};
 
 /// The shape of a model, as the memory plan needs it.
@@ -24,6 +25,17 @@ pub struct ModelGeometry {
     pub layer_bytes: u64,
     /// Bytes of weights outside the blocks (embeddings, output).
     pub other_bytes: u64,
+    /// The token embedding, when it doubles as the output projection (no `output.weight`).
+    pub tied_embedding: Option<TiedEmbedding>,
+}
+
+/// A token embedding that is also the output projection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TiedEmbedding {
+    /// Its GGML type id.
+    pub ggml_type: u32,
+    /// Its size, in bytes.
+    pub bytes: u64,
 }
 
 /// Element type of the KV cache.
@@ -93,6 +105,8 @@ impl ModelGeometry {
             })
             .unwrap_or(32_000);
         let (mut layers, mut other, mut unknown) = (0u64, 0u64, false);
+        let mut embedding = None;
+        let has_output = meta.tensors.iter().any(|t| t.name == "output.weight");
         for t in &meta.tensors {
             let elements = t.dims.iter().product::<u64>();
             let Some(per_32) = ggml_bytes_per_32(t.ggml_type) else {
@@ -100,6 +114,9 @@ impl ModelGeometry {
                 continue;
             };
             let bytes = elements.div_ceil(32) * per_32;
+            if t.name == "token_embd.weight" && !has_output {
+                embedding = Some(TiedEmbedding { ggml_type: t.ggml_type, bytes });
+            }
             if t.name.starts_with("blk.") {
                 layers += bytes;
             } else {
@@ -118,6 +135,7 @@ impl ModelGeometry {
                 n_vocab,
                 layer_bytes: per_layer,
                 other_bytes: file_size.saturating_sub(per_layer * n_layers),
+                tied_embedding: embedding,
             });
         }
         Ok(Self {
@@ -129,6 +147,7 @@ impl ModelGeometry {
             n_vocab,
             layer_bytes: layers / n_layers.max(1),
             other_bytes: other,
+            tied_embedding: embedding,
         })
     }
 
@@ -152,6 +171,12 @@ impl ModelGeometry {
     pub fn weights_bytes(&self) -> u64 {
         self.layer_bytes * self.n_layers + self.other_bytes
     }
+
+    /// Host memory beyond the weights when they stay on the CPU with `repacked` types: a tied
+    /// embedding of a repacked type is held twice (see [`RepackedTypes`]).
+    pub fn repack_extra_bytes(&self, repacked: RepackedTypes) -> u64 {
+        self.tied_embedding.filter(|t| repacked.contains(t.ggml_type)).map_or(0, |t| t.bytes)
+    }
 }
 
 /// What the operator asks for.
@@ -169,6 +194,8 @@ pub struct MemoryRequest {
     pub gpu_budget: Option<u64>,
     /// Refuse unless every layer fits on the accelerator.
     pub require_full_offload: bool,
+    /// Weight types the CPU backend repacks ([`RepackedTypes::of_this_build`]).
+    pub repacked: RepackedTypes,
 }
 
 /// llama.cpp gives each sequence its own KV cache of a multiple of this many cells (the
@@ -223,7 +250,10 @@ pub fn plan(geometry: &ModelGeometry, request: &MemoryRequest) -> Result<MemoryP
             max_sequences: request.max_sequences,
             ctx_per_sequence,
             gpu_bytes: 0,
-            host_bytes: geometry.weights_bytes() + all_kv + compute,
+            host_bytes: geometry.weights_bytes()
+                + geometry.repack_extra_bytes(request.repacked)
+                + all_kv
+                + compute,
             kv_bytes_per_sequence,
         });
     };
@@ -265,7 +295,9 @@ pub fn plan(geometry: &ModelGeometry, request: &MemoryRequest) -> Result<MemoryP
         max_sequences: request.max_sequences,
         ctx_per_sequence,
         gpu_bytes: compute + layers * per_layer,
-        host_bytes: (full_weights + all_kv).saturating_sub(layers * per_layer),
+        // The output projection stays on the CPU with the layers not offloaded.
+        host_bytes: (full_weights + all_kv).saturating_sub(layers * per_layer)
+            + geometry.repack_extra_bytes(request.repacked),
         kv_bytes_per_sequence,
     })
 }
@@ -285,6 +317,7 @@ mod tests {
             n_vocab: 32_000,
             layer_bytes: 110 << 20,
             other_bytes: 250 << 20,
+            tied_embedding: None,
         }
     }
 
@@ -296,6 +329,7 @@ mod tests {
             n_ubatch: 512,
             gpu_budget: gpu_gib.map(|g| g << 30),
             require_full_offload: false,
+            repacked: RepackedTypes::NONE,
         }
     }
 
@@ -357,6 +391,28 @@ mod tests {
         let none = MemoryRequest { gpu_budget: None, require_full_offload: true, ..request(None) };
         assert!(plan(&seven_b(), &none).is_err());
         assert!(plan(&seven_b(), &MemoryRequest { max_sequences: 0, ..request(None) }).is_err());
+    }
+
+    #[test]
+    fn a_tied_embedding_the_cpu_repacks_is_held_twice() {
+        // Like SmolLM2: a Q8_0 token embedding (type 8) that is also the output projection.
+        let tied = TiedEmbedding { ggml_type: 8, bytes: 30 << 20 };
+        let g = ModelGeometry { tied_embedding: Some(tied), ..seven_b() };
+        let amx = RepackedTypes::for_build("avx2,avx512,amx", "avx2 amx_tile amx_int8");
+        let portable = RepackedTypes::for_build("avx2", "avx2 amx_tile amx_int8");
+        let on = |repacked| plan(&g, &MemoryRequest { repacked, ..request(None) }).unwrap();
+        assert_eq!(on(amx).host_bytes - on(portable).host_bytes, 30 << 20);
+        assert_eq!(on(portable).host_bytes, plan(&seven_b(), &request(None)).unwrap().host_bytes);
+        // Partly offloaded, the output stays on the CPU, and with it the second copy.
+        let partial = |repacked| {
+            plan(&g, &MemoryRequest { repacked, ..request(Some(2)) }).unwrap().host_bytes
+        };
+        assert_eq!(partial(amx) - partial(portable), 30 << 20);
+        // Fully offloaded, nothing is repacked on the CPU.
+        let full = |repacked| plan(&g, &MemoryRequest { repacked, ..request(Some(80)) }).unwrap();
+        assert_eq!(full(amx), full(portable));
+        // An untied model holds its embedding once.
+        assert_eq!(seven_b().repack_extra_bytes(amx), 0);
     }
 
     #[test]

@@ -11,8 +11,8 @@ use super::{DEFAULT_MODEL, ModelCache, PullProgress};
 use crate::backend::llama::{EngineConfig, ModelPool, PoolEntry};
 use crate::error::{Error, Result};
 use crate::memory::{
-    DeviceMemory, KvType, MemoryBudget, MemoryPlan, MemoryRequest, ModelGeometry, ServingDevice,
-    plan, read_metadata,
+    DeviceMemory, KvType, MemoryBudget, MemoryPlan, MemoryRequest, ModelGeometry, RepackedTypes,
+    ServingDevice, plan, read_metadata,
 };
 use crate::serve::ServedModel;
 
@@ -110,6 +110,7 @@ pub fn plan_engine(
         n_ubatch: u64::from(engine.n_ctx.min(512)),
         gpu_budget: (device == ServingDevice::Gpu).then_some(budget),
         require_full_offload: false,
+        repacked: RepackedTypes::of_this_build(),
     };
     let plan = plan(&geometry, &request)?;
     let to_u32 = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
