@@ -21,8 +21,10 @@ use lloom_executor::{ExecutorConfig, ExecutorNode};
 use lloom_validator::{Validator, ValidatorConfig};
 use predicates::str::contains;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chat_prints_a_verified_receipt_and_receipts_lists_it() {
+/// A validator and an executor serving `scripted` ("Paris it is.": 10 prompt tokens at 2 wei,
+/// 3 completion tokens at 3, 29 wei an answer) in this process, once a client can see the
+/// executor; returns them, their directory and the validator's address.
+async fn scripted_network() -> (Validator, ExecutorNode, tempfile::TempDir, String) {
     let vconfig = ValidatorConfig {
         network: NetworkConfig { server_mode: true, ..NetworkConfig::local() },
         ..ValidatorConfig::default()
@@ -42,7 +44,7 @@ async fn chat_prints_a_verified_receipt_and_receipts_lists_it() {
         capabilities: vec![],
     };
     let backend = Arc::new(ScriptedBackend::new(Script::answer("scripted", "Paris it is.")));
-    let _executor =
+    let executor =
         ExecutorNode::start(&NodeKey::generate(), vec![ServedModel { offer, backend }], config)
             .await
             .unwrap();
@@ -56,8 +58,14 @@ async fn chat_prints_a_verified_receipt_and_receipts_lists_it() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    (validator, executor, dir, bootstrap[0].to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_prints_a_verified_receipt_and_receipts_lists_it() {
+    let (_validator, _executor, dir, boot) = scripted_network().await;
+
     let data = dir.path().join("client");
-    let boot = bootstrap[0].to_string();
     let run = move |args: Vec<String>| {
         let data = data.clone();
         tokio::task::spawn_blocking(move || {
@@ -191,4 +199,111 @@ async fn spend_lists_and_resets_what_each_gateway_key_spent() {
     spend(&["spend", "list", "--ledger", elsewhere.to_str().unwrap()])
         .failure()
         .stderr(contains("elsewhere.redb"));
+}
+
+/// `lloom-client serve` as a process, with `args` after `serve`; returns it and the gateway's
+/// address, once it listens (on a blocking thread: the nodes it talks to run in this runtime).
+async fn spawn_gateway(data: &std::path::Path, args: &[&str]) -> (std::process::Child, String) {
+    let data = data.to_owned();
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || spawn_gateway_blocking(&data, &args)).await.unwrap()
+}
+
+fn spawn_gateway_blocking(
+    data: &std::path::Path,
+    args: &[String],
+) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("lloom-client"))
+        .env_clear()
+        .arg("--data-dir")
+        .arg(data)
+        .arg("serve")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let line = lines.next().expect("serve printed nothing").unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split("/v1").next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned();
+    // Keep reading what it prints, as a supervisor would (it says when it shuts down).
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, addr)
+}
+
+/// Stops a gateway as Ctrl-C would, and waits for it.
+async fn stop_gateway(child: std::process::Child) {
+    let pid = child.id().to_string();
+    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "serve ended with {}: {stderr}", out.status);
+}
+
+/// One completion with the API key `key`; returns the HTTP status and body.
+async fn complete(addr: &str, key: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = r#"{"model":"scripted","messages":[{"role":"user","content":"Capital?"}]}"#;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut raw))
+        .await
+        .unwrap()
+        .unwrap();
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let status = raw.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, raw)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_keeps_a_keys_spend_across_restarts_and_refuses_it_past_its_budget() {
+    let (_validator, _executor, dir, boot) = scripted_network().await;
+    let data = dir.path().join("gateway");
+    let key = "gateway-key-0123456789abcdef";
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--no-mdns",
+        "--bootstrap",
+        &boot,
+        "--api-key",
+        key,
+        "--key-budget",
+        "29",
+    ];
+    let (gateway, addr) = spawn_gateway(&data, &args).await;
+    let (status, body) = complete(&addr, key).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = complete(&addr, key).await;
+    assert_eq!(status, 402, "29 of 29 wei spent: {body}");
+    assert!(body.contains("insufficient_quota"), "{body}");
+    stop_gateway(gateway).await;
+
+    // The spend is in the ledger of the data directory, and a restarted gateway holds to it.
+    let listed = Command::cargo_bin("lloom-client")
+        .unwrap()
+        .env_clear()
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--json", "spend", "list"])
+        .output()
+        .unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(rows, serde_json::json!([{"key": "default", "spent_wei": "29"}]));
+    let (gateway, addr) = spawn_gateway(&data, &args).await;
+    let (status, body) = complete(&addr, key).await;
+    assert_eq!(status, 402, "the budget held across the restart: {body}");
+    stop_gateway(gateway).await;
 }
