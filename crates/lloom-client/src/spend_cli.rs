@@ -61,6 +61,15 @@ pub(crate) fn run(cmd: &SpendCommand, node: &NodeArgs, out: &mut (dyn Write + Se
             }
         }
         SpendCommand::Reset { name, .. } => {
+            let all = ledger.all();
+            if !all.iter().any(|(known, _)| **known == **name) {
+                let names: Vec<&str> = all.iter().map(|(known, _)| &**known).collect();
+                let known = if names.is_empty() { "none".to_owned() } else { names.join(", ") };
+                return Err(Error::State(format!(
+                    "no spend recorded for a key named `{name}` in {}; keys with spend: {known}",
+                    path.display()
+                )));
+            }
             let before = ledger.spent(name);
             ledger.reset(name)?;
             writeln!(out, "the spend of `{name}` is reset to 0 (it was {before} wei)")?;

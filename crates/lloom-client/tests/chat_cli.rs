@@ -192,6 +192,10 @@ async fn spend_lists_and_resets_what_each_gateway_key_spent() {
         serde_json::json!([{"key": "alice", "spent_wei": "58"}, {"key": "bob", "spent_wei": "29"}])
     );
     spend(&["spend", "reset", "alice"]).success().stdout(contains("reset to 0 (it was 58 wei)"));
+    spend(&["spend", "reset", "carol"])
+        .failure()
+        .stderr(contains("no spend recorded for a key named `carol`"))
+        .stderr(contains("keys with spend: bob"));
     let listed = spend(&["--json", "spend", "list"]).success();
     let rows: serde_json::Value = serde_json::from_slice(&listed.get_output().stdout).unwrap();
     assert_eq!(rows, serde_json::json!([{"key": "bob", "spent_wei": "29"}]));
