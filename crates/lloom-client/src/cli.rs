@@ -14,7 +14,7 @@ use lloom_core::{ChatMessage, NodeKey, U256, VerifyPolicy};
 use crate::client::{ChatEvent, ChatRequest, Client, ClientConfig, Receipt};
 use crate::directory::{Directory, ModelRow, render_table};
 use crate::error::{Error, Result};
-use crate::gateway::{ApiKeys, GatewayConfig};
+use crate::gateway::{ApiKeys, BudgetPeriod, GatewayConfig};
 use crate::receipts::ReceiptStore;
 use crate::report::{receipt_json, render_receipt};
 use crate::routing::{RouteFilter, Strategy};
@@ -118,6 +118,10 @@ pub struct ServeArgs {
     /// the client's data directory).
     #[arg(long)]
     pub spend_ledger: Option<std::path::PathBuf>,
+    /// Make every key's budget whole again each UTC day, week (from Monday) or month: `daily`,
+    /// `weekly` or `monthly` (default: budgets are for the gateway's life).
+    #[arg(long, value_parser = clap::builder::ValueParser::new(str::parse::<BudgetPeriod>))]
+    pub key_budget_period: Option<BudgetPeriod>,
     /// Requests per minute each API key may make (burst: the same number).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub key_requests_per_minute: Option<u32>,
@@ -365,6 +369,7 @@ async fn serve(args: &ServeArgs, node: &NodeArgs, out: &mut (dyn Write + Send)) 
             ..HttpLimits::default()
         },
         spend_ledger,
+        budget_period: args.key_budget_period,
     };
     writeln!(
         out,
@@ -385,11 +390,12 @@ fn gateway_keys(args: &ServeArgs) -> Result<ApiKeys> {
     let mut keys = ApiKeys::load(args.api_key.as_deref(), args.api_key_file.as_deref())?;
     let limited = args.key_requests_per_minute.is_some()
         || args.key_tokens_per_minute.is_some()
-        || args.key_budget.is_some();
+        || args.key_budget.is_some()
+        || args.key_budget_period.is_some();
     if keys.is_empty() && limited {
         return Err(Error::ApiKeys(
-            "--key-requests-per-minute, --key-tokens-per-minute and --key-budget limit each \
-             API key: give --api-key or --api-key-file"
+            "--key-requests-per-minute, --key-tokens-per-minute, --key-budget and \
+             --key-budget-period limit each API key: give --api-key or --api-key-file"
                 .into(),
         ));
     }
@@ -650,7 +656,15 @@ mod tests {
     fn a_key_budget_needs_keys_and_an_amount() {
         let key = ["--api-key", "0123456789abcdef0123"];
         let error = gateway_keys(&serve_args(&["--key-budget", "100"])).unwrap_err().to_string();
-        assert!(error.contains("--key-budget limit each API key"), "{error}");
+        assert!(error.contains("limit each API key"), "{error}");
+        let error = gateway_keys(&serve_args(&["--key-budget-period", "monthly"])).unwrap_err();
+        assert!(error.to_string().contains("limit each API key"), "{error}");
+        let keys =
+            gateway_keys(&serve_args(&[&key[..], &["--key-budget-period", "weekly"]].concat()));
+        assert_eq!(keys.unwrap().len(), 1);
+        let hourly =
+            Cli::try_parse_from(["lloom-client", "serve", "--key-budget-period", "hourly"]);
+        assert!(hourly.unwrap_err().to_string().contains("daily, weekly or monthly"));
         let keys = gateway_keys(&serve_args(&[&key[..], &["--key-budget", "0.5eth"]].concat()));
         let budget = keys.unwrap().budget("default");
         assert_eq!(budget, Some(U256::from(500_000_000_000_000_000u64)));

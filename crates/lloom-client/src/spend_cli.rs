@@ -9,7 +9,7 @@ use clap::Subcommand;
 use lloom_core::cli::{NodeArgs, Role};
 
 use crate::error::{Error, Result};
-use crate::gateway::SpendLedger;
+use crate::gateway::{KeySpend, SpendLedger, rfc3339};
 
 /// `lloom-client spend ...`.
 #[derive(Subcommand, Debug, Clone)]
@@ -43,20 +43,27 @@ pub(crate) fn run(cmd: &SpendCommand, node: &NodeArgs, out: &mut (dyn Write + Se
     match cmd {
         SpendCommand::List { .. } => {
             let all = ledger.all();
+            // A total kept for a budget period says when that period began.
+            let since = |spend: &KeySpend| (spend.since > 0).then(|| rfc3339(spend.since));
             if node.json {
                 let rows: Vec<_> = all
                     .iter()
-                    .map(|(name, spent)| {
-                        serde_json::json!({ "key": &**name, "spent_wei": spent.to_string() })
+                    .map(|(name, spend)| {
+                        serde_json::json!({
+                            "key": &**name,
+                            "spent_wei": spend.spent.to_string(),
+                            "since": since(spend),
+                        })
                     })
                     .collect();
                 writeln!(out, "{}", serde_json::to_string_pretty(&rows).unwrap_or_default())?;
             } else if all.is_empty() {
                 writeln!(out, "no spend recorded in {}", path.display())?;
             } else {
-                writeln!(out, "{:<64}  {:>30}", "KEY", "SPENT WEI")?;
-                for (name, spent) in &all {
-                    writeln!(out, "{name:<64}  {:>30}", spent.to_string())?;
+                writeln!(out, "{:<64}  {:>30}  SINCE", "KEY", "SPENT WEI")?;
+                for (name, spend) in &all {
+                    let since = since(spend).unwrap_or_else(|| "-".into());
+                    writeln!(out, "{name:<64}  {:>30}  {since}", spend.spent.to_string())?;
                 }
             }
         }
@@ -70,8 +77,9 @@ pub(crate) fn run(cmd: &SpendCommand, node: &NodeArgs, out: &mut (dyn Write + Se
                     path.display()
                 )));
             }
-            let before = ledger.spent(name);
+            let before = all.iter().find(|(known, _)| **known == **name).map(|(_, s)| s.spent);
             ledger.reset(name)?;
+            let before = before.unwrap_or_default();
             writeln!(out, "the spend of `{name}` is reset to 0 (it was {before} wei)")?;
         }
     }

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lloom_client::gateway::{ApiKeys, GatewayConfig, SpendLedger, serve};
+use lloom_client::gateway::{ApiKeys, BudgetPeriod, GatewayConfig, SpendLedger, serve};
 use lloom_client::{Client, ClientConfig};
 use lloom_core::network::test_utils::WAIT;
 use lloom_core::network::{Multiaddr, NetworkConfig};
@@ -403,10 +403,15 @@ async fn a_key_that_has_spent_its_budget_gets_a_402_and_its_spend_is_on_disk() {
     let without_ledger = GatewayConfig { api_keys: api_keys.clone(), ..GatewayConfig::default() };
     let error = without_ledger.check().expect_err("budgets without a ledger").to_string();
     assert!(error.contains("need a spend ledger"), "{error}");
-    let config =
-        GatewayConfig { api_keys, spend_ledger: Some(ledger.clone()), ..GatewayConfig::default() };
+    let config = GatewayConfig {
+        api_keys,
+        spend_ledger: Some(ledger.clone()),
+        budget_period: Some(BudgetPeriod::Monthly),
+        ..GatewayConfig::default()
+    };
     let net = network(vec![Script::answer(MODEL, "Paris it is.")], config).await;
     let as_alice = format!("authorization: Bearer {alice}\r\n");
+    let month = BudgetPeriod::Monthly.start(lloom_core::unix_now());
     let ask = |headers: String, body: Vec<u8>| async move {
         http_with(net.addr, "POST", "/v1/chat/completions", &headers, &body).await
     };
@@ -415,18 +420,28 @@ async fn a_key_that_has_spent_its_budget_gets_a_402_and_its_spend_is_on_disk() {
     for spent in [29u64, 58] {
         let (status, _, body) = ask(as_alice.clone(), chat(&json!({}))).await;
         assert_eq!(status, 200, "{body}");
-        assert_eq!(ledger.spent("alice"), U256::from(spent), "on disk before the answer");
+        assert_eq!(ledger.spent("alice", month), U256::from(spent), "on disk before the answer");
     }
     let (status, headers, body) = ask(as_alice.clone(), chat(&json!({}))).await;
     assert_eq!(status, 402, "{body}");
-    assert!(!headers.contains("retry-after"), "waiting does not help: {headers}");
+    let retry_after: u64 = headers
+        .lines()
+        .find_map(|l| l.strip_prefix("retry-after: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("the next month's start: {headers}"));
+    assert!(retry_after > 0 && retry_after <= 31 * 86_400, "{retry_after}");
     let error = &json_body(&body)["error"];
     assert_eq!(
         (error["type"].clone(), error["code"].clone()),
         (json!("insufficient_quota"), json!("insufficient_quota"))
     );
     let message = error["message"].as_str().unwrap();
-    assert!(message.contains("`alice` has spent 58 wei of its budget of 50 wei"), "{message}");
+    assert!(
+        message.contains(
+            "`alice` has spent 58 wei of its monthly budget of 50 wei; it is whole again at 20"
+        ),
+        "{message}"
+    );
     // Streams too are refused, and nothing was signed for them.
     let (status, _, _) = ask(as_alice.clone(), chat(&json!({"stream": true}))).await;
     assert_eq!(status, 402);
@@ -436,7 +451,7 @@ async fn a_key_that_has_spent_its_budget_gets_a_402_and_its_spend_is_on_disk() {
     let (status, _, raw) = ask(as_bob.clone(), chat(&json!({"stream": true}))).await;
     assert_eq!(status, 200, "{raw}");
     assert!(raw.contains("data: [DONE]"), "{raw}");
-    assert_eq!(ledger.spent("bob"), U256::from(29));
+    assert_eq!(ledger.spent("bob", month), U256::from(29));
 
     // Each key can ask what it has spent and has left.
     let (status, _, body) = http_with(net.addr, "GET", "/v1/key", &as_alice, b"").await;
@@ -447,6 +462,8 @@ async fn a_key_that_has_spent_its_budget_gets_a_402_and_its_spend_is_on_disk() {
     assert_eq!(data["limit_wei"], "50");
     assert_eq!(data["limit_remaining_wei"], "0");
     assert_eq!(data["durable"], true);
+    assert_eq!(data["limit_reset"], "monthly");
+    assert!(data["resets_at"].as_str().unwrap().ends_with("-01T00:00:00Z"), "{data}");
     let (_, _, body) = http_with(net.addr, "GET", "/v1/key", &as_bob, b"").await;
     let data = &json_body(&body)["data"];
     assert_eq!((data["usage_wei"].clone(), data["limit_wei"].clone()), (json!("29"), Value::Null));
@@ -499,12 +516,13 @@ async fn a_stream_the_http_client_leaves_is_charged_for_its_last_checkpoint() {
     // The executor can settle what it signed for: 10 prompt tokens at 2 wei and a multiple of
     // 32 completion tokens at 3.
     let deadline = Instant::now() + WAIT;
-    while ledger.spent("alice").is_zero() {
+    while ledger.spent("alice", 0).is_zero() {
         assert!(Instant::now() < deadline, "the key was never charged");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let completion = (ledger.spent("alice") - U256::from(20)) / U256::from(3);
-    assert_eq!(ledger.spent("alice"), U256::from(20) + completion * U256::from(3));
+    let spent = ledger.spent("alice", 0);
+    let completion = (spent - U256::from(20)) / U256::from(3);
+    assert_eq!(spent, U256::from(20) + completion * U256::from(3));
     assert!(
         completion >= U256::from(32) && completion % U256::from(32) == U256::ZERO,
         "{completion}"

@@ -64,15 +64,33 @@ impl ApiError {
         api
     }
 
-    /// A 402 for an API key that has spent its budget (not a 429: waiting does not help, and
-    /// SDKs would retry a 429).
-    pub fn budget_spent(key_name: &str, spent: U256, budget: U256) -> Self {
-        Self::new(
+    /// A 402 for an API key that has spent its budget (not a 429: SDKs would retry a 429 at
+    /// once). With a budget period, `reset` says which and when the next begins (unix
+    /// seconds), and `Retry-After` the seconds until then from `now`.
+    pub fn budget_spent(
+        key_name: &str,
+        spent: U256,
+        budget: U256,
+        reset: Option<(super::BudgetPeriod, u64)>,
+        now: u64,
+    ) -> Self {
+        let (kind, whole_again) = match reset {
+            Some((period, at)) => (
+                format!("{period} "),
+                format!("; it is whole again at {}", super::period::rfc3339(at)),
+            ),
+            None => (String::new(), String::new()),
+        };
+        let mut api = Self::new(
             StatusCode::PAYMENT_REQUIRED,
             "insufficient_quota",
             "insufficient_quota",
-            format!("the API key `{key_name}` has spent {spent} wei of its budget of {budget} wei"),
-        )
+            format!(
+                "the API key `{key_name}` has spent {spent} wei of its {kind}budget of {budget} wei{whole_again}"
+            ),
+        );
+        api.retry_after_secs = reset.map(|(_, at)| at.saturating_sub(now));
+        api
     }
 
     fn new(status: StatusCode, kind: &'static str, code: &'static str, message: String) -> Self {

@@ -21,6 +21,7 @@ mod charge;
 mod error;
 mod metrics;
 mod openai;
+mod period;
 mod spend;
 
 use std::convert::Infallible;
@@ -46,7 +47,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub use auth::{ApiKeys, MAX_KEY_CHARS, MAX_KEYS, MIN_KEY_CHARS};
 pub use error::ApiError;
 pub use openai::CompletionRequest;
-pub use spend::SpendLedger;
+pub use period::BudgetPeriod;
+pub(crate) use period::rfc3339;
+pub use spend::{KeySpend, SpendLedger};
 
 use crate::client::{ChatEvent, Client, Receipt};
 use crate::directory::ModelRow;
@@ -76,6 +79,8 @@ pub struct GatewayConfig {
     /// Where each key's spend is kept (required when any key has a budget); `None` counts
     /// spend only in `/metrics`, from the gateway's start.
     pub spend_ledger: Option<Arc<SpendLedger>>,
+    /// When every key's budget is whole again (`None`: budgets are for the gateway's life).
+    pub budget_period: Option<BudgetPeriod>,
 }
 
 impl GatewayConfig {
@@ -102,6 +107,7 @@ impl Default for GatewayConfig {
             http: HttpLimits::default(),
             key_limits: RateLimits { requests_per_minute: None, ..RateLimits::default() },
             spend_ledger: None,
+            budget_period: None,
         }
     }
 }
@@ -135,7 +141,9 @@ impl GatewayState {
         if let Some(budget) = self.config.api_keys.budget(&key.0) {
             let spent = self.spent(key);
             if spent >= budget {
-                return Err(ApiError::budget_spent(&key.0, spent, budget));
+                let now = unix_now();
+                let reset = self.config.budget_period.map(|p| (p, p.next_start(now)));
+                return Err(ApiError::budget_spent(&key.0, spent, budget, reset, now));
             }
         }
         let admitted = match self.limiter.lock() {
@@ -145,10 +153,16 @@ impl GatewayState {
         admitted.map_err(|wait| ApiError::key_rate_limited(&key.0, wait))
     }
 
-    /// What `key` has spent: in the ledger, or else since the gateway started.
+    /// When the budget period holding now began (0 without periods).
+    fn period_start(&self) -> u64 {
+        self.config.budget_period.map_or(0, |p| p.start(unix_now()))
+    }
+
+    /// What `key` has spent: in the ledger (this budget period), or else since the gateway
+    /// started.
     fn spent(&self, key: &auth::KeyName) -> lloom_core::U256 {
         match &self.config.spend_ledger {
-            Some(ledger) => ledger.spent(&key.0),
+            Some(ledger) => ledger.spent(&key.0, self.period_start()),
             None => self.counters.cost_of(key),
         }
     }
@@ -169,7 +183,7 @@ impl GatewayState {
         let Some(key) = key else { return };
         self.counters.count_cost(key, cost);
         if let Some(ledger) = &self.config.spend_ledger
-            && let Err(e) = ledger.charge(&key.0, cost).await
+            && let Err(e) = ledger.charge(&key.0, cost, self.period_start()).await
         {
             self.counters.count_ledger_error();
             tracing::error!(key = %key.0, %cost, "could not record a key's spend: {e}");
@@ -271,11 +285,15 @@ async fn key_info(
     let spent = state.spent(&key);
     let budget = state.config.api_keys.budget(&key.0);
     let limits = &state.config.key_limits;
+    let period = state.config.budget_period;
+    let resets_at = period.map(|p| period::rfc3339(p.next_start(unix_now())));
     Ok(axum::Json(json!({ "data": {
         "label": &*key.0,
         "usage_wei": spent.to_string(),
         "limit_wei": budget.map(|b| b.to_string()),
         "limit_remaining_wei": budget.map(|b| b.saturating_sub(spent).to_string()),
+        "limit_reset": period.map(BudgetPeriod::as_str),
+        "resets_at": resets_at,
         "durable": state.config.spend_ledger.is_some(),
         "rate_limit": {
             "requests_per_minute": limits.requests_per_minute,

@@ -1,7 +1,9 @@
 //! What each API key has spent, kept durably so that a key's budget holds across restarts.
 //!
 //! The ledger is a small redb database (`gateway-spend.redb` in the client's data directory by
-//! default) holding one running total in wei per key name. A charge is on disk before the
+//! default) holding, per key name, a running total in wei and when it started: the start of
+//! the key's budget period (see [`super::BudgetPeriod`]), or 0 without periods. A charge in a
+//! later period starts the total again from zero. A charge is on disk before the
 //! gateway sends the answer it pays for; totals are also kept in memory, so checking a key
 //! against its budget reads no disk. Charges that arrive while a write is under way are
 //! committed together by the next one (group commit), so a busy gateway syncs once for many.
@@ -15,8 +17,9 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::error::{Error, Result};
 
-/// key name → total spent, in wei (32 bytes, big-endian).
-const SPENT: TableDefinition<'_, &str, &[u8; 32]> = TableDefinition::new("gateway_key_spent");
+/// key name → when the total started (unix seconds, 8 bytes) ‖ total spent in wei (32 bytes),
+/// both big-endian.
+const SPENT: TableDefinition<'_, &str, &[u8; 40]> = TableDefinition::new("gateway_key_spend");
 /// Page cache: one entry per key, so a little is plenty.
 const CACHE_BYTES: usize = 1024 * 1024;
 
@@ -33,10 +36,42 @@ pub struct SpendLedger {
     writer: tokio::sync::Mutex<()>,
 }
 
+/// One key's spend: since when, and how much.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KeySpend {
+    /// When this total started (the start of its budget period, in unix seconds; 0 without
+    /// periods).
+    pub since: u64,
+    /// Wei spent since then.
+    pub spent: U256,
+}
+
+impl KeySpend {
+    fn encode(self) -> [u8; 40] {
+        let mut bytes = [0u8; 40];
+        bytes[..8].copy_from_slice(&self.since.to_be_bytes());
+        bytes[8..].copy_from_slice(&self.spent.to_be_bytes::<32>());
+        bytes
+    }
+
+    fn decode(bytes: &[u8; 40]) -> Self {
+        let (since, spent) = bytes.split_at(8);
+        Self {
+            since: u64::from_be_bytes(since.try_into().unwrap_or_default()),
+            spent: U256::from_be_slice(spent),
+        }
+    }
+
+    /// What was spent in the period that started at `since` (0 if this total is older).
+    fn in_period(self, since: u64) -> U256 {
+        if self.since == since { self.spent } else { U256::ZERO }
+    }
+}
+
 /// The totals as charged, and which of them are not on disk yet.
 #[derive(Default)]
 struct Totals {
-    spent: HashMap<Arc<str>, U256>,
+    spent: HashMap<Arc<str>, KeySpend>,
     /// Keys whose total changed since the last commit.
     dirty: HashSet<Arc<str>>,
     /// Charges made (each has its number).
@@ -74,8 +109,8 @@ impl SpendLedger {
         let txn = db(database.begin_read())?;
         let table = db(txn.open_table(SPENT))?;
         for entry in db(table.iter())? {
-            let (name, total) = db(entry)?;
-            spent.insert(Arc::from(name.value()), U256::from_be_bytes(*total.value()));
+            let (name, spend) = db(entry)?;
+            spent.insert(Arc::from(name.value()), KeySpend::decode(spend.value()));
         }
         drop(table);
         drop(txn);
@@ -92,16 +127,16 @@ impl SpendLedger {
         &self.path
     }
 
-    /// What `key` has spent, in wei.
-    pub fn spent(&self, key: &str) -> U256 {
-        self.totals().spent.get(key).copied().unwrap_or(U256::ZERO)
+    /// What `key` has spent in the period that started at `since` (0 without periods), in wei.
+    pub fn spent(&self, key: &str, since: u64) -> U256 {
+        self.totals().spent.get(key).map_or(U256::ZERO, |s| s.in_period(since))
     }
 
-    /// Every key's total, sorted by name.
-    pub fn all(&self) -> Vec<(Arc<str>, U256)> {
-        let mut all: Vec<(Arc<str>, U256)> =
-            self.totals().spent.iter().map(|(name, total)| (name.clone(), *total)).collect();
-        all.sort();
+    /// Every key's latest total, sorted by name.
+    pub fn all(&self) -> Vec<(Arc<str>, KeySpend)> {
+        let mut all: Vec<(Arc<str>, KeySpend)> =
+            self.totals().spent.iter().map(|(name, spend)| (name.clone(), *spend)).collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
         all
     }
 
@@ -109,17 +144,20 @@ impl SpendLedger {
         self.totals.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Adds `amount` to what `key` has spent and returns the new total once it is on disk.
-    /// When the disk refuses the write, the total is still raised in memory (the gateway goes
-    /// on counting the key's spend, and the next write tries again) and the error is returned.
-    pub async fn charge(&self, key: &Arc<str>, amount: U256) -> Result<U256> {
+    /// Adds `amount` to what `key` has spent in the period that started at `since` (a total
+    /// from an earlier period starts again from zero) and returns the new total once it is on
+    /// disk. When the disk refuses the write, the total is still raised in memory (the gateway
+    /// goes on counting the key's spend, and the next write tries again) and the error is
+    /// returned.
+    pub async fn charge(&self, key: &Arc<str>, amount: U256, since: u64) -> Result<U256> {
         let (total, number) = {
             let mut totals = self.totals();
-            let total = totals.spent.get(key).copied().unwrap_or(U256::ZERO).saturating_add(amount);
+            let before = totals.spent.get(key).map_or(U256::ZERO, |s| s.in_period(since));
+            let total = before.saturating_add(amount);
             if amount.is_zero() {
                 return Ok(total);
             }
-            totals.spent.insert(key.clone(), total);
+            totals.spent.insert(key.clone(), KeySpend { since, spent: total });
             totals.dirty.insert(key.clone());
             totals.charged += 1;
             (total, totals.charged)
@@ -131,11 +169,11 @@ impl SpendLedger {
                 return Ok(total); // a write made while this one waited carried it
             }
             let Totals { spent, dirty, .. } = &mut *totals;
-            let rows: Vec<(Arc<str>, U256)> = dirty
+            let rows: Vec<(Arc<str>, KeySpend)> = dirty
                 .drain()
                 .map(|name| {
-                    let total = spent.get(&name).copied().unwrap_or(U256::ZERO);
-                    (name, total)
+                    let spend = spent.get(&name).copied().unwrap_or_default();
+                    (name, spend)
                 })
                 .collect();
             (rows, totals.charged)
@@ -171,13 +209,13 @@ impl SpendLedger {
     }
 }
 
-/// Commits `rows` (key name, total) in one durable transaction.
-fn write(db: &Database, rows: &[(Arc<str>, U256)]) -> Result<()> {
+/// Commits `rows` in one durable transaction.
+fn write(db: &Database, rows: &[(Arc<str>, KeySpend)]) -> Result<()> {
     let txn = self::db(db.begin_write())?;
     {
         let mut table = self::db(txn.open_table(SPENT))?;
-        for (name, total) in rows {
-            self::db(table.insert(&**name, &total.to_be_bytes::<32>()))?;
+        for (name, spend) in rows {
+            self::db(table.insert(&**name, &spend.encode()))?;
         }
     }
     self::db(txn.commit())
@@ -193,17 +231,35 @@ mod tests {
         let path = dir.path().join("spend.redb");
         let (alice, bob): (Arc<str>, Arc<str>) = ("alice".into(), "bob".into());
         let ledger = SpendLedger::open(&path).unwrap();
-        assert_eq!(ledger.spent("alice"), U256::ZERO);
-        assert_eq!(ledger.charge(&alice, U256::from(30)).await.unwrap(), U256::from(30));
-        assert_eq!(ledger.charge(&alice, U256::from(12)).await.unwrap(), U256::from(42));
-        assert_eq!(ledger.charge(&bob, U256::from(5)).await.unwrap(), U256::from(5));
-        assert_eq!(ledger.charge(&bob, U256::ZERO).await.unwrap(), U256::from(5));
+        assert_eq!(ledger.spent("alice", 0), U256::ZERO);
+        assert_eq!(ledger.charge(&alice, U256::from(30), 0).await.unwrap(), U256::from(30));
+        assert_eq!(ledger.charge(&alice, U256::from(12), 0).await.unwrap(), U256::from(42));
+        assert_eq!(ledger.charge(&bob, U256::from(5), 0).await.unwrap(), U256::from(5));
+        assert_eq!(ledger.charge(&bob, U256::ZERO, 0).await.unwrap(), U256::from(5));
         drop(ledger);
         let ledger = SpendLedger::open(&path).unwrap();
-        assert_eq!(ledger.all(), vec![(alice.clone(), U256::from(42)), (bob, U256::from(5))]);
+        let spend = |since, spent: u64| KeySpend { since, spent: U256::from(spent) };
+        assert_eq!(ledger.all(), vec![(alice.clone(), spend(0, 42)), (bob, spend(0, 5))]);
         ledger.reset("alice").unwrap();
         drop(ledger);
-        assert_eq!(SpendLedger::open(&path).unwrap().spent("alice"), U256::ZERO);
+        assert_eq!(SpendLedger::open(&path).unwrap().spent("alice", 0), U256::ZERO);
+    }
+
+    #[tokio::test]
+    async fn a_new_period_starts_from_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spend.redb");
+        let alice: Arc<str> = "alice".into();
+        let (december, january) = (1_796_083_200, 1_798_761_600);
+        let ledger = SpendLedger::open(&path).unwrap();
+        ledger.charge(&alice, U256::from(40), december).await.unwrap();
+        assert_eq!(ledger.spent("alice", december), U256::from(40));
+        assert_eq!(ledger.spent("alice", january), U256::ZERO, "a new month");
+        assert_eq!(ledger.charge(&alice, U256::from(7), january).await.unwrap(), U256::from(7));
+        drop(ledger);
+        let ledger = SpendLedger::open(&path).unwrap();
+        assert_eq!(ledger.all(), vec![(alice, KeySpend { since: january, spent: U256::from(7) })]);
+        assert_eq!(ledger.spent("alice", december), U256::ZERO, "December's total is gone");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,15 +271,15 @@ mod tests {
         let tasks: Vec<_> = (1..=20u64)
             .map(|n| {
                 let (ledger, key) = (ledger.clone(), key.clone());
-                tokio::spawn(async move { ledger.charge(&key, U256::from(n)).await })
+                tokio::spawn(async move { ledger.charge(&key, U256::from(n), 0).await })
             })
             .collect();
         for task in tasks {
             task.await.unwrap().unwrap();
         }
-        assert_eq!(ledger.spent("k"), U256::from(210));
+        assert_eq!(ledger.spent("k", 0), U256::from(210));
         drop(ledger);
-        assert_eq!(SpendLedger::open(&path).unwrap().spent("k"), U256::from(210));
+        assert_eq!(SpendLedger::open(&path).unwrap().spent("k", 0), U256::from(210));
     }
 
     #[test]
