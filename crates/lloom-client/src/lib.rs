@@ -37,6 +37,7 @@ pub mod nonce;
 pub mod receipts;
 pub mod report;
 pub mod routing;
+mod serve_cli;
 mod spend_cli;
 mod stream_pool;
 
