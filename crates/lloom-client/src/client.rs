@@ -430,10 +430,10 @@ impl Client {
             let policy = &inner.config.policy;
             let outcome =
                 attempt::run(&links, &executor, &signed, policy, limits, events, &mut open).await;
-            // Each way the attempt ends keeps its checkpoint below.
-            drop(open.close());
             match outcome {
                 Ok(answer) => {
+                    // The final response supersedes the checkpoints (same request digest).
+                    drop(open.close());
                     let c = &answer.response.commitment;
                     cost.attempt_ended(c.totalCost);
                     let tokens_per_sec = c.outputTokens as f64
@@ -510,6 +510,8 @@ impl Client {
                         self.keep(signed.request(), &cp, None).await;
                         paid = cp.commitment.totalCost;
                     }
+                    // Kept above: until then, a chat cancelled meanwhile keeps it from the guard.
+                    drop(open.close());
                     cost.attempt_ended(paid);
                     let retryable = failed.failure.is_retryable();
                     reports.push(AttemptReport {
