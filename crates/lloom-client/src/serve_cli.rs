@@ -146,8 +146,12 @@ pub(crate) async fn serve(
     out.flush()?;
     let shutdown = stop.wait();
     crate::gateway::serve(client.clone(), listener, config, shutdown).await?;
-    writeln!(out, "shutting down")?;
     client.shutdown();
+    // The gateway stopped cleanly; a reader that went away (`serve | head -1`) makes this
+    // last line fail, not the shutdown.
+    if let Err(e) = writeln!(out, "shutting down") {
+        tracing::debug!("could not say so: {e}");
+    }
     Ok(())
 }
 

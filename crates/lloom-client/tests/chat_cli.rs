@@ -212,15 +212,24 @@ async fn spend_lists_and_resets_what_each_gateway_key_spent() {
 
 /// `lloom-client serve` as a process, with `args` after `serve`; returns it and the gateway's
 /// address, once it listens (on a blocking thread: the nodes it talks to run in this runtime).
-async fn spawn_gateway(data: &std::path::Path, args: &[&str]) -> (std::process::Child, String) {
+/// With `keep_reading`, what it prints later is read, as a supervisor would; without, its
+/// output is closed after the first line, as `serve | head -1` would.
+async fn spawn_gateway(
+    data: &std::path::Path,
+    args: &[&str],
+    keep_reading: bool,
+) -> (std::process::Child, String) {
     let data = data.to_owned();
     let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    tokio::task::spawn_blocking(move || spawn_gateway_blocking(&data, &args)).await.unwrap()
+    tokio::task::spawn_blocking(move || spawn_gateway_blocking(&data, &args, keep_reading))
+        .await
+        .unwrap()
 }
 
 fn spawn_gateway_blocking(
     data: &std::path::Path,
     args: &[String],
+    keep_reading: bool,
 ) -> (std::process::Child, String) {
     use std::io::BufRead;
     let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("lloom-client"))
@@ -242,8 +251,9 @@ fn spawn_gateway_blocking(
         .and_then(|rest| rest.split("/v1").next())
         .unwrap_or_else(|| panic!("no address in {line:?}"))
         .to_owned();
-    // Keep reading what it prints, as a supervisor would (it says when it shuts down).
-    std::thread::spawn(move || lines.for_each(drop));
+    if keep_reading {
+        std::thread::spawn(move || lines.for_each(drop));
+    }
     (child, addr)
 }
 
@@ -292,7 +302,7 @@ async fn serve_keeps_a_keys_spend_across_restarts_and_refuses_it_past_its_budget
         "--key-budget",
         "29",
     ];
-    let (gateway, addr) = spawn_gateway(&data, &args).await;
+    let (gateway, addr) = spawn_gateway(&data, &args, true).await;
     let (status, body) = complete(&addr, key).await;
     assert_eq!(status, 200, "{body}");
     let (status, body) = complete(&addr, key).await;
@@ -312,7 +322,8 @@ async fn serve_keeps_a_keys_spend_across_restarts_and_refuses_it_past_its_budget
         .unwrap();
     let rows: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(rows, serde_json::json!([{"key": "default", "spent_wei": "29", "since": null}]));
-    let (gateway, addr) = spawn_gateway(&data, &args).await;
+    // This time nobody reads its output after the first line: it still stops cleanly.
+    let (gateway, addr) = spawn_gateway(&data, &args, false).await;
     let (status, body) = complete(&addr, key).await;
     assert_eq!(status, 402, "the budget held across the restart: {body}");
     stop_gateway(gateway).await;
