@@ -30,6 +30,7 @@ pub mod announcer;
 pub mod backend;
 pub mod bench;
 pub mod cli;
+mod cpuinfo;
 mod dht_publish;
 pub mod error;
 pub mod memory;

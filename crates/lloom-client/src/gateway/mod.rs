@@ -40,7 +40,7 @@ use futures::Stream;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use lloom_core::http::{HttpLimits, HttpServer, RefusedConnections};
 use lloom_core::rate_limit::{RateLimiter, RateLimits};
-use lloom_core::unix_now;
+use lloom_core::{U256, unix_now};
 use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -160,7 +160,7 @@ impl GatewayState {
 
     /// What `key` has spent: in the ledger (this budget period), or else since the gateway
     /// started.
-    fn spent(&self, key: &auth::KeyName) -> lloom_core::U256 {
+    fn spent(&self, key: &auth::KeyName) -> U256 {
         match &self.config.spend_ledger {
             Some(ledger) => ledger.spent(&key.0, self.period_start()),
             None => self.counters.cost_of(key),
@@ -179,7 +179,7 @@ impl GatewayState {
     /// Charges `cost` wei to `key` in the metrics and the spend ledger. A ledger that cannot be
     /// written is logged: the answer has been paid for, and the key's spend still counts in
     /// memory (and is written with the next charge).
-    async fn charge(&self, key: Option<&auth::KeyName>, cost: lloom_core::U256) {
+    async fn charge(&self, key: Option<&auth::KeyName>, cost: U256) {
         let Some(key) = key else { return };
         self.counters.count_cost(key, cost);
         if let Some(ledger) = &self.config.spend_ledger

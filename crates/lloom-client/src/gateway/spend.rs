@@ -210,15 +210,15 @@ impl SpendLedger {
 }
 
 /// Commits `rows` in one durable transaction.
-fn write(db: &Database, rows: &[(Arc<str>, KeySpend)]) -> Result<()> {
-    let txn = self::db(db.begin_write())?;
+fn write(database: &Database, rows: &[(Arc<str>, KeySpend)]) -> Result<()> {
+    let txn = db(database.begin_write())?;
     {
-        let mut table = self::db(txn.open_table(SPENT))?;
+        let mut table = db(txn.open_table(SPENT))?;
         for (name, spend) in rows {
-            self::db(table.insert(&**name, &spend.encode()))?;
+            db(table.insert(&**name, &spend.encode()))?;
         }
     }
-    self::db(txn.commit())
+    db(txn.commit())
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 //! (AVX2 against AVX-512, VNNI), and a VM can move between hosts, so a report names them:
 //! figures compare only between runs on the same kind of CPU.
 
+use crate::cpuinfo;
+
 /// Vector-instruction flags (as `/proc/cpuinfo` spells them) that change ggml's kernels.
 const SIMD_FLAGS: [&str; 9] = [
     "avx2",
@@ -18,20 +20,13 @@ const SIMD_FLAGS: [&str; 9] = [
 /// This machine's CPU model, core count and relevant vector instructions, in one line.
 pub fn describe_host() -> String {
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    describe(&cpuinfo, cores)
+    describe(&cpuinfo::read(), cores)
 }
 
 /// [`describe_host`] from the text of `/proc/cpuinfo` (empty where there is none).
 fn describe(cpuinfo: &str, cores: usize) -> String {
-    let field = |name: &str| {
-        cpuinfo.lines().find_map(|line| {
-            let (key, value) = line.split_once(':')?;
-            (key.trim() == name).then(|| value.trim().to_owned())
-        })
-    };
-    let model = field("model name").unwrap_or_else(|| "unknown CPU".into());
-    let flags = field("flags").unwrap_or_default();
+    let model = cpuinfo::field(cpuinfo, "model name").unwrap_or("unknown CPU");
+    let flags = cpuinfo::field(cpuinfo, "flags").unwrap_or_default();
     let present: Vec<String> = SIMD_FLAGS
         .iter()
         .filter(|wanted| flags.split_whitespace().any(|flag| flag == **wanted))
@@ -48,8 +43,7 @@ pub const LLAMA_CPU_BUILD: &str = env!("LLOOM_LLAMA_CPU_BUILD");
 /// A line for a portable build on a CPU with AVX-512 or AMX, which a tuned build runs much
 /// faster (on an AMX host: about 1.8× one stream, 3× eight, 4× prompt processing).
 pub fn tuned_build_hint() -> Option<String> {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    hint(&cpuinfo, LLAMA_CPU_BUILD)
+    hint(&cpuinfo::read(), LLAMA_CPU_BUILD)
 }
 
 /// [`tuned_build_hint`] from the text of `/proc/cpuinfo` and the build's description.
@@ -57,10 +51,7 @@ fn hint(cpuinfo: &str, build: &str) -> Option<String> {
     if !build.contains("portable") {
         return None;
     }
-    let flags = cpuinfo.lines().find_map(|line| {
-        let (key, value) = line.split_once(':')?;
-        (key.trim() == "flags").then_some(value)
-    })?;
+    let flags = cpuinfo::field(cpuinfo, "flags")?;
     let has = |wanted: &str| flags.split_whitespace().any(|flag| flag == wanted);
     let extra = if has("amx_int8") {
         "AMX"

@@ -74,11 +74,8 @@ impl RepackedTypes {
 
     /// What this build repacks on this CPU.
     pub fn of_this_build() -> Self {
-        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let flags = cpuinfo
-            .lines()
-            .find_map(|line| line.strip_prefix("flags").and_then(|rest| rest.split_once(':')))
-            .map_or("", |(_, flags)| flags);
+        let cpuinfo = crate::cpuinfo::read();
+        let flags = crate::cpuinfo::field(&cpuinfo, "flags").unwrap_or_default();
         Self::for_build(env!("LLOOM_LLAMA_KERNELS"), flags)
     }
 }
