@@ -7,6 +7,9 @@
 //! 3. No validator at all: the validator stops, an executor (the default model) starts in its
 //!    namespace, and the client finds it by mDNS alone and lists its model, which the executor
 //!    describes itself.
+//! 4. A refused first dial: with the client's TCP to the validator's side reset by an nftables
+//!    rule, mDNS still finds the validator; once the rule is lifted, the dials that follow
+//!    (with backoff) connect.
 //!
 //! Creating namespaces needs root (CAP_NET_ADMIN). Without it the test prints a visible
 //! SKIPPED line, unless `LLOOM_REQUIRE_NETNS=1` (set by `scripts/test.sh` when running as root),
@@ -47,34 +50,43 @@ fn testbed() -> Option<(Namespaces, String, String)> {
     ok.then_some((spaces, a, b))
 }
 
+/// Starts a validator in `ns` with mDNS on, listening on `listen` (its log in `dir`); returns
+/// it and its listen addresses, once it has one for each of `listen`.
+fn spawn_validator(
+    ns: &str,
+    dir: &std::path::Path,
+    listen: &[String],
+) -> (netns::Running, Vec<String>) {
+    let validator_bin = assert_cmd::cargo::cargo_bin("lloom-validator");
+    assert!(validator_bin.exists(), "build lloom-validator first (cargo test --workspace does)");
+    let key = new_hex_key(&validator_bin, &dir.join("validator.key"));
+    let mut command = in_ns(ns, &validator_bin);
+    command.env("LLOOM_LOG", MDNS_LOG).arg("--key").arg(&key).arg("start");
+    for addr in listen {
+        command.arg("--listen").arg(addr);
+    }
+    let (validator, lines) = spawn_logged(&mut command, &dir.join("validator.log"));
+    let seen = read_until(&lines, Duration::from_secs(30), |seen| {
+        listen_addrs(seen).len() >= listen.len()
+    });
+    let addrs = listen_addrs(&seen);
+    assert!(addrs.len() >= listen.len(), "validator did not start: {seen:?}");
+    (validator, addrs)
+}
+
 #[test]
 fn discovery_across_namespaces_by_mdns_tcp_and_quic() {
     let Some((_spaces, a, b)) = testbed() else {
         netns::unavailable("discovery_across_namespaces", "cannot create network namespaces");
         return;
     };
-    let validator_bin = assert_cmd::cargo::cargo_bin("lloom-validator");
     let client_bin = assert_cmd::cargo::cargo_bin("lloom-client");
-    assert!(validator_bin.exists(), "build lloom-validator first (cargo test --workspace does)");
 
     let dir = tempfile::tempdir().unwrap();
-    let key = new_hex_key(&validator_bin, &dir.path().join("validator.key"));
 
     // The validator in namespace A, mDNS on, listening on the veth address (TCP and QUIC).
-    let (validator, lines) = spawn_logged(
-        in_ns(&a, &validator_bin)
-            .env("LLOOM_LOG", MDNS_LOG)
-            .arg("--key")
-            .arg(&key)
-            .args(["start", "--listen"])
-            .arg(format!("/ip4/{ADDR_A}/tcp/0"))
-            .arg("--listen")
-            .arg(format!("/ip4/{ADDR_A}/udp/0/quic-v1")),
-        &dir.path().join("validator.log"),
-    );
-    let addrs = listen_addrs(&read_until(&lines, Duration::from_secs(30), |seen| {
-        listen_addrs(seen).len() >= 2
-    }));
+    let tcp_and_quic = [format!("/ip4/{ADDR_A}/tcp/0"), format!("/ip4/{ADDR_A}/udp/0/quic-v1")];
+    let (validator, addrs) = spawn_validator(&a, dir.path(), &tcp_and_quic);
     let tcp = addrs.iter().find(|a| a.contains("/tcp/")).expect("tcp listen address").clone();
     let quic = addrs.iter().find(|a| a.contains("/quic-v1")).expect("quic listen address").clone();
 
@@ -123,4 +135,81 @@ fn discovery_across_namespaces_by_mdns_tcp_and_quic() {
     assert!(!listen_addrs(&seen).is_empty(), "executor did not start: {seen:?}");
     let listed = models(&[]);
     assert!(listed.contains("SmolLM2-135M-Instruct"), "{listed}");
+}
+
+/// Polls the log at `path` until it contains `needle` or `limit` passes.
+fn log_shows(path: &std::path::Path, needle: &str, limit: Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if netns::log(path).contains(needle) {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// mDNS reports a peer once. When the dials that follow are refused (here by a firewall rule
+/// in the client's namespace, lifted a moment later), the client dials again with backoff
+/// instead of waiting minutes for mDNS to report the peer anew.
+#[test]
+fn a_peer_found_by_mdns_is_dialled_again_after_a_refused_dial() {
+    if !netns::run("nft", &["--version"]) {
+        netns::unavailable("mdns_redial", "nft (nftables) is not installed");
+        return;
+    }
+    let Some((_spaces, a, b)) = testbed() else {
+        netns::unavailable("mdns_redial", "cannot create network namespaces");
+        return;
+    };
+    let client_bin = assert_cmd::cargo::cargo_bin("lloom-client");
+    let dir = tempfile::tempdir().unwrap();
+    let (_validator, _) = spawn_validator(&a, dir.path(), &[format!("/ip4/{ADDR_A}/tcp/0")]);
+
+    // The client's TCP connections to the validator's side are reset; mDNS (UDP) passes.
+    let nft = |args: &str| {
+        let args: Vec<&str> = args.split_whitespace().collect();
+        assert!(
+            netns::run("ip", &[&["netns", "exec", &b, "nft"], &args[..]].concat()),
+            "nft {args:?}"
+        );
+    };
+    nft("add table inet lloomtest");
+    nft("add chain inet lloomtest out { type filter hook output priority 0 ; }");
+    nft(&format!(
+        "add rule inet lloomtest out ip daddr {ADDR_A} meta l4proto tcp reject with tcp reset"
+    ));
+
+    let client_log = dir.path().join("client.log");
+    let (mut client, output) = spawn_logged(
+        in_ns(&b, &client_bin).env("LLOOM_LOG", MDNS_LOG).args(["models", "--timeout-secs", "25"]),
+        &client_log,
+    );
+    let refused =
+        log_shows(&client_log, "dial of a peer mDNS found failed", Duration::from_secs(15));
+    nft("delete table inet lloomtest");
+    assert!(
+        refused,
+        "the client's first dial was not refused:\nclient log:\n{}\nvalidator log:\n{}",
+        netns::log(&client_log),
+        netns::log(&dir.path().join("validator.log"))
+    );
+
+    // The next dial, at most 16 s later, gets through.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = client.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "client still running after 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let printed = read_until(&output, Duration::from_secs(1), |_| false).join("\n");
+    assert!(
+        status.success() && printed.contains("no models on offer"),
+        "client did not connect after the rule was lifted ({status}):\n{printed}\nclient log:\n{}",
+        netns::log(&client_log)
+    );
 }

@@ -9,7 +9,7 @@ use libp2p::kad::{self, store::RecordStore};
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, autonat, dcutr, identify, mdns, relay};
 use tokio::sync::{mpsc, oneshot};
 
@@ -20,6 +20,7 @@ use super::dht::{self, DhtQueries};
 use super::event::{NetworkEvent, NetworkStats, RegistryResponder};
 use super::handle::Command;
 use super::listen_addrs::ListenAddrs;
+use super::mdns_peers::{MdnsPeers, Redial};
 use super::relay::{Reachability, Reservations, is_relayed};
 use crate::announce::{AnnouncementLimits, SignedAnnouncement, verify_announcement};
 use crate::error::{Error, Result};
@@ -32,6 +33,8 @@ const MISBEHAVIOUR_LIMIT: u32 = 5;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// How long `start` waits for the listeners to come up.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the loop looks for mDNS-found peers due for another dial (only while one waits).
+const MDNS_REDIAL_TICK: Duration = Duration::from_millis(250);
 
 /// A per-peer token bucket for inbound registry queries.
 #[derive(Debug)]
@@ -77,6 +80,8 @@ pub struct EventLoop {
     reservations: Reservations,
     connected: ConnectedPeers,
     listening: ListenAddrs,
+    /// Peers mDNS reported, dialled again after a failed dial.
+    mdns_peers: MdnsPeers,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -116,6 +121,7 @@ impl EventLoop {
             reservations: Reservations::new(config.relay),
             connected: ConnectedPeers::default(),
             listening: ListenAddrs::default(),
+            mdns_peers: MdnsPeers::new(limits.max_addrs),
         }
     }
 
@@ -160,6 +166,8 @@ impl EventLoop {
     /// Runs until every [`NetworkHandle`](super::NetworkHandle) is dropped, then flushes the
     /// responses already queued (for at most one second) and stops.
     pub async fn run(mut self) {
+        let mut mdns_redial = tokio::time::interval(MDNS_REDIAL_TICK);
+        mdns_redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
@@ -167,6 +175,7 @@ impl EventLoop {
                     Some(command) => self.on_command(command),
                     None => break,
                 },
+                _ = mdns_redial.tick(), if self.mdns_peers.waiting() => self.dial_mdns_peers(),
             }
         }
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
@@ -343,6 +352,7 @@ impl EventLoop {
                 }
                 if num_established.get() == 1 {
                     self.connected.insert(peer_id);
+                    self.mdns_peers.connected(&peer_id);
                     self.emit(NetworkEvent::PeerConnected(peer_id));
                 }
                 // The dial's own connection, or one the peer opened meanwhile: both serve.
@@ -350,15 +360,33 @@ impl EventLoop {
                     dial.answer(Ok(()));
                 }
             }
-            SwarmEvent::OutgoingConnectionError { connection_id, error, .. } => {
+            SwarmEvent::OutgoingConnectionError { connection_id, peer_id, error } => {
+                let why = super::dial_error::describe(&error);
+                if let Some(peer) = peer_id
+                    && !self.swarm.is_connected(&peer)
+                {
+                    let now = Instant::now();
+                    match self.mdns_peers.dial_failed(&peer, now) {
+                        Redial::Unscheduled => {}
+                        Redial::At(at) => tracing::debug!(
+                            %peer,
+                            "dial of a peer mDNS found failed ({why}); next dial in {:?}",
+                            at - now
+                        ),
+                        Redial::GivenUp => tracing::debug!(
+                            %peer,
+                            "dial of a peer mDNS found failed ({why}); no more dials until mDNS finds it again"
+                        ),
+                    }
+                }
                 if let Some(dial) = self.pending_dials.remove(&connection_id) {
-                    let why = super::dial_error::describe(&error);
                     tracing::debug!(peer = %dial.peer, "dial failed: {why}");
                     dial.answer(Err(&why));
                 }
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
                 self.connected.remove(&peer_id);
+                self.mdns_peers.disconnected(&peer_id);
                 self.buckets.remove(&peer_id);
                 self.misbehaviour.remove(&peer_id);
                 let next = self.reservations.on_disconnected(peer_id);
@@ -367,6 +395,28 @@ impl EventLoop {
             }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             _ => {}
+        }
+    }
+
+    /// Dials the mDNS-found peers that are due for a dial: just found, or a backoff after a
+    /// failed dial (see [`MdnsPeers`]).
+    fn dial_mdns_peers(&mut self) {
+        let now = Instant::now();
+        for (peer, addrs) in self.mdns_peers.due(now) {
+            let opts = DialOpts::peer_id(peer)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .addresses(addrs)
+                .build();
+            match self.swarm.dial(opts) {
+                Ok(()) => tracing::debug!(%peer, "dialling a peer mDNS found"),
+                // Connected, or another dial is under way, whose outcome counts instead.
+                Err(DialError::DialPeerConditionFalse(_)) => {}
+                Err(error) => {
+                    let why = super::dial_error::describe(&error);
+                    tracing::debug!(%peer, "cannot dial a peer mDNS found: {why}");
+                    self.mdns_peers.dial_failed(&peer, now);
+                }
+            }
         }
     }
 
@@ -398,12 +448,23 @@ impl EventLoop {
             BehaviourEvent::Registry(event) => self.on_registry(event),
             BehaviourEvent::Kad(event) => self.on_kad(event),
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
+                let now = Instant::now();
                 for (peer, addr) in found {
                     self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
-                    if !self.swarm.is_connected(&peer) {
+                    let connected = self.swarm.is_connected(&peer);
+                    let scheduled = self.mdns_peers.discovered(peer, addr.clone(), connected, now);
+                    tracing::debug!(%peer, %addr, connected, scheduled, "mDNS found a peer");
+                    if !scheduled && !connected {
+                        // More mDNS peers than the schedule holds: one dial, no redials.
                         let _ = self.swarm.dial(addr.clone());
                     }
                     self.emit(NetworkEvent::PeerDiscovered { peer, addr });
+                }
+                self.dial_mdns_peers();
+            }
+            BehaviourEvent::Mdns(mdns::Event::Expired(gone)) => {
+                for (peer, addr) in gone {
+                    self.mdns_peers.expired(&peer, &addr);
                 }
             }
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {

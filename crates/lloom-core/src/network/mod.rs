@@ -19,6 +19,7 @@ mod event;
 mod event_loop;
 mod handle;
 mod listen_addrs;
+mod mdns_peers;
 pub mod protocol;
 mod registry_codec;
 pub mod relay;
