@@ -72,6 +72,11 @@ pub struct ServeArgs {
     /// Completion tokens per minute each API key may use (charged as answers end).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub key_tokens_per_minute: Option<u32>,
+    /// A key `GET /metrics` must present as `Authorization: Bearer <key>` (16 to 256
+    /// printable characters, not one of the API keys); without one `/metrics` is open, and it
+    /// names every API key with its spend.
+    #[arg(long, env = "LLOOM_GATEWAY_METRICS_KEY", hide_env_values = true)]
+    pub metrics_api_key: Option<String>,
     /// Listen on a non-loopback address without API keys, letting anyone who reaches it spend
     /// this client's funds.
     #[arg(long)]
@@ -98,6 +103,7 @@ pub(crate) async fn serve(
     out: &mut (dyn Write + Send),
 ) -> Result<()> {
     let api_keys = gateway_keys(args)?;
+    let metrics_keys = metrics_keys(args, &api_keys)?;
     // Every key's spend is kept, budget or not, so one given later counts from the start.
     let spend_ledger = match api_keys.is_empty() {
         true => None,
@@ -111,7 +117,6 @@ pub(crate) async fn serve(
     };
     let stop = lloom_core::cli::ShutdownSignal::install()?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    let client = connect(&args.discovery, node, &args.routing, &args.escrow).await?;
     let access = match api_keys.len() {
         0 => "no API key asked for".to_owned(),
         1 => "1 API key".to_owned(),
@@ -136,7 +141,10 @@ pub(crate) async fn serve(
         },
         spend_ledger,
         budget_period: args.key_budget_period,
+        metrics_keys,
     };
+    config.check()?;
+    let client = connect(&args.discovery, node, &args.routing, &args.escrow).await?;
     writeln!(
         out,
         "OpenAI-compatible gateway on http://{}/v1 (client {}; {access})",
@@ -183,6 +191,32 @@ fn gateway_keys(args: &ServeArgs) -> Result<ApiKeys> {
     Ok(keys)
 }
 
+/// The key `/metrics` asks for, if any; warns when metrics naming API keys are open beyond
+/// loopback.
+fn metrics_keys(args: &ServeArgs, api_keys: &ApiKeys) -> Result<ApiKeys> {
+    let Some(key) = &args.metrics_api_key else {
+        if !api_keys.is_empty() && !args.listen.ip().is_loopback() {
+            tracing::warn!(
+                "/metrics is open to anyone who reaches {} and names every API key with its \
+                 spend; give --metrics-api-key (or LLOOM_GATEWAY_METRICS_KEY) to close it",
+                args.listen
+            );
+        }
+        return Ok(ApiKeys::default());
+    };
+    let keys = ApiKeys::single(key).map_err(|e| match e {
+        Error::ApiKeys(why) => Error::ApiKeys(format!("--metrics-api-key: {why}")),
+        other => other,
+    })?;
+    if keys.shares_a_key_with(api_keys) {
+        return Err(Error::ApiKeys(
+            "--metrics-api-key is also an API key: give the metrics scraper a key of its own"
+                .into(),
+        ));
+    }
+    Ok(keys)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,6 +254,23 @@ mod tests {
         }
         let short = serve_args(&["--api-key", "short"]);
         assert!(gateway_keys(&short).unwrap_err().to_string().contains("16 to 256 characters"));
+    }
+
+    #[test]
+    fn a_metrics_key_is_checked_like_an_api_key_and_must_differ_from_them() {
+        let (api, scrape) = ("0123456789abcdef0123", "prometheus-0123456789");
+        let keyed = |extra: &[&str]| serve_args(&[&["--api-key", api][..], extra].concat());
+        let args = keyed(&[]);
+        let api_keys = gateway_keys(&args).unwrap();
+        assert!(metrics_keys(&args, &api_keys).unwrap().is_empty(), "open by default");
+        let args = keyed(&["--metrics-api-key", scrape]);
+        assert_eq!(metrics_keys(&args, &api_keys).unwrap().len(), 1);
+        let args = keyed(&["--metrics-api-key", "short"]);
+        let error = metrics_keys(&args, &api_keys).unwrap_err().to_string();
+        assert!(error.contains("--metrics-api-key: a key must be 16 to 256"), "{error}");
+        let args = keyed(&["--metrics-api-key", api]);
+        let error = metrics_keys(&args, &api_keys).unwrap_err().to_string();
+        assert!(error.contains("is also an API key"), "{error}");
     }
 
     #[test]

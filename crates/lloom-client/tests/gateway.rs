@@ -330,6 +330,43 @@ async fn with_api_keys_only_requests_that_carry_one_are_answered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_metrics_key_only_scrapes_that_carry_it_see_the_metrics() {
+    let (alice, scraper) = ("alice-0123456789abcdef", "prometheus-0123456789abcdef");
+    let api_keys = ApiKeys::parse(&format!("alice {alice}\n")).unwrap();
+    // An API key cannot double as the metrics key.
+    let shared = GatewayConfig {
+        api_keys: api_keys.clone(),
+        metrics_keys: ApiKeys::single(alice).unwrap(),
+        ..GatewayConfig::default()
+    };
+    let error = shared.check().expect_err("a shared key").to_string();
+    assert!(error.contains("metrics key is also an API key"), "{error}");
+
+    let config = GatewayConfig {
+        api_keys,
+        metrics_keys: ApiKeys::single(scraper).unwrap(),
+        ..GatewayConfig::default()
+    };
+    let net = network(vec![], config).await;
+    for header in [String::new(), format!("authorization: Bearer {alice}\r\n")] {
+        let (status, headers, body) = http_with(net.addr, "GET", "/metrics", &header, b"").await;
+        assert_eq!(status, 401, "/metrics with {header:?}: {body}");
+        assert!(headers.contains("www-authenticate: bearer"), "{headers}");
+        assert!(!body.contains("alice"), "the refusal names a key: {body}");
+    }
+    let scrape = format!("authorization: Bearer {scraper}\r\n");
+    let (status, _, page) = http_with(net.addr, "GET", "/metrics", &scrape, b"").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("lloom_gateway_unauthorized_total 2\n"), "{page}");
+    assert!(page.contains("lloom_gateway_key_cost_wei_total{key=\"alice\"} 0\n"), "{page}");
+    // The metrics key opens nothing else; health stays open.
+    let (status, _, _) = http_with(net.addr, "GET", "/v1/models", &scrape, b"").await;
+    assert_eq!(status, 401);
+    let (status, _, _) = http(net.addr, "GET", "/health", b"").await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn completions_beyond_the_concurrency_limit_get_a_429_at_once() {
     let slow =
         Script { delay: Duration::from_millis(150), ..Script::answer(MODEL, "one two three") };

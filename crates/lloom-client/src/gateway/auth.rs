@@ -149,6 +149,11 @@ impl ApiKeys {
         self.by_digest.len()
     }
 
+    /// Whether a key of `self` is also one of `other`'s.
+    pub fn shares_a_key_with(&self, other: &Self) -> bool {
+        self.by_digest.keys().any(|digest| other.by_digest.contains_key(digest))
+    }
+
     /// The keys' names, sorted.
     pub fn names(&self) -> Vec<Arc<str>> {
         let mut names: Vec<Arc<str>> = self.by_digest.values().cloned().collect();
@@ -277,15 +282,28 @@ pub(super) async fn require_key(
             }
             next.run(request).await
         }
-        Err(error) => {
-            state.counters.count_unauthorized();
-            let mut response = error.into_response();
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            response
-        }
+        Err(error) => refused(&state, error),
     }
+}
+
+/// Middleware of `/metrics`: lets a scrape in only with the metrics key, where one is set.
+pub(super) async fn require_metrics_key(
+    State(state): State<Arc<GatewayState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match state.config.metrics_keys.admit(request.headers()) {
+        Ok(_) => next.run(request).await,
+        Err(error) => refused(&state, error),
+    }
+}
+
+/// The 401 for a request without a key it needs, counted.
+fn refused(state: &GatewayState, error: ApiError) -> Response {
+    state.counters.count_unauthorized();
+    let mut response = error.into_response();
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
 }
 
 #[cfg(test)]

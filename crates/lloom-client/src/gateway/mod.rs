@@ -13,8 +13,9 @@
 //! ([`GatewayConfig::key_limits`]) and, where it has one, its budget in wei: what each key
 //! spends is kept durably in a [`SpendLedger`] ([`GatewayConfig::spend_ledger`]), and a key
 //! whose spend has reached its budget is answered 402 `insufficient_quota`. `GET /v1/key`
-//! tells the caller its key's name, spend, budget and rate limits. `/health` and `/metrics`
-//! stay open.
+//! tells the caller its key's name, spend, budget and rate limits. `/health` stays open, and
+//! so does `/metrics` unless [`GatewayConfig::metrics_keys`] names the keys a scrape must
+//! present (the metrics name every API key and its spend).
 
 mod auth;
 mod charge;
@@ -81,14 +82,24 @@ pub struct GatewayConfig {
     pub spend_ledger: Option<Arc<SpendLedger>>,
     /// When every key's budget is whole again (`None`: budgets are for the gateway's life).
     pub budget_period: Option<BudgetPeriod>,
+    /// Keys `GET /metrics` must present as `Authorization: Bearer <key>` (empty: it is open).
+    /// They give no access to `/v1/*`, and no API key gives access to the metrics.
+    pub metrics_keys: ApiKeys,
 }
 
 impl GatewayConfig {
-    /// Refuses a configuration the gateway cannot honour: budgets without a spend ledger.
+    /// Refuses a configuration the gateway cannot honour: budgets without a spend ledger, or
+    /// a metrics key that is also an API key.
     pub fn check(&self) -> crate::error::Result<()> {
         if self.api_keys.has_budgets() && self.spend_ledger.is_none() {
             return Err(crate::error::Error::ApiKeys(
                 "keys with budgets need a spend ledger to keep what they spend".into(),
+            ));
+        }
+        if self.metrics_keys.shares_a_key_with(&self.api_keys) {
+            return Err(crate::error::Error::ApiKeys(
+                "the metrics key is also an API key: give the metrics scraper a key of its own"
+                    .into(),
             ));
         }
         Ok(())
@@ -108,6 +119,7 @@ impl Default for GatewayConfig {
             key_limits: RateLimits { requests_per_minute: None, ..RateLimits::default() },
             spend_ledger: None,
             budget_period: None,
+            metrics_keys: ApiKeys::default(),
         }
     }
 }
@@ -224,10 +236,13 @@ fn build_router(
         .route("/v1/models/{*id}", get(model))
         .route("/v1/key", get(key_info))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_key));
+    let scrape = Router::new().route("/metrics", get(metrics::metrics)).route_layer(
+        axum::middleware::from_fn_with_state(state.clone(), auth::require_metrics_key),
+    );
     Ok(Router::new()
         .merge(api)
+        .merge(scrape)
         .route("/health", get(health))
-        .route("/metrics", get(metrics::metrics))
         .fallback(not_found)
         .with_state(state))
 }
