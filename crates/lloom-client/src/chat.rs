@@ -168,6 +168,12 @@ impl ChatStream {
 
     /// Waits for the whole answer: its text and receipt.
     pub async fn collect(mut self) -> Result<Receipt> {
+        self.receipt().await
+    }
+
+    /// Reads the rest of the answer and returns its receipt, keeping the stream (for its
+    /// [`cost`](Self::cost)).
+    pub async fn receipt(&mut self) -> Result<Receipt> {
         while let Some(event) = self.next().await {
             if let ChatEvent::Done(receipt) = event? {
                 return Ok(*receipt);

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use super::GatewayState;
 use super::auth::KeyName;
-use crate::client::{ChatEvent, ChatStream};
-use crate::error::Result;
+use crate::client::{ChatEvent, ChatStream, Receipt};
+use crate::error::{Error, Result};
 
 /// A chat under way for `key`. Its cost ([`ChatStream::cost`]: the final answer and the
 /// checkpoints executors can settle) is charged once, by [`KeyedAnswer::settle`] or, when it is
@@ -40,6 +40,14 @@ impl KeyedAnswer {
     /// The next event of the chat (`None` once settled).
     pub(super) async fn next(&mut self) -> Option<Result<ChatEvent>> {
         self.answer.as_mut()?.next().await
+    }
+
+    /// Reads the rest of the answer and returns its receipt ([`ChatStream::receipt`]).
+    pub(super) async fn receipt(&mut self) -> Result<Receipt> {
+        match self.answer.as_mut() {
+            Some(answer) => answer.receipt().await,
+            None => Err(Error::State("the answer was already settled".into())),
+        }
     }
 
     /// Charges the key what the chat cost; call it once the chat has ended (after `Done` or an

@@ -418,7 +418,7 @@ async fn complete(
         };
         return Ok(Sse::new(sse_events(state)).keep_alive(KeepAlive::default()).into_response());
     }
-    let outcome = collect(&mut answer).await;
+    let outcome = answer.receipt().await;
     answer.settle().await;
     let receipt = outcome?;
     state.answered(answer.key(), &receipt);
@@ -437,15 +437,6 @@ async fn complete(
 }
 
 /// Waits for the whole answer.
-async fn collect(answer: &mut KeyedAnswer) -> crate::error::Result<Receipt> {
-    while let Some(event) = answer.next().await {
-        if let ChatEvent::Done(receipt) = event? {
-            return Ok(*receipt);
-        }
-    }
-    Err(crate::error::Error::State("the answer ended without a receipt".into()))
-}
-
 enum Phase {
     Start,
     Running,

@@ -7,6 +7,7 @@ use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -25,17 +26,21 @@ pub fn run(program: &str, args: &[&str]) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Namespaces and veth pairs made by this process so far: tests of one binary run in
+/// parallel, so their names carry this count as well as the process id.
+static MADE: AtomicUsize = AtomicUsize::new(0);
+
 /// Namespaces this test created; each is removed on drop (with its ends of veth pairs).
 #[derive(Debug, Default)]
 pub struct Namespaces {
     names: Vec<String>,
-    links: usize,
 }
 
 impl Namespaces {
-    /// Creates the namespace `lloom-NAME-PID` with loopback up; `None` without permission.
+    /// Creates the namespace `lloom-NAME-PID-N` with loopback up; `None` without permission.
     pub fn add(&mut self, name: &str) -> Option<String> {
-        let ns = format!("lloom-{name}-{}", std::process::id());
+        let n = MADE.fetch_add(1, Ordering::Relaxed);
+        let ns = format!("lloom-{name}-{}-{n}", std::process::id());
         if !ip(&["netns", "add", &ns]) {
             return None;
         }
@@ -45,8 +50,8 @@ impl Namespaces {
 
     /// Joins `a` and `b` with a veth pair and gives each end its address (`10.x.y.z/24`).
     pub fn link(&mut self, (a, addr_a): (&str, &str), (b, addr_b): (&str, &str)) -> bool {
-        let (tag, n) = (std::process::id() % 100_000, self.links);
-        self.links += 1;
+        // Interface names have at most 15 characters.
+        let (tag, n) = (std::process::id() % 100_000, MADE.fetch_add(1, Ordering::Relaxed) % 1000);
         let (va, vb) = (format!("lv{n}a{tag}"), format!("lv{n}b{tag}"));
         ip(&["link", "add", &va, "type", "veth", "peer", "name", &vb])
             && ip(&["link", "set", &va, "netns", a])
