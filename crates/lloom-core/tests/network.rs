@@ -156,6 +156,52 @@ async fn stop(node: TestNode) {
     tokio::time::timeout(WAIT, task).await.expect("the event loop stops").unwrap();
 }
 
+/// Waits for `node` to see its first connection to `peer` (`up`) or its last one close.
+async fn wait_link(node: &mut TestNode, peer: lloom_core::PeerId, up: bool) {
+    node.wait_for(|e| match e {
+        NetworkEvent::PeerConnected(p) if up && p == peer => Some(()),
+        NetworkEvent::PeerDisconnected(p) if !up && p == peer => Some(()),
+        _ => None,
+    })
+    .await
+    .unwrap_or_else(|e| panic!("never {}: {e}", if up { "connected" } else { "disconnected" }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_keeps_its_bootstrap_peers_connected() {
+    // A validator that starts after the node: the node's first dial is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let validator_key = NodeKey::generate();
+    let validator_id = validator_key.peer_id();
+    let bootstrap = format!("/ip4/127.0.0.1/tcp/{port}/p2p/{validator_id}").parse().unwrap();
+    let mut node = TestNode::spawn(false, vec![bootstrap]).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!node.handle.is_connected(&validator_id));
+    let config = lloom_core::network::NetworkConfig {
+        server_mode: true,
+        listen_addrs: vec![format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap()],
+        ..lloom_core::network::NetworkConfig::local()
+    };
+    let (validator, _events, event_loop) =
+        lloom_core::network::start(&validator_key, config, lloom_core::VerifyPolicy::default())
+            .await
+            .unwrap();
+    tokio::spawn(event_loop.run());
+    wait_link(&mut node, validator_id, true).await;
+
+    // The validator closes the connection (a restart, a network gone for a moment): the node
+    // dials it again.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !validator.is_connected(&node.key.peer_id()) {
+        assert!(tokio::time::Instant::now() < deadline, "the validator never saw the node");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(validator.disconnect(node.key.peer_id()).await.unwrap());
+    wait_link(&mut node, validator_id, false).await;
+    wait_link(&mut node, validator_id, true).await;
+    assert!(node.handle.is_connected(&validator_id));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_answers_with_the_outcome_of_its_dial() {
     let dialer = TestNode::spawn(false, vec![]).await.unwrap();

@@ -20,7 +20,7 @@ use super::dht::{self, DhtQueries};
 use super::event::{NetworkEvent, NetworkStats, RegistryResponder};
 use super::handle::Command;
 use super::listen_addrs::ListenAddrs;
-use super::mdns_peers::{MdnsPeers, Redial};
+use super::redial::{Redial, Redials};
 use super::relay::{Reachability, Reservations, is_relayed};
 use crate::announce::{AnnouncementLimits, SignedAnnouncement, verify_announcement};
 use crate::error::{Error, Result};
@@ -33,8 +33,8 @@ const MISBEHAVIOUR_LIMIT: u32 = 5;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// How long `start` waits for the listeners to come up.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often the loop looks for mDNS-found peers due for another dial (only while one waits).
-const MDNS_REDIAL_TICK: Duration = Duration::from_millis(250);
+/// How often the loop looks for peers due for another dial (only while one waits).
+const REDIAL_TICK: Duration = Duration::from_millis(250);
 
 /// A per-peer token bucket for inbound registry queries.
 #[derive(Debug)]
@@ -80,8 +80,9 @@ pub struct EventLoop {
     reservations: Reservations,
     connected: ConnectedPeers,
     listening: ListenAddrs,
-    /// Peers mDNS reported, dialled again after a failed dial.
-    mdns_peers: MdnsPeers,
+    /// Peers dialled again: bootstrap peers whenever disconnected, peers mDNS reported after a
+    /// failed dial.
+    redials: Redials,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -121,7 +122,7 @@ impl EventLoop {
             reservations: Reservations::new(config.relay),
             connected: ConnectedPeers::default(),
             listening: ListenAddrs::default(),
-            mdns_peers: MdnsPeers::new(limits.max_addrs),
+            redials: Redials::new(limits.max_addrs),
         }
     }
 
@@ -152,7 +153,8 @@ impl EventLoop {
             if let Some(Protocol::P2p(peer)) = addr.iter().last() {
                 let transport: Multiaddr =
                     addr.iter().filter(|p| !matches!(p, Protocol::P2p(_))).collect();
-                self.swarm.behaviour_mut().kad.add_address(&peer, transport);
+                self.swarm.behaviour_mut().kad.add_address(&peer, transport.clone());
+                self.redials.keep(peer, vec![transport]);
             }
             self.swarm.dial(addr.clone()).map_err(|e| Error::Dial(Box::new(e)))?;
         }
@@ -166,8 +168,8 @@ impl EventLoop {
     /// Runs until every [`NetworkHandle`](super::NetworkHandle) is dropped, then flushes the
     /// responses already queued (for at most one second) and stops.
     pub async fn run(mut self) {
-        let mut mdns_redial = tokio::time::interval(MDNS_REDIAL_TICK);
-        mdns_redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut redial = tokio::time::interval(REDIAL_TICK);
+        redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
@@ -175,7 +177,7 @@ impl EventLoop {
                     Some(command) => self.on_command(command),
                     None => break,
                 },
-                _ = mdns_redial.tick(), if self.mdns_peers.waiting() => self.dial_mdns_peers(),
+                _ = redial.tick(), if self.redials.waiting() => self.redial(),
             }
         }
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
@@ -352,7 +354,7 @@ impl EventLoop {
                 }
                 if num_established.get() == 1 {
                     self.connected.insert(peer_id);
-                    self.mdns_peers.connected(&peer_id);
+                    self.redials.connected(&peer_id);
                     self.emit(NetworkEvent::PeerConnected(peer_id));
                 }
                 // The dial's own connection, or one the peer opened meanwhile: both serve.
@@ -366,11 +368,11 @@ impl EventLoop {
                     && !self.swarm.is_connected(&peer)
                 {
                     let now = Instant::now();
-                    match self.mdns_peers.dial_failed(&peer, now) {
+                    match self.redials.dial_failed(&peer, now) {
                         Redial::Unscheduled => {}
                         Redial::At(at) => tracing::debug!(
                             %peer,
-                            "dial of a peer mDNS found failed ({why}); next dial in {:?}",
+                            "dial failed ({why}); dialling again in {:?}",
                             at - now
                         ),
                         Redial::GivenUp => tracing::debug!(
@@ -386,7 +388,7 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
                 self.connected.remove(&peer_id);
-                self.mdns_peers.disconnected(&peer_id);
+                self.redials.disconnected(&peer_id, Instant::now());
                 self.buckets.remove(&peer_id);
                 self.misbehaviour.remove(&peer_id);
                 let next = self.reservations.on_disconnected(peer_id);
@@ -398,23 +400,23 @@ impl EventLoop {
         }
     }
 
-    /// Dials the mDNS-found peers that are due for a dial: just found, or a backoff after a
-    /// failed dial (see [`MdnsPeers`]).
-    fn dial_mdns_peers(&mut self) {
+    /// Dials the peers due for a dial (see [`Redials`]): found by mDNS just now, a bootstrap
+    /// peer disconnected a moment ago, or a backoff after a failed dial that has passed.
+    fn redial(&mut self) {
         let now = Instant::now();
-        for (peer, addrs) in self.mdns_peers.due(now) {
+        for (peer, addrs) in self.redials.due(now) {
             let opts = DialOpts::peer_id(peer)
                 .condition(PeerCondition::DisconnectedAndNotDialing)
                 .addresses(addrs)
                 .build();
             match self.swarm.dial(opts) {
-                Ok(()) => tracing::debug!(%peer, "dialling a peer mDNS found"),
+                Ok(()) => tracing::debug!(%peer, "dialling"),
                 // Connected, or another dial is under way, whose outcome counts instead.
                 Err(DialError::DialPeerConditionFalse(_)) => {}
                 Err(error) => {
                     let why = super::dial_error::describe(&error);
-                    tracing::debug!(%peer, "cannot dial a peer mDNS found: {why}");
-                    self.mdns_peers.dial_failed(&peer, now);
+                    tracing::debug!(%peer, "cannot dial: {why}");
+                    self.redials.dial_failed(&peer, now);
                 }
             }
         }
@@ -452,7 +454,7 @@ impl EventLoop {
                 for (peer, addr) in found {
                     self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
                     let connected = self.swarm.is_connected(&peer);
-                    let scheduled = self.mdns_peers.discovered(peer, addr.clone(), connected, now);
+                    let scheduled = self.redials.discovered(peer, addr.clone(), connected, now);
                     tracing::debug!(%peer, %addr, connected, scheduled, "mDNS found a peer");
                     if !scheduled && !connected {
                         // More mDNS peers than the schedule holds: one dial, no redials.
@@ -460,11 +462,11 @@ impl EventLoop {
                     }
                     self.emit(NetworkEvent::PeerDiscovered { peer, addr });
                 }
-                self.dial_mdns_peers();
+                self.redial();
             }
             BehaviourEvent::Mdns(mdns::Event::Expired(gone)) => {
                 for (peer, addr) in gone {
-                    self.mdns_peers.expired(&peer, &addr);
+                    self.redials.expired(&peer, &addr);
                 }
             }
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {

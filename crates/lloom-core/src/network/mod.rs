@@ -19,8 +19,8 @@ mod event;
 mod event_loop;
 mod handle;
 mod listen_addrs;
-mod mdns_peers;
 pub mod protocol;
+mod redial;
 mod registry_codec;
 pub mod relay;
 #[cfg(feature = "test-utils")]
