@@ -7,9 +7,10 @@
 //! 3. No validator at all: the validator stops, an executor (the default model) starts in its
 //!    namespace, and the client finds it by mDNS alone and lists its model, which the executor
 //!    describes itself.
-//! 4. A refused first dial: with the client's TCP to the validator's side reset by an nftables
-//!    rule, mDNS still finds the validator; once the rule is lifted, the dials that follow
-//!    (with backoff) connect.
+//! 4. Refused dials: while nftables rules in the client's namespace reset every connection
+//!    between the two sides, mDNS still finds the validator, and the first dials (and the one
+//!    Kademlia makes half a second later) fail; once the rules are lifted, 2.5 s on, the
+//!    redials with backoff connect. Without them the client never connects.
 //!
 //! Creating namespaces needs root (CAP_NET_ADMIN). Without it the test prints a visible
 //! SKIPPED line, unless `LLOOM_REQUIRE_NETNS=1` (set by `scripts/test.sh` when running as root),
@@ -168,7 +169,8 @@ fn a_peer_found_by_mdns_is_dialled_again_after_a_refused_dial() {
     let dir = tempfile::tempdir().unwrap();
     let (_validator, _) = spawn_validator(&a, dir.path(), &[format!("/ip4/{ADDR_A}/tcp/0")]);
 
-    // The client's TCP connections to the validator's side are reset; mDNS (UDP) passes.
+    // A connection between the two sides is refused at once, whichever side dials (each
+    // side's mDNS finds the other): its SYN is answered with a reset. mDNS (UDP) passes.
     let nft = |args: &str| {
         let args: Vec<&str> = args.split_whitespace().collect();
         assert!(
@@ -178,8 +180,12 @@ fn a_peer_found_by_mdns_is_dialled_again_after_a_refused_dial() {
     };
     nft("add table inet lloomtest");
     nft("add chain inet lloomtest out { type filter hook output priority 0 ; }");
+    nft("add chain inet lloomtest in { type filter hook input priority 0 ; }");
     nft(&format!(
-        "add rule inet lloomtest out ip daddr {ADDR_A} meta l4proto tcp reject with tcp reset"
+        "add rule inet lloomtest out ip daddr {ADDR_A} tcp flags & (syn|ack) == syn reject with tcp reset"
+    ));
+    nft(&format!(
+        "add rule inet lloomtest in ip saddr {ADDR_A} tcp flags & (syn|ack) == syn reject with tcp reset"
     ));
 
     let client_log = dir.path().join("client.log");
@@ -187,7 +193,9 @@ fn a_peer_found_by_mdns_is_dialled_again_after_a_refused_dial() {
         in_ns(&b, &client_bin).env("LLOOM_LOG", MDNS_LOG).args(["models", "--timeout-secs", "25"]),
         &client_log,
     );
-    let refused = log_shows(&client_log, "dialling again in", Duration::from_secs(15));
+    let refused = log_shows(&client_log, "dial failed (", Duration::from_secs(15));
+    // Past the one dial Kademlia makes 0.5 s after it learns of a peer, and the first redial.
+    std::thread::sleep(Duration::from_millis(2500));
     nft("delete table inet lloomtest");
     assert!(
         refused,

@@ -1,11 +1,13 @@
 //! The announcer: publishes the executor's signed offers on start, on every change, on a
-//! heartbeat, and their withdrawal on shutdown.
+//! heartbeat, when asked to ([`Republish`]: a validator that restarted), and their withdrawal
+//! on shutdown.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use lloom_core::network::NetworkHandle;
 use lloom_core::{AnnouncementBody, DomainConfig, NodeKey, SignedAnnouncement, unix_now};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::dht_publish::DhtPublisher;
@@ -16,6 +18,9 @@ use crate::error::Result;
 const FIRST_RETRY: Duration = Duration::from_millis(50);
 /// Longest retry delay.
 const MAX_RETRY: Duration = Duration::from_secs(2);
+/// Least time between an announcement and one [`Republish`] asks for: however often it is
+/// asked (a peer subscribing again and again), at most one signature a second.
+const MIN_REPUBLISH_GAP: Duration = Duration::from_secs(1);
 
 /// How often and for which domain the executor announces.
 #[derive(Clone, Copy, Debug)]
@@ -44,8 +49,21 @@ impl Default for AnnouncerConfig {
 pub struct Announcer {
     offers: watch::Sender<AnnouncementBody>,
     latest: watch::Receiver<Option<SignedAnnouncement>>,
+    republish: Republish,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<()>>,
+}
+
+/// Asks a running announcer to announce again now, without waiting for the heartbeat; asks
+/// that come together are answered by one announcement, at most one a second.
+#[derive(Clone, Debug, Default)]
+pub struct Republish(Arc<Notify>);
+
+impl Republish {
+    /// Announce again as soon as allowed.
+    pub fn now(&self) {
+        self.0.notify_one();
+    }
 }
 
 /// Strictly increasing sequence numbers that stay ahead across restarts: unix milliseconds,
@@ -75,8 +93,16 @@ impl Announcer {
         let (offers_tx, offers_rx) = watch::channel(offers);
         let (latest_tx, latest) = watch::channel(None);
         let (stop_tx, stop_rx) = oneshot::channel();
-        let task = tokio::spawn(run(key, network, offers_rx, latest_tx, stop_rx, config));
-        Self { offers: offers_tx, latest, stop: Some(stop_tx), task }
+        let republish = Republish::default();
+        let asked = republish.0.clone();
+        let task = tokio::spawn(run(key, network, offers_rx, latest_tx, asked, stop_rx, config));
+        Self { offers: offers_tx, latest, republish, stop: Some(stop_tx), task }
+    }
+
+    /// A handle that makes this announcer announce again now (for a validator that has just
+    /// subscribed: restarted, or reconnected, and holding nothing of this executor).
+    pub fn republisher(&self) -> Republish {
+        self.republish.clone()
     }
 
     /// The announcement signed last (`None` before the first), for answering peers that ask
@@ -113,6 +139,7 @@ async fn run(
     network: NetworkHandle,
     mut offers: watch::Receiver<AnnouncementBody>,
     latest: watch::Sender<Option<SignedAnnouncement>>,
+    asked: Arc<Notify>,
     mut stop: oneshot::Receiver<()>,
     config: AnnouncerConfig,
 ) -> Result<()> {
@@ -120,12 +147,22 @@ async fn run(
     let mut dht = DhtPublisher::new(config.dht_interval);
     let mut delay = Duration::ZERO;
     let mut retry = FIRST_RETRY;
+    let mut last: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = &mut stop => break,
             changed = offers.changed() => if changed.is_err() { break },
             () = tokio::time::sleep(delay) => {}
+            () = asked.notified() => {
+                let since = last.map_or(MIN_REPUBLISH_GAP, |at| at.elapsed());
+                if since < MIN_REPUBLISH_GAP {
+                    // Too soon after the last one: announce when the gap has passed.
+                    delay = MIN_REPUBLISH_GAP - since;
+                    continue;
+                }
+            }
         }
+        last = Some(Instant::now());
         let body = offers.borrow_and_update().clone();
         let ann = SignedAnnouncement::sign(
             &key,

@@ -37,10 +37,11 @@ pub mod memory;
 pub mod metrics;
 pub mod models;
 pub mod node;
+mod node_events;
 mod self_registry;
 pub mod serve;
 pub mod settle;
 
-pub use announcer::{Announcer, AnnouncerConfig};
+pub use announcer::{Announcer, AnnouncerConfig, Republish};
 pub use error::{Error, Result};
 pub use node::{ExecutorConfig, ExecutorNode};

@@ -121,10 +121,18 @@ impl ExecutorNode {
             body(&server, listen_addrs),
             config.announce,
         );
-        // Peers that reach the executor directly may ask it about itself.
-        let answers =
-            crate::self_registry::answer_queries(network.clone(), events, announcer.latest());
-        tasks.push(tokio::spawn(answers));
+        // Peers that reach the executor directly may ask it about itself; validators that
+        // subscribe are told about it at once.
+        let validators =
+            config.network.bootstrap.iter().filter_map(lloom_core::network::peer_id_of).collect();
+        let handle_events = crate::node_events::handle_events(
+            network.clone(),
+            events,
+            announcer.latest(),
+            announcer.republisher(),
+            validators,
+        );
+        tasks.push(tokio::spawn(handle_events));
         let stop = CancellationToken::new();
         let node = Self { network, server, announcer: Some(announcer), stop, tasks };
         node.spawn_load_reporter(config.load_interval, body);

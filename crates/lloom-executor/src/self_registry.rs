@@ -3,31 +3,11 @@
 //! any validator. The answers carry the executor's own latest signed announcement, which the
 //! client verifies like one relayed by a validator.
 
-use lloom_core::network::{NetworkEvent, NetworkHandle};
 use lloom_core::registry_query::{ExecutorInfo, ModelSummary, RegistryRequest, RegistryResponse};
 use lloom_core::{PeerId, SignedAnnouncement, unix_now};
-use tokio::sync::{mpsc, watch};
-
-/// Answers every registry query among `events` from the latest announcement; other events are
-/// dropped (the executor acts on none). Returns when the network stops.
-pub(crate) async fn answer_queries(
-    network: NetworkHandle,
-    mut events: mpsc::Receiver<NetworkEvent>,
-    latest: watch::Receiver<Option<SignedAnnouncement>>,
-) {
-    while let Some(event) = events.recv().await {
-        if let NetworkEvent::RegistryQuery { request, responder, .. } = event {
-            let current = latest.borrow().clone();
-            let response = answer(&request, current, &network.local_peer_id());
-            if network.respond_registry(responder, response).await.is_err() {
-                break;
-            }
-        }
-    }
-}
 
 /// The answer to `request` from the announcement signed last by the executor `me`.
-fn answer(
+pub(crate) fn answer(
     request: &RegistryRequest,
     latest: Option<SignedAnnouncement>,
     me: &PeerId,

@@ -377,7 +377,7 @@ impl EventLoop {
                         ),
                         Redial::GivenUp => tracing::debug!(
                             %peer,
-                            "dial of a peer mDNS found failed ({why}); no more dials until mDNS finds it again"
+                            "dial failed ({why}); no more dials until mDNS finds the peer again"
                         ),
                     }
                 }
