@@ -1,5 +1,6 @@
 //! The announcer against a real validator: offers appear, an update shows up without waiting
-//! for a heartbeat, and shutdown withdraws the executor (long before the stale window).
+//! for a heartbeat, shutdown withdraws the executor (long before the stale window), and a
+//! validator that restarts lists the executor again without waiting for a heartbeat.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -8,6 +9,7 @@
     missing_docs
 )]
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lloom_client::cli::{DiscoveryArgs, discover};
@@ -15,7 +17,9 @@ use lloom_client::directory::ModelRow;
 use lloom_core::network::test_utils::{TestNode, WAIT};
 use lloom_core::network::{Multiaddr, NetworkConfig};
 use lloom_core::{AnnouncementBody, ExecutorLoad, ModelOffer, NodeKey, U256};
-use lloom_executor::{Announcer, AnnouncerConfig};
+use lloom_executor::backend::scripted::{Script, ScriptedBackend};
+use lloom_executor::serve::ServedModel;
+use lloom_executor::{Announcer, AnnouncerConfig, ExecutorConfig, ExecutorNode};
 use lloom_validator::{Validator, ValidatorConfig};
 
 fn body(price_out: u64) -> AnnouncementBody {
@@ -78,5 +82,54 @@ async fn announces_updates_and_withdraws() {
     announcer.shutdown().await.unwrap();
     models_until(&addr, <[ModelRow]>::is_empty).await;
     assert!(stopped.elapsed() < Duration::from_secs(10), "removal waited for the stale window");
+    validator.shutdown().await;
+}
+
+/// A validator that restarts holds nothing of the executors it listed. The executor dials it
+/// again (a bootstrap peer) and, once the validator subscribes to announcements, announces at
+/// once: listed again in a second or two, not at its next heartbeat (ten minutes away).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_validator_lists_the_executor_again_before_its_heartbeat() {
+    let validator_key = NodeKey::generate();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let validator_config = || ValidatorConfig {
+        network: NetworkConfig {
+            server_mode: true,
+            listen_addrs: vec![format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap()],
+            ..NetworkConfig::local()
+        },
+        ..ValidatorConfig::default()
+    };
+    let validator = Validator::spawn(&validator_key, validator_config()).await.unwrap();
+    let addr = validator.listen_addrs().await.unwrap().remove(0);
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ExecutorConfig::new(dir.path().join("executor"));
+    config.network = NetworkConfig { bootstrap: vec![addr.clone()], ..NetworkConfig::local() };
+    config.announce = AnnouncerConfig { heartbeat: Duration::from_secs(600), ..Default::default() };
+    let offer = ModelOffer {
+        model: "smol".into(),
+        context_length: 1024,
+        price_per_input_token: U256::from(1u64),
+        price_per_output_token: U256::from(2u64),
+        weights_sha256: None,
+        quantization: None,
+        capabilities: vec![],
+    };
+    let backend = Arc::new(ScriptedBackend::new(Script::answer("smol", "Paris.")));
+    let _executor =
+        ExecutorNode::start(&NodeKey::generate(), vec![ServedModel { offer, backend }], config)
+            .await
+            .unwrap();
+    models_until(&addr, |rows| !rows.is_empty()).await;
+
+    // The validator restarts on the same address with an empty registry.
+    validator.shutdown().await;
+    let validator = Validator::spawn(&validator_key, validator_config()).await.unwrap();
+    let restarted = Instant::now();
+    let rows = models_until(&addr, |rows| !rows.is_empty()).await;
+    assert_eq!((rows[0].model.as_str(), rows[0].executors), ("smol", 1));
+    let relisted = restarted.elapsed();
+    assert!(relisted < Duration::from_secs(10), "relisted after {relisted:?}");
     validator.shutdown().await;
 }
