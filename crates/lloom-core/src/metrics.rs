@@ -111,9 +111,25 @@ pub fn write_network_stats(m: &mut MetricsText, stats: &crate::network::NetworkS
             "Hole punching attempts that failed.",
             stats.hole_punches_failed,
         ),
+        (
+            "lloom_network_redials_total",
+            "Peers dialled again (bootstrap peers, and peers mDNS found, after a failure).",
+            stats.redials,
+        ),
     ];
     for (name, help, value) in counters {
         m.single(name, MetricKind::Counter, help, value as f64);
+    }
+    let gauges = [
+        ("lloom_network_bootstrap_peers", "Bootstrap peers configured.", stats.bootstrap_peers),
+        (
+            "lloom_network_bootstrap_peers_connected",
+            "Bootstrap peers connected now.",
+            stats.bootstrap_connected,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        m.single(name, MetricKind::Gauge, help, value as f64);
     }
     let name = "lloom_network_reachable";
     m.family(name, MetricKind::Gauge, "AutoNAT's verdict: 1 for the current one.");
@@ -158,6 +174,8 @@ mod tests {
     fn network_stats_name_every_counter_and_the_reachability() {
         let stats = crate::network::NetworkStats {
             hole_punches_succeeded: 3,
+            bootstrap_peers: 2,
+            bootstrap_connected: 1,
             reachability: crate::network::Reachability::Private,
             ..Default::default()
         };
@@ -166,6 +184,9 @@ mod tests {
         let page = m.finish();
         assert!(page.contains("lloom_network_hole_punches_succeeded_total 3\n"), "{page}");
         assert!(page.contains("lloom_network_reachable{state=\"private\"} 1\n"), "{page}");
+        assert!(page.contains("lloom_network_bootstrap_peers 2\n"), "{page}");
+        assert!(page.contains("lloom_network_bootstrap_peers_connected 1\n"), "{page}");
+        assert!(page.contains("lloom_network_redials_total 0\n"), "{page}");
         assert!(page.contains("lloom_network_reachable{state=\"public\"} 0\n"), "{page}");
     }
 }

@@ -177,6 +177,8 @@ async fn a_node_keeps_its_bootstrap_peers_connected() {
     let mut node = TestNode::spawn(false, vec![bootstrap]).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert!(!node.handle.is_connected(&validator_id));
+    let stats = node.handle.stats().await.unwrap();
+    assert_eq!((stats.bootstrap_peers, stats.bootstrap_connected), (1, 0));
     let config = lloom_core::network::NetworkConfig {
         server_mode: true,
         listen_addrs: vec![format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap()],
@@ -200,6 +202,9 @@ async fn a_node_keeps_its_bootstrap_peers_connected() {
     wait_link(&mut node, validator_id, false).await;
     wait_link(&mut node, validator_id, true).await;
     assert!(node.handle.is_connected(&validator_id));
+    let stats = node.handle.stats().await.unwrap();
+    assert_eq!((stats.bootstrap_peers, stats.bootstrap_connected), (1, 1));
+    assert!(stats.redials >= 1, "the dial after the close was a redial: {stats:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -77,4 +77,11 @@ pub struct NetworkStats {
     pub hole_punches_succeeded: u64,
     /// Hole punching attempts that failed (the relayed connection stays).
     pub hole_punches_failed: u64,
+    /// Bootstrap peers (validators) configured.
+    pub bootstrap_peers: u64,
+    /// Bootstrap peers connected now.
+    pub bootstrap_connected: u64,
+    /// Dials made again: bootstrap peers after a failure or a closed connection, mDNS-found
+    /// peers after a failed dial.
+    pub redials: u64,
 }

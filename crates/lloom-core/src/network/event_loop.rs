@@ -253,8 +253,11 @@ impl EventLoop {
                 let _ = reply.send(self.swarm.connected_peers().copied().collect());
             }
             Command::Stats { reply } => {
+                let (bootstrap_peers, bootstrap_connected) = self.redials.bootstrap();
                 let stats = NetworkStats {
                     reachability: self.reservations.reachability(),
+                    bootstrap_peers: bootstrap_peers as u64,
+                    bootstrap_connected: bootstrap_connected as u64,
                     ..self.stats.clone()
                 };
                 let _ = reply.send(stats);
@@ -410,7 +413,10 @@ impl EventLoop {
                 .addresses(addrs)
                 .build();
             match self.swarm.dial(opts) {
-                Ok(()) => tracing::debug!(%peer, "dialling"),
+                Ok(()) => {
+                    tracing::debug!(%peer, "dialling");
+                    self.stats.redials += 1;
+                }
                 // Connected, or another dial is under way, whose outcome counts instead.
                 Err(DialError::DialPeerConditionFalse(_)) => {}
                 Err(error) => {

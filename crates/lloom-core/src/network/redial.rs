@@ -195,6 +195,12 @@ impl Redials {
         due
     }
 
+    /// How many bootstrap peers are kept, and how many of them are connected.
+    pub(crate) fn bootstrap(&self) -> (usize, usize) {
+        let kept = self.peers.values().filter(|entry| entry.keep);
+        kept.fold((0, 0), |(all, up), entry| (all + 1, up + usize::from(entry.connected)))
+    }
+
     /// Whether some peer waits for a dial (the event loop's timer runs only then).
     pub(crate) fn waiting(&self) -> bool {
         self.peers.values().any(|entry| entry.next_dial.is_some())
