@@ -3,12 +3,13 @@
 //! on shutdown.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lloom_core::network::NetworkHandle;
 use lloom_core::{AnnouncementBody, DomainConfig, NodeKey, SignedAnnouncement, unix_now};
 use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::dht_publish::DhtPublisher;
 use crate::error::Result;
@@ -134,6 +135,15 @@ impl Announcer {
     }
 }
 
+/// When to announce after a [`Republish`] request at `now`, given the announcement planned
+/// for `next` and the last one made at `last`: `None` for at once; otherwise not before
+/// [`MIN_REPUBLISH_GAP`] after the last one, and never later than planned (a retry after a
+/// failed publish stays as soon as it was).
+fn republish_at(next: Instant, last: Option<Instant>, now: Instant) -> Option<Instant> {
+    let earliest = last? + MIN_REPUBLISH_GAP;
+    (earliest > now).then(|| next.min(earliest))
+}
+
 async fn run(
     key: NodeKey,
     network: NetworkHandle,
@@ -145,19 +155,18 @@ async fn run(
 ) -> Result<()> {
     let mut sequence = Sequence::default();
     let mut dht = DhtPublisher::new(config.dht_interval);
-    let mut delay = Duration::ZERO;
+    // When to announce next (a heartbeat, or a retry after a failed publish).
+    let mut next = Instant::now();
     let mut retry = FIRST_RETRY;
     let mut last: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = &mut stop => break,
             changed = offers.changed() => if changed.is_err() { break },
-            () = tokio::time::sleep(delay) => {}
+            () = tokio::time::sleep_until(next) => {}
             () = asked.notified() => {
-                let since = last.map_or(MIN_REPUBLISH_GAP, |at| at.elapsed());
-                if since < MIN_REPUBLISH_GAP {
-                    // Too soon after the last one: announce when the gap has passed.
-                    delay = MIN_REPUBLISH_GAP - since;
+                if let Some(at) = republish_at(next, last, Instant::now()) {
+                    next = at;
                     continue;
                 }
             }
@@ -174,7 +183,7 @@ async fn run(
         )?;
         dht.offer(&network, &ann);
         latest.send_replace(Some(ann.clone()));
-        delay = match network.publish_announcement(ann).await {
+        let delay = match network.publish_announcement(ann).await {
             Ok(()) => {
                 retry = FIRST_RETRY;
                 config.heartbeat
@@ -186,6 +195,7 @@ async fn run(
                 now
             }
         };
+        next = Instant::now() + delay;
     }
     let body = offers.borrow().clone();
     let bye =
@@ -197,6 +207,21 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_republish_comes_at_once_or_after_the_gap_but_never_delays_a_planned_announcement() {
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        // Nothing announced yet, or the last one long enough ago: at once.
+        assert_eq!(republish_at(now + ms(10_000), None, now), None);
+        assert_eq!(republish_at(now + ms(10_000), Some(now - ms(1_500)), now), None);
+        // Too soon after the last one: when the gap has passed, not at the heartbeat.
+        let last = now - ms(100);
+        assert_eq!(republish_at(now + ms(10_000), Some(last), now), Some(last + MIN_REPUBLISH_GAP));
+        // A retry planned sooner than that stays (the first announcement of a starting
+        // executor, retried every 50 ms until a validator subscribes).
+        assert_eq!(republish_at(now + ms(50), Some(last), now), Some(now + ms(50)));
+    }
 
     #[test]
     fn sequences_strictly_increase_even_within_one_millisecond() {
