@@ -280,7 +280,9 @@ impl Client {
             if known == 0 {
                 return Err(e);
             }
-            tracing::warn!("validators unreachable, using the {known} executors known: {e}");
+            tracing::warn!(
+                "no validator gave a fresh directory ({e}); using the {known} executors known"
+            );
             self.inner.directory.lock().await.1 = Some(Instant::now());
         }
         Ok(())
