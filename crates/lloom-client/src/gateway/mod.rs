@@ -436,7 +436,6 @@ async fn complete(
     Ok(response)
 }
 
-/// Waits for the whole answer.
 enum Phase {
     Start,
     Running,
