@@ -85,6 +85,9 @@ pub struct ChatArgs {
     /// Sampling temperature; 0 is greedy.
     #[arg(long, default_value_t = 0.0)]
     pub temperature: f32,
+    /// The shape of the answer.
+    #[command(flatten)]
+    pub format: lloom_core::cli::OutputFormatArgs,
     /// Highest acceptable price per token (input and output), in wei.
     #[arg(long)]
     pub max_price: Option<U256>,
@@ -251,6 +254,7 @@ pub(crate) async fn connect(
 }
 
 async fn chat(args: &ChatArgs, node: &NodeArgs, out: &mut (dyn Write + Send)) -> Result<()> {
+    let format = args.format.format()?;
     let client = connect(&args.discovery, node, &args.routing, &args.escrow).await?;
     let mut request = ChatRequest::user(&args.model, &args.prompt);
     if let Some(system) = &args.system {
@@ -260,6 +264,7 @@ async fn chat(args: &ChatArgs, node: &NodeArgs, out: &mut (dyn Write + Send)) ->
     }
     request.max_tokens = args.max_tokens;
     request.sampling.temperature = args.temperature;
+    request.sampling.format = format;
     request.timeout = Duration::from_secs(args.request_timeout_secs);
     request.filter = RouteFilter {
         max_price_per_input_token: args.max_price,

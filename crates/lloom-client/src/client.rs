@@ -489,11 +489,16 @@ impl Client {
                     }
                     let reason = failed.failure.to_string();
                     tracing::info!(executor = %executor.address, "attempt failed: {reason}");
-                    let cooldown = inner.router.lock().await.record_failure(
-                        executor.address,
-                        &reason,
-                        Instant::now(),
-                    );
+                    // A refusal no executor would answer otherwise (an invalid request, such as
+                    // a JSON schema that cannot be compiled) is the request's fault: the
+                    // executor is not cooled down for it, so the next request still finds it.
+                    let retryable = failed.failure.is_retryable();
+                    let cooldown = if retryable {
+                        let mut router = inner.router.lock().await;
+                        Some(router.record_failure(executor.address, &reason, Instant::now()))
+                    } else {
+                        None
+                    };
                     if let AttemptFailure::Refused {
                         code: ErrorCode::Busy | ErrorCode::RateLimited,
                         retry_after_secs,
@@ -515,11 +520,10 @@ impl Client {
                     // Kept above: until then, a chat cancelled meanwhile keeps it from the guard.
                     drop(open.close());
                     cost.attempt_ended(paid);
-                    let retryable = failed.failure.is_retryable();
                     reports.push(AttemptReport {
                         executor: executor.address,
                         failure: Some(failed.failure.clone()),
-                        cooldown: Some(cooldown),
+                        cooldown,
                     });
                     if failed.streamed {
                         let restart = ChatEvent::Restart { reason: reason.clone(), cost: paid };

@@ -1,6 +1,6 @@
 //! Request streams kept open between exchanges.
 //!
-//! A request stream carries one exchange after another (`/lloom/request/2`). After a clean
+//! A request stream carries one exchange after another (`/lloom/request/3`). After a clean
 //! exchange (the final response or a signed error read and verified) the stream goes back to
 //! the pool, and the next request to the same executor reuses it: no stream to open and no
 //! protocol to negotiate. A stream idle for [`MAX_IDLE`] is not reused (the executor closes

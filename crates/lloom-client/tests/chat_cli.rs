@@ -128,6 +128,12 @@ fn bad_chat_arguments_are_refused_before_any_network_use() {
         .stderr(contains("--temperature"));
     Command::cargo_bin("lloom-client")
         .unwrap()
+        .args(["chat", "hi", "--json-schema", "/nonexistent/schema.json"])
+        .assert()
+        .failure()
+        .stderr(contains("cannot read the JSON schema /nonexistent/schema.json"));
+    Command::cargo_bin("lloom-client")
+        .unwrap()
         .args(["receipts", "show", "not-a-digest"])
         .assert()
         .failure()

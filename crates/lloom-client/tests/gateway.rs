@@ -145,6 +145,11 @@ async fn completions_models_and_health_follow_the_openai_shapes() {
         "logprobs": false, "logit_bias": {}, "top_k": 40});
     let (status, _, body) = http(net.addr, "POST", "/v1/chat/completions", &chat(&plain)).await;
     assert_eq!(status, 200, "{body}");
+    // JSON mode and penalties are accepted (this scripted backend does not shape its answer;
+    // the engine's own tests and the SDK test over the real model check that).
+    let json_mode = json!({"response_format": {"type": "json_object"}, "presence_penalty": 0.5});
+    let (status, _, body) = http(net.addr, "POST", "/v1/chat/completions", &chat(&json_mode)).await;
+    assert_eq!(status, 200, "{body}");
 
     // One model, as `client.models.retrieve(id)` asks for it.
     let (status, _, body) = http(net.addr, "GET", &format!("/v1/models/{MODEL}"), b"").await;
@@ -163,7 +168,7 @@ async fn completions_models_and_health_follow_the_openai_shapes() {
     let (status, headers, body) = http(net.addr, "GET", "/metrics", b"").await;
     assert_eq!(status, 200, "{body}");
     assert!(headers.contains("content-type: text/plain; version=0.0.4"), "{headers}");
-    assert!(body.contains("lloom_gateway_completions_total{outcome=\"ok\"} 2\n"), "{body}");
+    assert!(body.contains("lloom_gateway_completions_total{outcome=\"ok\"} 3\n"), "{body}");
     assert!(body.contains("lloom_client_executor_successes_total{executor=\"0x"), "{body}");
     assert!(body.contains("lloom_client_executor_ttft_milliseconds{executor=\"0x"), "{body}");
 }
@@ -219,10 +224,30 @@ async fn bad_input_gets_an_openai_style_error_with_the_right_status() {
         ),
         ("tool_choice", chat(&json!({"tool_choice": "required"})), 400, "tool_choice may only"),
         (
-            "JSON mode",
-            chat(&json!({"response_format": {"type": "json_object"}})),
+            "an unknown response format",
+            chat(&json!({"response_format": {"type": "xml"}})),
             400,
-            "response_format {\"type\":\"json_object\"} is not supported",
+            "the type must be text, json_object or json_schema",
+        ),
+        (
+            "a schema that is not an object",
+            chat(&json!({"response_format": {"type": "json_schema",
+                "json_schema": {"name": "x", "schema": "{}"}}})),
+            400,
+            "json_schema.schema must be an object",
+        ),
+        (
+            "a schema name with a space",
+            chat(&json!({"response_format": {"type": "json_schema",
+                "json_schema": {"name": "my schema", "schema": {"type": "object"}}}})),
+            400,
+            "schema name `my schema`",
+        ),
+        (
+            "frequency_penalty out of range",
+            chat(&json!({"frequency_penalty": 3.0})),
+            400,
+            "frequency_penalty 3 not in [-2, 2]",
         ),
         ("logprobs", chat(&json!({"logprobs": true, "top_logprobs": 2})), 400, "logprobs"),
         ("logit_bias", chat(&json!({"logit_bias": {"42": 5}})), 400, "logit_bias"),

@@ -42,6 +42,27 @@ for chunk in client.chat.completions.create(
         parts.append(chunk.choices[0].delta.content)
     if chunk.usage:
         usage = chunk.usage.completion_tokens
+# Structured output: the answer is held to a JSON Schema.
+schema = {"type": "object", "properties": {"capital": {"type": "string", "maxLength": 40}},
+          "required": ["capital"], "additionalProperties": False}
+structured = client.chat.completions.create(
+    model=model, messages=[{"role": "user", "content": ask[0]["content"] + " Answer in JSON."}],
+    max_tokens=64, temperature=0, frequency_penalty=0.1,
+    response_format={"type": "json_schema",
+                     "json_schema": {"name": "capital", "schema": schema, "strict": True}},
+)
+# A schema llama.cpp cannot compile: the executor refuses it (signed), the gateway answers 400,
+# and the executor is not cooled down for the request's fault: the next request is answered.
+try:
+    client.chat.completions.create(
+        model=model, messages=ask, max_tokens=8,
+        response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": 12}}},
+    )
+    uncompilable = None
+except openai.BadRequestError as e:
+    uncompilable = [e.status_code, e.code, "JSON schema" in e.message]
+after_uncompilable = client.chat.completions.create(
+    model=model, messages=ask, max_tokens=4).choices[0].finish_reason
 try:
     client.chat.completions.create(model="no-such-model", messages=ask)
     missing = None
@@ -73,6 +94,10 @@ print(json.dumps({
     "completion_tokens": done.usage.completion_tokens,
     "streamed": "".join(parts),
     "streamed_usage": usage,
+    "structured": json.loads(structured.choices[0].message.content),
+    "structured_finish": structured.choices[0].finish_reason,
+    "uncompilable": uncompilable,
+    "after_uncompilable": after_uncompilable,
     "missing_status": missing,
     "wrong_key_status": wrong_key,
     "over_budget": over_budget,
@@ -181,6 +206,12 @@ async fn the_official_openai_sdk_works_against_the_gateway() {
     // Greedy decoding: the stream carries the same answer.
     assert_eq!(report["streamed"], report["text"], "{report}");
     assert_eq!(report["streamed_usage"], report["completion_tokens"]);
+    let structured = report["structured"].as_object().unwrap();
+    assert_eq!(structured.keys().collect::<Vec<_>>(), ["capital"], "{report}");
+    assert!(structured["capital"].is_string(), "{report}");
+    assert_eq!(report["structured_finish"], "stop");
+    assert_eq!(report["uncompilable"], serde_json::json!([400, "refused_by_executor", true]));
+    assert_eq!(report["after_uncompilable"], "length", "{report}");
     assert_eq!(report["missing_status"], 404);
     assert_eq!(report["wrong_key_status"], 401);
     assert_eq!(report["over_budget"], serde_json::json!([402, "insufficient_quota"]));
@@ -231,8 +262,19 @@ async fn an_executor_serves_through_the_http_backend_in_front_of_a_real_server()
     let mut request =
         lloom_client::ChatRequest::user("smol-over-http", "What is the capital of France?");
     request.max_tokens = 48;
-    let receipt = client.chat(request).await.unwrap().collect().await.unwrap();
+    let receipt = client.chat(request.clone()).await.unwrap().collect().await.unwrap();
     assert!(receipt.text.contains("Paris"), "{:?}", receipt.text);
     assert!(receipt.input_tokens > 5, "usage came from the server: {receipt:?}");
     assert_eq!(receipt.cost, U256::from(receipt.input_tokens * 5 + receipt.output_tokens * 9));
+
+    // The HTTP backend passes the answer's format on: the server behind it keeps to the schema.
+    request.sampling.format = lloom_core::OutputFormat::JsonSchema {
+        name: "capital".into(),
+        schema: r#"{"type":"object","properties":{"capital":{"type":"string","maxLength":40}},
+            "required":["capital"],"additionalProperties":false}"#
+            .into(),
+    };
+    let receipt = client.chat(request).await.unwrap().collect().await.unwrap();
+    let answer: serde_json::Value = serde_json::from_str(&receipt.text).unwrap();
+    assert!(answer["capital"].is_string() && answer.as_object().unwrap().len() == 1, "{answer}");
 }

@@ -100,8 +100,9 @@ pub use replay::ReplayStore;
 pub use signature::Signature;
 pub use verify::{VerifyPolicy, unix_now};
 pub use wire::{
-    ChatMessage, DigestedRequest, ErrorCode, RequestBody, RequestWithDigest, Role, SamplingParams,
-    SignedError, SignedRequest, SignedResponse, StreamChunk, WireLimits, WireMessage,
+    ChatMessage, DigestedRequest, ErrorCode, OutputFormat, RequestBody, RequestWithDigest, Role,
+    SamplingParams, SignedError, SignedRequest, SignedResponse, StreamChunk, WireLimits,
+    WireMessage,
 };
 
 /// Re-exported so dependents name the same versions of the primitive types.

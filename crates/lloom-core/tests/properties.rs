@@ -73,8 +73,14 @@ fn wire_message() -> impl Strategy<Value = WireMessage> {
             .prop_map(|(messages, temperature, top_p, top_k, seed, nonce)| {
                 let mut req = signed_request();
                 req.body.messages = messages;
-                req.body.sampling =
-                    SamplingParams { temperature, top_p, top_k, seed, stop: vec!["</s>".into()] };
+                req.body.sampling = SamplingParams {
+                    temperature,
+                    top_p,
+                    top_k,
+                    seed,
+                    stop: vec!["</s>".into()],
+                    ..SamplingParams::default()
+                };
                 req.commitment.nonce = nonce;
                 WireMessage::Request(req)
             }),

@@ -13,8 +13,8 @@ mod common;
 use common::*;
 use lloom_core::verify::{verify_checkpoint, verify_error, verify_request, verify_response};
 use lloom_core::{
-    Address, B256, DomainConfig, Error, ErrorCode, ErrorCommitment, FinishReason, ReplayStore,
-    SignedError, SignedRequest, SignedResponse, U256, VerifyPolicy,
+    Address, B256, DomainConfig, Error, ErrorCode, ErrorCommitment, FinishReason, OutputFormat,
+    ReplayStore, SignedError, SignedRequest, SignedResponse, U256, VerifyPolicy,
 };
 
 fn policy() -> VerifyPolicy {
@@ -119,6 +119,12 @@ fn invalid_bodies_are_rejected() {
         |b: &mut lloom_core::RequestBody| b.sampling.temperature = f32::NAN,
         |b: &mut lloom_core::RequestBody| b.sampling.top_p = 0.0,
         |b: &mut lloom_core::RequestBody| b.sampling.stop = vec![String::new()],
+        |b: &mut lloom_core::RequestBody| b.sampling.frequency_penalty = 2.5,
+        |b: &mut lloom_core::RequestBody| b.sampling.presence_penalty = f32::NEG_INFINITY,
+        |b: &mut lloom_core::RequestBody| b.sampling.format = schema("answer", "{\"type\":"),
+        |b: &mut lloom_core::RequestBody| b.sampling.format = schema("answer", "[1, 2]"),
+        |b: &mut lloom_core::RequestBody| b.sampling.format = schema("an answer", "{}"),
+        |b: &mut lloom_core::RequestBody| b.sampling.format = schema("", "{}"),
     ] {
         let mut req = signed_request();
         edit(&mut req.body);
@@ -126,6 +132,32 @@ fn invalid_bodies_are_rejected() {
             verify_request(&req, None, &policy(), NOW),
             Err(Error::InvalidMessage(_))
         ));
+    }
+}
+
+fn schema(name: &str, schema: &str) -> OutputFormat {
+    OutputFormat::JsonSchema { name: name.into(), schema: schema.into() }
+}
+
+#[test]
+fn a_schema_larger_than_the_limit_is_rejected_and_one_within_it_verifies() {
+    let signed = |format: OutputFormat| {
+        let mut body = body();
+        body.sampling.format = format;
+        let mut commitment = request_commitment();
+        commitment.requestHash = lloom_core::wire::request_hash(&body);
+        SignedRequest::sign(&client_key(), DomainConfig::default(), commitment, body).unwrap()
+    };
+    let limit = lloom_core::WireLimits::default().max_schema_bytes;
+    let padding = " ".repeat(limit);
+    let huge = signed(schema("answer", &format!("{{{padding}}}")));
+    assert!(matches!(
+        verify_request(&huge, None, &policy(), NOW),
+        Err(Error::TooLarge { what: "JSON schema", .. })
+    ));
+    let fits = r#"{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}"#;
+    for format in [OutputFormat::JsonObject, schema("capital_city-1", fits)] {
+        verify_request(&signed(format), None, &policy(), NOW).unwrap();
     }
 }
 

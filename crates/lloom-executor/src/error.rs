@@ -63,6 +63,11 @@ pub enum Error {
     /// The backend cannot take the request now (queue or memory full); retry later.
     #[error("busy: {0}")]
     Busy(String),
+
+    /// The request can never be served as asked (on this executor or another): answered with
+    /// a signed `InvalidRequest`, not retried.
+    #[error("cannot serve this request: {0}")]
+    Unservable(String),
     /// The downloaded package is not a readable wheel.
     #[error("downloaded package is not a valid wheel: {0}")]
     Archive(zip::result::ZipError),

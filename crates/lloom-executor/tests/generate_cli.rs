@@ -4,21 +4,55 @@
 use assert_cmd::Command;
 use predicates::str::contains;
 
-#[test]
-fn generate_answers_with_usage() {
+/// The `--json` report of a successful `lloom-executor --json generate ARGS`.
+fn generate_json(args: &[&str]) -> serde_json::Value {
     let out = Command::cargo_bin("lloom-executor")
         .unwrap()
-        .args(["--json", "generate", "What is the capital of France?", "--max-tokens", "32"])
+        .args(["--json", "generate"])
+        .args(args)
         .timeout(std::time::Duration::from_secs(600))
         .assert()
         .success()
         .get_output()
         .stdout
         .clone();
-    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    serde_json::from_slice(&out).unwrap()
+}
+
+#[test]
+fn generate_answers_with_usage() {
+    let report = generate_json(&["What is the capital of France?", "--max-tokens", "32"]);
     assert!(report["text"].as_str().unwrap().contains("Paris"), "{report}");
     assert!(report["output_tokens"].as_u64().unwrap() <= 32);
     assert!(report["input_tokens"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn generate_holds_the_answer_to_a_json_schema_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("capital.json");
+    let capital = r#"{"type":"object","properties":{"capital":{"type":"string","maxLength":40}},
+        "required":["capital"],"additionalProperties":false}"#;
+    std::fs::write(&schema, capital).unwrap();
+    let question = "What is the capital of France? Answer in JSON.";
+    let report =
+        generate_json(&[question, "--max-tokens", "64", "--json-schema", schema.to_str().unwrap()]);
+    let answer: serde_json::Value = serde_json::from_str(report["text"].as_str().unwrap()).unwrap();
+    assert!(answer["capital"].is_string() && answer.as_object().unwrap().len() == 1, "{report}");
+
+    std::fs::write(&schema, "[1, 2]").unwrap();
+    Command::cargo_bin("lloom-executor")
+        .unwrap()
+        .args(["generate", "hi", "--json-schema", schema.to_str().unwrap()])
+        .assert()
+        .failure()
+        .stderr(contains("does not hold a JSON object"));
+    Command::cargo_bin("lloom-executor")
+        .unwrap()
+        .args(["generate", "hi", "--json-object", "--json-schema", schema.to_str().unwrap()])
+        .assert()
+        .failure()
+        .stderr(contains("cannot be used with"));
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! The OpenAI chat-completions wire types the gateway accepts and returns.
 
-use lloom_core::{ChatMessage, Role, SamplingParams};
+use lloom_core::{ChatMessage, OutputFormat, Role, SamplingParams};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -42,8 +42,13 @@ pub struct CompletionRequest {
     pub functions: Option<Value>,
     /// Only `"none"` (or `"auto"` with no tools) can be honoured.
     pub tool_choice: Option<Value>,
-    /// Only `{"type": "text"}` can be honoured (no JSON mode or schema).
+    /// `{"type": "text"}`, `{"type": "json_object"}` or `{"type": "json_schema",
+    /// "json_schema": {"name", "schema", "strict"}}`: the executor constrains sampling to it.
     pub response_format: Option<Value>,
+    /// In [-2, 2]: lowers a token's logit by this much for each time it was generated.
+    pub frequency_penalty: Option<f32>,
+    /// In [-2, 2]: lowers a token's logit by this much once it was generated.
+    pub presence_penalty: Option<f32>,
     /// Log probabilities: refused when asked for.
     pub logprobs: Option<bool>,
     /// Refused when above 0.
@@ -160,6 +165,7 @@ impl CompletionRequest {
             return Err(ApiError::invalid("max_tokens must be at least 1", Some("max_tokens")));
         }
         let defaults = SamplingParams::default();
+        let format = output_format(self.response_format.as_ref())?;
         let sampling = SamplingParams {
             temperature: self.temperature.unwrap_or(defaults.temperature),
             top_p: self.top_p.unwrap_or(defaults.top_p),
@@ -170,6 +176,9 @@ impl CompletionRequest {
                 Some(Stop::One(s)) => vec![s],
                 Some(Stop::Many(v)) => v,
             },
+            frequency_penalty: self.frequency_penalty.unwrap_or(defaults.frequency_penalty),
+            presence_penalty: self.presence_penalty.unwrap_or(defaults.presence_penalty),
+            format,
         };
         let mut request = ChatRequest::user(self.model, "");
         request.messages = messages;
@@ -200,15 +209,6 @@ impl CompletionRequest {
                 ));
             }
         }
-        let format = self.response_format.as_ref().filter(|v| !v.is_null());
-        if let Some(format) = format
-            && format.get("type").and_then(Value::as_str) != Some("text")
-        {
-            return Err(ApiError::invalid(
-                &format!("response_format {format} is not supported; only {{\"type\": \"text\"}}"),
-                Some("response_format"),
-            ));
-        }
         if self.logprobs == Some(true) || self.top_logprobs.is_some_and(|n| n > 0) {
             return Err(ApiError::invalid("logprobs are not supported", Some("logprobs")));
         }
@@ -216,6 +216,43 @@ impl CompletionRequest {
             return Err(ApiError::invalid("logit_bias is not supported", Some("logit_bias")));
         }
         Ok(())
+    }
+}
+
+/// The output format an OpenAI `response_format` asks for. A `json_schema` without a schema
+/// asks only for JSON; the schema's own checks (a JSON object, its size, its name) are the
+/// protocol's, made before anything is sent.
+fn output_format(response_format: Option<&Value>) -> Result<OutputFormat, ApiError> {
+    let invalid = |message: &str| ApiError::invalid(message, Some("response_format"));
+    let Some(format) = response_format.filter(|v| !v.is_null()) else {
+        return Ok(OutputFormat::Text);
+    };
+    match format.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(OutputFormat::Text),
+        Some("json_object") => Ok(OutputFormat::JsonObject),
+        Some("json_schema") => {
+            let Some(spec) = format.get("json_schema").filter(|v| v.is_object()) else {
+                return Err(invalid("response_format.json_schema must be an object"));
+            };
+            let name = match spec.get("name") {
+                None | Some(Value::Null) => "schema".to_owned(),
+                Some(Value::String(name)) => name.clone(),
+                Some(_) => {
+                    return Err(invalid("response_format.json_schema.name must be a string"));
+                }
+            };
+            match spec.get("schema") {
+                None | Some(Value::Null) => Ok(OutputFormat::JsonObject),
+                Some(schema @ Value::Object(_)) => {
+                    Ok(OutputFormat::JsonSchema { name, schema: schema.to_string() })
+                }
+                Some(_) => Err(invalid("response_format.json_schema.schema must be an object")),
+            }
+        }
+        _ => Err(invalid(&format!(
+            "response_format {format} is not supported; the type must be text, json_object or \
+             json_schema"
+        ))),
     }
 }
 

@@ -8,6 +8,7 @@ mod args;
 mod config_file;
 mod keys;
 mod logging;
+mod output_format;
 mod signal;
 
 pub use args::{NodeArgs, Role};
@@ -16,4 +17,5 @@ pub use config_file::{
 };
 pub use keys::{ImportSource, KeyReport, KeysCommand, run_keys};
 pub use logging::{LOG_ENV, init_logging};
+pub use output_format::OutputFormatArgs;
 pub use signal::{ShutdownSignal, wait_for_shutdown_signal};

@@ -205,7 +205,7 @@ impl NetworkHandle {
         self.call(|reply| Command::PutRecord { record, reply }).await?
     }
 
-    /// Opens a request stream (`/lloom/request/2`) to `peer`, within the stream timeout.
+    /// Opens a request stream (`/lloom/request/3`) to `peer`, within the stream timeout.
     pub async fn open_request_stream(&self, peer: PeerId) -> Result<Stream> {
         let mut control = self.control.clone();
         tokio::time::timeout(self.stream_timeout, control.open_stream(peer, REQUEST_PROTOCOL))

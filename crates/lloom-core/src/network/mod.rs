@@ -7,7 +7,7 @@
 //!
 //! Protocols: TCP and QUIC, Noise, Yamux, identify, ping, Kademlia (`/lloom/kad/1`),
 //! gossipsub (announcements), mDNS (optional), request-response (registry queries,
-//! `/lloom/registry/1`), libp2p-stream (request streams, `/lloom/request/2`), relay client,
+//! `/lloom/registry/1`), libp2p-stream (request streams, `/lloom/request/3`), relay client,
 //! DCUtR, AutoNAT, and on validators a relay server.
 
 mod behaviour;

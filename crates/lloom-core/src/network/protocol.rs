@@ -4,7 +4,7 @@ use libp2p::StreamProtocol;
 
 /// Request streams: signed request in, chunks, checkpoints and a signed response (or a signed
 /// error) out; then the next request on the same stream, until either side closes it.
-pub const REQUEST_PROTOCOL: StreamProtocol = StreamProtocol::new("/lloom/request/2");
+pub const REQUEST_PROTOCOL: StreamProtocol = StreamProtocol::new("/lloom/request/3");
 /// Registry queries (request-response).
 pub const REGISTRY_PROTOCOL: StreamProtocol = StreamProtocol::new("/lloom/registry/1");
 /// The Kademlia DHT of the Lloom network.

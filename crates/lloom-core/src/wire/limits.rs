@@ -20,6 +20,9 @@ pub struct WireLimits {
     pub max_chunk_bytes: usize,
     /// Longest error message, in bytes.
     pub max_error_message_bytes: usize,
+    /// Longest JSON Schema an answer may be asked to follow, in bytes (the executor compiles
+    /// it into a grammar before any work starts).
+    pub max_schema_bytes: usize,
 }
 
 impl WireLimits {
@@ -37,6 +40,7 @@ impl Default for WireLimits {
             max_model_bytes: 256,
             max_chunk_bytes: 64 * 1024,
             max_error_message_bytes: 1024,
+            max_schema_bytes: 32 * 1024,
         }
     }
 }

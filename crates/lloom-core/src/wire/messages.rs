@@ -45,11 +45,67 @@ pub struct SamplingParams {
     pub seed: Option<u64>,
     /// Generation stops when any of these strings is produced.
     pub stop: Vec<String>,
+    /// OpenAI's `frequency_penalty` in `[-2, 2]`: lowers a token's logit by this much for each
+    /// time it was already generated (0: off).
+    pub frequency_penalty: f32,
+    /// OpenAI's `presence_penalty` in `[-2, 2]`: lowers a token's logit by this much once it
+    /// was generated at all (0: off).
+    pub presence_penalty: f32,
+    /// The shape the answer must take; anything but [`OutputFormat::Text`] constrains
+    /// sampling to tokens that keep the answer valid.
+    pub format: OutputFormat,
 }
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        Self { temperature: 0.0, top_p: 1.0, top_k: 0, seed: None, stop: Vec::new() }
+        Self {
+            temperature: 0.0,
+            top_p: 1.0,
+            top_k: 0,
+            seed: None,
+            stop: Vec::new(),
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
+            format: OutputFormat::Text,
+        }
+    }
+}
+
+/// The shape an answer must take (OpenAI's `response_format`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OutputFormat {
+    /// Free text.
+    #[default]
+    Text,
+    /// One JSON object, with any keys.
+    JsonObject,
+    /// JSON that a JSON Schema accepts.
+    JsonSchema {
+        /// The schema's name (OpenAI's `json_schema.name`): letters, digits, `_` and `-`,
+        /// at most 64.
+        name: String,
+        /// The schema, as JSON text.
+        schema: String,
+    },
+}
+
+impl OutputFormat {
+    /// Checks the name and that the schema is a JSON object of at most `max_schema_bytes`.
+    /// Whether an executor can compile the schema is its own check, before work starts.
+    fn validate(&self, limits: &WireLimits) -> Result<()> {
+        let Self::JsonSchema { name, schema } = self else { return Ok(()) };
+        let valid_name = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+        if name.is_empty() || name.len() > 64 || !name.chars().all(valid_name) {
+            return Err(Error::InvalidMessage(format!(
+                "schema name `{name}` must be 1 to 64 letters, digits, `_` or `-`"
+            )));
+        }
+        too_large("JSON schema", schema.len(), limits.max_schema_bytes)?;
+        match serde_json::from_str::<serde_json::Value>(schema) {
+            Ok(serde_json::Value::Object(_)) => Ok(()),
+            Ok(_) => Err(Error::InvalidMessage("the JSON schema must be a JSON object".into())),
+            Err(e) => Err(Error::InvalidMessage(format!("the JSON schema is not JSON: {e}"))),
+        }
     }
 }
 
@@ -89,7 +145,14 @@ impl RequestBody {
             }
             too_large("stop sequence", stop.len(), limits.max_stop_bytes)?;
         }
-        Ok(())
+        for (name, penalty) in
+            [("frequency_penalty", s.frequency_penalty), ("presence_penalty", s.presence_penalty)]
+        {
+            if !(penalty.is_finite() && (-2.0..=2.0).contains(&penalty)) {
+                return Err(Error::InvalidMessage(format!("{name} {penalty} not in [-2, 2]")));
+            }
+        }
+        s.format.validate(limits)
     }
 }
 

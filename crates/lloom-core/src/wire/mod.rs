@@ -16,6 +16,6 @@ pub use error_code::ErrorCode;
 pub use hashing::{content_hash, request_hash};
 pub use limits::WireLimits;
 pub use messages::{
-    ChatMessage, RequestBody, Role, SamplingParams, SignedError, SignedRequest, SignedResponse,
-    StreamChunk, WireMessage,
+    ChatMessage, OutputFormat, RequestBody, Role, SamplingParams, SignedError, SignedRequest,
+    SignedResponse, StreamChunk, WireMessage,
 };

@@ -74,6 +74,9 @@ pub struct GenerateArgs {
     /// Seed for sampled decoding.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// The shape of the answer.
+    #[command(flatten)]
+    pub format: lloom_core::cli::OutputFormatArgs,
 }
 
 /// `lloom-executor models ...`.
@@ -246,6 +249,7 @@ async fn generate(args: &GenerateArgs, json: bool, out: &mut (dyn Write + Send))
     let sampling = SamplingParams {
         temperature: args.temperature,
         seed: args.seed,
+        format: args.format.format()?,
         ..SamplingParams::default()
     };
     let mut generation = engine.generate(GenerateRequest {

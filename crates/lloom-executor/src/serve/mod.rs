@@ -1,6 +1,6 @@
 //! Serving requests from the network.
 //!
-//! [`Server`] accepts request streams (`/lloom/request/2`), each carrying one exchange after
+//! [`Server`] accepts request streams (`/lloom/request/3`), each carrying one exchange after
 //! another, applies every verification rule of lloom-core to each signed request, admits it
 //! past the per-client rate limits, the receipt store (not answered before) and the nonce
 //! store, runs it on the backend of the requested model, and streams the answer: text chunks

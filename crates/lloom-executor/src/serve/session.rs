@@ -274,6 +274,10 @@ where
                 Refusal::retry(ErrorCode::Busy, reason, shared.config.busy_retry_after_secs);
             return send_refusal(shared, digest, refusal, stream).await;
         }
+        Err(e @ crate::Error::Unservable(_)) => {
+            let refusal = Refusal::new(ErrorCode::InvalidRequest, e.to_string());
+            return send_refusal(shared, digest, refusal, stream).await;
+        }
         Err(e) => {
             let refusal = Refusal::new(ErrorCode::BackendFailure, e.to_string());
             return send_refusal(shared, digest, refusal, stream).await;

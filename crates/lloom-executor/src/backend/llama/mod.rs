@@ -7,6 +7,7 @@
 //! their KV cache.
 
 mod cpu_turn;
+mod grammar;
 mod pool;
 mod queue;
 mod slots;
@@ -77,6 +78,8 @@ impl EngineConfig {
 #[derive(Debug)]
 pub(crate) struct Job {
     pub(crate) request: GenerateRequest,
+    /// The grammar the answer must follow (see [`grammar::for_format`]).
+    pub(crate) grammar: Option<String>,
     pub(crate) events: mpsc::UnboundedSender<super::GenerationEvent>,
     pub(crate) cancel: CancellationToken,
     /// Counts the job as using its engine until the worker is done with it.
@@ -84,12 +87,14 @@ pub(crate) struct Job {
 }
 
 impl Job {
-    /// A job for `request` and the generation that receives its events.
-    pub(crate) fn new(request: GenerateRequest) -> (Self, Generation) {
+    /// A job for `request` and the generation that receives its events; fails at once if
+    /// the request's output format cannot be compiled into a grammar.
+    pub(crate) fn new(request: GenerateRequest) -> Result<(Self, Generation)> {
+        let grammar = grammar::for_format(&request.sampling.format)?;
         let (events_tx, events) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
-        let job = Self { request, events: events_tx, cancel: cancel.clone(), lease: None };
-        (job, Generation { events, cancel })
+        let job = Self { request, grammar, events: events_tx, cancel: cancel.clone(), lease: None };
+        Ok((job, Generation { events, cancel }))
     }
 
     /// Tells the caller that the job will never run.
@@ -245,7 +250,7 @@ impl Backend for LlamaEngine {
     }
 
     fn generate(&self, request: GenerateRequest) -> Result<Generation> {
-        let (job, generation) = Job::new(request);
+        let (job, generation) = Job::new(request)?;
         self.submit(job).map_err(|refused| refused.1)?;
         Ok(generation)
     }

@@ -247,13 +247,14 @@ impl ModelPool {
     }
 
     fn generate(self: &Arc<Self>, name: &str, request: GenerateRequest) -> Result<Generation> {
+        // Compiles the request's grammar, if any, before the pool's lock is taken.
+        let (job, generation) = Job::new(request)?;
         let mut state = self.lock();
         state.clock += 1;
         let now = state.clock;
         let budget = self.budget;
         let slot = state.slots.get_mut(name).ok_or_else(|| Error::UnknownModel(name.into()))?;
         slot.last_used = now;
-        let (job, generation) = Job::new(request);
         match &mut slot.state {
             SlotState::Loaded(engine) => {
                 engine.submit(job).map_err(|refused| refused.1)?;

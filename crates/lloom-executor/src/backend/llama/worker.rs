@@ -56,10 +56,40 @@ impl Sequence {
     }
 }
 
-fn sampler_for(params: &SamplingParams) -> LlamaSampler {
-    if params.temperature <= 0.0 {
-        return LlamaSampler::greedy();
+/// The sampler chain of one request: its grammar (if its answer has a format), the
+/// repetition penalties (if any), then greedy or temperature sampling.
+fn sampler_for(model: &LlamaModel, job: &Job) -> Result<LlamaSampler, String> {
+    let params = &job.request.sampling;
+    let mut chain = Vec::new();
+    if let Some(grammar) = &job.grammar {
+        let grammar = LlamaSampler::grammar(model, grammar, "root")
+            .map_err(|e| format!("the answer's grammar does not load: {e}"))?;
+        chain.push(grammar);
     }
+    if params.frequency_penalty != 0.0 || params.presence_penalty != 0.0 {
+        // Over every token generated so far, as OpenAI counts them.
+        let window = i32::try_from(job.request.max_tokens).unwrap_or(i32::MAX);
+        chain.push(LlamaSampler::penalties(
+            model.n_vocab(),
+            window,
+            1.0,
+            params.frequency_penalty,
+            params.presence_penalty,
+        ));
+    }
+    if params.temperature <= 0.0 {
+        if chain.is_empty() {
+            return Ok(LlamaSampler::greedy());
+        }
+        chain.push(LlamaSampler::greedy());
+        return Ok(LlamaSampler::chain_simple(chain));
+    }
+    chain.extend(temperature_samplers(params));
+    Ok(LlamaSampler::chain_simple(chain))
+}
+
+/// Top-k, top-p, temperature and the seeded draw.
+fn temperature_samplers(params: &SamplingParams) -> Vec<LlamaSampler> {
     let mut chain = Vec::new();
     if params.top_k > 0 {
         chain.push(LlamaSampler::top_k(i32::try_from(params.top_k).unwrap_or(i32::MAX)));
@@ -70,7 +100,7 @@ fn sampler_for(params: &SamplingParams) -> LlamaSampler {
     chain.push(LlamaSampler::temp(params.temperature));
     let seed = params.seed.map_or_else(rand_seed, |s| (s & 0xffff_ffff) as u32);
     chain.push(LlamaSampler::dist(seed));
-    LlamaSampler::chain_simple(chain)
+    chain
 }
 
 fn rand_seed() -> u32 {
@@ -259,11 +289,18 @@ fn batch_loop(
                 job.fail(message);
                 continue;
             }
+            let sampler = match sampler_for(model, &job) {
+                Ok(sampler) => sampler,
+                Err(message) => {
+                    job.fail(message);
+                    continue;
+                }
+            };
             let Some(id) = ids.take_next(run_of(&active)) else { break };
             let _ = job.events.send(GenerationEvent::Started { input_tokens: tokens.len() as u64 });
             active.push(Sequence {
                 id,
-                sampler: sampler_for(&job.request.sampling),
+                sampler,
                 text: StreamText::new(&job.request.sampling.stop),
                 input_tokens: tokens.len() as u64,
                 prefill: tokens,

@@ -11,6 +11,7 @@
 //! a bound and its message reported, and at most `max_concurrent` requests run at once (more
 //! are refused as Busy).
 
+mod request;
 mod sse;
 
 use std::sync::Arc;
@@ -18,8 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
-use lloom_core::{FinishReason, Role};
-use serde_json::{Value, json};
+use lloom_core::FinishReason;
+use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +28,7 @@ pub use sse::{SseError, SseParser};
 
 use super::{Backend, GenerateRequest, Generation, GenerationEvent, Usage};
 use crate::error::{Error, Result};
+use request::request_body;
 
 /// How to reach the server.
 #[derive(Clone, Debug)]
@@ -136,6 +138,7 @@ impl Backend for OpenAiBackend {
     }
 
     fn generate(&self, request: GenerateRequest) -> Result<Generation> {
+        let body = request_body(&self.config, &request)?;
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::Backend("the HTTP backend needs a tokio runtime".into()))?;
         let permit = self.slots.clone().try_acquire_owned().map_err(|_| {
@@ -151,7 +154,7 @@ impl Backend for OpenAiBackend {
             cancel: cancel.clone(),
         };
         runtime.spawn(async move {
-            run.generate(request).await;
+            run.generate(request, body).await;
             drop(permit);
         });
         Ok(Generation { events, cancel })
@@ -176,8 +179,7 @@ struct Tally {
 }
 
 impl Run {
-    async fn generate(self, request: GenerateRequest) {
-        let body = request_body(&self.config, &request);
+    async fn generate(self, request: GenerateRequest, body: Value) {
         let mut delay = Duration::from_millis(100);
         let mut attempt = 0;
         let response = loop {
@@ -307,43 +309,6 @@ impl Run {
             }
         }
     }
-}
-
-fn request_body(config: &OpenAiConfig, request: &GenerateRequest) -> Value {
-    let messages: Vec<Value> = request
-        .messages
-        .iter()
-        .map(|m| {
-            let role = match m.role {
-                Role::System => "system",
-                Role::User => "user",
-                Role::Assistant => "assistant",
-            };
-            json!({ "role": role, "content": m.content })
-        })
-        .collect();
-    let s = &request.sampling;
-    let mut body = json!({
-        "model": config.remote_model,
-        "messages": messages,
-        "max_tokens": request.max_tokens,
-        "temperature": s.temperature,
-        "top_p": s.top_p,
-        "stream": true,
-        "stream_options": { "include_usage": true },
-    });
-    if let Some(fields) = body.as_object_mut() {
-        if let Some(seed) = s.seed {
-            fields.insert("seed".into(), json!(seed));
-        }
-        if !s.stop.is_empty() {
-            fields.insert("stop".into(), json!(s.stop));
-        }
-        if s.top_k > 0 {
-            fields.insert("top_k".into(), json!(s.top_k));
-        }
-    }
-    body
 }
 
 /// Reads at most `limit` bytes of a body.
