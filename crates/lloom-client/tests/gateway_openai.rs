@@ -61,6 +61,16 @@ try:
     uncompilable = None
 except openai.BadRequestError as e:
     uncompilable = [e.status_code, e.code, "JSON schema" in e.message]
+# One that converts but that llama.cpp will not load (too many repetitions): refused likewise.
+try:
+    client.chat.completions.create(
+        model=model, messages=ask, max_tokens=8,
+        response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {
+            "type": "array", "items": {"type": "integer"}, "minItems": 100000}}},
+    )
+    unloadable = None
+except openai.BadRequestError as e:
+    unloadable = [e.status_code, e.code, "grammar does not load" in e.message]
 after_uncompilable = client.chat.completions.create(
     model=model, messages=ask, max_tokens=4).choices[0].finish_reason
 try:
@@ -97,6 +107,7 @@ print(json.dumps({
     "structured": json.loads(structured.choices[0].message.content),
     "structured_finish": structured.choices[0].finish_reason,
     "uncompilable": uncompilable,
+    "unloadable": unloadable,
     "after_uncompilable": after_uncompilable,
     "missing_status": missing,
     "wrong_key_status": wrong_key,
@@ -211,6 +222,7 @@ async fn the_official_openai_sdk_works_against_the_gateway() {
     assert!(structured["capital"].is_string(), "{report}");
     assert_eq!(report["structured_finish"], "stop");
     assert_eq!(report["uncompilable"], serde_json::json!([400, "refused_by_executor", true]));
+    assert_eq!(report["unloadable"], serde_json::json!([400, "refused_by_executor", true]));
     assert_eq!(report["after_uncompilable"], "length", "{report}");
     assert_eq!(report["missing_status"], 404);
     assert_eq!(report["wrong_key_status"], 401);

@@ -26,6 +26,7 @@ async fn main() {
         baseline: true,
         rounds: if benching { 5 } else { 1 },
         churn: false,
+        format: lloom_core::OutputFormat::Text,
     };
     let report = run_engine_bench(&options).await.unwrap();
     println!("{report}");

@@ -170,7 +170,9 @@ async fn a_long_prompt_is_prefilled_in_chunks_while_others_keep_decoding() {
                 GenerationEvent::Text { .. } | GenerationEvent::Done(_) => {
                     at_first_token = Some(decoded);
                 }
-                GenerationEvent::Failed(message) => panic!("{message}"),
+                GenerationEvent::Failed(message) | GenerationEvent::Refused(message) => {
+                    panic!("{message}")
+                }
             },
         }
     }

@@ -79,7 +79,7 @@ fn bench_churn_moves_sequences_only_when_moving_is_on() {
         .arg("--data-dir")
         .arg(dir.path())
         .args(["--json", "bench", "--no-baseline", "--rounds", "1", "--streams", "5"])
-        .args(["--max-tokens", "10", "--churn"])
+        .args(["--max-tokens", "10", "--churn", "--json-object"])
         .timeout(std::time::Duration::from_secs(600))
         .assert()
         .success()
@@ -87,6 +87,9 @@ fn bench_churn_moves_sequences_only_when_moving_is_on() {
         .stdout
         .clone();
     let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    // The engine's own streams were held to JSON (the churn runs stay free text).
+    assert_eq!(report["format"], "json_object");
+    assert!(report["single"]["output_tokens"].as_u64().unwrap() > 0, "{report}");
     let runs = report["churn"].as_array().unwrap();
     let order: Vec<(&str, bool)> = runs
         .iter()

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use lloom_core::{FinishReason, OutputFormat};
 use lloom_executor::Error;
 use lloom_executor::backend::llama::{EngineConfig, LlamaEngine};
-use lloom_executor::backend::{Backend, GenerateRequest};
+use lloom_executor::backend::{Backend, GenerateRequest, GenerationEvent};
 use lloom_executor::models::DEFAULT_MODEL;
 use serde_json::Value;
 
@@ -92,6 +92,25 @@ async fn a_schema_that_cannot_become_a_grammar_fails_before_it_is_queued() {
     let err = engine.generate(with_format(ask(FRANCE, 8, &[]), bad)).unwrap_err();
     assert!(matches!(err, Error::Unservable(_)), "{err}");
     assert!(err.to_string().contains("JSON schema"), "{err}");
+}
+
+#[tokio::test]
+async fn a_grammar_llama_cpp_will_not_load_is_refused_as_the_requests_fault() {
+    let engine = engine(1);
+    // Converted, but past llama.cpp's limit on repetitions when the grammar loads.
+    let schema = r#"{"type": "array", "items": {"type": "integer"}, "minItems": 100000}"#;
+    let huge = OutputFormat::JsonSchema { name: "huge".into(), schema: schema.into() };
+    let mut generation = engine.generate(with_format(ask(FRANCE, 8, &[]), huge)).unwrap();
+    match generation.events.recv().await {
+        Some(GenerationEvent::Refused(message)) => {
+            assert!(message.contains("grammar does not load"), "{message}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(generation.events.recv().await, None);
+    // The engine goes on serving.
+    let (text, _) = answer(&engine, ask(FRANCE, 16, &[])).await;
+    assert!(text.contains("Paris"), "{text:?}");
 }
 
 #[tokio::test]

@@ -65,6 +65,9 @@ pub enum GenerationEvent {
     Done(Usage),
     /// The backend failed; nothing follows.
     Failed(String),
+    /// The request cannot be served as asked, here or on any executor (its answer's grammar
+    /// does not load), found before any work; nothing follows.
+    Refused(String),
 }
 
 /// A running generation. Holds at most `max_tokens + 1` events, so its channel is bounded by
@@ -90,7 +93,7 @@ impl Generation {
                 GenerationEvent::Started { .. } => {}
                 GenerationEvent::Text { text: t, .. } => text.push_str(&t),
                 GenerationEvent::Done(usage) => return Ok((text, usage)),
-                GenerationEvent::Failed(e) => return Err(e),
+                GenerationEvent::Failed(e) | GenerationEvent::Refused(e) => return Err(e),
             }
         }
         Err("generation ended without a result".into())

@@ -15,6 +15,7 @@
 use std::time::Instant;
 
 use futures::future::try_join_all;
+use lloom_core::OutputFormat;
 use serde::Serialize;
 
 use super::streams::read_to_end;
@@ -89,7 +90,7 @@ pub(super) fn drain_length(max_tokens: u32, streams: usize, nth: usize) -> u32 {
 
 /// Runs one request of `max_tokens` to its end; returns the tokens it generated.
 async fn answer(engine: &LlamaEngine, max_tokens: u32) -> Result<u64> {
-    let generation = engine.generate(chat_request(max_tokens))?;
+    let generation = engine.generate(chat_request(max_tokens, &OutputFormat::Text))?;
     Ok(read_to_end(generation, Instant::now()).await?.1)
 }
 
@@ -159,12 +160,12 @@ pub(super) async fn churn_runs(
     drop(moving);
     let still =
         load_engine(path, &EngineConfig { move_sequences: false, ..config.clone() }).await?;
-    engine_streams(&still, streams, max_tokens / 4 + 1).await?;
+    engine_streams(&still, streams, max_tokens / 4 + 1, &OutputFormat::Text).await?;
     both(&still, &mut runs).await?;
     both(&still, &mut runs).await?;
     drop(still);
     let moving = load_engine(path, config).await?;
-    engine_streams(&moving, streams, max_tokens / 4 + 1).await?;
+    engine_streams(&moving, streams, max_tokens / 4 + 1, &OutputFormat::Text).await?;
     both(&moving, &mut runs).await?;
     Ok(runs)
 }

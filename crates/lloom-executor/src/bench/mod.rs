@@ -17,7 +17,7 @@ mod streams;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use lloom_core::{ChatMessage, Role, SamplingParams};
+use lloom_core::{ChatMessage, OutputFormat, Role, SamplingParams};
 use serde::Serialize;
 
 use self::baseline::PlainLoop;
@@ -60,6 +60,9 @@ pub struct EngineBenchOptions {
     /// Also run staggered arrivals and lengths at the largest stream count, moving sequences
     /// and not, in the order moving, not, not, moving.
     pub churn: bool,
+    /// The format the engine's answers are held to (the plain loops stay free text, so their
+    /// ratio shows what the grammar costs; the churn runs stay free text too).
+    pub format: OutputFormat,
 }
 
 /// One plain-loop run.
@@ -159,6 +162,9 @@ pub struct EngineBenchReport {
     pub threads: u32,
     /// Layers offloaded to the GPU.
     pub gpu_layers: u32,
+    /// The format the engine's answers were held to (`text`, `json_object` or the schema's
+    /// name).
+    pub format: String,
     /// The plain loop's median round (by decode speed), when run.
     pub baseline: Option<BaselineFigures>,
     /// Time to load the engine, in seconds.
@@ -197,6 +203,13 @@ impl std::fmt::Display for EngineBenchReport {
             "model {} ({} threads, {} GPU layers)",
             self.model, self.threads, self.gpu_layers
         )?;
+        if self.format != "text" {
+            writeln!(
+                f,
+                "answers held to {} (the plain loops' answers are free text)",
+                self.format
+            )?;
+        }
         if let Some(b) = &self.baseline {
             writeln!(
                 f,
@@ -285,10 +298,10 @@ impl std::fmt::Display for EngineBenchReport {
     }
 }
 
-fn chat_request(max_tokens: u32) -> GenerateRequest {
+fn chat_request(max_tokens: u32, format: &OutputFormat) -> GenerateRequest {
     GenerateRequest {
         messages: vec![ChatMessage { role: Role::User, content: PROMPT.into() }],
-        sampling: SamplingParams::default(),
+        sampling: SamplingParams { format: format.clone(), ..SamplingParams::default() },
         max_tokens,
         max_input_tokens: None,
         client: None,
@@ -370,7 +383,7 @@ pub async fn run_engine_bench(options: &EngineBenchOptions) -> Result<EngineBenc
     let load = Instant::now();
     let engine = load_engine(&options.path, &config).await?;
     let load_secs = load.elapsed().as_secs_f64();
-    let single_run = || engine_streams(&engine, 1, options.max_tokens);
+    let single_run = || engine_streams(&engine, 1, options.max_tokens, &options.format);
     let plain_run = async || match &plain {
         Some(plain) => plain.run().await.map(Some),
         None => Ok(None),
@@ -403,7 +416,7 @@ pub async fn run_engine_bench(options: &EngineBenchOptions) -> Result<EngineBenc
         if let Some(plain) = &plain {
             batched.push(plain.run_batched(n).await?);
         }
-        concurrent.push(engine_streams(&engine, n, options.max_tokens).await?);
+        concurrent.push(engine_streams(&engine, n, options.max_tokens, &options.format).await?);
     }
     let (measured, resident) = match (before, device_used(device)) {
         (Some((before, resident_before)), Some((after, resident_after))) => (
@@ -423,6 +436,11 @@ pub async fn run_engine_bench(options: &EngineBenchOptions) -> Result<EngineBenc
         model: options.path.display().to_string(),
         threads,
         gpu_layers: config.gpu_layers,
+        format: match &options.format {
+            OutputFormat::Text => "text".into(),
+            OutputFormat::JsonObject => "json_object".into(),
+            OutputFormat::JsonSchema { name, .. } => format!("the JSON schema `{name}`"),
+        },
         baseline,
         load_secs,
         single,

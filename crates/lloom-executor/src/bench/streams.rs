@@ -11,6 +11,8 @@ use std::time::Instant;
 
 use futures::future::try_join_all;
 
+use lloom_core::OutputFormat;
+
 use super::{StreamFigures, chat_request};
 use crate::backend::llama::LlamaEngine;
 use crate::backend::{Backend, GenerationEvent};
@@ -57,7 +59,9 @@ pub(super) async fn read_to_end(
                 }
                 return Ok((timeline, usage.output_tokens));
             }
-            GenerationEvent::Failed(e) => return Err(Error::EngineLoad(e)),
+            GenerationEvent::Failed(e) | GenerationEvent::Refused(e) => {
+                return Err(Error::EngineLoad(e));
+            }
         }
     }
     Err(Error::EngineLoad("the engine dropped a stream".into()))
@@ -68,11 +72,12 @@ pub(super) async fn engine_streams(
     engine: &LlamaEngine,
     streams: usize,
     max_tokens: u32,
+    format: &OutputFormat,
 ) -> Result<StreamFigures> {
     let start = Instant::now();
     let mut generations = Vec::with_capacity(streams);
     for _ in 0..streams {
-        generations.push(engine.generate(chat_request(max_tokens))?);
+        generations.push(engine.generate(chat_request(max_tokens, format))?);
     }
     let runs = try_join_all(generations.into_iter().map(|g| read_to_end(g, start))).await?;
     let wall = start.elapsed().as_secs_f64();

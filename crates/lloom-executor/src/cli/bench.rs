@@ -34,6 +34,9 @@ pub struct BenchArgs {
     /// count, with the engine moving sequences into freed slots and without (a minute more).
     #[arg(long)]
     pub churn: bool,
+    /// Hold the engine's answers to JSON, to measure what the grammar costs.
+    #[command(flatten)]
+    pub format: lloom_core::cli::OutputFormatArgs,
 }
 
 pub(super) async fn run(args: &BenchArgs, json: bool, out: &mut (dyn Write + Send)) -> Result<()> {
@@ -69,6 +72,7 @@ pub(super) async fn run(args: &BenchArgs, json: bool, out: &mut (dyn Write + Sen
         baseline: !args.no_baseline,
         rounds: args.rounds,
         churn: args.churn,
+        format: args.format.format()?,
     };
     if !json {
         writeln!(out, "benchmarking (a minute or so on a small CPU) ...")?;

@@ -364,6 +364,11 @@ where
                 let refusal = Refusal::new(ErrorCode::BackendFailure, message);
                 return send_refusal(shared, digest, refusal, stream).await;
             }
+            Some(GenerationEvent::Refused(message)) => {
+                outbox.flush(stream, write_timeout).await?;
+                let refusal = Refusal::new(ErrorCode::InvalidRequest, message);
+                return send_refusal(shared, digest, refusal, stream).await;
+            }
             None => {
                 // The backend dropped the job before it started (cancelled at the deadline).
                 outbox.flush(stream, write_timeout).await?;

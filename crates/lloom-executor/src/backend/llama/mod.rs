@@ -10,6 +10,7 @@ mod cpu_turn;
 mod grammar;
 mod pool;
 mod queue;
+mod sampling;
 mod slots;
 mod worker;
 
@@ -101,6 +102,12 @@ impl Job {
     pub(crate) fn fail(mut self, message: String) {
         self.release();
         let _ = self.events.send(super::GenerationEvent::Failed(message));
+    }
+
+    /// Tells the caller that the job will never run because of what it asks for.
+    pub(crate) fn refuse(mut self, message: String) {
+        self.release();
+        let _ = self.events.send(super::GenerationEvent::Refused(message));
     }
 
     /// Stops counting the job as using its engine; call it before the final event, so a

@@ -12,12 +12,12 @@ use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaModel};
-use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
-use lloom_core::{FinishReason, Role, SamplingParams};
+use lloom_core::{FinishReason, Role};
 
 use super::cpu_turn::{CpuTurn, computes_on_cpu};
 use super::queue::TryPopError;
+use super::sampling::Samplers;
 use super::slots::SequenceIds;
 use super::{EngineConfig, Job, JobQueue};
 use crate::backend::{GenerationEvent, StreamText, Usage};
@@ -42,7 +42,7 @@ struct Sequence {
     /// Index of this sequence's logits in the current batch; `None` while its prompt is still
     /// being fed in chunks (nothing to sample yet).
     logits_at: Option<i32>,
-    sampler: LlamaSampler,
+    sampler: Samplers,
     text: StreamText,
     input_tokens: u64,
     output_tokens: u64,
@@ -54,60 +54,6 @@ impl Sequence {
         // A closed receiver is noticed (and the sequence cancelled) at the next step.
         let _ = self.job.events.send(event);
     }
-}
-
-/// The sampler chain of one request: its grammar (if its answer has a format), the
-/// repetition penalties (if any), then greedy or temperature sampling.
-fn sampler_for(model: &LlamaModel, job: &Job) -> Result<LlamaSampler, String> {
-    let params = &job.request.sampling;
-    let mut chain = Vec::new();
-    if let Some(grammar) = &job.grammar {
-        let grammar = LlamaSampler::grammar(model, grammar, "root")
-            .map_err(|e| format!("the answer's grammar does not load: {e}"))?;
-        chain.push(grammar);
-    }
-    if params.frequency_penalty != 0.0 || params.presence_penalty != 0.0 {
-        // Over every token generated so far, as OpenAI counts them.
-        let window = i32::try_from(job.request.max_tokens).unwrap_or(i32::MAX);
-        chain.push(LlamaSampler::penalties(
-            model.n_vocab(),
-            window,
-            1.0,
-            params.frequency_penalty,
-            params.presence_penalty,
-        ));
-    }
-    if params.temperature <= 0.0 {
-        if chain.is_empty() {
-            return Ok(LlamaSampler::greedy());
-        }
-        chain.push(LlamaSampler::greedy());
-        return Ok(LlamaSampler::chain_simple(chain));
-    }
-    chain.extend(temperature_samplers(params));
-    Ok(LlamaSampler::chain_simple(chain))
-}
-
-/// Top-k, top-p, temperature and the seeded draw.
-fn temperature_samplers(params: &SamplingParams) -> Vec<LlamaSampler> {
-    let mut chain = Vec::new();
-    if params.top_k > 0 {
-        chain.push(LlamaSampler::top_k(i32::try_from(params.top_k).unwrap_or(i32::MAX)));
-    }
-    if params.top_p < 1.0 {
-        chain.push(LlamaSampler::top_p(params.top_p, 1));
-    }
-    chain.push(LlamaSampler::temp(params.temperature));
-    let seed = params.seed.map_or_else(rand_seed, |s| (s & 0xffff_ffff) as u32);
-    chain.push(LlamaSampler::dist(seed));
-    chain
-}
-
-fn rand_seed() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(42)
 }
 
 fn role_name(role: Role) -> &'static str {
@@ -289,10 +235,10 @@ fn batch_loop(
                 job.fail(message);
                 continue;
             }
-            let sampler = match sampler_for(model, &job) {
+            let sampler = match Samplers::for_job(model, &job) {
                 Ok(sampler) => sampler,
                 Err(message) => {
-                    job.fail(message);
+                    job.refuse(message);
                     continue;
                 }
             };
