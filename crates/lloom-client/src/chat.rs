@@ -99,6 +99,18 @@ pub const RESPONSE_CHECKS: [&str; 7] = [
     "content hash matches the streamed text",
 ];
 
+/// The check a final response also passes when its request asked for JSON.
+pub const FORMAT_CHECK: &str = "the text is the JSON the request's format asked for";
+
+/// The checks a final response to a request with `format` passes.
+pub fn response_checks(format: &lloom_core::OutputFormat) -> Vec<&'static str> {
+    let mut checks = RESPONSE_CHECKS.to_vec();
+    if *format != lloom_core::OutputFormat::Text {
+        checks.push(FORMAT_CHECK);
+    }
+    checks
+}
+
 /// One event of a chat answer.
 #[derive(Clone, Debug)]
 pub enum ChatEvent {

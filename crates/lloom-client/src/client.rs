@@ -34,7 +34,8 @@ use tokio::task::JoinHandle;
 
 use crate::attempt::{self, AttemptFailure, AttemptLimits, Links};
 pub use crate::chat::{
-    AttemptReport, ChatEvent, ChatRequest, ChatStream, RESPONSE_CHECKS, Receipt,
+    AttemptReport, ChatEvent, ChatRequest, ChatStream, FORMAT_CHECK, RESPONSE_CHECKS, Receipt,
+    response_checks,
 };
 use crate::chat_cost::{ChatCost, KeepCheckpoint, OpenCheckpoint};
 pub use crate::config::ClientConfig;
@@ -462,7 +463,7 @@ impl Client {
                         text: answer.text,
                         request: signed.into_request(),
                         response: answer.response,
-                        checks: RESPONSE_CHECKS.to_vec(),
+                        checks: response_checks(&request.sampling.format),
                         attempts: reports,
                     });
                 }

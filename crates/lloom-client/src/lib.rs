@@ -43,7 +43,10 @@ mod stream_pool;
 
 pub use attempt::AttemptFailure;
 pub use chain_cli::ChainCommand;
-pub use client::{ChatEvent, ChatRequest, ChatStream, Client, ClientConfig, Receipt};
+pub use client::{
+    ChatEvent, ChatRequest, ChatStream, Client, ClientConfig, FORMAT_CHECK, RESPONSE_CHECKS,
+    Receipt,
+};
 pub use error::{Error, Result};
 pub use routing::{RouteFilter, Strategy};
 pub use spend_cli::SpendCommand;

@@ -382,6 +382,35 @@ async fn a_lying_executor_is_caught_penalised_and_replaced() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_answering_prose_where_json_was_asked_for_is_rejected_and_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_v, addrs) = validator().await;
+    // The cheaper one ignores the format (as a backend that drops `response_format` would).
+    let (_prose, prose_key) = executor(&addrs, Script::answer(MODEL, "Paris."), 3, &dir).await;
+    let json = Script::answer(MODEL, r#"{"capital": "Paris"}"#);
+    let (_json, json_key) = executor(&addrs, json, 5, &dir).await;
+    let client = client(&addrs, Strategy::Cheapest, 2).await;
+
+    let mut request = ask();
+    request.sampling.format = lloom_core::OutputFormat::JsonObject;
+    let receipt = client.chat(request).await.unwrap().collect().await.unwrap();
+    assert_eq!(
+        (receipt.executor, receipt.text.as_str()),
+        (json_key.address(), r#"{"capital": "Paris"}"#)
+    );
+    assert_eq!(receipt.checks.last(), Some(&lloom_client::FORMAT_CHECK));
+    let first = &receipt.attempts[0];
+    assert_eq!(first.executor, prose_key.address());
+    let Some(AttemptFailure::Verification(why)) = &first.failure else {
+        panic!("expected a verification failure, got {:?}", first.failure)
+    };
+    assert!(why.contains("not a JSON object"), "the failed check is named: {why}");
+    // Free text asks for no such check.
+    let receipt = client.chat(ask()).await.unwrap().collect().await.unwrap();
+    assert_eq!(receipt.checks.len(), lloom_client::RESPONSE_CHECKS.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_validator_down_known_executors_still_answer() {
     let dir = tempfile::tempdir().unwrap();
     let (validator, addrs) = validator().await;

@@ -145,11 +145,15 @@ async fn completions_models_and_health_follow_the_openai_shapes() {
         "logprobs": false, "logit_bias": {}, "top_k": 40});
     let (status, _, body) = http(net.addr, "POST", "/v1/chat/completions", &chat(&plain)).await;
     assert_eq!(status, 200, "{body}");
-    // JSON mode and penalties are accepted (this scripted backend does not shape its answer;
-    // the engine's own tests and the SDK test over the real model check that).
+    // JSON mode and penalties are accepted; this scripted backend answers prose all the same,
+    // which the client catches: no verified answer, and the failed check named. (The
+    // engine's own tests and the SDK test over the real model check real JSON answers.)
     let json_mode = json!({"response_format": {"type": "json_object"}, "presence_penalty": 0.5});
     let (status, _, body) = http(net.addr, "POST", "/v1/chat/completions", &chat(&json_mode)).await;
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(status, 502, "{body}");
+    let error = &json_body(&body)["error"];
+    assert_eq!(error["code"], "no_verified_answer", "{error}");
+    assert!(error["message"].as_str().unwrap().contains("not a JSON object"), "{error}");
 
     // One model, as `client.models.retrieve(id)` asks for it.
     let (status, _, body) = http(net.addr, "GET", &format!("/v1/models/{MODEL}"), b"").await;
@@ -168,7 +172,7 @@ async fn completions_models_and_health_follow_the_openai_shapes() {
     let (status, headers, body) = http(net.addr, "GET", "/metrics", b"").await;
     assert_eq!(status, 200, "{body}");
     assert!(headers.contains("content-type: text/plain; version=0.0.4"), "{headers}");
-    assert!(body.contains("lloom_gateway_completions_total{outcome=\"ok\"} 3\n"), "{body}");
+    assert!(body.contains("lloom_gateway_completions_total{outcome=\"ok\"} 2\n"), "{body}");
     assert!(body.contains("lloom_client_executor_successes_total{executor=\"0x"), "{body}");
     assert!(body.contains("lloom_client_executor_ttft_milliseconds{executor=\"0x"), "{body}");
 }

@@ -159,6 +159,14 @@ pub enum Error {
     /// The message is well-formed but violates a protocol rule (e.g. empty messages).
     #[error("invalid message: {0}")]
     InvalidMessage(String),
+    /// The answer is not the JSON its request's output format asked for.
+    #[error("the answer is not {wanted}, as the request asked: {why}")]
+    FormatViolated {
+        /// What the format asked for.
+        wanted: &'static str,
+        /// What is wrong with the answer.
+        why: String,
+    },
 
     // ----- wire codec -------------------------------------------------------------------------
     /// A frame or field is larger than the configured limit.
@@ -287,6 +295,7 @@ impl Error {
                 | CostMismatch { .. }
                 | CostOverflow
                 | ContentHashMismatch { .. }
+                | FormatViolated { .. }
                 | InvalidMessage(_)
                 | TooLarge { .. }
                 | Truncated { .. }

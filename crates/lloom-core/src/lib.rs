@@ -65,6 +65,7 @@
 //!   three node binaries.
 
 pub mod announce;
+pub mod answer_format;
 pub mod eip712;
 pub mod error;
 pub mod group_commit;

@@ -246,7 +246,9 @@ pub fn verify_request<R: RequestWithDigest + ?Sized>(
     Ok(digest)
 }
 
-/// Verifies a final response against the request it answers and the text received.
+/// Verifies a final response against the request it answers and the text received, the
+/// text's shape included where the request asked for JSON
+/// ([`check_answer_format`](crate::answer_format::check_answer_format)).
 pub fn verify_response<R: RequestWithDigest + ?Sized>(
     response: &SignedResponse,
     request: &R,
@@ -256,7 +258,10 @@ pub fn verify_response<R: RequestWithDigest + ?Sized>(
     now: u64,
 ) -> Result<()> {
     check_partial(response, false)?;
-    verify_commitment(response, request, content, sender, policy, now)
+    verify_commitment(response, request, content, sender, policy, now)?;
+    let finish = FinishReason::from_code(response.commitment.finishReason)?;
+    let sampling = &request.signed_request().body.sampling;
+    crate::answer_format::check_answer_format(sampling, finish, content)
 }
 
 /// Verifies a mid-stream checkpoint against the request and the text received so far.

@@ -162,6 +162,33 @@ fn a_schema_larger_than_the_limit_is_rejected_and_one_within_it_verifies() {
 }
 
 #[test]
+fn a_final_answer_must_have_the_shape_its_request_asked_for() {
+    let mut body = body();
+    body.sampling.format = OutputFormat::JsonObject;
+    // No stop sequence that could have cut a `stop` answer short.
+    body.sampling.stop.clear();
+    let mut commitment = request_commitment();
+    commitment.requestHash = lloom_core::wire::request_hash(&body);
+    let req =
+        SignedRequest::sign(&client_key(), DomainConfig::default(), commitment, body).unwrap();
+    let answer = |text: &str, finish| {
+        let c = response_commitment(&req, text, 8, finish);
+        let resp = SignedResponse::sign(&executor_key(), DomainConfig::default(), c).unwrap();
+        verify_response(&resp, &req, text, None, &policy(), NOW)
+    };
+    answer(r#"{"capital": "Paris"}"#, FinishReason::Stop).unwrap();
+    answer(r#"{"capital": "Pa"#, FinishReason::Length).unwrap();
+    let err = answer(TEXT, FinishReason::Stop).unwrap_err();
+    assert!(matches!(err, Error::FormatViolated { wanted: "a JSON object", .. }), "{err}");
+    let err = answer(r#"{"capital": "Pa"#, FinishReason::Stop).unwrap_err();
+    assert!(matches!(err, Error::FormatViolated { .. }), "{err}");
+    // A checkpoint is the start of an answer: its shape is not checked.
+    let c = response_commitment(&req, TEXT, 8, FinishReason::Partial);
+    let cp = SignedResponse::sign(&executor_key(), DomainConfig::default(), c).unwrap();
+    verify_checkpoint(&cp, &req, TEXT, None, &policy(), NOW).unwrap();
+}
+
+#[test]
 fn nonce_replay_rejected_across_restart() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nonces.redb");
