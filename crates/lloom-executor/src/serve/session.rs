@@ -266,7 +266,17 @@ where
         max_input_tokens: Some(c.maxInputTokens),
         client: Some(c.client),
     };
-    let mut generation = match model.backend.generate(generate) {
+    // Turning a JSON schema into a grammar takes milliseconds (tens for a deeply nested one):
+    // off the async workers, so the other streams on this one are not held up.
+    let generated = if generate.sampling.format == lloom_core::OutputFormat::Text {
+        model.backend.generate(generate)
+    } else {
+        let backend = model.backend.clone();
+        tokio::task::spawn_blocking(move || backend.generate(generate)).await.unwrap_or_else(|e| {
+            Err(crate::Error::Backend(format!("generation did not start: {e}")))
+        })
+    };
+    let mut generation = match generated {
         Ok(g) => g,
         Err(crate::Error::Busy(reason)) => {
             shared.stats.busy.fetch_add(1, Ordering::Relaxed);
