@@ -135,19 +135,22 @@ fn invalid_bodies_are_rejected() {
     }
 }
 
+/// The test request with its body edited by `edit`, hashed and signed again.
+fn signed_with_body(edit: impl FnOnce(&mut lloom_core::RequestBody)) -> SignedRequest {
+    let mut body = body();
+    edit(&mut body);
+    let mut commitment = request_commitment();
+    commitment.requestHash = lloom_core::wire::request_hash(&body);
+    SignedRequest::sign(&client_key(), DomainConfig::default(), commitment, body).unwrap()
+}
+
 fn schema(name: &str, schema: &str) -> OutputFormat {
     OutputFormat::JsonSchema { name: name.into(), schema: schema.into() }
 }
 
 #[test]
 fn a_schema_larger_than_the_limit_is_rejected_and_one_within_it_verifies() {
-    let signed = |format: OutputFormat| {
-        let mut body = body();
-        body.sampling.format = format;
-        let mut commitment = request_commitment();
-        commitment.requestHash = lloom_core::wire::request_hash(&body);
-        SignedRequest::sign(&client_key(), DomainConfig::default(), commitment, body).unwrap()
-    };
+    let signed = |format: OutputFormat| signed_with_body(|b| b.sampling.format = format);
     let limit = lloom_core::WireLimits::default().max_schema_bytes;
     let padding = " ".repeat(limit);
     let huge = signed(schema("answer", &format!("{{{padding}}}")));
@@ -163,14 +166,11 @@ fn a_schema_larger_than_the_limit_is_rejected_and_one_within_it_verifies() {
 
 #[test]
 fn a_final_answer_must_have_the_shape_its_request_asked_for() {
-    let mut body = body();
-    body.sampling.format = OutputFormat::JsonObject;
-    // No stop sequence that could have cut a `stop` answer short.
-    body.sampling.stop.clear();
-    let mut commitment = request_commitment();
-    commitment.requestHash = lloom_core::wire::request_hash(&body);
-    let req =
-        SignedRequest::sign(&client_key(), DomainConfig::default(), commitment, body).unwrap();
+    let req = signed_with_body(|b| {
+        b.sampling.format = OutputFormat::JsonObject;
+        // No stop sequence that could have cut a `stop` answer short.
+        b.sampling.stop.clear();
+    });
     let answer = |text: &str, finish| {
         let c = response_commitment(&req, text, 8, finish);
         let resp = SignedResponse::sign(&executor_key(), DomainConfig::default(), c).unwrap();
