@@ -350,6 +350,7 @@ impl Client {
                 Err(_) => tracing::debug!("DHT lookup timed out"),
             }
         }
+        crate::routing::prefer_json_capable(&mut candidates, &request.sampling.format);
         if candidates.is_empty() {
             let models = self.inner.directory.lock().await.0.models();
             return Err(Error::NoExecutor {

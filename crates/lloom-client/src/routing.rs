@@ -246,10 +246,44 @@ impl Router {
     }
 }
 
+/// For a request with a JSON format, keeps only the candidates that announce
+/// [`CAPABILITY_JSON`](lloom_core::announce::CAPABILITY_JSON) when any does; otherwise all
+/// (an executor in front of another server may still honour the format, and the answer's
+/// shape is verified either way).
+pub(crate) fn prefer_json_capable(
+    candidates: &mut Vec<Candidate>,
+    format: &lloom_core::OutputFormat,
+) {
+    let json = lloom_core::announce::CAPABILITY_JSON;
+    if *format != lloom_core::OutputFormat::Text
+        && candidates.iter().any(|c| c.offer.has_capability(json))
+    {
+        candidates.retain(|c| c.offer.has_capability(json));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use lloom_core::{ExecutorLoad, ModelOffer, NodeKey};
+
+    #[test]
+    fn json_requests_prefer_offers_that_hold_answers_to_json_when_there_are_any() {
+        let json = lloom_core::announce::CAPABILITY_JSON;
+        let mut capable = candidate(9, 1024);
+        capable.offer.capabilities.push(json.into());
+        let plain = candidate(1, 1024);
+        let object = lloom_core::OutputFormat::JsonObject;
+        let mut both = vec![plain.clone(), capable.clone()];
+        prefer_json_capable(&mut both, &object);
+        assert_eq!(both.iter().map(|c| c.address).collect::<Vec<_>>(), [capable.address]);
+        let mut text = vec![plain.clone(), capable];
+        prefer_json_capable(&mut text, &lloom_core::OutputFormat::Text);
+        assert_eq!(text.len(), 2);
+        let mut none_capable = vec![plain];
+        prefer_json_capable(&mut none_capable, &object);
+        assert_eq!(none_capable.len(), 1, "with no capable offer, all are tried");
+    }
 
     fn candidate(price: u64, context: u32) -> Candidate {
         let key = NodeKey::generate();

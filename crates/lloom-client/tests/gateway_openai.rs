@@ -157,6 +157,8 @@ async fn gateway_over_the_real_model() -> (String, Vec<lloom_core::network::Mult
         engine: EngineConfig { n_ctx: 2048, max_sequences: 2, ..EngineConfig::default() },
     };
     let model = tokio::task::spawn_blocking(move || prepare(&choice, &())).await.unwrap().unwrap();
+    // The engine holds answers to JSON itself, and says so.
+    assert!(model.offer.has_capability(lloom_core::announce::CAPABILITY_JSON), "{:?}", model.offer);
     let vconfig = ValidatorConfig {
         network: NetworkConfig { server_mode: true, ..NetworkConfig::local() },
         ..ValidatorConfig::default()

@@ -59,8 +59,19 @@ pub struct ModelOffer {
     pub weights_sha256: Option<B256>,
     /// Quantization type (e.g. `Q4_1`), when known.
     pub quantization: Option<String>,
-    /// Free-form capability tags (e.g. `chat`, `stream`).
+    /// Free-form capability tags (e.g. `chat`, `stream`, [`CAPABILITY_JSON`]).
     pub capabilities: Vec<String>,
+}
+
+/// The capability of an offer whose executor holds answers to a requested JSON format itself
+/// (the embedded engine's grammars). Clients prefer such offers for JSON requests.
+pub const CAPABILITY_JSON: &str = "json";
+
+impl ModelOffer {
+    /// Whether the offer announces `capability`.
+    pub fn has_capability(&self, capability: &str) -> bool {
+        self.capabilities.iter().any(|c| c == capability)
+    }
 }
 
 /// How busy an executor is right now.

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use lloom_core::announce::CAPABILITY_JSON;
 use lloom_core::{B256, ModelOffer, U256};
 use sha2::Digest;
 
@@ -174,7 +175,8 @@ pub fn prepare_models(
             price_per_output_token: choice.price_per_output_token,
             weights_sha256: Some(weights.sha256),
             quantization: weights.quantization.clone(),
-            capabilities: vec!["chat".into(), "stream".into()],
+            // The engine holds answers to a JSON format with its own grammars.
+            capabilities: vec!["chat".into(), "stream".into(), CAPABILITY_JSON.into()],
         });
         entries.push(PoolEntry { name: weights.name, path: weights.path, engine, bytes });
         plans.push(plan);
