@@ -39,8 +39,8 @@ impl OutputFormatArgs {
         let stem = path.file_stem().map(|s| s.to_string_lossy()).unwrap_or_default();
         let name: String = stem
             .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
-            .take(64)
+            .filter(|c| OutputFormat::is_name_char(*c))
+            .take(OutputFormat::MAX_NAME_CHARS)
             .collect();
         let name = if name.is_empty() { "schema".to_owned() } else { name };
         Ok(OutputFormat::JsonSchema { name, schema })

@@ -90,12 +90,22 @@ pub enum OutputFormat {
 }
 
 impl OutputFormat {
+    /// Longest schema name, in characters (OpenAI's limit).
+    pub const MAX_NAME_CHARS: usize = 64;
+
+    /// Whether `c` may stand in a schema name: letters, digits, `_` and `-`.
+    pub fn is_name_char(c: char) -> bool {
+        c.is_ascii_alphanumeric() || c == '_' || c == '-'
+    }
+
     /// Checks the name and that the schema is a JSON object of at most `max_schema_bytes`.
     /// Whether an executor can compile the schema is its own check, before work starts.
     fn validate(&self, limits: &WireLimits) -> Result<()> {
         let Self::JsonSchema { name, schema } = self else { return Ok(()) };
-        let valid_name = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
-        if name.is_empty() || name.len() > 64 || !name.chars().all(valid_name) {
+        if name.is_empty()
+            || name.len() > Self::MAX_NAME_CHARS
+            || !name.chars().all(Self::is_name_char)
+        {
             return Err(Error::InvalidMessage(format!(
                 "schema name `{name}` must be 1 to 64 letters, digits, `_` or `-`"
             )));
