@@ -20,8 +20,8 @@ use lloom_core::network::test_utils::WAIT;
 use lloom_core::network::{Multiaddr, NetworkConfig};
 use lloom_core::wire::{content_hash, read_frame, write_frame};
 use lloom_core::{
-    AnnouncementBody, ModelOffer, NodeKey, ResponseCommitment, SignedResponse, StreamChunk, U256,
-    WireLimits, WireMessage, unix_now,
+    AnnouncementBody, ErrorCode, ModelOffer, NodeKey, ResponseCommitment, SignedResponse,
+    StreamChunk, U256, WireLimits, WireMessage, unix_now,
 };
 use lloom_executor::backend::scripted::{Script, ScriptedBackend};
 use lloom_executor::serve::ServedModel;
@@ -313,8 +313,13 @@ async fn an_unknown_model_names_the_models_on_offer() {
     assert!(matches!(client.chat(zero).await.unwrap_err(), Error::InvalidRequest(_)));
 }
 
-/// An executor that streams "Paris" but signs the hash of another text.
-async fn lying_executor(bootstrap: &[Multiaddr]) -> (NodeKey, Announcer) {
+/// An executor that streams `streamed` but signs the hash of `signed_as`, the cheapest on
+/// offer.
+async fn lying_executor(
+    bootstrap: &[Multiaddr],
+    streamed: &'static str,
+    signed_as: &'static str,
+) -> (NodeKey, Announcer) {
     let node = lloom_core::network::test_utils::TestNode::spawn_with(NetworkConfig {
         bootstrap: bootstrap.to_vec(),
         ..NetworkConfig::local()
@@ -335,7 +340,7 @@ async fn lying_executor(bootstrap: &[Multiaddr]) -> (NodeKey, Announcer) {
             else {
                 continue;
             };
-            let chunk = StreamChunk { index: 0, text: "Paris".into() };
+            let chunk = StreamChunk { index: 0, text: streamed.into() };
             write_frame(&mut stream, &WireMessage::Chunk(chunk), &limits).await.unwrap();
             let c = &request.commitment;
             let commitment = ResponseCommitment {
@@ -343,7 +348,7 @@ async fn lying_executor(bootstrap: &[Multiaddr]) -> (NodeKey, Announcer) {
                 client: c.client,
                 executor: c.executor,
                 model: c.model.clone(),
-                contentHash: content_hash("London"),
+                contentHash: content_hash(signed_as),
                 inputTokens: 1,
                 outputTokens: 1,
                 totalCost: c.pricePerInputToken + c.pricePerOutputToken,
@@ -363,7 +368,7 @@ async fn lying_executor(bootstrap: &[Multiaddr]) -> (NodeKey, Announcer) {
 async fn a_lying_executor_is_caught_penalised_and_replaced() {
     let dir = tempfile::tempdir().unwrap();
     let (_v, addrs) = validator().await;
-    let (liar, _announcer) = lying_executor(&addrs).await;
+    let (liar, _announcer) = lying_executor(&addrs, "Paris", "London").await;
     let (_honest, honest_key) = executor(&addrs, Script::answer(MODEL, "Paris."), 5, &dir).await;
     let client = client(&addrs, Strategy::Cheapest, 2).await;
 
@@ -382,14 +387,16 @@ async fn a_lying_executor_is_caught_penalised_and_replaced() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_executor_answering_prose_where_json_was_asked_for_is_rejected_and_replaced() {
+async fn prose_where_json_was_asked_for_is_refused_or_rejected_and_replaced() {
     let dir = tempfile::tempdir().unwrap();
     let (_v, addrs) = validator().await;
-    // The cheaper one ignores the format (as a backend that drops `response_format` would).
+    // The cheapest signs prose as its answer; the next one's backend ignores the format (as
+    // one that drops `response_format` would), which its executor catches before signing.
+    let (liar, _announcer) = lying_executor(&addrs, "Paris.", "Paris.").await;
     let (_prose, prose_key) = executor(&addrs, Script::answer(MODEL, "Paris."), 3, &dir).await;
     let json = Script::answer(MODEL, r#"{"capital": "Paris"}"#);
     let (_json, json_key) = executor(&addrs, json, 5, &dir).await;
-    let client = client(&addrs, Strategy::Cheapest, 2).await;
+    let client = client(&addrs, Strategy::Cheapest, 3).await;
 
     let mut request = ask();
     request.sampling.format = lloom_core::OutputFormat::JsonObject;
@@ -399,12 +406,19 @@ async fn an_executor_answering_prose_where_json_was_asked_for_is_rejected_and_re
         (json_key.address(), r#"{"capital": "Paris"}"#)
     );
     assert_eq!(receipt.checks.last(), Some(&lloom_client::FORMAT_CHECK));
-    let first = &receipt.attempts[0];
-    assert_eq!(first.executor, prose_key.address());
-    let Some(AttemptFailure::Verification(why)) = &first.failure else {
-        panic!("expected a verification failure, got {:?}", first.failure)
+    let [lied, refused, _] = &receipt.attempts[..] else { panic!("{:?}", receipt.attempts) };
+    assert_eq!(lied.executor, liar.address());
+    let Some(AttemptFailure::Verification(why)) = &lied.failure else {
+        panic!("expected a verification failure, got {:?}", lied.failure)
     };
     assert!(why.contains("not a JSON object"), "the failed check is named: {why}");
+    assert_eq!(refused.executor, prose_key.address());
+    let Some(AttemptFailure::Refused { code: ErrorCode::BackendFailure, message, .. }) =
+        &refused.failure
+    else {
+        panic!("expected a signed backend failure, got {:?}", refused.failure)
+    };
+    assert!(message.contains("not a JSON object"), "{message}");
     // Free text asks for no such check.
     let receipt = client.chat(ask()).await.unwrap().collect().await.unwrap();
     assert_eq!(receipt.checks.len(), lloom_client::RESPONSE_CHECKS.len());

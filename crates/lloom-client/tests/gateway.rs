@@ -146,8 +146,9 @@ async fn completions_models_and_health_follow_the_openai_shapes() {
     let (status, _, body) = http(net.addr, "POST", "/v1/chat/completions", &chat(&plain)).await;
     assert_eq!(status, 200, "{body}");
     // JSON mode and penalties are accepted; this scripted backend answers prose all the same,
-    // which the client catches: no verified answer, and the failed check named. (The
-    // engine's own tests and the SDK test over the real model check real JSON answers.)
+    // which its executor catches before signing: no verified answer, and what is wrong
+    // named. (The engine's own tests and the SDK test over the real model check real JSON
+    // answers.)
     let json_mode = json!({"response_format": {"type": "json_object"}, "presence_penalty": 0.5});
     let (status, _, body) = http(net.addr, "POST", "/v1/chat/completions", &chat(&json_mode)).await;
     assert_eq!(status, 502, "{body}");

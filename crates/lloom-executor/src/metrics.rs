@@ -51,6 +51,11 @@ impl ExecutorMetrics {
             ),
             ("lloom_executor_requests_busy_total", "Requests refused as Busy.", &stats.busy),
             (
+                "lloom_executor_answers_off_format_total",
+                "Answers not sent because the backend's text was not the JSON asked for.",
+                &stats.off_format,
+            ),
+            (
                 "lloom_executor_streams_dropped_total",
                 "Streams that ended without a complete exchange.",
                 &stats.dropped_streams,

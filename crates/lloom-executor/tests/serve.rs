@@ -559,6 +559,34 @@ async fn a_backend_failure_is_signed_and_the_last_checkpoint_is_kept_as_a_receip
     assert_eq!(kept.response.commitment.outputTokens, 4);
 }
 
+#[tokio::test]
+async fn an_answer_in_another_shape_than_the_json_asked_for_is_neither_signed_nor_stored() {
+    // The scripted backend answers prose whatever the format, as a backend that ignores
+    // `response_format` would.
+    let rig = rig(Script::answer(MODEL, ANSWER), config(4)).await;
+    let mut body = body();
+    body.sampling.format = lloom_core::OutputFormat::JsonObject;
+    let c = commitment(&rig.client.key, &rig.executor.key, &body);
+    let request = SignedRequest::sign(&rig.client.key, Default::default(), c, body).unwrap();
+    let frames = exchange(&rig, &request).await;
+    assert!(!frames.iter().any(|f| matches!(f, WireMessage::Response(_))), "{frames:?}");
+    let Some(WireMessage::Error(error)) = frames.last() else { panic!("{frames:?}") };
+    let peer = rig.executor.key.peer_id();
+    let policy = VerifyPolicy::default();
+    verify_error(error, &request.digest(), Some(&peer), &policy, unix_now()).unwrap();
+    assert_eq!(ErrorCode::from_code(error.commitment.code), ErrorCode::BackendFailure);
+    assert!(error.commitment.message.contains("not a JSON object"), "{}", error.commitment.message);
+    // Nothing to settle: neither the answer nor its checkpoints were kept.
+    assert_eq!(rig.server.receipts().get(&request.digest()).unwrap(), None);
+    assert_eq!(rig.server.stats().off_format.load(Ordering::Relaxed), 1);
+    assert_eq!(rig.server.stats().completed.load(Ordering::Relaxed), 0);
+
+    // The same answer where free text was asked for is signed and stored as ever.
+    let request = signed(&rig, |c| c.nonce = 2);
+    let frames = exchange(&rig, &request).await;
+    assert!(matches!(frames.last(), Some(WireMessage::Response(_))), "{frames:?}");
+}
+
 /// A server with no models and its stores in `dir`, or the refusal of `config`.
 fn server_in(dir: &std::path::Path, config: ServeConfig) -> lloom_executor::Result<Server> {
     Server::new(

@@ -25,6 +25,7 @@ use crate::node::{ExecutorConfig, ExecutorNode, FreeMemory};
 use crate::serve::{EscrowPolicy, RateLimits, ServeConfig, ServedModel};
 use crate::settle::{SettlerConfig, spawn_settler};
 use lloom_core::DomainConfig;
+use lloom_core::announce::CAPABILITY_JSON;
 use lloom_core::chain::Settlement;
 use tokio_util::sync::CancellationToken;
 
@@ -114,6 +115,11 @@ pub struct StartArgs {
     /// Context length announced for an HTTP backend.
     #[arg(long, default_value_t = 4096, requires = "backend_url")]
     pub context_length: u32,
+    /// The HTTP server holds answers to `response_format` (JSON mode and JSON schemas, as
+    /// llama-server, vLLM and Ollama do): announce the `json` capability, so clients asking
+    /// for JSON prefer this executor. Each such answer is still checked before it is signed.
+    #[arg(long, requires = "backend_url")]
+    pub backend_json: bool,
     /// JSON-RPC URL of the chain where receipts are settled with the contract named by the
     /// global --contract; the chain id is read from it.
     #[arg(long, env = "LLOOM_RPC_URL")]
@@ -440,9 +446,18 @@ async fn http_backend(args: &StartArgs, url: &str, choice: &ModelChoice) -> Resu
         price_per_output_token: choice.price_per_output_token,
         weights_sha256: None,
         quantization: None,
-        capabilities: vec!["chat".into(), "stream".into()],
+        capabilities: http_capabilities(args.backend_json),
     };
     Ok(ServedModel { offer, backend: Arc::new(backend) })
+}
+
+/// What an HTTP backend's offer announces: `json` only where the operator vouches for it.
+fn http_capabilities(holds_json: bool) -> Vec<String> {
+    let mut capabilities = vec!["chat".to_owned(), "stream".to_owned()];
+    if holds_json {
+        capabilities.push(CAPABILITY_JSON.to_owned());
+    }
+    capabilities
 }
 
 #[cfg(test)]
@@ -494,6 +509,18 @@ mod tests {
         let bad = config("[executor]\nmemory_budget = \"plenty\"\n");
         assert!(start_args(&[]).memory_budget(&bad).is_err());
         assert_eq!(start_args(&[]).model_choices(&ConfigFile::default()).len(), 1);
+    }
+
+    #[test]
+    fn an_http_backend_announces_json_only_when_the_operator_says_it_holds_to_it() {
+        let args = start_args(&["--backend-url", "http://127.0.0.1:1/v1", "--backend-json"]);
+        assert!(args.backend_json);
+        assert_eq!(http_capabilities(args.backend_json), ["chat", "stream", CAPABILITY_JSON]);
+        let args = start_args(&["--backend-url", "http://127.0.0.1:1/v1"]);
+        assert_eq!(http_capabilities(args.backend_json), ["chat", "stream"]);
+        // Without an HTTP backend the flag means nothing, and is refused.
+        let argv = ["lloom-executor", "start", "--backend-json"];
+        assert!(Cli::try_parse_from(argv).is_err());
     }
 
     #[test]

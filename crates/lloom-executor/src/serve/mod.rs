@@ -116,6 +116,9 @@ pub struct ServeStats {
     pub refused: AtomicU64,
     /// Requests refused as Busy (also counted in `refused`).
     pub busy: AtomicU64,
+    /// Answers refused because the backend's text was not the JSON the request asked for
+    /// (also counted in `refused`).
+    pub off_format: AtomicU64,
     /// Streams that ended without a request, with an undecodable one, or cut by the peer.
     pub dropped_streams: AtomicU64,
     /// Request streams accepted (each carries one exchange or more).

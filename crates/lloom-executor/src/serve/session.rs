@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use lloom_core::answer_format::check_answer_format;
 use lloom_core::verify::{compute_cost, verify_request};
 use lloom_core::wire::{content_hash, read_frame, write_frame};
 use lloom_core::{
@@ -352,6 +353,15 @@ where
             Some(GenerationEvent::Done(usage)) => {
                 progress.input_tokens = usage.input_tokens;
                 progress.output_tokens = usage.output_tokens;
+                // An answer in the wrong shape (a backend that ignores `response_format`) is
+                // not signed, stored or charged: the client would reject it anyway.
+                let sampling = &request.body.sampling;
+                if let Err(e) = check_answer_format(sampling, usage.finish, &progress.text) {
+                    shared.stats.off_format.fetch_add(1, Ordering::Relaxed);
+                    outbox.flush(stream, write_timeout).await?;
+                    let refusal = Refusal::new(ErrorCode::BackendFailure, e.to_string());
+                    return send_refusal(shared, digest, refusal, stream).await;
+                }
                 let response = sign_response(shared, request, digest, &progress, usage.finish)?;
                 let receipt = Receipt { request: request.clone(), response: response.clone() };
                 if let Err(e) = store_receipt(shared, receipt).await {
