@@ -105,6 +105,16 @@ fn json_body(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
 }
 
+/// The JSON events of a streamed completion, which must end with `[DONE]`.
+fn sse_events(raw: &str) -> Vec<Value> {
+    assert!(raw.contains("data: [DONE]"), "{raw}");
+    raw.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(json_body)
+        .collect()
+}
+
 fn chat(extra: &Value) -> Vec<u8> {
     let mut request = json!({
         "model": MODEL,
@@ -185,13 +195,7 @@ async fn streaming_sends_role_content_finish_usage_and_done() {
     let (status, headers, raw) = http(net.addr, "POST", "/v1/chat/completions", &body).await;
     assert_eq!(status, 200);
     assert!(headers.contains("content-type: text/event-stream"), "{headers}");
-    let events: Vec<Value> = raw
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .filter(|d| *d != "[DONE]")
-        .map(json_body)
-        .collect();
-    assert!(raw.contains("data: [DONE]"), "{raw}");
+    let events = sse_events(&raw);
     assert_eq!(events[0]["choices"][0]["delta"]["role"], "assistant");
     let text: String =
         events.iter().filter_map(|e| e["choices"][0]["delta"]["content"].as_str()).collect();
@@ -202,6 +206,75 @@ async fn streaming_sends_role_content_finish_usage_and_done() {
     let usage = events.last().unwrap();
     assert_eq!(usage["choices"], json!([]));
     assert_eq!(usage["usage"]["completion_tokens"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_calls_come_back_as_openai_tool_calls_streamed_or_not() {
+    // The executor's answer is the JSON the tool-call schema holds it to (with the embedded
+    // engine, its grammar enforces it; `gateway_openai` checks that with the real model).
+    let answer = r#"{"tool_call": {"name": "get_weather", "arguments": {"city": "Paris"}}}"#;
+    let net = network(vec![Script::answer(MODEL, answer)], GatewayConfig::default()).await;
+    let tools = json!([{"type": "function", "function": {"name": "get_weather",
+        "description": "The weather in a city now",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+            "required": ["city"]}}}]);
+    let ask = json!({"tools": tools, "tool_choice": "required"});
+    let (status, headers, body) = http(net.addr, "POST", "/v1/chat/completions", &chat(&ask)).await;
+    assert_eq!(status, 200, "{body}");
+    let v = json_body(&body);
+    let choice = &v["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{v}");
+    assert_eq!(choice["message"]["content"], Value::Null);
+    let call = &choice["message"]["tool_calls"][0];
+    assert_eq!(
+        (call["type"].clone(), call["function"]["name"].clone()),
+        (json!("function"), json!("get_weather"))
+    );
+    let arguments: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert_eq!(arguments, json!({"city": "Paris"}));
+    let id = call["id"].as_str().unwrap();
+    let digest = v["lloom"]["request_digest"].as_str().unwrap();
+    assert_eq!(id, format!("call_{}", &digest[2..26]));
+    // What was signed is the JSON as generated; the receipt's content hash is of that text.
+    assert_eq!(v["lloom"]["signed_text"], answer);
+    assert!(headers.contains("x-lloom-request-digest: 0x"), "{headers}");
+
+    let streamed = json!({"tools": tools, "stream": true});
+    let (status, _, raw) = http(net.addr, "POST", "/v1/chat/completions", &chat(&streamed)).await;
+    assert_eq!(status, 200, "{raw}");
+    let events = sse_events(&raw);
+    assert_eq!(events[0]["choices"][0]["delta"]["role"], "assistant");
+    // No JSON text is streamed as content: the call arrives whole, then the finish.
+    assert!(
+        events
+            .iter()
+            .all(|e| e["choices"][0]["delta"]["content"].as_str().unwrap_or("").is_empty()),
+        "{raw}"
+    );
+    let call = &events[1]["choices"][0]["delta"]["tool_calls"][0];
+    assert_eq!(
+        (call["index"].clone(), call["function"]["name"].clone()),
+        (json!(0), json!("get_weather"))
+    );
+    assert_eq!(events[2]["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(events[2]["lloom"]["signed_text"], answer);
+
+    // The conversation goes on with the call and its result, which the model is shown.
+    let follow_up = json!({"tools": tools, "messages": [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": id, "type": "function",
+            "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+        {"role": "tool", "tool_call_id": id, "content": "18 °C, sunny"},
+    ]});
+    let (status, _, body) = http(net.addr, "POST", "/v1/chat/completions", &chat(&follow_up)).await;
+    assert_eq!(status, 200, "{body}");
+    // Without tools the same JSON is plain content.
+    let (status, _, body) = http(net.addr, "POST", "/v1/chat/completions", &chat(&json!({}))).await;
+    assert_eq!(
+        (status, json_body(&body)["choices"][0]["message"]["content"].clone()),
+        (200, json!(answer))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,12 +295,43 @@ async fn bad_input_gets_an_openai_style_error_with_the_right_status() {
         ("n > 1", chat(&json!({"n": 2})), 400, "only n = 1"),
         ("max_tokens 0", chat(&json!({"max_tokens": 0})), 400, "max_tokens must be at least 1"),
         (
-            "tools",
-            chat(&json!({"tools": [{"type": "function", "function": {"name": "f"}}]})),
+            "a tool that is not a function",
+            chat(&json!({"tools": [{"type": "code_interpreter"}]})),
             400,
-            "tool calling is not supported",
+            "only tools of type `function`",
         ),
-        ("tool_choice", chat(&json!({"tool_choice": "required"})), 400, "tool_choice may only"),
+        (
+            "a tool without a name",
+            chat(&json!({"tools": [{"type": "function", "function": {"parameters": {}}}]})),
+            400,
+            "function.name `` must be",
+        ),
+        (
+            "a tool call asked for with no tools",
+            chat(&json!({"tool_choice": "required"})),
+            400,
+            "no tools are given",
+        ),
+        (
+            "a named tool that is not among the tools",
+            chat(&json!({"tools": [{"type": "function", "function": {"name": "f"}}],
+                "tool_choice": {"type": "function", "function": {"name": "g"}}})),
+            400,
+            "`g`, which is not among the tools",
+        ),
+        (
+            "tools with a response format",
+            chat(&json!({"tools": [{"type": "function", "function": {"name": "f"}}],
+                "response_format": {"type": "json_object"}})),
+            400,
+            "cannot be combined with tools",
+        ),
+        (
+            "the deprecated functions",
+            chat(&json!({"functions": [{"name": "f"}]})),
+            400,
+            "use `tools`",
+        ),
         (
             "an unknown response format",
             chat(&json!({"response_format": {"type": "xml"}})),
@@ -258,12 +362,18 @@ async fn bad_input_gets_an_openai_style_error_with_the_right_status() {
         ("logit_bias", chat(&json!({"logit_bias": {"42": 5}})), 400, "logit_bias"),
         ("top_k of the wrong type", chat(&json!({"top_k": "many"})), 400, "invalid JSON body"),
         (
-            "a tool message",
-            json!({"model": MODEL, "messages": [{"role": "tool", "content": "x"}]})
+            "a message without content",
+            json!({"model": MODEL, "messages": [{"role": "user"}]}).to_string().into_bytes(),
+            400,
+            "messages[0].content is required",
+        ),
+        (
+            "an unknown role",
+            json!({"model": MODEL, "messages": [{"role": "narrator", "content": "x"}]})
                 .to_string()
                 .into_bytes(),
             400,
-            "role `tool`",
+            "role `narrator`",
         ),
     ];
     for (name, body, want, needle) in cases {

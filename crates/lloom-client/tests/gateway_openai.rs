@@ -1,5 +1,6 @@
 //! The gateway with the official `openai` Python package and the real default model: list
-//! models, one completion, one streamed completion, and a 404 for an unknown model.
+//! models, one completion, one streamed completion, structured output, a tool call, and the
+//! errors (an unknown model, a wrong key, a spent budget, schemas the executor refuses).
 //!
 //! The package lives in a virtual environment that `scripts/test.sh` creates
 //! (`~/.cache/lloom/venv`, or `LLOOM_OPENAI_PYTHON`). Without it the test is skipped, unless
@@ -51,6 +52,18 @@ structured = client.chat.completions.create(
     response_format={"type": "json_schema",
                      "json_schema": {"name": "capital", "schema": schema, "strict": True}},
 )
+# Tool calling: the answer is held to the tools' schema, then read back into tool_calls.
+weather = [{"type": "function", "function": {
+    "name": "get_weather", "description": "The current weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 40}},
+                   "required": ["city"], "additionalProperties": False}}}]
+called = client.chat.completions.create(
+    model=model, messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+    max_tokens=64, temperature=0, tools=weather, tool_choice="required",
+)
+call = called.choices[0].message.tool_calls[0]
+tool_call = [called.choices[0].finish_reason, call.function.name,
+             sorted(json.loads(call.function.arguments).keys()), call.id.startswith("call_")]
 # A schema llama.cpp cannot compile: the executor refuses it (signed), the gateway answers 400,
 # and the executor is not cooled down for the request's fault: the next request is answered.
 try:
@@ -106,6 +119,7 @@ print(json.dumps({
     "streamed_usage": usage,
     "structured": json.loads(structured.choices[0].message.content),
     "structured_finish": structured.choices[0].finish_reason,
+    "tool_call": tool_call,
     "uncompilable": uncompilable,
     "unloadable": unloadable,
     "after_uncompilable": after_uncompilable,
@@ -223,6 +237,11 @@ async fn the_official_openai_sdk_works_against_the_gateway() {
     assert_eq!(structured.keys().collect::<Vec<_>>(), ["capital"], "{report}");
     assert!(structured["capital"].is_string(), "{report}");
     assert_eq!(report["structured_finish"], "stop");
+    assert_eq!(
+        report["tool_call"],
+        serde_json::json!(["tool_calls", "get_weather", ["city"], true]),
+        "{report}"
+    );
     assert_eq!(report["uncompilable"], serde_json::json!([400, "refused_by_executor", true]));
     assert_eq!(report["unloadable"], serde_json::json!([400, "refused_by_executor", true]));
     assert_eq!(report["after_uncompilable"], "length", "{report}");

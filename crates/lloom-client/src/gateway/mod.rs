@@ -24,6 +24,7 @@ mod metrics;
 mod openai;
 mod period;
 mod spend;
+pub mod tools;
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -402,7 +403,9 @@ async fn complete(
         .map_err(|e| ApiError::invalid(&format!("invalid JSON body: {e}"), None))?;
     let stream = request.stream;
     let model = request.model.clone();
-    let (mut chat, include_usage) = request.into_chat(state.config.default_max_tokens)?;
+    let openai::Converted { mut chat, include_usage, tools } =
+        request.into_chat(state.config.default_max_tokens)?;
+    let with_tools = tools.is_some();
     chat.timeout = state.config.request_timeout;
     let mut answer = KeyedAnswer::new(state.client.chat(chat).await?, state.clone(), key);
     let (id, created) = (state.next_id(), unix_now());
@@ -413,6 +416,7 @@ async fn complete(
             created,
             model,
             include_usage,
+            with_tools,
             phase: Phase::Start,
             _permit: permit,
         };
@@ -422,7 +426,13 @@ async fn complete(
     answer.settle().await;
     let receipt = outcome?;
     state.answered(answer.key(), &receipt);
-    let mut response = axum::Json(openai::completion(&id, created, &receipt)).into_response();
+    let answer = openai::Answer::of(&receipt, with_tools);
+    let mut body = openai::completion(&id, created, &receipt, &answer);
+    if let (true, Some(lloom)) = (with_tools, body.get_mut("lloom").and_then(Value::as_object_mut))
+    {
+        lloom.insert("signed_text".into(), json!(receipt.text));
+    }
+    let mut response = axum::Json(body).into_response();
     let headers = response.headers_mut();
     for (name, value) in [
         ("x-lloom-executor", receipt.executor.to_checksum(None)),
@@ -439,6 +449,8 @@ async fn complete(
 enum Phase {
     Start,
     Running,
+    /// The answer to a request with tools has been sent whole; its finish comes next.
+    Finish(Box<Receipt>, &'static str),
     Usage(Box<Receipt>),
     Done,
     End,
@@ -451,6 +463,9 @@ struct SseState {
     created: u64,
     model: String,
     include_usage: bool,
+    /// The request listed tools: the verified answer is sent whole at the end, read back
+    /// into `tool_calls` or a reply, rather than streamed as JSON text.
+    with_tools: bool,
     phase: Phase,
     /// Held until the stream ends or the HTTP client goes away.
     _permit: OwnedSemaphorePermit,
@@ -477,6 +492,9 @@ async fn next_event(s: &mut SseState) -> Option<Event> {
             }
             Phase::Running => match s.answer.next().await {
                 Some(Ok(ChatEvent::Attempt { .. })) => s.phase = Phase::Running,
+                Some(Ok(ChatEvent::Text(_))) if s.with_tools => s.phase = Phase::Running,
+                // Nothing was streamed yet: another executor's answer is sent as if first.
+                Some(Ok(ChatEvent::Restart { .. })) if s.with_tools => s.phase = Phase::Running,
                 Some(Ok(ChatEvent::Text(text))) => {
                     s.phase = Phase::Running;
                     let delta = json!({ "content": text });
@@ -494,18 +512,17 @@ async fn next_event(s: &mut SseState) -> Option<Event> {
                 Some(Ok(ChatEvent::Done(receipt))) => {
                     s.answer.gateway().answered(s.answer.key(), &receipt);
                     s.answer.settle().await;
-                    let mut last = openai::chunk(
-                        &s.id,
-                        s.created,
-                        &s.model,
-                        &json!({}),
-                        Some(openai::finish_reason(&receipt)),
-                    );
-                    if let Some(fields) = last.as_object_mut() {
-                        fields.insert("lloom".into(), openai::lloom_field(&receipt));
+                    if s.with_tools {
+                        let answer = openai::Answer::of(&receipt, true);
+                        let finish = answer.finish_reason(&receipt);
+                        s.phase = Phase::Finish(receipt, finish);
+                        let delta = answer.delta();
+                        return Some(data(&openai::chunk(
+                            &s.id, s.created, &s.model, &delta, None,
+                        )));
                     }
-                    s.phase = if s.include_usage { Phase::Usage(receipt) } else { Phase::Done };
-                    return Some(data(&last));
+                    let finish = openai::finish_reason(&receipt);
+                    s.phase = Phase::Finish(receipt, finish);
                 }
                 Some(Err(e)) => {
                     s.answer.settle().await;
@@ -513,6 +530,18 @@ async fn next_event(s: &mut SseState) -> Option<Event> {
                 }
                 None => return None,
             },
+            Phase::Finish(receipt, finish) => {
+                let mut last = openai::chunk(&s.id, s.created, &s.model, &json!({}), Some(finish));
+                if let Some(fields) = last.as_object_mut() {
+                    let mut lloom = openai::lloom_field(&receipt);
+                    if let (true, Some(fields)) = (s.with_tools, lloom.as_object_mut()) {
+                        fields.insert("signed_text".into(), json!(receipt.text));
+                    }
+                    fields.insert("lloom".into(), lloom);
+                }
+                s.phase = if s.include_usage { Phase::Usage(receipt) } else { Phase::Done };
+                return Some(data(&last));
+            }
             Phase::Usage(receipt) => {
                 s.phase = Phase::Done;
                 let mut chunk = openai::chunk(&s.id, s.created, &s.model, &json!({}), None);

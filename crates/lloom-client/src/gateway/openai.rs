@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::error::ApiError;
+use super::tools::{self, ToolAnswer, ToolSpec};
 use crate::client::{ChatRequest, Receipt};
 
 /// `POST /v1/chat/completions` body (the fields Lloom uses; unknown fields are ignored, as
@@ -36,12 +37,14 @@ pub struct CompletionRequest {
     pub stream_options: Option<StreamOptions>,
     /// Number of choices; only 1 is supported.
     pub n: Option<u32>,
-    /// Tools the model may call: refused when given (tool calling is not supported).
+    /// Functions the model may call (see [`tools`](super::tools)).
     pub tools: Option<Value>,
-    /// The deprecated form of `tools`: refused likewise.
+    /// The deprecated form of `tools`: refused.
     pub functions: Option<Value>,
-    /// Only `"none"` (or `"auto"` with no tools) can be honoured.
+    /// `"none"`, `"auto"` (the default with tools), `"required"` or one named function.
     pub tool_choice: Option<Value>,
+    /// Accepted and ignored: a turn calls one tool at most.
+    pub parallel_tool_calls: Option<bool>,
     /// `{"type": "text"}`, `{"type": "json_object"}` or `{"type": "json_schema",
     /// "json_schema": {"name", "schema", "strict"}}`: the executor constrains sampling to it.
     pub response_format: Option<Value>,
@@ -88,10 +91,26 @@ pub struct StreamOptions {
 /// One input message.
 #[derive(Debug, Deserialize)]
 pub struct InMessage {
-    /// `system`, `developer`, `user` or `assistant`.
+    /// `system`, `developer`, `user`, `assistant` or `tool`.
     pub role: String,
-    /// Text, or a list of content parts (only `text` parts are supported).
-    pub content: Content,
+    /// Text, or a list of content parts (only `text` parts are supported); may be null in an
+    /// assistant turn that called tools.
+    pub content: Option<Content>,
+    /// The tools an earlier assistant turn called.
+    pub tool_calls: Option<Value>,
+    /// The call a `tool` message answers.
+    pub tool_call_id: Option<String>,
+}
+
+/// A completion request as Lloom sends it, and how to answer it.
+#[derive(Debug)]
+pub struct Converted {
+    /// The chat request for the network.
+    pub chat: ChatRequest,
+    /// Whether a streamed answer ends with a usage chunk.
+    pub include_usage: bool,
+    /// The tools the model may call, whose answers are read back into `tool_calls`.
+    pub tools: Option<ToolSpec>,
 }
 
 /// Message content: a string or parts.
@@ -116,7 +135,7 @@ pub struct Part {
 
 impl CompletionRequest {
     /// Converts to a Lloom chat request, refusing what Lloom cannot honour.
-    pub fn into_chat(self, default_max_tokens: u32) -> Result<(ChatRequest, bool), ApiError> {
+    pub fn into_chat(self, default_max_tokens: u32) -> Result<Converted, ApiError> {
         if self.n.is_some_and(|n| n != 1) {
             return Err(ApiError::invalid("only n = 1 is supported", Some("n")));
         }
@@ -124,11 +143,13 @@ impl CompletionRequest {
         if self.messages.is_empty() {
             return Err(ApiError::invalid("messages must not be empty", Some("messages")));
         }
-        let mut messages = Vec::with_capacity(self.messages.len());
+        let tools = tools::parse(self.tools.as_ref(), self.tool_choice.as_ref())?;
+        let mut messages = Vec::with_capacity(self.messages.len() + 1);
         for (i, m) in self.messages.into_iter().enumerate() {
             let role = match m.role.as_str() {
                 "system" | "developer" => Role::System,
-                "user" => Role::User,
+                // A tool's result is reported to the model in the user's turn.
+                "user" | "tool" => Role::User,
                 "assistant" => Role::Assistant,
                 other => {
                     return Err(ApiError::invalid(
@@ -137,9 +158,16 @@ impl CompletionRequest {
                     ));
                 }
             };
-            let content = match m.content {
-                Content::Text(t) => t,
-                Content::Parts(parts) => {
+            let mut content = match m.content {
+                None if m.tool_calls.is_some() && role == Role::Assistant => String::new(),
+                None => {
+                    return Err(ApiError::invalid(
+                        &format!("messages[{i}].content is required"),
+                        Some("messages"),
+                    ));
+                }
+                Some(Content::Text(t)) => t,
+                Some(Content::Parts(parts)) => {
                     let mut text = String::new();
                     for part in parts {
                         match (part.kind.as_str(), part.text) {
@@ -157,7 +185,24 @@ impl CompletionRequest {
                     text
                 }
             };
+            if m.role == "tool" {
+                content = tools::result_as_text(m.tool_call_id.as_deref(), &content);
+            }
+            if let Some(calls) = m.tool_calls.as_ref().filter(|_| role == Role::Assistant) {
+                let calls = tools::calls_as_text(calls)?;
+                content = if content.is_empty() { calls } else { format!("{content}\n{calls}") };
+            }
             messages.push(ChatMessage { role, content });
+        }
+        if let Some(spec) = &tools {
+            // The tools are described in the system message, the first one's if there is one.
+            match messages.first_mut().filter(|m| m.role == Role::System) {
+                Some(system) => {
+                    system.content = format!("{}\n\n{}", system.content, spec.instructions())
+                }
+                None => messages
+                    .insert(0, ChatMessage { role: Role::System, content: spec.instructions() }),
+            }
         }
         let max_tokens =
             self.max_completion_tokens.or(self.max_tokens).unwrap_or(default_max_tokens);
@@ -165,7 +210,17 @@ impl CompletionRequest {
             return Err(ApiError::invalid("max_tokens must be at least 1", Some("max_tokens")));
         }
         let defaults = SamplingParams::default();
-        let format = output_format(self.response_format.as_ref())?;
+        let format = match (&tools, output_format(self.response_format.as_ref())?) {
+            (None, format) => format,
+            (Some(spec), OutputFormat::Text) => spec.format(),
+            (Some(_), _) => {
+                return Err(ApiError::invalid(
+                    "response_format cannot be combined with tools (a tool call's arguments \
+                     follow the tool's parameters)",
+                    Some("response_format"),
+                ));
+            }
+        };
         let sampling = SamplingParams {
             temperature: self.temperature.unwrap_or(defaults.temperature),
             top_p: self.top_p.unwrap_or(defaults.top_p),
@@ -185,7 +240,7 @@ impl CompletionRequest {
         request.sampling = sampling;
         request.max_tokens = max_tokens;
         let include_usage = self.stream_options.is_some_and(|o| o.include_usage);
-        Ok((request, include_usage))
+        Ok(Converted { chat: request, include_usage, tools })
     }
 }
 
@@ -193,21 +248,11 @@ impl CompletionRequest {
     /// Refuses the features whose answers would have another shape than the one Lloom returns,
     /// rather than ignoring them and answering as if they had not been asked for.
     fn refuse_unsupported(&self) -> Result<(), ApiError> {
-        if !is_empty(self.tools.as_ref()) {
-            return Err(ApiError::invalid("tool calling is not supported", Some("tools")));
-        }
         if !is_empty(self.functions.as_ref()) {
-            return Err(ApiError::invalid("function calling is not supported", Some("functions")));
-        }
-        match self.tool_choice.as_ref() {
-            None | Some(Value::Null) => {}
-            Some(Value::String(choice)) if choice == "none" || choice == "auto" => {}
-            Some(_) => {
-                return Err(ApiError::invalid(
-                    "tool calling is not supported (tool_choice may only be \"none\")",
-                    Some("tool_choice"),
-                ));
-            }
+            return Err(ApiError::invalid(
+                "`functions` is not supported; use `tools`",
+                Some("functions"),
+            ));
         }
         if self.logprobs == Some(true) || self.top_logprobs.is_some_and(|n| n > 0) {
             return Err(ApiError::invalid("logprobs are not supported", Some("logprobs")));
@@ -264,6 +309,78 @@ pub(super) fn finish_reason(receipt: &Receipt) -> &'static str {
     }
 }
 
+/// The answer as OpenAI shapes it: the text, or, for a request with tools, the verified JSON
+/// read back into `tool_calls` or the reply in it.
+pub(super) enum Answer {
+    /// Content.
+    Text(String),
+    /// One tool call, with its OpenAI id.
+    Call {
+        /// `call_` and the first 12 bytes of the request digest, in hex.
+        id: String,
+        /// The call.
+        call: tools::ToolCall,
+    },
+}
+
+impl Answer {
+    /// Reads `receipt`'s verified text; `with_tools` when the request listed tools.
+    pub(super) fn of(receipt: &Receipt, with_tools: bool) -> Self {
+        if !with_tools {
+            return Self::Text(receipt.text.clone());
+        }
+        match tools::read_answer(&receipt.text) {
+            ToolAnswer::Text(text) => Self::Text(text),
+            ToolAnswer::Call(call) => {
+                let digest = receipt.request.digest().to_string();
+                let id = format!("call_{}", digest.get(2..26).unwrap_or_default());
+                Self::Call { id, call }
+            }
+        }
+    }
+
+    /// The `finish_reason`.
+    pub(super) fn finish_reason(&self, receipt: &Receipt) -> &'static str {
+        match self {
+            Self::Call { .. } => "tool_calls",
+            Self::Text(_) => finish_reason(receipt),
+        }
+    }
+
+    /// The `tool_calls` entry (with `index` when streamed).
+    fn tool_calls(id: &str, call: &tools::ToolCall, streamed: bool) -> Value {
+        let mut entry = json!({
+            "id": id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": call.arguments},
+        });
+        if let (true, Some(fields)) = (streamed, entry.as_object_mut()) {
+            fields.insert("index".into(), json!(0));
+        }
+        json!([entry])
+    }
+
+    /// The message of a complete completion.
+    fn message(&self) -> Value {
+        match self {
+            Self::Text(text) => json!({"role": "assistant", "content": text}),
+            Self::Call { id, call } => json!({
+                "role": "assistant",
+                "content": null,
+                "tool_calls": Self::tool_calls(id, call, false),
+            }),
+        }
+    }
+
+    /// The delta of a streamed completion that carries the whole answer.
+    pub(super) fn delta(&self) -> Value {
+        match self {
+            Self::Text(text) => json!({"content": text}),
+            Self::Call { id, call } => json!({"tool_calls": Self::tool_calls(id, call, true)}),
+        }
+    }
+}
+
 /// Receipt details carried in the extra `lloom` field.
 pub(super) fn lloom_field(receipt: &Receipt) -> Value {
     json!({
@@ -286,7 +403,7 @@ pub(super) fn usage(receipt: &Receipt) -> Value {
 }
 
 /// A complete (non-streaming) completion.
-pub(super) fn completion(id: &str, created: u64, receipt: &Receipt) -> Value {
+pub(super) fn completion(id: &str, created: u64, receipt: &Receipt, answer: &Answer) -> Value {
     json!({
         "id": id,
         "object": "chat.completion",
@@ -294,8 +411,8 @@ pub(super) fn completion(id: &str, created: u64, receipt: &Receipt) -> Value {
         "model": receipt.request.commitment.model,
         "choices": [{
             "index": 0,
-            "message": { "role": "assistant", "content": receipt.text },
-            "finish_reason": finish_reason(receipt),
+            "message": answer.message(),
+            "finish_reason": answer.finish_reason(receipt),
         }],
         "usage": usage(receipt),
         "lloom": lloom_field(receipt),
@@ -338,4 +455,60 @@ pub(super) struct ModelEntry {
     pub(super) min_output_price_wei: String,
     /// Largest context length offered.
     pub(super) max_context: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn request(body: Value) -> CompletionRequest {
+        serde_json::from_value(body).unwrap()
+    }
+
+    #[test]
+    fn tools_become_a_system_message_and_a_schema_and_earlier_calls_become_text() {
+        let tools = json!([{"type": "function", "function": {"name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
+        let converted = request(json!({"model": "m", "tools": tools, "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1",
+                "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "18 °C"},
+        ]}))
+        .into_chat(64)
+        .unwrap();
+        assert!(converted.tools.is_some());
+        let m = &converted.chat.messages;
+        assert_eq!(m.len(), 4, "the tools join the first system message: {m:?}");
+        assert!(
+            m[0].content.starts_with("Be brief.\n\nYou can call these tools"),
+            "{}",
+            m[0].content
+        );
+        assert!(m[0].content.contains("\"get_weather\""));
+        assert_eq!(m[2].role, Role::Assistant);
+        let earlier: Value = serde_json::from_str(&m[2].content).unwrap();
+        assert_eq!(earlier["tool_call"]["arguments"]["city"], "Paris");
+        assert_eq!(m[3].role, Role::User);
+        let result: Value = serde_json::from_str(&m[3].content).unwrap();
+        assert_eq!(result["tool_response"], json!({"tool_call_id": "call_1", "content": "18 °C"}));
+        let OutputFormat::JsonSchema { name, schema } = &converted.chat.sampling.format else {
+            panic!("{:?}", converted.chat.sampling.format)
+        };
+        assert_eq!(name, "tool_call");
+        assert!(schema.contains("\"const\":\"get_weather\""), "{schema}");
+
+        // Without a system message, one is added first; with tool_choice none, nothing is.
+        let ask = json!([{"role": "user", "content": "hi"}]);
+        let converted =
+            request(json!({"model": "m", "tools": tools, "messages": ask})).into_chat(64).unwrap();
+        assert_eq!(converted.chat.messages[0].role, Role::System);
+        let none = json!({"model": "m", "tools": tools, "tool_choice": "none", "messages": ask});
+        let converted = request(none).into_chat(64).unwrap();
+        assert_eq!((converted.chat.messages.len(), converted.tools), (1, None));
+        assert_eq!(converted.chat.sampling.format, OutputFormat::Text);
+    }
 }
