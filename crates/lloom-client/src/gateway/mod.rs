@@ -403,9 +403,8 @@ async fn complete(
         .map_err(|e| ApiError::invalid(&format!("invalid JSON body: {e}"), None))?;
     let stream = request.stream;
     let model = request.model.clone();
-    let openai::Converted { mut chat, include_usage, tools } =
+    let openai::Converted { mut chat, include_usage, with_tools } =
         request.into_chat(state.config.default_max_tokens)?;
-    let with_tools = tools.is_some();
     chat.timeout = state.config.request_timeout;
     let mut answer = KeyedAnswer::new(state.client.chat(chat).await?, state.clone(), key);
     let (id, created) = (state.next_id(), unix_now());
@@ -426,12 +425,7 @@ async fn complete(
     answer.settle().await;
     let receipt = outcome?;
     state.answered(answer.key(), &receipt);
-    let answer = openai::Answer::of(&receipt, with_tools);
-    let mut body = openai::completion(&id, created, &receipt, &answer);
-    if let (true, Some(lloom)) = (with_tools, body.get_mut("lloom").and_then(Value::as_object_mut))
-    {
-        lloom.insert("signed_text".into(), json!(receipt.text));
-    }
+    let body = openai::completion(&id, created, &receipt, with_tools);
     let mut response = axum::Json(body).into_response();
     let headers = response.headers_mut();
     for (name, value) in [
@@ -533,11 +527,7 @@ async fn next_event(s: &mut SseState) -> Option<Event> {
             Phase::Finish(receipt, finish) => {
                 let mut last = openai::chunk(&s.id, s.created, &s.model, &json!({}), Some(finish));
                 if let Some(fields) = last.as_object_mut() {
-                    let mut lloom = openai::lloom_field(&receipt);
-                    if let (true, Some(fields)) = (s.with_tools, lloom.as_object_mut()) {
-                        fields.insert("signed_text".into(), json!(receipt.text));
-                    }
-                    fields.insert("lloom".into(), lloom);
+                    fields.insert("lloom".into(), openai::lloom_field(&receipt, s.with_tools));
                 }
                 s.phase = if s.include_usage { Phase::Usage(receipt) } else { Phase::Done };
                 return Some(data(&last));

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::error::ApiError;
-use super::tools::{self, ToolAnswer, ToolSpec};
+use super::tools::{self, ToolAnswer};
 use crate::client::{ChatRequest, Receipt};
 
 /// `POST /v1/chat/completions` body (the fields Lloom uses; unknown fields are ignored, as
@@ -109,8 +109,8 @@ pub struct Converted {
     pub chat: ChatRequest,
     /// Whether a streamed answer ends with a usage chunk.
     pub include_usage: bool,
-    /// The tools the model may call, whose answers are read back into `tool_calls`.
-    pub tools: Option<ToolSpec>,
+    /// Whether the model may call tools: its answer is read back into `tool_calls`.
+    pub with_tools: bool,
 }
 
 /// Message content: a string or parts.
@@ -240,7 +240,7 @@ impl CompletionRequest {
         request.sampling = sampling;
         request.max_tokens = max_tokens;
         let include_usage = self.stream_options.is_some_and(|o| o.include_usage);
-        Ok(Converted { chat: request, include_usage, tools })
+        Ok(Converted { chat: request, include_usage, with_tools: tools.is_some() })
     }
 }
 
@@ -381,16 +381,21 @@ impl Answer {
     }
 }
 
-/// Receipt details carried in the extra `lloom` field.
-pub(super) fn lloom_field(receipt: &Receipt) -> Value {
-    json!({
+/// Receipt details carried in the extra `lloom` field; `with_tools`, also the signed text
+/// (the JSON that `tool_calls` were read from, whose hash the receipt carries).
+pub(super) fn lloom_field(receipt: &Receipt, with_tools: bool) -> Value {
+    let mut field = json!({
         "executor": receipt.executor.to_checksum(None),
         "peer_id": receipt.peer.to_string(),
         "request_digest": receipt.request.digest().to_string(),
         "cost_wei": receipt.cost.to_string(),
         "response_signature": receipt.response.signature.to_string(),
         "checks": receipt.checks,
-    })
+    });
+    if let (true, Some(fields)) = (with_tools, field.as_object_mut()) {
+        fields.insert("signed_text".into(), json!(receipt.text));
+    }
+    field
 }
 
 /// `usage` for a receipt.
@@ -402,8 +407,9 @@ pub(super) fn usage(receipt: &Receipt) -> Value {
     })
 }
 
-/// A complete (non-streaming) completion.
-pub(super) fn completion(id: &str, created: u64, receipt: &Receipt, answer: &Answer) -> Value {
+/// A complete (non-streaming) completion; `with_tools` when the request listed tools.
+pub(super) fn completion(id: &str, created: u64, receipt: &Receipt, with_tools: bool) -> Value {
+    let answer = Answer::of(receipt, with_tools);
     json!({
         "id": id,
         "object": "chat.completion",
@@ -415,7 +421,7 @@ pub(super) fn completion(id: &str, created: u64, receipt: &Receipt, answer: &Ans
             "finish_reason": answer.finish_reason(receipt),
         }],
         "usage": usage(receipt),
-        "lloom": lloom_field(receipt),
+        "lloom": lloom_field(receipt, with_tools),
     })
 }
 
@@ -480,7 +486,7 @@ mod tests {
         ]}))
         .into_chat(64)
         .unwrap();
-        assert!(converted.tools.is_some());
+        assert!(converted.with_tools);
         let m = &converted.chat.messages;
         assert_eq!(m.len(), 4, "the tools join the first system message: {m:?}");
         assert!(
@@ -508,7 +514,7 @@ mod tests {
         assert_eq!(converted.chat.messages[0].role, Role::System);
         let none = json!({"model": "m", "tools": tools, "tool_choice": "none", "messages": ask});
         let converted = request(none).into_chat(64).unwrap();
-        assert_eq!((converted.chat.messages.len(), converted.tools), (1, None));
+        assert_eq!((converted.chat.messages.len(), converted.with_tools), (1, false));
         assert_eq!(converted.chat.sampling.format, OutputFormat::Text);
     }
 }
