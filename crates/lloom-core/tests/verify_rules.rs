@@ -164,6 +164,13 @@ fn a_schema_larger_than_the_limit_is_rejected_and_one_within_it_verifies() {
     }
 }
 
+/// Verifies `text`, signed by the executor as the whole answer to `req`, ended by `finish`.
+fn final_answer(req: &SignedRequest, text: &str, finish: FinishReason) -> Result<(), Error> {
+    let c = response_commitment(req, text, 8, finish);
+    let resp = SignedResponse::sign(&executor_key(), DomainConfig::default(), c).unwrap();
+    verify_response(&resp, req, text, None, &policy(), NOW).map(|_| ())
+}
+
 #[test]
 fn a_final_answer_must_have_the_shape_its_request_asked_for() {
     let req = signed_with_body(|b| {
@@ -171,11 +178,7 @@ fn a_final_answer_must_have_the_shape_its_request_asked_for() {
         // No stop sequence that could have cut a `stop` answer short.
         b.sampling.stop.clear();
     });
-    let answer = |text: &str, finish| {
-        let c = response_commitment(&req, text, 8, finish);
-        let resp = SignedResponse::sign(&executor_key(), DomainConfig::default(), c).unwrap();
-        verify_response(&resp, &req, text, None, &policy(), NOW)
-    };
+    let answer = |text: &str, finish| final_answer(&req, text, finish);
     answer(r#"{"capital": "Paris"}"#, FinishReason::Stop).unwrap();
     answer(r#"{"capital": "Pa"#, FinishReason::Length).unwrap();
     let err = answer(TEXT, FinishReason::Stop).unwrap_err();
@@ -186,6 +189,28 @@ fn a_final_answer_must_have_the_shape_its_request_asked_for() {
     let c = response_commitment(&req, TEXT, 8, FinishReason::Partial);
     let cp = SignedResponse::sign(&executor_key(), DomainConfig::default(), c).unwrap();
     verify_checkpoint(&cp, &req, TEXT, None, &policy(), NOW).unwrap();
+}
+
+#[test]
+fn a_whole_answer_must_be_one_its_schema_accepts() {
+    let fits = r#"{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}"#;
+    let req = signed_with_body(|b| {
+        b.sampling.format = schema("capital", fits);
+        b.sampling.stop.clear();
+    });
+    let answer = |text: &str, finish| final_answer(&req, text, finish);
+    answer(r#"{"city": "Paris"}"#, FinishReason::Stop).unwrap();
+    let err = answer(r#"{"town": "Paris"}"#, FinishReason::Stop).unwrap_err();
+    assert!(
+        matches!(err, Error::FormatViolated { wanted: "JSON its schema accepts", .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("required property \"city\""), "{err}");
+    assert!(err.is_peer_fault(), "{err}");
+    let err = answer(r#"{"city": 75}"#, FinishReason::Stop).unwrap_err();
+    assert!(err.to_string().contains("at /city: it is an integer, not a string"), "{err}");
+    // An answer cut off by `max_tokens` is the start of one: its schema is not checked.
+    answer(r#"{"town": "Pa"#, FinishReason::Length).unwrap();
 }
 
 #[test]

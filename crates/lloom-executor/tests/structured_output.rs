@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use lloom_core::answer_format::check_answer_format;
 use lloom_core::{FinishReason, OutputFormat};
 use lloom_executor::Error;
 use lloom_executor::backend::llama::{EngineConfig, LlamaEngine};
@@ -73,6 +74,42 @@ async fn an_answer_held_to_a_schema_is_json_the_schema_accepts() {
     // Unconstrained, the same question gets prose.
     let (text, _) = answer(&engine, ask(&question, 96, &[])).await;
     assert!(serde_json::from_str::<Value>(&text).is_err(), "{text:?}");
+}
+
+/// Schemas that use what the answer check reads (bounds, lengths, enums, tuples, `$ref`s,
+/// alternatives) and what it leaves to the grammar (a pattern, number bounds).
+const CHECKED_SCHEMAS: [&str; 4] = [
+    r#"{"type": "object", "properties": {
+        "country": {"enum": ["France", "Spain"]},
+        "population_millions": {"type": "integer", "minimum": 1, "maximum": 99},
+        "cities": {"type": "array", "items": {"type": "string", "minLength": 2, "maxLength": 12},
+                   "minItems": 1, "maxItems": 3}
+    }, "required": ["country", "population_millions", "cities"], "additionalProperties": false}"#,
+    r##"{"$defs": {"city": {"type": "object", "properties": {"name": {"type": "string",
+        "maxLength": 20}, "capital": {"type": "boolean"}}, "required": ["name", "capital"]}},
+        "type": "array", "items": {"$ref": "#/$defs/city"}, "maxItems": 2}"##,
+    r#"{"type": "array", "prefixItems": [{"type": "string", "pattern": "^[A-Z][a-z]+$"},
+        {"type": "number", "minimum": 0}, {"anyOf": [{"type": "null"}, {"type": "integer"}]}]}"#,
+    r#"{"oneOf": [{"type": "object", "properties": {"capital": {"const": "Paris"}},
+        "required": ["capital"]}, {"type": "string", "maxLength": 8}]}"#,
+];
+
+#[tokio::test]
+async fn every_answer_the_grammar_holds_passes_the_clients_schema_check() {
+    let engine = engine(1);
+    let question = format!("{FRANCE} Answer in JSON.");
+    for schema in CHECKED_SCHEMAS {
+        let format = OutputFormat::JsonSchema { name: "check".into(), schema: schema.into() };
+        let request = with_format(ask(&question, 128, &[]), format);
+        let sampling = request.sampling.clone();
+        let (text, finish) = answer(&engine, request).await;
+        // An honest executor never fails the check clients and executors run on its answer.
+        check_answer_format(&sampling, finish, &text)
+            .unwrap_or_else(|e| panic!("{text:?} against {schema}: {e}"));
+        if finish == FinishReason::Stop {
+            serde_json::from_str::<Value>(&text).unwrap();
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

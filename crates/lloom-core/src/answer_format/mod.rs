@@ -2,10 +2,14 @@
 //!
 //! An executor that ignores a request's format (a backend that drops `response_format`, or
 //! one that lies) returns prose where JSON was asked for; the client rejects that answer as
-//! it rejects a wrong content hash. The check parses the text; it does not run the JSON
-//! Schema itself, whose grammar only the executor's engine holds.
+//! it rejects a wrong content hash. The check parses the text and, for a whole answer to a
+//! JSON Schema, checks it against the schema as far as grammar engines hold schemas
+//! ([`json_schema`]).
+
+mod json_schema;
 
 use serde::de::IgnoredAny;
+use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::{FinishReason, OutputFormat, SamplingParams};
@@ -13,7 +17,7 @@ use crate::{FinishReason, OutputFormat, SamplingParams};
 /// Checks `content`, the whole text of an answer that ended with `finish`, against the format
 /// its request's `sampling` asked for. An answer that ended `Stop` with no stop sequence to
 /// cut it short must be whole JSON; any other (cut off by `max_tokens`, a stop sequence,
-/// cancellation or a failure) may be the start of JSON.
+/// cancellation or a failure) may be the start of JSON, and its schema is not checked.
 pub fn check_answer_format(
     sampling: &SamplingParams,
     finish: FinishReason,
@@ -32,10 +36,28 @@ pub fn check_answer_format(
     }
     let whole = finish == FinishReason::Stop && sampling.stop.is_empty();
     match serde_json::from_str::<IgnoredAny>(content) {
-        Ok(_) => Ok(()),
-        Err(e) if e.is_eof() && !whole => Ok(()),
-        Err(e) if e.is_eof() => violated(format!("it ended before its JSON did ({e})")),
-        Err(e) => violated(e.to_string()),
+        Ok(_) => {}
+        Err(e) if e.is_eof() && !whole => return Ok(()),
+        Err(e) if e.is_eof() => return violated(format!("it ended before its JSON did ({e})")),
+        Err(e) => return violated(e.to_string()),
+    }
+    match &sampling.format {
+        OutputFormat::JsonSchema { schema, .. } if whole => check_schema(schema, content),
+        _ => Ok(()),
+    }
+}
+
+/// Checks `content`, whole JSON, against `schema` (one a request carried: a JSON object no
+/// larger than the wire's limit).
+fn check_schema(schema: &str, content: &str) -> Result<()> {
+    let (Ok(schema), Ok(answer)) =
+        (serde_json::from_str::<Value>(schema), serde_json::from_str::<Value>(content))
+    else {
+        return Ok(());
+    };
+    match json_schema::violation(&schema, &answer) {
+        None => Ok(()),
+        Some(why) => Err(Error::FormatViolated { wanted: "JSON its schema accepts", why }),
     }
 }
 
