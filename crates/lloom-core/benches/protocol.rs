@@ -2,7 +2,8 @@
 //!
 //! `cargo bench -p lloom-core --bench protocol`. A request costs four signature operations
 //! (client sign, executor verify, executor sign, client verify) plus encode/decode of each
-//! message; these figures are the floor for the network throughput goal.
+//! message; these figures are the floor for the network throughput goal. `answer_format` is
+//! what checking a JSON answer against its schema adds (client and executor both run it).
 #![allow(
     clippy::panic,
     clippy::needless_pass_by_value,
@@ -15,10 +16,11 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use lloom_core::answer_format::check_answer_format;
 use lloom_core::verify::{verify_request, verify_response};
 use lloom_core::wire::{content_hash, decode_frame, encode_frame, request_hash};
 use lloom_core::{
-    ChatMessage, DomainConfig, FinishReason, NodeKey, RequestBody, RequestCommitment,
+    ChatMessage, DomainConfig, FinishReason, NodeKey, OutputFormat, RequestBody, RequestCommitment,
     ResponseCommitment, Role, SamplingParams, SignedRequest, SignedResponse, StreamChunk, U256,
     VerifyPolicy, WireLimits, WireMessage, signing_hash,
 };
@@ -110,5 +112,45 @@ fn codec(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, signatures, codec);
+/// A schema with the keywords the check reads, and answers to it of two sizes.
+const CITY_SCHEMA: &str = r##"{"$defs": {"city": {"type": "object", "properties": {
+    "name": {"type": "string", "maxLength": 40}, "population": {"type": "integer", "minimum": 0},
+    "capital": {"type": "boolean"}, "country": {"enum": ["France", "Spain", "Italy"]}},
+    "required": ["name", "population"], "additionalProperties": false}},
+    "type": "array", "items": {"$ref": "#/$defs/city"}}"##;
+
+fn answer_format(c: &mut Criterion) {
+    let city = r#"{"name": "Paris", "population": 2102650, "capital": true, "country": "France"}"#;
+    let one = format!("[{city}]");
+    // About the 32 KiB a schema may have: the longest answers this small model writes.
+    let many = format!("[{}]", vec![city; 400].join(", "));
+    // Alternatives 40 deep over `$ref`s: the check stops at its step bound.
+    let mut defs = vec![r#""l0": {"type": "null"}"#.to_owned()];
+    for level in 1..=40 {
+        let below = format!("#/$defs/l{}", level - 1);
+        defs.push(format!(
+            r#""l{level}": {{"anyOf": [{{"$ref": "{below}"}}, {{"$ref": "{below}"}}]}}"#
+        ));
+    }
+    let exponential = format!(r##"{{"$defs": {{{}}}, "$ref": "#/$defs/l40"}}"##, defs.join(", "));
+    let cases = [
+        ("one_city", CITY_SCHEMA.to_owned(), one),
+        ("400_cities", CITY_SCHEMA.to_owned(), many),
+        ("step_bound", exponential, "1".to_owned()),
+    ];
+    let mut g = c.benchmark_group("answer_format");
+    for (name, schema, answer) in &cases {
+        let format = OutputFormat::JsonSchema { name: "bench".into(), schema: schema.clone() };
+        let sampling = SamplingParams { format, ..SamplingParams::default() };
+        g.throughput(Throughput::Bytes(answer.len() as u64));
+        g.bench_function(*name, |b| {
+            b.iter(|| {
+                check_answer_format(&sampling, FinishReason::Stop, black_box(answer)).unwrap()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, signatures, codec, answer_format);
 criterion_main!(benches);

@@ -30,7 +30,7 @@ const GRAMMAR_FORMATS: [&str; 9] =
 /// Why `answer` is not one `schema` accepts (`at /path: what is wrong`), or `None` when it
 /// is, or when the check ran out of its bounds before it could tell.
 pub(crate) fn violation(schema: &Value, answer: &Value) -> Option<String> {
-    let mut check = Check { root: schema, steps_left: MAX_STEPS, path: Vec::new() };
+    let mut check = Check { root: schema, steps_left: MAX_STEPS, path: Vec::new(), trying: 0 };
     match check.node(schema, answer, 0) {
         Ok(()) | Err(Stop::OutOfBounds) => None,
         Err(Stop::Violated(why)) => Some(why),
@@ -53,17 +53,22 @@ struct Check<'a> {
     steps_left: usize,
     /// The keys and indices from the answer's top to the value being checked.
     path: Vec<String>,
+    /// How many alternatives (`anyOf`, a list of types) the value is being tried against.
+    trying: usize,
 }
 
 impl<'a> Check<'a> {
-    /// A violation at the current path.
-    fn violated(&self, mut what: String) -> Checked {
+    /// A violation at the current path. Its message is written only where it can be seen:
+    /// not inside an alternative that others may still make up for.
+    fn violated(&self, what: impl FnOnce() -> String) -> Checked {
+        if self.trying > 0 {
+            return Err(Stop::Violated(String::new()));
+        }
         let at = match self.path.is_empty() {
             true => "the top".to_owned(),
             false => self.path.iter().map(|segment| format!("/{segment}")).collect(),
         };
-        what.insert_str(0, &format!("at {at}: "));
-        Err(Stop::Violated(what))
+        Err(Stop::Violated(format!("at {at}: {}", what())))
     }
 
     /// Checks `value` against `schema`, `depth` schemas down from the root.
@@ -75,7 +80,7 @@ impl<'a> Check<'a> {
         let s = match schema {
             Value::Object(s) => s,
             Value::Bool(false) => {
-                return self.violated("the schema `false` accepts nothing".into());
+                return self.violated(|| "the schema `false` accepts nothing".into());
             }
             // `true`, and anything that is not a schema, accepts everything.
             _ => return Ok(()),
@@ -104,21 +109,42 @@ impl<'a> Check<'a> {
         self.root.pointer(pointer)
     }
 
+    /// The outcome of the first option `try_one` does not find violated (accepted, or out of
+    /// bounds), or `None` when every option is violated.
+    fn first_accepting<T>(
+        &mut self,
+        options: impl IntoIterator<Item = T>,
+        mut try_one: impl FnMut(&mut Self, T) -> Checked,
+    ) -> Option<Checked> {
+        self.trying += 1;
+        let mut outcome = None;
+        for option in options {
+            match try_one(self, option) {
+                Err(Stop::Violated(_)) => continue,
+                accepted_or_out_of_bounds => {
+                    outcome = Some(accepted_or_out_of_bounds);
+                    break;
+                }
+            }
+        }
+        self.trying -= 1;
+        outcome
+    }
+
     /// `anyOf` (and `oneOf`, which grammars hold as `anyOf`): at least one alternative.
     fn any_of(&mut self, alternatives: &'a Value, value: &Value, depth: usize) -> Checked {
         let Some(alternatives) = alternatives.as_array().filter(|a| !a.is_empty()) else {
             return Ok(());
         };
-        for alternative in alternatives {
-            match self.node(alternative, value, depth + 1) {
-                Err(Stop::Violated(_)) => continue,
-                accepted_or_out_of_bounds => return accepted_or_out_of_bounds,
-            }
+        let outcome = self.first_accepting(alternatives, |this, alternative| {
+            this.node(alternative, value, depth + 1)
+        });
+        if let Some(outcome) = outcome {
+            return outcome;
         }
-        self.violated(format!(
-            "it matches none of the schema's {} alternatives",
-            alternatives.len()
-        ))
+        self.violated(|| {
+            format!("it matches none of the schema's {} alternatives", alternatives.len())
+        })
     }
 
     /// `"type": [...]`: the schema's other keywords with any one of the types.
@@ -135,15 +161,17 @@ impl<'a> Check<'a> {
         if s.contains_key("const") || s.contains_key("enum") {
             return self.constant(s, value);
         }
-        for name in types {
-            let Some(name) = name.as_str() else { return Ok(()) };
-            match self.typed(s, Some(name), value, depth) {
-                Err(Stop::Violated(_)) => continue,
-                accepted_or_out_of_bounds => return accepted_or_out_of_bounds,
-            }
+        let outcome = self.first_accepting(types, |this, name| match name.as_str() {
+            Some(name) => this.typed(s, Some(name), value, depth),
+            None => Ok(()),
+        });
+        if let Some(outcome) = outcome {
+            return outcome;
         }
-        let names: Vec<String> = types.iter().map(Value::to_string).collect();
-        self.violated(format!("it is {}, not one of the types {}", kind(value), names.join(", ")))
+        self.violated(|| {
+            let names: Vec<String> = types.iter().map(Value::to_string).collect();
+            format!("it is {}, not one of the types {}", kind(value), names.join(", "))
+        })
     }
 
     /// `const` (which wins over `enum`, as in llama.cpp) or `enum`.
@@ -151,13 +179,14 @@ impl<'a> Check<'a> {
         if let Some(constant) = s.get("const") {
             return match same_json(constant, value) {
                 true => Ok(()),
-                false => self.violated(format!("it is not the constant {}", abbreviated(constant))),
+                false => {
+                    self.violated(|| format!("it is not the constant {}", abbreviated(constant)))
+                }
             };
         }
         match s.get("enum").and_then(Value::as_array) {
-            Some(values) if !values.iter().any(|v| same_json(v, value)) => {
-                self.violated(format!("it is none of the {} values the schema lists", values.len()))
-            }
+            Some(values) if !values.iter().any(|v| same_json(v, value)) => self
+                .violated(|| format!("it is none of the {} values the schema lists", values.len())),
             _ => Ok(()),
         }
     }
@@ -174,7 +203,7 @@ impl<'a> Check<'a> {
             || s.get("additionalProperties").is_some_and(|a| a != &Value::Bool(true));
         let has_items = s.contains_key("items") || s.contains_key("prefixItems");
         let wrong_type = |this: &Self, wanted: &str| {
-            this.violated(format!("it is {}, not {wanted}", kind(value)))
+            this.violated(|| format!("it is {}, not {wanted}", kind(value)))
         };
         match (name, value) {
             // Without a type the keywords check only values of their own type.
@@ -219,7 +248,8 @@ impl<'a> Check<'a> {
         let required = s.get("required").and_then(Value::as_array).into_iter().flatten();
         for name in required.filter_map(Value::as_str) {
             if listed(name) && !map.contains_key(name) {
-                return self.violated(format!("it lacks the required property {}", quoted(name)));
+                return self
+                    .violated(|| format!("it lacks the required property {}", quoted(name)));
             }
         }
         // Keys `patternProperties` may claim are not the others `additionalProperties` rules.
@@ -230,10 +260,12 @@ impl<'a> Check<'a> {
                 Some(schema) => schema,
                 None => match additional {
                     Some(Value::Bool(false)) => {
-                        return self.violated(format!(
-                            "it has the property {}, which the schema does not allow",
-                            quoted(key)
-                        ));
+                        return self.violated(|| {
+                            format!(
+                                "it has the property {}, which the schema does not allow",
+                                quoted(key)
+                            )
+                        });
                     }
                     Some(schema @ Value::Object(_)) => schema,
                     _ => continue,
@@ -265,15 +297,15 @@ impl<'a> Check<'a> {
             let count = items.len() as u64;
             if let Some(min) = s.get("minItems").and_then(Value::as_u64).filter(|&min| count < min)
             {
-                return self.violated(format!(
-                    "it has {count} items, fewer than the schema's minimum of {min}"
-                ));
+                return self.violated(|| {
+                    format!("it has {count} items, fewer than the schema's minimum of {min}")
+                });
             }
             if let Some(max) = s.get("maxItems").and_then(Value::as_u64).filter(|&max| count > max)
             {
-                return self.violated(format!(
-                    "it has {count} items, more than the schema's maximum of {max}"
-                ));
+                return self.violated(|| {
+                    format!("it has {count} items, more than the schema's maximum of {max}")
+                });
             }
         }
         for (i, item) in items.iter().enumerate() {
@@ -298,14 +330,18 @@ impl<'a> Check<'a> {
         let at_most = text.chars().count() as u64;
         if let Some(min) = s.get("minLength").and_then(Value::as_u64).filter(|&min| at_least < min)
         {
-            return self.violated(format!(
-                "it is {at_least} characters long, shorter than the schema's minimum of {min}"
-            ));
+            return self.violated(|| {
+                format!(
+                    "it is {at_least} characters long, shorter than the schema's minimum of {min}"
+                )
+            });
         }
         if let Some(max) = s.get("maxLength").and_then(Value::as_u64).filter(|&max| at_most > max) {
-            return self.violated(format!(
-                "it is {at_most} characters long, longer than the schema's maximum of {max}"
-            ));
+            return self.violated(|| {
+                format!(
+                    "it is {at_most} characters long, longer than the schema's maximum of {max}"
+                )
+            });
         }
         Ok(())
     }
@@ -314,7 +350,7 @@ impl<'a> Check<'a> {
     /// `exclusiveMaximum`), which llama.cpp rounds inwards to the integers they admit.
     fn integer(&self, s: &Map<String, Value>, n: &Number) -> Checked {
         let Some(value) = whole(n) else {
-            return self.violated(format!("it is {n}, not an integer"));
+            return self.violated(|| format!("it is {n}, not an integer"));
         };
         let bound = |key: &str, round: fn(f64) -> f64| {
             s.get(key)
@@ -330,11 +366,12 @@ impl<'a> Check<'a> {
             None => bound("exclusiveMaximum", f64::ceil).and_then(|b| b.checked_sub(1)),
         };
         if let Some(low) = low.filter(|&low| value < low) {
-            return self.violated(format!("it is {value}, below the schema's least integer {low}"));
+            return self
+                .violated(|| format!("it is {value}, below the schema's least integer {low}"));
         }
         if let Some(high) = high.filter(|&high| value > high) {
             return self
-                .violated(format!("it is {value}, above the schema's greatest integer {high}"));
+                .violated(|| format!("it is {value}, above the schema's greatest integer {high}"));
         }
         Ok(())
     }
