@@ -4,7 +4,7 @@
 //! one that lies) returns prose where JSON was asked for; the client rejects that answer as
 //! it rejects a wrong content hash. The check parses the text and, for a whole answer to a
 //! JSON Schema, checks it against the schema as far as grammar engines hold schemas
-//! ([`json_schema`]).
+//! (the private `json_schema` module).
 
 mod json_schema;
 
