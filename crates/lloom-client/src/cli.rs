@@ -82,15 +82,15 @@ pub struct ChatArgs {
     /// Most tokens to generate.
     #[arg(long, default_value_t = 256)]
     pub max_tokens: u32,
-    /// Sampling temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.0)]
-    pub temperature: f32,
-    /// The shape of the answer.
+    /// How to sample the answer, and its shape.
     #[command(flatten)]
-    pub format: lloom_core::cli::OutputFormatArgs,
+    pub sampling: lloom_core::cli::SamplingArgs,
     /// Highest acceptable price per token (input and output), in wei.
     #[arg(long)]
     pub max_price: Option<U256>,
+    /// Only executors whose context holds at least this many tokens (prompt and answer).
+    #[arg(long, value_name = "TOKENS")]
+    pub min_context: Option<u32>,
     /// How executors are chosen and waited for.
     #[command(flatten)]
     pub routing: RoutingArgs,
@@ -254,7 +254,7 @@ pub(crate) async fn connect(
 }
 
 async fn chat(args: &ChatArgs, node: &NodeArgs, out: &mut (dyn Write + Send)) -> Result<()> {
-    let format = args.format.format()?;
+    let sampling = args.sampling.params()?;
     let client = connect(&args.discovery, node, &args.routing, &args.escrow).await?;
     let mut request = ChatRequest::user(&args.model, &args.prompt);
     if let Some(system) = &args.system {
@@ -263,13 +263,12 @@ async fn chat(args: &ChatArgs, node: &NodeArgs, out: &mut (dyn Write + Send)) ->
             .insert(0, ChatMessage { role: lloom_core::Role::System, content: system.clone() });
     }
     request.max_tokens = args.max_tokens;
-    request.sampling.temperature = args.temperature;
-    request.sampling.format = format;
+    request.sampling = sampling;
     request.timeout = Duration::from_secs(args.request_timeout_secs);
     request.filter = RouteFilter {
         max_price_per_input_token: args.max_price,
         max_price_per_output_token: args.max_price,
-        min_context: None,
+        min_context: args.min_context,
     };
     let json = node.json;
     let receipt = stream_answer(&client, request, args.verbose, json, out).await;
@@ -378,11 +377,14 @@ fn receipts(cmd: &ReceiptsCommand, node: &NodeArgs, out: &mut (dyn Write + Send)
             let receipt = store
                 .get(digest)?
                 .ok_or_else(|| Error::State(format!("no receipt for request {digest}")))?;
-            writeln!(
-                out,
-                "{}",
-                serde_json::to_string_pretty(&stored_json(&receipt)).unwrap_or_default()
-            )?;
+            // In full: what was asked, as signed, besides what was answered.
+            let mut json = stored_json(&receipt);
+            if let Some(fields) = json.as_object_mut() {
+                let body = &receipt.request.body;
+                fields.insert("messages".into(), serde_json::json!(body.messages));
+                fields.insert("sampling".into(), serde_json::json!(body.sampling));
+            }
+            writeln!(out, "{}", serde_json::to_string_pretty(&json).unwrap_or_default())?;
         }
     }
     Ok(())

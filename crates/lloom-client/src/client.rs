@@ -358,6 +358,9 @@ impl Client {
                 available: models.into_iter().map(|m| m.model).collect(),
             });
         }
+        if let Some(refusal) = request.filter.refusal(&request.model, &candidates) {
+            return Err(refusal);
+        }
         let (tx, rx) = mpsc::channel(64);
         let client = self.clone();
         let cost = Arc::new(ChatCost::default());

@@ -46,6 +46,22 @@ pub enum Error {
         /// The models that are on offer.
         available: Vec<String>,
     },
+    /// Executors serve the model, but none within the request's price and context limits.
+    #[error(
+        "no executor serves `{model}` within your limits; {offers} do, asking at least {lowest_input_price} wei per input token and {lowest_output_price} wei per output token, with at most {largest_context} tokens of context: raise --max-price or lower --min-context"
+    )]
+    OutsideLimits {
+        /// The model asked for.
+        model: String,
+        /// How many offers of it are known.
+        offers: usize,
+        /// The lowest price per prompt token among them, in wei.
+        lowest_input_price: lloom_core::U256,
+        /// The lowest price per generated token among them, in wei.
+        lowest_output_price: lloom_core::U256,
+        /// The largest context among them, in tokens.
+        largest_context: u32,
+    },
     /// Every executor tried was busy or rate limited.
     #[error("all executors are busy; retry after {retry_after_secs}s")]
     AllBusy {

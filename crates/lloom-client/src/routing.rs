@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use lloom_core::{Address, U256};
 
 use crate::directory::Candidate;
+use crate::error::Error;
 
 /// How to order candidates.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -68,6 +69,22 @@ pub struct RouteFilter {
 }
 
 impl RouteFilter {
+    /// Why no candidate passes: [`Error::OutsideLimits`] naming the best that is on offer, or
+    /// `None` when some candidate passes (or there is none at all).
+    pub(crate) fn refusal(&self, model: &str, candidates: &[Candidate]) -> Option<Error> {
+        let offers = candidates.iter().map(|c| &c.offer);
+        if candidates.is_empty() || candidates.iter().any(|c| self.accepts(c)) {
+            return None;
+        }
+        Some(Error::OutsideLimits {
+            model: model.to_owned(),
+            offers: candidates.len(),
+            lowest_input_price: offers.clone().map(|o| o.price_per_input_token).min()?,
+            lowest_output_price: offers.clone().map(|o| o.price_per_output_token).min()?,
+            largest_context: offers.map(|o| o.context_length).max()?,
+        })
+    }
+
     fn accepts(&self, c: &Candidate) -> bool {
         self.max_price_per_input_token.is_none_or(|m| c.offer.price_per_input_token <= m)
             && self.max_price_per_output_token.is_none_or(|m| c.offer.price_per_output_token <= m)
@@ -331,6 +348,39 @@ mod tests {
         };
         let ranked = router.rank(vec![a, b.clone(), c], &filter, &[], Instant::now());
         assert_eq!(ranked.iter().map(|c| c.address).collect::<Vec<_>>(), vec![b.address]);
+    }
+
+    #[test]
+    fn a_filter_that_passes_no_offer_names_the_best_on_offer() {
+        let (a, b) = (candidate(30, 4096), candidate(10, 512));
+        let offers = [a, b];
+        let too_cheap = RouteFilter {
+            max_price_per_input_token: Some(U256::from(5)),
+            max_price_per_output_token: Some(U256::from(5)),
+            min_context: None,
+        };
+        match too_cheap.refusal("m", &offers) {
+            Some(Error::OutsideLimits {
+                offers: 2,
+                lowest_input_price,
+                lowest_output_price,
+                largest_context: 4096,
+                ..
+            }) => {
+                assert_eq!(
+                    (lowest_input_price, lowest_output_price),
+                    (U256::from(10), U256::from(10))
+                );
+            }
+            other => panic!("expected OutsideLimits, got {other:?}"),
+        }
+        let too_long = RouteFilter { min_context: Some(8192), ..RouteFilter::default() };
+        let message = too_long.refusal("m", &offers).map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.contains("at most 4096 tokens of context"), "{message}");
+        assert!(message.contains("--min-context"), "{message}");
+        let one_fits = RouteFilter { min_context: Some(1024), ..RouteFilter::default() };
+        assert!(one_fits.refusal("m", &offers).is_none());
+        assert!(too_long.refusal("m", &[]).is_none(), "no offer at all is NoExecutor's case");
     }
 
     #[test]

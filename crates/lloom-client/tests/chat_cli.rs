@@ -105,6 +105,81 @@ async fn chat_prints_a_verified_receipt_and_receipts_lists_it() {
     assert_eq!(listed[0]["final"], true);
     let show = run(args(&["receipts", "show", &digest])).await.unwrap();
     assert!(String::from_utf8_lossy(&show.stdout).contains("Paris it is."));
+    let shown: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(shown["messages"][0]["content"], "Capital?");
+    assert_eq!(shown["sampling"]["temperature"], 0.0);
+
+    // Every sampling flag reaches the signed request the executor served.
+    let sampled = run(args(&[
+        "--json",
+        "chat",
+        "Capital?",
+        "--model",
+        "scripted",
+        "--system",
+        "Be brief.",
+        "--temperature",
+        "0.5",
+        "--top-p",
+        "0.75",
+        "--top-k",
+        "3",
+        "--seed",
+        "9",
+        "--stop",
+        "END",
+        "--frequency-penalty",
+        "-0.5",
+        "--presence-penalty",
+        "0.25",
+        "--min-context",
+        "1024",
+        "--no-mdns",
+        "--bootstrap",
+        &boot,
+    ]))
+    .await
+    .unwrap();
+    assert!(sampled.status.success(), "{}", String::from_utf8_lossy(&sampled.stderr));
+    let sampled: serde_json::Value = serde_json::from_slice(&sampled.stdout).unwrap();
+    let digest = sampled["request_digest"].as_str().unwrap().to_owned();
+    let show = run(args(&["--json", "receipts", "show", &digest])).await.unwrap();
+    let shown: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(shown["messages"][0]["content"], "Be brief.");
+    assert_eq!(
+        shown["sampling"],
+        serde_json::json!({
+            "temperature": 0.5,
+            "top_p": 0.75,
+            "top_k": 3,
+            "seed": 9,
+            "stop": ["END"],
+            "frequency_penalty": -0.5,
+            "presence_penalty": 0.25,
+            "format": "Text",
+        })
+    );
+
+    // An executor whose context is too short for --min-context is not asked, and the error
+    // says what is on offer.
+    let too_long = run(args(&[
+        "chat",
+        "hi",
+        "--model",
+        "scripted",
+        "--min-context",
+        "4096",
+        "--no-mdns",
+        "--bootstrap",
+        &boot,
+    ]))
+    .await
+    .unwrap();
+    assert!(!too_long.status.success());
+    let stderr = String::from_utf8_lossy(&too_long.stderr);
+    assert!(stderr.contains("no executor serves `scripted` within your limits"), "{stderr}");
+    assert!(stderr.contains("asking at least 2 wei per input token and 3 wei"), "{stderr}");
+    assert!(stderr.contains("at most 1024 tokens of context"), "{stderr}");
 
     let missing =
         run(args(&["receipts", "show", &format!("0x{}", "00".repeat(32))])).await.unwrap();
@@ -126,6 +201,18 @@ fn bad_chat_arguments_are_refused_before_any_network_use() {
         .assert()
         .failure()
         .stderr(contains("--temperature"));
+    Command::cargo_bin("lloom-client")
+        .unwrap()
+        .args(["chat", "hi", "--top-p", "0"])
+        .assert()
+        .failure()
+        .stderr(contains("top_p 0 not in (0, 1]"));
+    Command::cargo_bin("lloom-client")
+        .unwrap()
+        .args(["chat", "hi", "--stop", ""])
+        .assert()
+        .failure()
+        .stderr(contains("empty stop sequence"));
     Command::cargo_bin("lloom-client")
         .unwrap()
         .args(["chat", "hi", "--json-schema", "/nonexistent/schema.json"])

@@ -123,6 +123,12 @@ impl From<Error> for ApiError {
                 api
             }
             Error::InvalidRequest(_) => Self::invalid(&message, None),
+            Error::OutsideLimits { .. } => Self::new(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "no_offer_within_limits",
+                message,
+            ),
             Error::AllBusy { retry_after_secs } => {
                 let mut api = Self::new(
                     StatusCode::TOO_MANY_REQUESTS,

@@ -71,6 +71,38 @@ impl Default for SamplingParams {
     }
 }
 
+impl SamplingParams {
+    /// Checks the ranges (temperature in `[0, 2]`, `top_p` in `(0, 1]`, penalties in `[-2, 2]`),
+    /// the stop sequences and the format against `limits`.
+    pub fn validate(&self, limits: &WireLimits) -> Result<()> {
+        if !(self.temperature.is_finite() && (0.0..=2.0).contains(&self.temperature)) {
+            return Err(Error::InvalidMessage(format!(
+                "temperature {} not in [0, 2]",
+                self.temperature
+            )));
+        }
+        if !(self.top_p.is_finite() && self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(Error::InvalidMessage(format!("top_p {} not in (0, 1]", self.top_p)));
+        }
+        too_large("stop sequences", self.stop.len(), limits.max_stop_sequences)?;
+        for stop in &self.stop {
+            if stop.is_empty() {
+                return Err(Error::InvalidMessage("empty stop sequence".into()));
+            }
+            too_large("stop sequence", stop.len(), limits.max_stop_bytes)?;
+        }
+        for (name, penalty) in [
+            ("frequency_penalty", self.frequency_penalty),
+            ("presence_penalty", self.presence_penalty),
+        ] {
+            if !(penalty.is_finite() && (-2.0..=2.0).contains(&penalty)) {
+                return Err(Error::InvalidMessage(format!("{name} {penalty} not in [-2, 2]")));
+            }
+        }
+        self.format.validate(limits)
+    }
+}
+
 /// The shape an answer must take (OpenAI's `response_format`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OutputFormat {
@@ -138,31 +170,7 @@ impl RequestBody {
             return Err(Error::InvalidMessage("a request needs at least one message".into()));
         }
         too_large("messages", self.messages.len(), limits.max_messages)?;
-        let s = &self.sampling;
-        if !(s.temperature.is_finite() && (0.0..=2.0).contains(&s.temperature)) {
-            return Err(Error::InvalidMessage(format!(
-                "temperature {} not in [0, 2]",
-                s.temperature
-            )));
-        }
-        if !(s.top_p.is_finite() && s.top_p > 0.0 && s.top_p <= 1.0) {
-            return Err(Error::InvalidMessage(format!("top_p {} not in (0, 1]", s.top_p)));
-        }
-        too_large("stop sequences", s.stop.len(), limits.max_stop_sequences)?;
-        for stop in &s.stop {
-            if stop.is_empty() {
-                return Err(Error::InvalidMessage("empty stop sequence".into()));
-            }
-            too_large("stop sequence", stop.len(), limits.max_stop_bytes)?;
-        }
-        for (name, penalty) in
-            [("frequency_penalty", s.frequency_penalty), ("presence_penalty", s.presence_penalty)]
-        {
-            if !(penalty.is_finite() && (-2.0..=2.0).contains(&penalty)) {
-                return Err(Error::InvalidMessage(format!("{name} {penalty} not in [-2, 2]")));
-            }
-        }
-        s.format.validate(limits)
+        self.sampling.validate(limits)
     }
 }
 

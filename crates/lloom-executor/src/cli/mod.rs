@@ -68,15 +68,9 @@ pub struct GenerateArgs {
     /// Most tokens to generate.
     #[arg(long, default_value_t = 256)]
     pub max_tokens: u32,
-    /// Sampling temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.0)]
-    pub temperature: f32,
-    /// Seed for sampled decoding.
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// The shape of the answer.
+    /// How to sample the answer, and its shape.
     #[command(flatten)]
-    pub format: lloom_core::cli::OutputFormatArgs,
+    pub sampling: lloom_core::cli::SamplingArgs,
 }
 
 /// `lloom-executor models ...`.
@@ -218,12 +212,10 @@ pub async fn run(cli: &Cli, out: &mut (dyn Write + Send)) -> Result<()> {
 async fn generate(args: &GenerateArgs, json: bool, out: &mut (dyn Write + Send)) -> Result<()> {
     use crate::backend::llama::{EngineConfig, LlamaEngine};
     use crate::backend::{Backend, GenerateRequest, GenerationEvent};
-    use lloom_core::{ChatMessage, Role, SamplingParams};
+    use lloom_core::{ChatMessage, Role};
 
     // Check the request before the (slow) model fetch and load.
-    if !(args.temperature.is_finite() && (0.0..=2.0).contains(&args.temperature)) {
-        return Err(Error::EngineConfig(format!("temperature {} not in [0, 2]", args.temperature)));
-    }
+    let sampling = args.sampling.params()?;
     let (name, path) = match &args.model_path {
         Some(path) => (
             path.file_stem().map_or_else(String::new, |s| s.to_string_lossy().into_owned()),
@@ -246,12 +238,6 @@ async fn generate(args: &GenerateArgs, json: bool, out: &mut (dyn Write + Send))
         messages.push(ChatMessage { role: Role::System, content: system.clone() });
     }
     messages.push(ChatMessage { role: Role::User, content: args.prompt.clone() });
-    let sampling = SamplingParams {
-        temperature: args.temperature,
-        seed: args.seed,
-        format: args.format.format()?,
-        ..SamplingParams::default()
-    };
     let mut generation = engine.generate(GenerateRequest {
         messages,
         sampling,
