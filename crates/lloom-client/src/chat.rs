@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use crate::attempt::AttemptFailure;
 use crate::chat_cost::ChatCost;
 use crate::error::{Error, Result};
-use crate::routing::RouteFilter;
+use crate::routing::{RouteFilter, Strategy};
 
 /// What to ask.
 #[derive(Clone, Debug)]
@@ -29,6 +29,8 @@ pub struct ChatRequest {
     pub max_tokens: u32,
     /// Price ceilings and minimum context.
     pub filter: RouteFilter,
+    /// How to choose executors for this request; `None`: the client's strategy.
+    pub strategy: Option<Strategy>,
     /// Time for the whole request, failovers included.
     pub timeout: Duration,
 }
@@ -42,6 +44,7 @@ impl ChatRequest {
             sampling: SamplingParams::default(),
             max_tokens: 256,
             filter: RouteFilter::default(),
+            strategy: None,
             timeout: Duration::from_secs(120),
         }
     }

@@ -404,12 +404,17 @@ impl Client {
             if Instant::now() >= deadline {
                 break;
             }
-            let ranked = inner.router.lock().await.rank(
-                candidates.clone(),
-                &request.filter,
-                &tried,
-                Instant::now(),
-            );
+            let ranked = {
+                let mut router = inner.router.lock().await;
+                let strategy = request.strategy.unwrap_or_else(|| router.strategy());
+                router.rank_by(
+                    strategy,
+                    candidates.clone(),
+                    &request.filter,
+                    &tried,
+                    Instant::now(),
+                )
+            };
             let Some(executor) = ranked.into_iter().next() else { break };
             tried.push(executor.address);
             if let Some(guard) = &inner.config.escrow_guard {

@@ -145,9 +145,22 @@ impl Router {
         (self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    /// Orders usable candidates, best first; `exclude` holds executors already tried.
+    /// Orders usable candidates by the router's strategy, best first; `exclude` holds
+    /// executors already tried.
     pub fn rank(
         &mut self,
+        candidates: Vec<Candidate>,
+        filter: &RouteFilter,
+        exclude: &[Address],
+        now: Instant,
+    ) -> Vec<Candidate> {
+        self.rank_by(self.strategy, candidates, filter, exclude, now)
+    }
+
+    /// [`rank`](Self::rank) by `strategy` (a request's own) instead of the router's.
+    pub fn rank_by(
+        &mut self,
+        strategy: Strategy,
         candidates: Vec<Candidate>,
         filter: &RouteFilter,
         exclude: &[Address],
@@ -193,7 +206,6 @@ impl Router {
                 (c.address, (price(c) / min_price, ttft / fastest, load, reputation.max(1.0)))
             })
             .collect();
-        let strategy = self.strategy;
         let key = |c: &Candidate| -> (f64, f64) {
             let (p, l, load, r) = scores.get(&c.address).copied().unwrap_or((1.0, 1.0, 1.0, 1.0));
             let balanced = 0.35 * p + 0.35 * l + 0.15 * load + 0.15 * r;
@@ -207,7 +219,7 @@ impl Router {
             let (ka, kb) = (key(a), key(b));
             ka.0.total_cmp(&kb.0).then(ka.1.total_cmp(&kb.1)).then(a.address.cmp(&b.address))
         });
-        if self.strategy != Strategy::Cheapest && self.next_random() < Self::EXPLORATION {
+        if strategy != Strategy::Cheapest && self.next_random() < Self::EXPLORATION {
             let untried: Vec<usize> = usable
                 .iter()
                 .enumerate()
@@ -348,6 +360,28 @@ mod tests {
         };
         let ranked = router.rank(vec![a, b.clone(), c], &filter, &[], Instant::now());
         assert_eq!(ranked.iter().map(|c| c.address).collect::<Vec<_>>(), vec![b.address]);
+    }
+
+    #[test]
+    fn a_requests_own_strategy_overrides_the_routers() {
+        let mut router = Router::new(Strategy::Fastest);
+        let (dear, cheap) = (candidate(30, 4096), candidate(10, 4096));
+        let t0 = Instant::now();
+        // The dear executor answered fast, the cheap one slowly.
+        router.record_success(dear.address, Duration::from_millis(10), 100.0);
+        router.record_success(cheap.address, Duration::from_millis(900), 10.0);
+        let order = |ranked: Vec<Candidate>| ranked.iter().map(|c| c.address).collect::<Vec<_>>();
+        let both = vec![dear.clone(), cheap.clone()];
+        let filter = RouteFilter::default();
+        assert_eq!(
+            order(router.rank(both.clone(), &filter, &[], t0)),
+            [dear.address, cheap.address]
+        );
+        assert_eq!(
+            order(router.rank_by(Strategy::Cheapest, both, &filter, &[], t0)),
+            [cheap.address, dear.address]
+        );
+        assert_eq!(router.strategy(), Strategy::Fastest, "the router's own is unchanged");
     }
 
     #[test]

@@ -25,6 +25,10 @@ use lloom_validator::{Validator, ValidatorConfig};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+mod http;
+
+use http::{http, http_with, json_body, sse_events};
+
 const MODEL: &str = "scripted";
 
 struct Net {
@@ -71,48 +75,6 @@ async fn network(scripts: Vec<Script>, config: GatewayConfig) -> Net {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(serve(client, listener, config, std::future::pending()));
     Net { _validator: validator, _executors: executors, _dir: dir, addr }
-}
-
-/// One HTTP/1.1 exchange; returns status, lower-cased headers and the body.
-async fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String, String) {
-    http_with(addr, method, path, "", body).await
-}
-
-/// [`http`] with extra header lines (each ending in `\r\n`).
-async fn http_with(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &str,
-    body: &[u8],
-) -> (u16, String, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{headers}connection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(body).await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut raw)).await.unwrap().unwrap();
-    let raw = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let status = head[9..12].parse().unwrap();
-    (status, head.to_lowercase(), body.to_owned())
-}
-
-fn json_body(body: &str) -> Value {
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
-}
-
-/// The JSON events of a streamed completion, which must end with `[DONE]`.
-fn sse_events(raw: &str) -> Vec<Value> {
-    assert!(raw.contains("data: [DONE]"), "{raw}");
-    raw.lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .filter(|d| *d != "[DONE]")
-        .map(json_body)
-        .collect()
 }
 
 fn chat(extra: &Value) -> Vec<u8> {

@@ -91,6 +91,17 @@ try:
     missing = None
 except openai.NotFoundError as e:
     missing = e.status_code
+# The request's own routing options, through the SDK's extra_body.
+routed = client.chat.completions.create(
+    model=model, messages=ask, max_tokens=4,
+    extra_body={"lloom": {"strategy": "cheapest", "max_price": "2", "min_context": 512}},
+).choices[0].finish_reason
+try:
+    client.chat.completions.create(
+        model=model, messages=ask, max_tokens=4, extra_body={"lloom": {"max_price": 1}})
+    priced_out = None
+except openai.NotFoundError as e:
+    priced_out = [e.status_code, e.code]
 try:
     openai.OpenAI(base_url=sys.argv[1], api_key="wrong-key-0123456789").models.list()
     wrong_key = None
@@ -123,6 +134,8 @@ print(json.dumps({
     "uncompilable": uncompilable,
     "unloadable": unloadable,
     "after_uncompilable": after_uncompilable,
+    "routed": routed,
+    "priced_out": priced_out,
     "missing_status": missing,
     "wrong_key_status": wrong_key,
     "over_budget": over_budget,
@@ -245,6 +258,8 @@ async fn the_official_openai_sdk_works_against_the_gateway() {
     assert_eq!(report["uncompilable"], serde_json::json!([400, "refused_by_executor", true]));
     assert_eq!(report["unloadable"], serde_json::json!([400, "refused_by_executor", true]));
     assert_eq!(report["after_uncompilable"], "length", "{report}");
+    assert_eq!(report["routed"], "length", "{report}");
+    assert_eq!(report["priced_out"], serde_json::json!([404, "no_offer_within_limits"]));
     assert_eq!(report["missing_status"], 404);
     assert_eq!(report["wrong_key_status"], 401);
     assert_eq!(report["over_budget"], serde_json::json!([402, "insufficient_quota"]));

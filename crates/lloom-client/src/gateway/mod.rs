@@ -6,7 +6,9 @@
 //! an extra `lloom` field (the completion object, or the last streamed chunk). A streamed
 //! answer cannot take back text it has sent, so when the executor fails after streaming began
 //! the stream ends with an error event instead of restarting on another executor (before any
-//! text is sent, failover works as in [`Client::chat`]).
+//! text is sent, failover works as in [`Client::chat`]). A request may carry its own routing
+//! choices in the same extra field, `lloom`: a strategy, price ceilings in wei and a minimum
+//! context, as `lloom-client chat` takes them.
 //!
 //! With [`ApiKeys`] configured, the `/v1/*` routes answer only requests that carry one of them
 //! (`Authorization: Bearer <key>`), each key within its own requests and tokens per minute
@@ -23,6 +25,7 @@ mod error;
 mod metrics;
 mod openai;
 mod period;
+mod routing_options;
 mod spend;
 pub mod tools;
 

@@ -58,6 +58,9 @@ pub struct CompletionRequest {
     pub top_logprobs: Option<u32>,
     /// Refused when not empty.
     pub logit_bias: Option<Value>,
+    /// Lloom's routing options for this request: `strategy`, `max_price`,
+    /// `max_price_per_input_token`, `max_price_per_output_token` (wei), `min_context`.
+    pub lloom: Option<Value>,
 }
 
 /// Whether a JSON value asks for nothing (absent, null, `[]` or `{}`).
@@ -236,6 +239,7 @@ impl CompletionRequest {
             format,
         };
         let mut request = ChatRequest::user(self.model, "");
+        super::routing_options::apply(self.lloom.as_ref(), &mut request)?;
         request.messages = messages;
         request.sampling = sampling;
         request.max_tokens = max_tokens;

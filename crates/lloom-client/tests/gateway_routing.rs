@@ -1,0 +1,115 @@
+//! A chat completion's own routing options (the extra `lloom` field) through the gateway over
+//! real HTTP, in front of a validator and two executors (scripted backends) that differ in
+//! price and context.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+mod http;
+mod scripted;
+
+use std::sync::Arc;
+
+use lloom_client::Strategy;
+use lloom_client::gateway::{GatewayConfig, serve};
+use lloom_core::network::{Multiaddr, NetworkConfig};
+use lloom_core::{ModelOffer, NodeKey, U256};
+use lloom_executor::backend::scripted::{Script, ScriptedBackend};
+use lloom_executor::serve::ServedModel;
+use lloom_executor::{ExecutorConfig, ExecutorNode};
+use serde_json::{Value, json};
+
+use http::{http, json_body};
+use scripted::{MODEL, validator};
+
+/// An executor answering `text` at `price` wei per token (input and output) with `context`.
+async fn executor(
+    bootstrap: &[Multiaddr],
+    dir: &tempfile::TempDir,
+    text: &str,
+    price: u64,
+    context: u32,
+) -> ExecutorNode {
+    let key = NodeKey::generate();
+    let mut config = ExecutorConfig::new(dir.path().join(key.address().to_string()));
+    config.network = NetworkConfig { bootstrap: bootstrap.to_vec(), ..NetworkConfig::local() };
+    let offer = ModelOffer {
+        context_length: context,
+        price_per_input_token: U256::from(price),
+        price_per_output_token: U256::from(price),
+        ..scripted::offer(price)
+    };
+    let backend = Arc::new(ScriptedBackend::new(Script::answer(MODEL, text)));
+    ExecutorNode::start(&key, vec![ServedModel { offer, backend }], config).await.unwrap()
+}
+
+fn completion(lloom: &Value) -> Vec<u8> {
+    json!({
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Which one?"}],
+        "lloom": lloom,
+    })
+    .to_string()
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_routes_by_its_own_ceilings_and_context_and_bad_options_are_400s() {
+    let (_validator, bootstrap) = validator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let _small = executor(&bootstrap, &dir, "Small context.", 1, 1024).await;
+    let _large = executor(&bootstrap, &dir, "Large context.", 10, 8192).await;
+    // The gateway's client picks the cheapest executor unless a request says otherwise.
+    let client = scripted::client(&bootstrap, Strategy::Cheapest, 2).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve(client, listener, GatewayConfig::default(), std::future::pending()));
+    let ask = |lloom: Value| async move {
+        let (status, _, body) =
+            http(addr, "POST", "/v1/chat/completions", &completion(&lloom)).await;
+        (status, json_body(&body))
+    };
+
+    let (status, answer) = ask(Value::Null).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["choices"][0]["message"]["content"], "Small context.");
+
+    // A minimum context the cheap executor lacks sends the request to the other one.
+    let (status, answer) = ask(json!({"min_context": 4096, "strategy": "cheapest"})).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["choices"][0]["message"]["content"], "Large context.");
+    assert_eq!(answer["lloom"]["cost_wei"], ((10 + 2) * 10).to_string());
+
+    // Ceilings below every offer that fits: a 404 that says what is on offer.
+    let (status, answer) = ask(json!({"min_context": 4096, "max_price": "5"})).await;
+    assert_eq!(status, 404, "{answer}");
+    let error = &answer["error"];
+    assert_eq!(error["code"], "no_offer_within_limits", "{error}");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("2 do, asking at least 1 wei per input token"), "{message}");
+    assert!(message.contains("at most 8192 tokens of context"), "{message}");
+    // A per-token ceiling wins over max_price: the cheap executor is allowed again.
+    let (status, answer) = ask(
+        json!({"max_price": 0, "max_price_per_input_token": 1, "max_price_per_output_token": "1"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["choices"][0]["message"]["content"], "Small context.");
+
+    for (lloom, message) in [
+        (json!({"max_prize": 5}), "lloom.max_prize is not an option"),
+        (json!({"strategy": "random"}), "lloom.strategy must be"),
+        (json!({"max_price": "-1"}), "lloom.max_price must be a whole number of wei"),
+        (json!([1]), "`lloom` must be an object"),
+    ] {
+        let (status, answer) = ask(lloom.clone()).await;
+        assert_eq!(status, 400, "{lloom}: {answer}");
+        let error = &answer["error"];
+        assert_eq!(error["param"], "lloom", "{error}");
+        assert!(error["message"].as_str().unwrap().contains(message), "{error}");
+    }
+}
