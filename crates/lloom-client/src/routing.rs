@@ -69,6 +69,17 @@ pub struct RouteFilter {
 }
 
 impl RouteFilter {
+    /// This filter with both price ceilings at most `price` (a ceiling set above it, or none,
+    /// becomes `price`).
+    pub fn capped_at(self, price: U256) -> Self {
+        let cap = |own: Option<U256>| Some(own.map_or(price, |own| own.min(price)));
+        Self {
+            max_price_per_input_token: cap(self.max_price_per_input_token),
+            max_price_per_output_token: cap(self.max_price_per_output_token),
+            ..self
+        }
+    }
+
     /// Why no candidate passes: [`Error::OutsideLimits`] naming the best that is on offer, or
     /// `None` when some candidate passes (or there is none at all).
     pub(crate) fn refusal(&self, model: &str, candidates: &[Candidate]) -> Option<Error> {
@@ -360,6 +371,22 @@ mod tests {
         };
         let ranked = router.rank(vec![a, b.clone(), c], &filter, &[], Instant::now());
         assert_eq!(ranked.iter().map(|c| c.address).collect::<Vec<_>>(), vec![b.address]);
+    }
+
+    #[test]
+    fn a_cap_lowers_ceilings_above_it_and_keeps_those_below() {
+        let own = RouteFilter {
+            max_price_per_input_token: Some(U256::from(3)),
+            max_price_per_output_token: Some(U256::from(30)),
+            min_context: Some(512),
+        };
+        let capped = own.capped_at(U256::from(10));
+        assert_eq!(capped.max_price_per_input_token, Some(U256::from(3)));
+        assert_eq!(capped.max_price_per_output_token, Some(U256::from(10)));
+        assert_eq!(capped.min_context, Some(512));
+        let open = RouteFilter::default().capped_at(U256::from(10));
+        assert_eq!(open.max_price_per_input_token, Some(U256::from(10)));
+        assert_eq!(open.max_price_per_output_token, Some(U256::from(10)));
     }
 
     #[test]

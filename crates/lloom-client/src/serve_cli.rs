@@ -81,6 +81,10 @@ pub struct ServeArgs {
     /// this client's funds.
     #[arg(long)]
     pub allow_unauthenticated: bool,
+    /// Highest price per token (input and output, in wei) any request may pay; a request's
+    /// `lloom` ceilings may lower it, never raise it.
+    #[arg(long, value_name = "WEI")]
+    pub max_price: Option<U256>,
     /// How to find the network.
     #[command(flatten)]
     pub discovery: DiscoveryArgs,
@@ -142,6 +146,7 @@ pub(crate) async fn serve(
         spend_ledger,
         budget_period: args.key_budget_period,
         metrics_keys,
+        max_price: args.max_price,
     };
     config.check()?;
     let client = connect(&args.discovery, node, &args.routing, &args.escrow).await?;

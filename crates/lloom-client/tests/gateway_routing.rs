@@ -12,6 +12,7 @@
 mod http;
 mod scripted;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use lloom_client::Strategy;
@@ -47,14 +48,23 @@ async fn executor(
     ExecutorNode::start(&key, vec![ServedModel { offer, backend }], config).await.unwrap()
 }
 
-fn completion(lloom: &Value) -> Vec<u8> {
-    json!({
+async fn gateway(client: lloom_client::Client, config: GatewayConfig) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve(client, listener, config, std::future::pending()));
+    addr
+}
+
+/// A completion with `lloom` as its routing options: the status and the JSON answer.
+async fn ask(addr: SocketAddr, lloom: Value) -> (u16, Value) {
+    let request = json!({
         "model": MODEL,
         "messages": [{"role": "user", "content": "Which one?"}],
         "lloom": lloom,
-    })
-    .to_string()
-    .into_bytes()
+    });
+    let (status, _, body) =
+        http(addr, "POST", "/v1/chat/completions", request.to_string().as_bytes()).await;
+    (status, json_body(&body))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,27 +75,20 @@ async fn a_request_routes_by_its_own_ceilings_and_context_and_bad_options_are_40
     let _large = executor(&bootstrap, &dir, "Large context.", 10, 8192).await;
     // The gateway's client picks the cheapest executor unless a request says otherwise.
     let client = scripted::client(&bootstrap, Strategy::Cheapest, 2).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(serve(client, listener, GatewayConfig::default(), std::future::pending()));
-    let ask = |lloom: Value| async move {
-        let (status, _, body) =
-            http(addr, "POST", "/v1/chat/completions", &completion(&lloom)).await;
-        (status, json_body(&body))
-    };
+    let addr = gateway(client.clone(), GatewayConfig::default()).await;
 
-    let (status, answer) = ask(Value::Null).await;
+    let (status, answer) = ask(addr, Value::Null).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["choices"][0]["message"]["content"], "Small context.");
 
     // A minimum context the cheap executor lacks sends the request to the other one.
-    let (status, answer) = ask(json!({"min_context": 4096, "strategy": "cheapest"})).await;
+    let (status, answer) = ask(addr, json!({"min_context": 4096, "strategy": "cheapest"})).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["choices"][0]["message"]["content"], "Large context.");
     assert_eq!(answer["lloom"]["cost_wei"], ((10 + 2) * 10).to_string());
 
     // Ceilings below every offer that fits: a 404 that says what is on offer.
-    let (status, answer) = ask(json!({"min_context": 4096, "max_price": "5"})).await;
+    let (status, answer) = ask(addr, json!({"min_context": 4096, "max_price": "5"})).await;
     assert_eq!(status, 404, "{answer}");
     let error = &answer["error"];
     assert_eq!(error["code"], "no_offer_within_limits", "{error}");
@@ -94,6 +97,7 @@ async fn a_request_routes_by_its_own_ceilings_and_context_and_bad_options_are_40
     assert!(message.contains("at most 8192 tokens of context"), "{message}");
     // A per-token ceiling wins over max_price: the cheap executor is allowed again.
     let (status, answer) = ask(
+        addr,
         json!({"max_price": 0, "max_price_per_input_token": 1, "max_price_per_output_token": "1"}),
     )
     .await;
@@ -106,10 +110,21 @@ async fn a_request_routes_by_its_own_ceilings_and_context_and_bad_options_are_40
         (json!({"max_price": "-1"}), "lloom.max_price must be a whole number of wei"),
         (json!([1]), "`lloom` must be an object"),
     ] {
-        let (status, answer) = ask(lloom.clone()).await;
+        let (status, answer) = ask(addr, lloom.clone()).await;
         assert_eq!(status, 400, "{lloom}: {answer}");
         let error = &answer["error"];
         assert_eq!(error["param"], "lloom", "{error}");
         assert!(error["message"].as_str().unwrap().contains(message), "{error}");
+    }
+    // A gateway's own ceiling: requests may lower it, never raise it.
+    let capped = GatewayConfig { max_price: Some(U256::from(5)), ..GatewayConfig::default() };
+    let addr = gateway(client, capped).await;
+    let (status, answer) = ask(addr, Value::Null).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["choices"][0]["message"]["content"], "Small context.");
+    for lloom in [json!({"min_context": 4096}), json!({"min_context": 4096, "max_price": 100})] {
+        let (status, answer) = ask(addr, lloom.clone()).await;
+        assert_eq!(status, 404, "{lloom}: {answer}");
+        assert_eq!(answer["error"]["code"], "no_offer_within_limits", "{answer}");
     }
 }

@@ -89,6 +89,9 @@ pub struct GatewayConfig {
     /// Keys `GET /metrics` must present as `Authorization: Bearer <key>` (empty: it is open).
     /// They give no access to `/v1/*`, and no API key gives access to the metrics.
     pub metrics_keys: ApiKeys,
+    /// Highest price per token (input and output, in wei) any request may pay: a request's
+    /// own `lloom` ceilings may lower it, never raise it (`None`: no ceiling).
+    pub max_price: Option<U256>,
 }
 
 impl GatewayConfig {
@@ -124,6 +127,7 @@ impl Default for GatewayConfig {
             spend_ledger: None,
             budget_period: None,
             metrics_keys: ApiKeys::default(),
+            max_price: None,
         }
     }
 }
@@ -409,6 +413,9 @@ async fn complete(
     let openai::Converted { mut chat, include_usage, with_tools } =
         request.into_chat(state.config.default_max_tokens)?;
     chat.timeout = state.config.request_timeout;
+    if let Some(ceiling) = state.config.max_price {
+        chat.filter = chat.filter.capped_at(ceiling);
+    }
     let mut answer = KeyedAnswer::new(state.client.chat(chat).await?, state.clone(), key);
     let (id, created) = (state.next_id(), unix_now());
     if stream {
