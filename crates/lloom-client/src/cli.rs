@@ -71,7 +71,7 @@ pub enum ReceiptsCommand {
 /// Options of `lloom-client chat`.
 #[derive(Args, Debug, Clone)]
 pub struct ChatArgs {
-    /// The user message.
+    /// The user message; `-` reads it from standard input.
     pub prompt: String,
     /// The model to ask.
     #[arg(long, default_value = DEFAULT_MODEL)]
@@ -255,8 +255,9 @@ pub(crate) async fn connect(
 
 async fn chat(args: &ChatArgs, node: &NodeArgs, out: &mut (dyn Write + Send)) -> Result<()> {
     let sampling = args.sampling.params()?;
+    let prompt = lloom_core::cli::read_prompt(&args.prompt, std::io::stdin().lock())?;
     let client = connect(&args.discovery, node, &args.routing, &args.escrow).await?;
-    let mut request = ChatRequest::user(&args.model, &args.prompt);
+    let mut request = ChatRequest::user(&args.model, prompt);
     if let Some(system) = &args.system {
         request
             .messages

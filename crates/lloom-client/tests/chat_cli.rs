@@ -160,6 +160,31 @@ async fn chat_prints_a_verified_receipt_and_receipts_lists_it() {
         })
     );
 
+    // `-` reads the prompt from standard input.
+    let piped = {
+        let (data, boot) = (dir.path().join("client"), boot.clone());
+        tokio::task::spawn_blocking(move || {
+            Command::cargo_bin("lloom-client")
+                .unwrap()
+                .env_clear()
+                .arg("--data-dir")
+                .arg(&data)
+                .args(["--json", "chat", "-", "--model", "scripted", "--no-mdns"])
+                .args(["--bootstrap", &boot])
+                .write_stdin("Line one.\nLine two.\n")
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap()
+    };
+    assert!(piped.status.success(), "{}", String::from_utf8_lossy(&piped.stderr));
+    let piped: serde_json::Value = serde_json::from_slice(&piped.stdout).unwrap();
+    let digest = piped["request_digest"].as_str().unwrap().to_owned();
+    let show = run(args(&["--json", "receipts", "show", &digest])).await.unwrap();
+    let shown: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(shown["messages"][0]["content"], "Line one.\nLine two.\n");
+
     // An executor whose context is too short for --min-context is not asked, and the error
     // says what is on offer.
     let too_long = run(args(&[
@@ -207,6 +232,13 @@ fn bad_chat_arguments_are_refused_before_any_network_use() {
         .assert()
         .failure()
         .stderr(contains("top_p 0 not in (0, 1]"));
+    Command::cargo_bin("lloom-client")
+        .unwrap()
+        .args(["chat", "-"])
+        .write_stdin(" \n")
+        .assert()
+        .failure()
+        .stderr(contains("the prompt on standard input is empty"));
     Command::cargo_bin("lloom-client")
         .unwrap()
         .args(["chat", "hi", "--stop", ""])

@@ -4,12 +4,13 @@
 use assert_cmd::Command;
 use predicates::str::contains;
 
-/// The `--json` report of a successful `lloom-executor --json generate ARGS`.
-fn generate_json(args: &[&str]) -> serde_json::Value {
+/// The `--json` report of a successful `lloom-executor --json generate ARGS`, given `stdin`.
+fn generate_json(args: &[&str], stdin: &str) -> serde_json::Value {
     let out = Command::cargo_bin("lloom-executor")
         .unwrap()
         .args(["--json", "generate"])
         .args(args)
+        .write_stdin(stdin)
         .timeout(std::time::Duration::from_secs(600))
         .assert()
         .success()
@@ -21,7 +22,8 @@ fn generate_json(args: &[&str]) -> serde_json::Value {
 
 #[test]
 fn generate_answers_with_usage() {
-    let report = generate_json(&["What is the capital of France?", "--max-tokens", "32"]);
+    // The prompt from standard input (`-`).
+    let report = generate_json(&["-", "--max-tokens", "32"], "What is the capital of France?\n");
     assert!(report["text"].as_str().unwrap().contains("Paris"), "{report}");
     assert!(report["output_tokens"].as_u64().unwrap() <= 32);
     assert!(report["input_tokens"].as_u64().unwrap() > 0);
@@ -35,8 +37,10 @@ fn generate_holds_the_answer_to_a_json_schema_file() {
         "required":["capital"],"additionalProperties":false}"#;
     std::fs::write(&schema, capital).unwrap();
     let question = "What is the capital of France? Answer in JSON.";
-    let report =
-        generate_json(&[question, "--max-tokens", "64", "--json-schema", schema.to_str().unwrap()]);
+    let report = generate_json(
+        &[question, "--max-tokens", "64", "--json-schema", schema.to_str().unwrap()],
+        "",
+    );
     let answer: serde_json::Value = serde_json::from_str(report["text"].as_str().unwrap()).unwrap();
     assert!(answer["capital"].is_string() && answer.as_object().unwrap().len() == 1, "{report}");
 
@@ -63,6 +67,13 @@ fn generate_rejects_bad_input() {
         .assert()
         .failure()
         .stderr(contains("temperature"));
+    Command::cargo_bin("lloom-executor")
+        .unwrap()
+        .args(["generate", "-"])
+        .write_stdin("")
+        .assert()
+        .failure()
+        .stderr(contains("the prompt on standard input is empty"));
     Command::cargo_bin("lloom-executor")
         .unwrap()
         .args(["generate", "hi", "--model-path", "/nonexistent/model.gguf"])

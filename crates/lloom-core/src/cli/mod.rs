@@ -9,6 +9,7 @@ mod config_file;
 mod keys;
 mod logging;
 mod output_format;
+mod prompt;
 mod sampling;
 mod signal;
 
@@ -19,5 +20,6 @@ pub use config_file::{
 pub use keys::{ImportSource, KeyReport, KeysCommand, run_keys};
 pub use logging::{LOG_ENV, init_logging};
 pub use output_format::OutputFormatArgs;
+pub use prompt::{STDIN_PROMPT, read_prompt};
 pub use sampling::SamplingArgs;
 pub use signal::{ShutdownSignal, wait_for_shutdown_signal};

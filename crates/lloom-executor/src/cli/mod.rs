@@ -57,7 +57,7 @@ pub enum Command {
 /// Options of `lloom-executor generate`.
 #[derive(clap::Args, Debug)]
 pub struct GenerateArgs {
-    /// The user message.
+    /// The user message; `-` reads it from standard input.
     pub prompt: String,
     /// A system message.
     #[arg(long)]
@@ -216,6 +216,7 @@ async fn generate(args: &GenerateArgs, json: bool, out: &mut (dyn Write + Send))
 
     // Check the request before the (slow) model fetch and load.
     let sampling = args.sampling.params()?;
+    let prompt = lloom_core::cli::read_prompt(&args.prompt, std::io::stdin().lock())?;
     let (name, path) = match &args.model_path {
         Some(path) => (
             path.file_stem().map_or_else(String::new, |s| s.to_string_lossy().into_owned()),
@@ -237,7 +238,7 @@ async fn generate(args: &GenerateArgs, json: bool, out: &mut (dyn Write + Send))
     if let Some(system) = &args.system {
         messages.push(ChatMessage { role: Role::System, content: system.clone() });
     }
-    messages.push(ChatMessage { role: Role::User, content: args.prompt.clone() });
+    messages.push(ChatMessage { role: Role::User, content: prompt });
     let mut generation = engine.generate(GenerateRequest {
         messages,
         sampling,
