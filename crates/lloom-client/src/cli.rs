@@ -71,8 +71,14 @@ pub enum ReceiptsCommand {
 /// Options of `lloom-client chat`.
 #[derive(Args, Debug, Clone)]
 pub struct ChatArgs {
-    /// The user message; `-` reads it from standard input.
-    pub prompt: String,
+    /// The user message; `-` reads it from standard input. With `--interactive`, a first
+    /// turn (optional).
+    #[arg(required_unless_present = "interactive")]
+    pub prompt: Option<String>,
+    /// Hold a conversation: each line of standard input is a turn, answered with the
+    /// conversation so far (`/reset` starts over, `/exit` or the end of input ends).
+    #[arg(long, short)]
+    pub interactive: bool,
     /// The model to ask.
     #[arg(long, default_value = DEFAULT_MODEL)]
     pub model: String,
@@ -255,9 +261,23 @@ pub(crate) async fn connect(
 
 async fn chat(args: &ChatArgs, node: &NodeArgs, out: &mut (dyn Write + Send)) -> Result<()> {
     let sampling = args.sampling.params()?;
-    let prompt = lloom_core::cli::read_prompt(&args.prompt, std::io::stdin().lock())?;
+    let prompt = match (&args.prompt, args.interactive) {
+        (Some(prompt), true) if prompt == lloom_core::cli::STDIN_PROMPT => {
+            return Err(Error::InvalidRequest(
+                "with --interactive, turns are read from standard input: give a first turn or \
+                 none, not -"
+                    .into(),
+            ));
+        }
+        (prompt, true) => prompt.clone(),
+        (Some(prompt), false) => {
+            Some(lloom_core::cli::read_prompt(prompt, std::io::stdin().lock())?)
+        }
+        (None, false) => None,
+    };
     let client = connect(&args.discovery, node, &args.routing, &args.escrow).await?;
-    let mut request = ChatRequest::user(&args.model, prompt);
+    let mut request = ChatRequest::user(&args.model, "");
+    request.messages.clear();
     if let Some(system) = &args.system {
         request
             .messages
@@ -272,6 +292,17 @@ async fn chat(args: &ChatArgs, node: &NodeArgs, out: &mut (dyn Write + Send)) ->
         min_context: args.min_context,
     };
     let json = node.json;
+    if args.interactive {
+        let style = crate::conversation::Style { verbose: args.verbose, json };
+        let mut input = std::io::BufReader::new(std::io::stdin());
+        let ended =
+            crate::conversation::converse(&client, &request, prompt, &mut input, style, out).await;
+        client.shutdown();
+        return ended.map(drop);
+    }
+    request
+        .messages
+        .push(ChatMessage { role: lloom_core::Role::User, content: prompt.unwrap_or_default() });
     let receipt = stream_answer(&client, request, args.verbose, json, out).await;
     client.shutdown();
     let receipt = receipt?;

@@ -8,6 +8,7 @@
 //! ## Layout
 //! - [`cli`]: command-line arguments and the dispatcher behind the binary.
 //! - [`client`]: the [`Client`]: connect, discover, `chat` with verified streaming and failover.
+//! - [`conversation`]: `chat --interactive`, a conversation of verified turns.
 //! - [`directory`]: verified executor announcements merged from validators; model listing.
 //! - [`nonce`]: request nonces that never repeat, across restarts.
 //! - [`receipts`]: the client's durable receipt store.
@@ -29,6 +30,7 @@ mod chat_cost;
 pub mod cli;
 pub mod client;
 mod config;
+pub mod conversation;
 pub mod directory;
 pub mod error;
 pub mod escrow;

@@ -8,6 +8,7 @@
     missing_docs
 )]
 
+use std::process::Output;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -216,6 +217,90 @@ async fn chat_prints_a_verified_receipt_and_receipts_lists_it() {
             .unwrap();
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("models on offer: scripted"));
+}
+
+/// Runs `lloom-client --data-dir DATA ARGS` with `stdin`, off the runtime's threads.
+async fn client_with_stdin(data: std::path::PathBuf, args: Vec<String>, stdin: &str) -> Output {
+    let stdin = stdin.to_owned();
+    tokio::task::spawn_blocking(move || {
+        Command::cargo_bin("lloom-client")
+            .unwrap()
+            .env_clear()
+            .arg("--data-dir")
+            .arg(&data)
+            .args(args)
+            .write_stdin(stdin)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interactive_chat_carries_the_conversation_and_goes_on_after_a_failed_turn() {
+    let (_validator, _executor, dir, boot) = scripted_network().await;
+    let data = dir.path().join("client");
+    let chat = |extra: &[&str]| {
+        let mut args: Vec<String> = ["--json", "chat", "--interactive", "--model", "scripted"]
+            .iter()
+            .chain(extra)
+            .map(|s| (*s).to_owned())
+            .collect();
+        args.extend(["--no-mdns".to_owned(), "--bootstrap".to_owned(), boot.clone()]);
+        args
+    };
+    let stdin = "Capital?\n\n/help\nAnd then?\n/reset\nAgain?\n/exit\nNot asked.\n";
+    let talk = client_with_stdin(data.clone(), chat(&["--system", "Be brief."]), stdin).await;
+    assert!(talk.status.success(), "{}", String::from_utf8_lossy(&talk.stderr));
+    let receipts: Vec<serde_json::Value> = String::from_utf8_lossy(&talk.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(receipts.len(), 3, "one receipt a turn; /exit ends: {receipts:?}");
+    let stderr = String::from_utf8_lossy(&talk.stderr);
+    assert!(stderr.contains("[3 answers, 0 failed; 39 tokens, 87 wei]"), "{stderr}");
+
+    // Each turn signed the conversation so far; /reset started it again.
+    let asked = |receipt: &serde_json::Value| {
+        let digest = receipt["request_digest"].as_str().unwrap().to_owned();
+        let data = data.clone();
+        async move {
+            let show =
+                client_with_stdin(data, vec!["receipts".into(), "show".into(), digest], "").await;
+            let shown: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+            shown["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| {
+                    format!("{}: {}", m["role"].as_str().unwrap(), m["content"].as_str().unwrap())
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(asked(&receipts[0]).await, ["System: Be brief.", "User: Capital?"]);
+    assert_eq!(
+        asked(&receipts[1]).await,
+        ["System: Be brief.", "User: Capital?", "Assistant: Paris it is.", "User: And then?"]
+    );
+    assert_eq!(asked(&receipts[2]).await, ["System: Be brief.", "User: Again?"]);
+
+    // Turns no executor can take are reported; the conversation goes on to the end of input.
+    let priced_out =
+        client_with_stdin(data.clone(), chat(&["--max-price", "1"]), "One?\nTwo?\n").await;
+    assert!(priced_out.status.success(), "{}", String::from_utf8_lossy(&priced_out.stderr));
+    let stderr = String::from_utf8_lossy(&priced_out.stderr);
+    assert_eq!(stderr.matches("[no answer: no executor serves `scripted` within").count(), 2);
+    assert!(stderr.contains("[0 answers, 2 failed; 0 tokens, 0 wei]"), "{stderr}");
+
+    // A first turn may be given on the command line; `-` may not (turns come from stdin).
+    let first = client_with_stdin(data.clone(), chat(&["Capital?"]), "").await;
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert_eq!(String::from_utf8_lossy(&first.stdout).lines().count(), 1);
+    let dash = client_with_stdin(data, chat(&["-"]), "Capital?\n").await;
+    assert!(!dash.status.success());
+    assert!(String::from_utf8_lossy(&dash.stderr).contains("with --interactive, turns are read"));
 }
 
 #[test]

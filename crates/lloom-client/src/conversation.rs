@@ -1,0 +1,202 @@
+//! `lloom-client chat --interactive`: a conversation, one verified answer a turn.
+//!
+//! Each line read is a user turn; the request carries the conversation so far (the system
+//! message, then earlier turns and their verified answers), signed afresh, so any executor
+//! can take any turn. `/reset` starts the conversation again, `/exit` (or the end of input)
+//! ends it. A turn that fails is reported and left out of the conversation, which goes on.
+
+use std::io::{BufRead, Read, Write};
+
+use lloom_core::{ChatMessage, Role, U256, WireLimits};
+
+use crate::cli::stream_answer;
+use crate::client::{ChatRequest, Client};
+use crate::error::Result;
+use crate::report::{receipt_json, render_receipt};
+
+/// Longest line read as one turn, in bytes: one request frame.
+const MAX_LINE_BYTES: u64 = WireLimits::DEFAULT_MAX_FRAME_BYTES as u64;
+
+/// What was spent over a conversation.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Verified answers.
+    pub answers: u64,
+    /// Turns that got no verified answer.
+    pub failures: u64,
+    /// Prompt and generated tokens paid for.
+    pub tokens: u64,
+    /// Wei owed for them.
+    pub cost: U256,
+}
+
+/// How a conversation reports.
+#[derive(Clone, Copy, Debug)]
+pub struct Style {
+    /// Every attempt and the full receipt of each answer.
+    pub verbose: bool,
+    /// One JSON receipt a line on `out` instead of text.
+    pub json: bool,
+}
+
+/// Holds a conversation with the network: `template` gives the model, the system message (its
+/// messages) and the sampling; `first` is a first turn; further turns are read from `input`.
+pub async fn converse(
+    client: &Client,
+    template: &ChatRequest,
+    first: Option<String>,
+    input: &mut (dyn BufRead + Send),
+    style: Style,
+    out: &mut (dyn Write + Send),
+) -> Result<Totals> {
+    let mut history: Vec<ChatMessage> = Vec::new();
+    let mut totals = Totals::default();
+    let mut next = first;
+    loop {
+        let line = match next.take() {
+            Some(line) => line,
+            None => {
+                note(&format!("{}> ", template.model), false);
+                match read_turn(input)? {
+                    Some(line) => line,
+                    None => break,
+                }
+            }
+        };
+        let text = line.trim();
+        match text {
+            "" => continue,
+            "/exit" | "/quit" => break,
+            "/reset" => {
+                history.clear();
+                note("[a new conversation]", true);
+                continue;
+            }
+            "/help" => {
+                note("[a line is your turn; /reset starts over; /exit ends]", true);
+                continue;
+            }
+            _ => {}
+        }
+        history.push(ChatMessage { role: Role::User, content: line.trim_end().to_owned() });
+        keep_within(&mut history, WireLimits::default().max_messages, template.messages.len());
+        let mut request = template.clone();
+        request.messages.extend(history.iter().cloned());
+        match stream_answer(client, request, style.verbose, style.json, out).await {
+            Ok(receipt) => {
+                totals.answers += 1;
+                totals.tokens += receipt.input_tokens + receipt.output_tokens;
+                totals.cost = totals.cost.saturating_add(receipt.cost);
+                history.push(ChatMessage { role: Role::Assistant, content: receipt.text.clone() });
+                if style.json {
+                    writeln!(out, "{}", receipt_json(&receipt))?;
+                } else if style.verbose {
+                    note(&render_receipt(&receipt, true), true);
+                } else {
+                    note(
+                        &format!(
+                            "[verified: executor {}, {} + {} tokens, {} wei]",
+                            receipt.executor,
+                            receipt.input_tokens,
+                            receipt.output_tokens,
+                            receipt.cost
+                        ),
+                        true,
+                    );
+                }
+            }
+            Err(error) => {
+                // The turn is left out, so the next one reads as if it had not been asked.
+                history.pop();
+                totals.failures += 1;
+                note(&format!("[no answer: {error}]"), true);
+            }
+        }
+    }
+    note(
+        &format!(
+            "[{} answers, {} failed; {} tokens, {} wei]",
+            totals.answers, totals.failures, totals.tokens, totals.cost
+        ),
+        true,
+    );
+    Ok(totals)
+}
+
+/// The next line of `input` without its line ending, or `None` at the end; a line longer than
+/// [`MAX_LINE_BYTES`] or not UTF-8 is refused (it could not be sent whole).
+fn read_turn(input: &mut (dyn BufRead + Send)) -> Result<Option<String>> {
+    let mut bytes = Vec::new();
+    let read = (&mut *input).take(MAX_LINE_BYTES + 1).read_until(b'\n', &mut bytes)?;
+    if read == 0 {
+        return Ok(None);
+    }
+    if bytes.len() as u64 > MAX_LINE_BYTES {
+        return Err(crate::error::Error::InvalidRequest(format!(
+            "a line of input is over {MAX_LINE_BYTES} bytes, the most one request carries"
+        )));
+    }
+    let line = String::from_utf8(bytes)
+        .map_err(|_| crate::error::Error::InvalidRequest("a line of input is not UTF-8".into()))?;
+    Ok(Some(line.trim_end_matches(['\n', '\r']).to_owned()))
+}
+
+/// Drops the oldest turns until the request's messages (`fixed` of the template's, then
+/// `history`) number at most `max`, so a long conversation stays sendable; what is kept
+/// starts with a user turn, as chat templates expect.
+fn keep_within(history: &mut Vec<ChatMessage>, max: usize, fixed: usize) {
+    let room = max.saturating_sub(fixed).max(1);
+    let mut drop = history.len().saturating_sub(room);
+    while history.get(drop).is_some_and(|m| m.role != Role::User) {
+        drop += 1;
+    }
+    history.drain(..drop.min(history.len()));
+}
+
+/// Writes to stderr: what the user reads beside the answers on stdout.
+fn note(text: &str, newline: bool) {
+    let mut err = std::io::stderr().lock();
+    let _ = if newline { writeln!(err, "{text}") } else { write!(err, "{text}") };
+    let _ = err.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn turns_are_lines_without_their_endings_and_too_long_ones_are_refused() {
+        let mut input: &[u8] = b"first\r\nsecond\nlast";
+        let mut turns = Vec::new();
+        while let Some(turn) = read_turn(&mut input).unwrap() {
+            turns.push(turn);
+        }
+        assert_eq!(turns, ["first", "second", "last"]);
+        let long = vec![b'a'; WireLimits::DEFAULT_MAX_FRAME_BYTES as usize + 1];
+        let err = read_turn(&mut &long[..]).unwrap_err().to_string();
+        assert!(err.contains("the most one request carries"), "{err}");
+        let err = read_turn(&mut &[0xffu8, b'\n'][..]).unwrap_err().to_string();
+        assert!(err.contains("not UTF-8"), "{err}");
+    }
+
+    #[test]
+    fn the_oldest_turns_go_first_when_the_conversation_is_too_long() {
+        // Turns alternate user (even) and assistant (odd), ending with a user turn.
+        let turn = |n: usize| ChatMessage {
+            role: if n.is_multiple_of(2) { Role::User } else { Role::Assistant },
+            content: n.to_string(),
+        };
+        let mut history: Vec<ChatMessage> = (0..11).map(turn).collect();
+        keep_within(&mut history, 6, 1);
+        let kept: Vec<&str> = history.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(kept, ["6", "7", "8", "9", "10"], "a user turn first");
+        keep_within(&mut history, 6, 1);
+        assert_eq!(history.len(), 5, "within the bound: nothing dropped");
+        let mut long: Vec<ChatMessage> = (0..11).map(turn).collect();
+        keep_within(&mut long, 5, 1);
+        let kept: Vec<&str> = long.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(kept, ["8", "9", "10"], "an assistant turn is not left first");
+    }
+}
