@@ -67,19 +67,7 @@ async fn chat_prints_a_verified_receipt_and_receipts_lists_it() {
     let (_validator, _executor, dir, boot) = scripted_network().await;
 
     let data = dir.path().join("client");
-    let run = move |args: Vec<String>| {
-        let data = data.clone();
-        tokio::task::spawn_blocking(move || {
-            Command::cargo_bin("lloom-client")
-                .unwrap()
-                .env_clear()
-                .arg("--data-dir")
-                .arg(&data)
-                .args(args)
-                .output()
-                .unwrap()
-        })
-    };
+    let run = |args: Vec<String>| tokio::spawn(client_with_stdin(data.clone(), args, ""));
     let args = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
     let chat = run(args(&[
         "--json",
@@ -162,23 +150,12 @@ async fn chat_prints_a_verified_receipt_and_receipts_lists_it() {
     );
 
     // `-` reads the prompt from standard input.
-    let piped = {
-        let (data, boot) = (dir.path().join("client"), boot.clone());
-        tokio::task::spawn_blocking(move || {
-            Command::cargo_bin("lloom-client")
-                .unwrap()
-                .env_clear()
-                .arg("--data-dir")
-                .arg(&data)
-                .args(["--json", "chat", "-", "--model", "scripted", "--no-mdns"])
-                .args(["--bootstrap", &boot])
-                .write_stdin("Line one.\nLine two.\n")
-                .output()
-                .unwrap()
-        })
-        .await
-        .unwrap()
-    };
+    let piped = client_with_stdin(
+        dir.path().join("client"),
+        args(&["--json", "chat", "-", "--model", "scripted", "--no-mdns", "--bootstrap", &boot]),
+        "Line one.\nLine two.\n",
+    )
+    .await;
     assert!(piped.status.success(), "{}", String::from_utf8_lossy(&piped.stderr));
     let piped: serde_json::Value = serde_json::from_slice(&piped.stdout).unwrap();
     let digest = piped["request_digest"].as_str().unwrap().to_owned();
