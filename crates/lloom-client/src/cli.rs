@@ -12,6 +12,7 @@ use lloom_core::{ChatMessage, NodeKey, U256, VerifyPolicy};
 use crate::client::{ChatEvent, ChatRequest, Client, ClientConfig, Receipt};
 use crate::directory::{Directory, ModelRow, render_table};
 use crate::error::{Error, Result};
+use crate::executor_list::{executors_json, render_executors};
 use crate::receipts::ReceiptStore;
 use crate::report::{receipt_json, render_receipt};
 use crate::routing::{RouteFilter, Strategy};
@@ -37,6 +38,8 @@ pub enum Command {
     Keys(KeysCommand),
     /// List the models on offer, with executor counts, prices and context lengths.
     Models(DiscoveryArgs),
+    /// List each executor's offers: prices, context, the weights it serves, its load.
+    Executors(ExecutorsArgs),
     /// Ask a model; the answer streams to the terminal, then its verified receipt.
     Chat(ChatArgs),
     /// Run the OpenAI-compatible HTTP gateway (`/v1/chat/completions`, `/v1/models`, `/health`).
@@ -50,6 +53,17 @@ pub enum Command {
     /// What each gateway API key has spent; reset a key's spend (while the gateway is stopped).
     #[command(subcommand)]
     Spend(crate::spend_cli::SpendCommand),
+}
+
+/// Options of `lloom-client executors`.
+#[derive(Args, Debug, Clone)]
+pub struct ExecutorsArgs {
+    /// Only the offers of this model.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// How to find the network.
+    #[command(flatten)]
+    pub discovery: DiscoveryArgs,
 }
 
 /// `lloom-client receipts ...`.
@@ -197,6 +211,20 @@ pub async fn run(cli: &Cli, out: &mut (dyn Write + Send)) -> Result<()> {
         Command::Chain(cmd) => crate::chain_cli::run(cmd, &cli.node, out).await?,
         Command::Receipts(cmd) => receipts(cmd, &cli.node, out)?,
         Command::Spend(cmd) => crate::spend_cli::run(cmd, &cli.node, out)?,
+        Command::Executors(args) => {
+            let discovery = args.discovery.merged(&cli.node.config_file()?);
+            let directory = discover_in(&discovery, cli.node.domain()).await?;
+            let offers = directory.offers(args.model.as_deref());
+            if let Some(model) = args.model.as_ref().filter(|_| offers.is_empty()) {
+                let available = directory.models().into_iter().map(|m| m.model).collect();
+                return Err(Error::NoExecutor { model: model.clone(), available });
+            }
+            let text = match cli.node.json {
+                true => serde_json::to_string_pretty(&executors_json(&offers)).unwrap_or_default(),
+                false => render_executors(&offers),
+            };
+            writeln!(out, "{text}")?;
+        }
         Command::Models(args) => {
             let args = args.merged(&cli.node.config_file()?);
             let rows = discover_in(&args, cli.node.domain()).await?.models();

@@ -184,20 +184,30 @@ impl Directory {
 
     /// Every executor that serves `model`, with its offer, load and addresses.
     pub fn candidates(&self, model: &str) -> Vec<Candidate> {
-        self.executors
+        self.offers(Some(model))
+    }
+
+    /// Every offer of `model` (of every model with `None`), one per executor and model, by
+    /// model and then executor.
+    pub fn offers(&self, model: Option<&str>) -> Vec<Candidate> {
+        let mut offers: Vec<Candidate> = self
+            .executors
             .iter()
-            .filter_map(|(address, (peer, ann))| {
-                let offer = ann.body.offers.iter().find(|o| o.model == model)?;
+            .flat_map(|(address, (peer, ann))| {
                 let addrs = self.listen_addrs.get(address).cloned().unwrap_or_default();
-                Some(Candidate {
-                    peer: *peer,
-                    address: *address,
-                    offer: offer.clone(),
-                    load: ann.body.load,
-                    addrs,
-                })
+                ann.body.offers.iter().filter(move |o| model.is_none_or(|m| o.model == m)).map(
+                    move |offer| Candidate {
+                        peer: *peer,
+                        address: *address,
+                        offer: offer.clone(),
+                        load: ann.body.load,
+                        addrs: addrs.clone(),
+                    },
+                )
             })
-            .collect()
+            .collect();
+        offers.sort_by(|a, b| a.offer.model.cmp(&b.offer.model).then(a.address.cmp(&b.address)));
+        offers
     }
 
     /// Every model on offer, by name.
@@ -279,10 +289,10 @@ pub fn render_table(rows: &[ModelRow]) -> String {
     }
     let range =
         |(lo, hi): (U256, U256)| if lo == hi { lo.to_string() } else { format!("{lo}–{hi}") };
-    let cells: Vec<[String; 5]> = rows
+    let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
-            [
+            vec![
                 r.model.clone(),
                 r.executors.to_string(),
                 range(r.input_price),
@@ -292,24 +302,7 @@ pub fn render_table(rows: &[ModelRow]) -> String {
         })
         .collect();
     let header = ["MODEL", "EXECUTORS", "INPUT WEI/TOKEN", "OUTPUT WEI/TOKEN", "MAX CONTEXT"];
-    let mut widths = header.map(|h| h.chars().count());
-    for row in &cells {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cols: &[String]| {
-        cols.iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_owned()
-    };
-    let mut out = vec![line(&header.map(str::to_owned))];
-    out.extend(cells.iter().map(|r| line(r)));
-    out.join("\n")
+    crate::table::aligned(&header, &cells)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 //! - [`client`]: the [`Client`]: connect, discover, `chat` with verified streaming and failover.
 //! - [`conversation`]: `chat --interactive`, a conversation of verified turns.
 //! - [`directory`]: verified executor announcements merged from validators; model listing.
+//! - [`executor_list`]: each executor's offers as `lloom-client executors` shows them.
 //! - [`nonce`]: request nonces that never repeat, across restarts.
 //! - [`receipts`]: the client's durable receipt store.
 //! - [`report`]: how a verified receipt is shown (text and JSON).
@@ -34,6 +35,7 @@ pub mod conversation;
 pub mod directory;
 pub mod error;
 pub mod escrow;
+pub mod executor_list;
 pub mod gateway;
 pub mod nonce;
 pub mod receipts;
@@ -42,6 +44,7 @@ pub mod routing;
 mod serve_cli;
 mod spend_cli;
 mod stream_pool;
+mod table;
 
 pub use attempt::AttemptFailure;
 pub use chain_cli::ChainCommand;

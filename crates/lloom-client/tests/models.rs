@@ -16,8 +16,8 @@ use lloom_core::network::NetworkEvent;
 use lloom_core::network::test_utils::{TestNode, WAIT};
 use lloom_core::network::{Multiaddr, NetworkConfig};
 use lloom_core::{
-    AnnouncementBody, DomainConfig, ExecutorLoad, ModelOffer, NodeKey, SignedAnnouncement, U256,
-    unix_now,
+    AnnouncementBody, B256, DomainConfig, ExecutorLoad, ModelOffer, NodeKey, SignedAnnouncement,
+    U256, unix_now,
 };
 use lloom_validator::{Validator, ValidatorConfig};
 use predicates::str::contains;
@@ -47,7 +47,7 @@ async fn network_with_one_executor() -> (Validator, TestNode, Multiaddr) {
             context_length: 8192,
             price_per_input_token: U256::from(7u64),
             price_per_output_token: U256::from(11u64),
-            weights_sha256: None,
+            weights_sha256: Some(B256::repeat_byte(0xab)),
             quantization: Some("Q4_1".into()),
             capabilities: vec!["chat".into()],
         }],
@@ -69,7 +69,7 @@ async fn network_with_one_executor() -> (Validator, TestNode, Multiaddr) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn models_are_listed_through_a_validator() {
-    let (_validator, _executor, addr) = network_with_one_executor().await;
+    let (_validator, executor_node, addr) = network_with_one_executor().await;
 
     // Library: poll until the validator has applied the announcement (bounded).
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -121,6 +121,42 @@ async fn models_are_listed_through_a_validator() {
     let json: serde_json::Value = serde_json::from_slice(&json).unwrap();
     assert_eq!(json[0]["output_price_wei"][0], "11");
     assert_eq!(json[0]["executors"], 1);
+
+    // Each executor's offer, with the weights it serves.
+    let run = |args: &[&str]| {
+        let mut args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        args.extend(["--no-mdns".into(), "--bootstrap".into(), addr.to_string()]);
+        tokio::task::spawn_blocking(move || {
+            assert_cmd::Command::cargo_bin("lloom-client").unwrap().args(args).output().unwrap()
+        })
+    };
+    let table = run(&["executors"]).await.unwrap();
+    assert!(table.status.success(), "{}", String::from_utf8_lossy(&table.stderr));
+    let table = String::from_utf8(table.stdout).unwrap();
+    let executor = executor_node.key.address().to_checksum(None);
+    assert!(table.starts_with("EXECUTOR"), "{table}");
+    for cell in
+        [executor.as_str(), "SmolLM2-135M-Instruct", "7", "11", "8192", "Q4_1", "0xabababab…"]
+    {
+        assert!(table.lines().nth(1).unwrap().contains(cell), "{cell}: {table}");
+    }
+    let json = run(&["--json", "executors", "--model", "SmolLM2-135M-Instruct"]).await.unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 1, "{json}");
+    assert_eq!(json[0]["executor"], executor);
+    assert_eq!(json[0]["peer_id"], executor_node.key.peer_id().to_string());
+    assert_eq!(json[0]["weights_sha256"], B256::repeat_byte(0xab).to_string());
+    assert_eq!(
+        (json[0]["input_price_wei"].clone(), json[0]["capabilities"][0].clone()),
+        ("7".into(), "chat".into())
+    );
+    let unknown = run(&["executors", "--model", "gpt-17"]).await.unwrap();
+    assert!(!unknown.status.success());
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        stderr.contains("no executor serves `gpt-17`; models on offer: SmolLM2-135M-Instruct"),
+        "{stderr}"
+    );
 }
 
 #[test]
