@@ -7,15 +7,15 @@ use clap::{Args, Parser, Subcommand};
 use lloom_core::cli::{ConfigFile, KeysCommand, NodeArgs, Role, run_keys};
 use lloom_core::identity::load_key;
 use lloom_core::network::Multiaddr;
-use lloom_core::{ChatMessage, NodeKey, U256, VerifyPolicy};
+use lloom_core::{NodeKey, U256, VerifyPolicy};
 
-use crate::client::{ChatEvent, ChatRequest, Client, ClientConfig, Receipt};
+pub use crate::chat_cli::stream_answer;
+use crate::client::{Client, ClientConfig};
 use crate::directory::{Directory, ModelRow, render_table};
 use crate::error::{Error, Result};
 use crate::executor_list::{executors_json, render_executors};
 use crate::receipts::ReceiptStore;
-use crate::report::{receipt_json, render_receipt};
-use crate::routing::{RouteFilter, Strategy};
+use crate::routing::Strategy;
 pub use crate::serve_cli::ServeArgs;
 
 /// Lloom client: discover executors, send signed requests, verify signed answers.
@@ -206,10 +206,10 @@ pub async fn run(cli: &Cli, out: &mut (dyn Write + Send)) -> Result<()> {
             let report = run_keys(cmd, &cli.node, Role::Client)?;
             writeln!(out, "{}", report.render(cli.node.json))?;
         }
-        Command::Chat(args) => chat(args, &cli.node, out).await?,
+        Command::Chat(args) => crate::chat_cli::chat(args, &cli.node, out).await?,
         Command::Serve(args) => crate::serve_cli::serve(args, &cli.node, out).await?,
         Command::Chain(cmd) => crate::chain_cli::run(cmd, &cli.node, out).await?,
-        Command::Receipts(cmd) => receipts(cmd, &cli.node, out)?,
+        Command::Receipts(cmd) => crate::receipts_cli::receipts(cmd, &cli.node, out)?,
         Command::Spend(cmd) => crate::spend_cli::run(cmd, &cli.node, out)?,
         Command::Executors(args) => {
             let discovery = args.discovery.merged(&cli.node.config_file()?);
@@ -281,193 +281,12 @@ pub(crate) async fn connect(
         nonce_file: Some(nonce_file),
         policy: VerifyPolicy::new(node.domain()),
         escrow_guard,
-        receipts: Some(std::sync::Arc::new(ReceiptStore::open(&receipts_path(node))?)),
+        receipts: Some(std::sync::Arc::new(ReceiptStore::open(
+            &crate::receipts_cli::receipts_path(node),
+        )?)),
         ..ClientConfig::default()
     };
     Client::connect(key, config).await
-}
-
-async fn chat(args: &ChatArgs, node: &NodeArgs, out: &mut (dyn Write + Send)) -> Result<()> {
-    let sampling = args.sampling.params()?;
-    let prompt = match (&args.prompt, args.interactive) {
-        (Some(prompt), true) if prompt == lloom_core::cli::STDIN_PROMPT => {
-            return Err(Error::InvalidRequest(
-                "with --interactive, turns are read from standard input: give a first turn or \
-                 none, not -"
-                    .into(),
-            ));
-        }
-        (prompt, true) => prompt.clone(),
-        (Some(prompt), false) => {
-            Some(lloom_core::cli::read_prompt(prompt, std::io::stdin().lock())?)
-        }
-        (None, false) => None,
-    };
-    let client = connect(&args.discovery, node, &args.routing, &args.escrow).await?;
-    let mut request = ChatRequest::user(&args.model, "");
-    request.messages.clear();
-    if let Some(system) = &args.system {
-        request
-            .messages
-            .insert(0, ChatMessage { role: lloom_core::Role::System, content: system.clone() });
-    }
-    request.max_tokens = args.max_tokens;
-    request.sampling = sampling;
-    request.timeout = Duration::from_secs(args.request_timeout_secs);
-    request.filter = RouteFilter {
-        max_price_per_input_token: args.max_price,
-        max_price_per_output_token: args.max_price,
-        min_context: args.min_context,
-    };
-    let json = node.json;
-    if args.interactive {
-        let style = crate::conversation::Style { verbose: args.verbose, json };
-        let mut input = std::io::BufReader::new(std::io::stdin());
-        let ended =
-            crate::conversation::converse(&client, &request, prompt, &mut input, style, out).await;
-        client.shutdown();
-        return ended.map(drop);
-    }
-    request
-        .messages
-        .push(ChatMessage { role: lloom_core::Role::User, content: prompt.unwrap_or_default() });
-    let receipt = stream_answer(&client, request, args.verbose, json, out).await;
-    client.shutdown();
-    let receipt = receipt?;
-    if json {
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&receipt_json(&receipt)).unwrap_or_default()
-        )?;
-    } else {
-        #[allow(clippy::print_stderr)]
-        {
-            eprintln!("{}", render_receipt(&receipt, args.verbose));
-        }
-    }
-    Ok(())
-}
-
-/// Streams an answer to `out` (unless `json`), reporting failovers on stderr.
-pub async fn stream_answer(
-    client: &Client,
-    request: ChatRequest,
-    verbose: bool,
-    json: bool,
-    out: &mut (dyn Write + Send),
-) -> Result<Receipt> {
-    let mut answer = client.chat(request).await?;
-    while let Some(event) = answer.next().await {
-        match event? {
-            ChatEvent::Attempt { executor } if verbose => {
-                #[allow(clippy::print_stderr)]
-                {
-                    eprintln!("[asking executor {executor}]");
-                }
-            }
-            ChatEvent::Attempt { .. } => {}
-            ChatEvent::Text(text) if !json => {
-                write!(out, "{text}")?;
-                out.flush()?;
-            }
-            ChatEvent::Text(_) => {}
-            ChatEvent::Restart { reason, cost } => {
-                if !json {
-                    writeln!(out)?;
-                }
-                let paid = match cost.is_zero() {
-                    true => String::new(),
-                    false => format!("; its checkpoint of what it streamed costs {cost} wei"),
-                };
-                #[allow(clippy::print_stderr)]
-                {
-                    eprintln!(
-                        "[executor failed mid-answer ({reason}){paid}; the answer restarts on another executor]"
-                    );
-                }
-            }
-            ChatEvent::Done(receipt) => {
-                if !json {
-                    writeln!(out)?;
-                }
-                return Ok(*receipt);
-            }
-        }
-    }
-    Err(Error::State("the answer ended without a receipt".into()))
-}
-
-fn receipts_path(node: &NodeArgs) -> std::path::PathBuf {
-    node.data_dir(Role::Client).join("receipts.redb")
-}
-
-fn receipts(cmd: &ReceiptsCommand, node: &NodeArgs, out: &mut (dyn Write + Send)) -> Result<()> {
-    let store = ReceiptStore::open(&receipts_path(node))?;
-    match cmd {
-        ReceiptsCommand::List { limit } => {
-            let list = store.latest(*limit)?;
-            if node.json {
-                let rows: Vec<_> = list.iter().map(stored_json).collect();
-                writeln!(out, "{}", serde_json::to_string_pretty(&rows).unwrap_or_default())?;
-            } else if list.is_empty() {
-                writeln!(out, "no receipts yet")?;
-            } else {
-                writeln!(
-                    out,
-                    "{:<66}  {:<42}  {:>6}  {:>6}  {:>20}  KIND",
-                    "REQUEST DIGEST", "EXECUTOR", "IN", "OUT", "COST WEI"
-                )?;
-                for r in &list {
-                    let c = &r.response.commitment;
-                    let kind = if r.text.is_some() { "final" } else { "checkpoint" };
-                    writeln!(
-                        out,
-                        "{:<66}  {:<42}  {:>6}  {:>6}  {:>20}  {kind}",
-                        r.digest().to_string(),
-                        r.executor().to_checksum(None),
-                        c.inputTokens,
-                        c.outputTokens,
-                        c.totalCost.to_string()
-                    )?;
-                }
-            }
-        }
-        ReceiptsCommand::Show { digest } => {
-            let receipt = store
-                .get(digest)?
-                .ok_or_else(|| Error::State(format!("no receipt for request {digest}")))?;
-            // In full: what was asked, as signed, besides what was answered.
-            let mut json = stored_json(&receipt);
-            if let Some(fields) = json.as_object_mut() {
-                let body = &receipt.request.body;
-                fields.insert("messages".into(), serde_json::json!(body.messages));
-                fields.insert("sampling".into(), serde_json::json!(body.sampling));
-            }
-            writeln!(out, "{}", serde_json::to_string_pretty(&json).unwrap_or_default())?;
-        }
-    }
-    Ok(())
-}
-
-fn stored_json(r: &crate::receipts::StoredReceipt) -> serde_json::Value {
-    let (q, c) = (&r.request.commitment, &r.response.commitment);
-    serde_json::json!({
-        "request_digest": r.digest().to_string(),
-        "executor": r.executor().to_checksum(None),
-        "client": q.client.to_checksum(None),
-        "model": q.model,
-        "nonce": q.nonce,
-        "input_tokens": c.inputTokens,
-        "output_tokens": c.outputTokens,
-        "cost_wei": c.totalCost.to_string(),
-        "finish_reason": c.finishReason,
-        "final": r.text.is_some(),
-        "text": r.text,
-        "stored_at": r.stored_at,
-        "request_signature": r.request.signature.to_string(),
-        "response_signature": r.response.signature.to_string(),
-    })
 }
 
 fn render_json(rows: &[ModelRow]) -> String {

@@ -27,6 +27,7 @@
 mod attempt;
 mod chain_cli;
 mod chat;
+mod chat_cli;
 mod chat_cost;
 pub mod cli;
 pub mod client;
@@ -39,6 +40,7 @@ pub mod executor_list;
 pub mod gateway;
 pub mod nonce;
 pub mod receipts;
+mod receipts_cli;
 pub mod report;
 pub mod routing;
 mod serve_cli;

@@ -1,0 +1,123 @@
+//! `lloom-client chat`: one verified answer streamed to the terminal, or a conversation.
+
+use std::io::Write;
+use std::time::Duration;
+
+use lloom_core::cli::NodeArgs;
+use lloom_core::{ChatMessage, Role};
+
+use crate::cli::{ChatArgs, connect};
+use crate::client::{ChatEvent, ChatRequest, Client, Receipt};
+use crate::error::{Error, Result};
+use crate::report::{receipt_json, render_receipt};
+use crate::routing::RouteFilter;
+
+pub(crate) async fn chat(
+    args: &ChatArgs,
+    node: &NodeArgs,
+    out: &mut (dyn Write + Send),
+) -> Result<()> {
+    let sampling = args.sampling.params()?;
+    let prompt = match (&args.prompt, args.interactive) {
+        (Some(prompt), true) if prompt == lloom_core::cli::STDIN_PROMPT => {
+            return Err(Error::InvalidRequest(
+                "with --interactive, turns are read from standard input: give a first turn or \
+                 none, not -"
+                    .into(),
+            ));
+        }
+        (prompt, true) => prompt.clone(),
+        (Some(prompt), false) => {
+            Some(lloom_core::cli::read_prompt(prompt, std::io::stdin().lock())?)
+        }
+        (None, false) => None,
+    };
+    let client = connect(&args.discovery, node, &args.routing, &args.escrow).await?;
+    let mut request = ChatRequest::user(&args.model, "");
+    request.messages = (args.system.iter())
+        .map(|system| ChatMessage { role: Role::System, content: system.clone() })
+        .collect();
+    request.max_tokens = args.max_tokens;
+    request.sampling = sampling;
+    request.timeout = Duration::from_secs(args.request_timeout_secs);
+    request.filter = RouteFilter {
+        max_price_per_input_token: args.max_price,
+        max_price_per_output_token: args.max_price,
+        min_context: args.min_context,
+    };
+    let json = node.json;
+    if args.interactive {
+        let style = crate::conversation::Style { verbose: args.verbose, json };
+        let mut input = std::io::BufReader::new(std::io::stdin());
+        let ended =
+            crate::conversation::converse(&client, &request, prompt, &mut input, style, out).await;
+        client.shutdown();
+        return ended.map(drop);
+    }
+    request.messages.push(ChatMessage { role: Role::User, content: prompt.unwrap_or_default() });
+    let receipt = stream_answer(&client, request, args.verbose, json, out).await;
+    client.shutdown();
+    let receipt = receipt?;
+    if json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&receipt_json(&receipt)).unwrap_or_default()
+        )?;
+    } else {
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("{}", render_receipt(&receipt, args.verbose));
+        }
+    }
+    Ok(())
+}
+
+/// Streams an answer to `out` (unless `json`), reporting failovers on stderr.
+pub async fn stream_answer(
+    client: &Client,
+    request: ChatRequest,
+    verbose: bool,
+    json: bool,
+    out: &mut (dyn Write + Send),
+) -> Result<Receipt> {
+    let mut answer = client.chat(request).await?;
+    while let Some(event) = answer.next().await {
+        match event? {
+            ChatEvent::Attempt { executor } if verbose => {
+                #[allow(clippy::print_stderr)]
+                {
+                    eprintln!("[asking executor {executor}]");
+                }
+            }
+            ChatEvent::Attempt { .. } => {}
+            ChatEvent::Text(text) if !json => {
+                write!(out, "{text}")?;
+                out.flush()?;
+            }
+            ChatEvent::Text(_) => {}
+            ChatEvent::Restart { reason, cost } => {
+                if !json {
+                    writeln!(out)?;
+                }
+                let paid = match cost.is_zero() {
+                    true => String::new(),
+                    false => format!("; its checkpoint of what it streamed costs {cost} wei"),
+                };
+                #[allow(clippy::print_stderr)]
+                {
+                    eprintln!(
+                        "[executor failed mid-answer ({reason}){paid}; the answer restarts on another executor]"
+                    );
+                }
+            }
+            ChatEvent::Done(receipt) => {
+                if !json {
+                    writeln!(out)?;
+                }
+                return Ok(*receipt);
+            }
+        }
+    }
+    Err(Error::State("the answer ended without a receipt".into()))
+}
