@@ -17,7 +17,8 @@ use crate::report::{receipt_json, render_receipt};
 /// Longest line read as one turn, in bytes: one request frame.
 const MAX_LINE_BYTES: u64 = WireLimits::DEFAULT_MAX_FRAME_BYTES as u64;
 
-/// What was spent over a conversation.
+/// What the verified answers of a conversation cost (a stream that broke is paid for its
+/// last checkpoint, which `lloom-client receipts` lists, not counted here).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Totals {
     /// Verified answers.
@@ -115,7 +116,7 @@ pub async fn converse(
     }
     note(
         &format!(
-            "[{} answers, {} failed; {} tokens, {} wei]",
+            "[{} answers, {} failed; {} tokens, {} wei for the answers]",
             totals.answers, totals.failures, totals.tokens, totals.cost
         ),
         true,

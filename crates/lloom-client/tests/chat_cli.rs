@@ -236,7 +236,10 @@ async fn an_interactive_chat_carries_the_conversation_and_goes_on_after_a_failed
         .collect();
     assert_eq!(receipts.len(), 3, "one receipt a turn; /exit ends: {receipts:?}");
     let stderr = String::from_utf8_lossy(&talk.stderr);
-    assert!(stderr.contains("[3 answers, 0 failed; 39 tokens, 87 wei]"), "{stderr}");
+    assert!(
+        stderr.contains("[3 answers, 0 failed; 39 tokens, 87 wei for the answers]"),
+        "{stderr}"
+    );
 
     // Each turn signed the conversation so far; /reset started it again.
     let asked = |receipt: &serde_json::Value| {
@@ -269,7 +272,7 @@ async fn an_interactive_chat_carries_the_conversation_and_goes_on_after_a_failed
     assert!(priced_out.status.success(), "{}", String::from_utf8_lossy(&priced_out.stderr));
     let stderr = String::from_utf8_lossy(&priced_out.stderr);
     assert_eq!(stderr.matches("[no answer: no executor serves `scripted` within").count(), 2);
-    assert!(stderr.contains("[0 answers, 2 failed; 0 tokens, 0 wei]"), "{stderr}");
+    assert!(stderr.contains("[0 answers, 2 failed; 0 tokens, 0 wei for the answers]"), "{stderr}");
 
     // A first turn may be given on the command line; `-` may not (turns come from stdin).
     let first = client_with_stdin(data.clone(), chat(&["Capital?"]), "").await;
