@@ -4,9 +4,9 @@ use std::io::Write;
 use std::time::Duration;
 
 use lloom_core::cli::NodeArgs;
-use lloom_core::{ChatMessage, Role};
+use lloom_core::{ChatMessage, Role, U256};
 
-use crate::cli::{ChatArgs, connect};
+use crate::cli::{ChatArgs, DEFAULT_MODEL, connect};
 use crate::client::{ChatEvent, ChatRequest, Client, Receipt};
 use crate::error::{Error, Result};
 use crate::report::{receipt_json, render_receipt};
@@ -33,7 +33,10 @@ pub(crate) async fn chat(
         (None, false) => None,
     };
     let client = connect(&args.discovery, node, &args.routing, &args.escrow).await?;
-    let mut request = ChatRequest::user(&args.model, "");
+    let file = node.config_file()?;
+    let model = (args.model.clone().or(file.client.model)).unwrap_or_else(|| DEFAULT_MODEL.into());
+    let max_price = args.max_price.or(file.client.max_price.map(U256::from));
+    let mut request = ChatRequest::user(model, "");
     request.messages = (args.system.iter())
         .map(|system| ChatMessage { role: Role::System, content: system.clone() })
         .collect();
@@ -41,8 +44,8 @@ pub(crate) async fn chat(
     request.sampling = sampling;
     request.timeout = Duration::from_secs(args.request_timeout_secs);
     request.filter = RouteFilter {
-        max_price_per_input_token: args.max_price,
-        max_price_per_output_token: args.max_price,
+        max_price_per_input_token: max_price,
+        max_price_per_output_token: max_price,
         min_context: args.min_context,
     };
     let json = node.json;

@@ -93,9 +93,10 @@ pub struct ChatArgs {
     /// conversation so far (`/reset` starts over, `/exit` or the end of input ends).
     #[arg(long, short)]
     pub interactive: bool,
-    /// The model to ask.
-    #[arg(long, default_value = DEFAULT_MODEL)]
-    pub model: String,
+    /// The model to ask [default: `client.model` in the configuration file, else
+    /// SmolLM2-135M-Instruct].
+    #[arg(long)]
+    pub model: Option<String>,
     /// A system message.
     #[arg(long)]
     pub system: Option<String>,
@@ -105,7 +106,8 @@ pub struct ChatArgs {
     /// How to sample the answer, and its shape.
     #[command(flatten)]
     pub sampling: lloom_core::cli::SamplingArgs,
-    /// Highest acceptable price per token (input and output), in wei.
+    /// Highest acceptable price per token (input and output), in wei [default:
+    /// `client.max_price` in the configuration file, else none].
     #[arg(long)]
     pub max_price: Option<U256>,
     /// Only executors whose context holds at least this many tokens (prompt and answer).
@@ -350,10 +352,8 @@ mod tests {
         let cli =
             Cli::try_parse_from(["lloom-client", "chat", "hi", "--strategy", "cheapest"]).unwrap();
         let Command::Chat(args) = cli.command else { panic!("expected chat") };
-        assert_eq!(
-            (args.model.as_str(), args.routing.strategy),
-            (DEFAULT_MODEL, Strategy::Cheapest)
-        );
+        // No --model: the configuration file's, else DEFAULT_MODEL, chosen when chat runs.
+        assert_eq!((args.model, args.routing.strategy), (None, Strategy::Cheapest));
         assert_eq!((args.routing.connect_timeout_secs, args.routing.idle_timeout_secs), (10, 30));
         let cli = Cli::try_parse_from(["lloom-client", "serve", "--connect-timeout-secs", "3"]);
         let Command::Serve(args) = cli.unwrap().command else { panic!("expected serve") };

@@ -149,6 +149,21 @@ async fn chat_prints_a_verified_receipt_and_receipts_lists_it() {
         })
     );
 
+    // The configuration file's model and price ceiling stand in for --model and --max-price;
+    // the flags win over them.
+    let config = dir.path().join("client.toml");
+    std::fs::write(&config, "[client]\nmodel = \"scripted\"\nmax_price = 1\n").unwrap();
+    let config = config.to_str().unwrap();
+    let capped = run(args(&["--config", config, "chat", "hi", "--no-mdns", "--bootstrap", &boot]))
+        .await
+        .unwrap();
+    assert!(!capped.status.success());
+    let stderr = String::from_utf8_lossy(&capped.stderr);
+    assert!(stderr.contains("no executor serves `scripted` within your limits"), "{stderr}");
+    let flagged = ["--config", config, "chat", "hi", "--max-price", "3", "--no-mdns"];
+    let flagged = run(args(&[&flagged[..], &["--bootstrap", &boot]].concat())).await.unwrap();
+    assert!(flagged.status.success(), "{}", String::from_utf8_lossy(&flagged.stderr));
+
     // `-` reads the prompt from standard input.
     let piped = client_with_stdin(
         dir.path().join("client"),

@@ -79,6 +79,11 @@ pub struct ClientSection {
     pub timeout_secs: Option<u64>,
     /// Oldest announcement accepted from a validator, in seconds.
     pub max_age_secs: Option<u64>,
+    /// The model `chat` asks when `--model` is not given.
+    pub model: Option<String>,
+    /// Highest price per token (input and output, in wei) `chat` accepts when `--max-price`
+    /// is not given.
+    pub max_price: Option<u64>,
 }
 
 /// `[executor]`.
@@ -203,7 +208,12 @@ mod tests {
                 nat_probe_private_addrs: Some(false),
             },
             validator: ValidatorSection { stale_after_secs: Some(30) },
-            client: ClientSection { timeout_secs: Some(10), max_age_secs: Some(60) },
+            client: ClientSection {
+                timeout_secs: Some(10),
+                max_age_secs: Some(60),
+                model: Some("m".into()),
+                max_price: Some(5000),
+            },
             executor: ExecutorSection {
                 model_path: Some("m.gguf".into()),
                 model_name: Some("m".into()),
