@@ -32,10 +32,10 @@ pub(crate) async fn chat(
         }
         (None, false) => None,
     };
-    let client = connect(&args.discovery, node, &args.routing, &args.escrow).await?;
     let file = node.config_file()?;
     let model = (args.model.clone().or(file.client.model)).unwrap_or_else(|| DEFAULT_MODEL.into());
     let max_price = args.max_price.or(file.client.max_price.map(U256::from));
+    let client = connect(&args.discovery, node, &args.routing, &args.escrow).await?;
     let mut request = ChatRequest::user(model, "");
     request.messages = (args.system.iter())
         .map(|system| ChatMessage { role: Role::System, content: system.clone() })

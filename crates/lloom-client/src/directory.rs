@@ -194,19 +194,20 @@ impl Directory {
             .executors
             .iter()
             .flat_map(|(address, (peer, ann))| {
-                let addrs = self.listen_addrs.get(address).cloned().unwrap_or_default();
-                ann.body.offers.iter().filter(move |o| model.is_none_or(|m| o.model == m)).map(
-                    move |offer| Candidate {
-                        peer: *peer,
-                        address: *address,
-                        offer: offer.clone(),
-                        load: ann.body.load,
-                        addrs: addrs.clone(),
-                    },
-                )
+                let wanted = move |o: &&ModelOffer| model.is_none_or(|m| o.model == m);
+                ann.body.offers.iter().filter(wanted).map(move |offer| Candidate {
+                    peer: *peer,
+                    address: *address,
+                    offer: offer.clone(),
+                    load: ann.body.load,
+                    addrs: self.listen_addrs.get(address).cloned().unwrap_or_default(),
+                })
             })
             .collect();
-        offers.sort_by(|a, b| a.offer.model.cmp(&b.offer.model).then(a.address.cmp(&b.address)));
+        if model.is_none() {
+            // Executors come in address order; a stable sort by model keeps it within each.
+            offers.sort_by(|a, b| a.offer.model.cmp(&b.offer.model));
+        }
         offers
     }
 

@@ -20,9 +20,14 @@ use crate::routing::Strategy;
 
 /// The request field that holds the options.
 const FIELD: &str = "lloom";
-/// The options, as the error for an unknown one lists them.
-const OPTIONS: &str =
-    "strategy, max_price, max_price_per_input_token, max_price_per_output_token, min_context";
+/// The options there are.
+const OPTIONS: [&str; 5] = [
+    "strategy",
+    "max_price",
+    "max_price_per_input_token",
+    "max_price_per_output_token",
+    "min_context",
+];
 /// Most decimal digits of a U256.
 const MAX_WEI_DIGITS: usize = 78;
 
@@ -32,10 +37,9 @@ pub(super) fn apply(options: Option<&Value>, request: &mut ChatRequest) -> Resul
     let Some(options) = options.as_object() else {
         return Err(invalid("`lloom` must be an object"));
     };
-    if let Some(unknown) = options.keys().find(|k| !OPTIONS.split(", ").any(|o| o == *k)) {
-        return Err(invalid(format!(
-            "lloom.{unknown} is not an option; the options are {OPTIONS}"
-        )));
+    if let Some(unknown) = options.keys().find(|k| !OPTIONS.contains(&k.as_str())) {
+        let known = OPTIONS.join(", ");
+        return Err(invalid(format!("lloom.{unknown} is not an option; the options are {known}")));
     }
     if let Some(value) = options.get("strategy") {
         request.strategy = Some(strategy(value)?);
