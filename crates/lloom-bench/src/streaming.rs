@@ -75,7 +75,9 @@ async fn direct_first_token(engine: &LlamaEngine) -> anyhow::Result<Duration> {
                 first.get_or_insert_with(|| start.elapsed());
             }
             GenerationEvent::Done(_) => break,
-            GenerationEvent::Failed(e) | GenerationEvent::Refused(e) => anyhow::bail!(e),
+            GenerationEvent::Failed(e)
+            | GenerationEvent::Refused(e)
+            | GenerationEvent::ContextExceeded(e) => anyhow::bail!(e),
             GenerationEvent::Started { .. } => {}
         }
     }

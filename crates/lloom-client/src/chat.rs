@@ -57,8 +57,9 @@ pub struct AttemptReport {
     pub executor: Address,
     /// Why it failed, or `None` for the attempt that answered.
     pub failure: Option<AttemptFailure>,
-    /// The cooldown it was given: `None` for the attempt that answered, and for a try at
-    /// addresses the executor had left (it is tried again where it announces itself now).
+    /// The cooldown it was given: `None` for the attempt that answered, for a try at
+    /// addresses the executor had left (it is tried again where it announces itself now), and
+    /// for a request too long for its context (the request's fault).
     pub cooldown: Option<Duration>,
 }
 

@@ -399,6 +399,10 @@ impl Client {
         let mut reports: Vec<AttemptReport> = Vec::new();
         let mut busy_retry_after: Option<u64> = None;
         let (mut over_escrow, mut escrow_seen) = (None, U256::ZERO);
+        // Raised above each executor whose context the request exceeded: only a longer one
+        // can serve it.
+        let mut filter = request.filter;
+        let mut context_refusal: Option<(u32, String)> = None;
         let mut attempts = 0;
         while attempts < inner.config.max_attempts.max(1) {
             if Instant::now() >= deadline {
@@ -407,13 +411,7 @@ impl Client {
             let ranked = {
                 let mut router = inner.router.lock().await;
                 let strategy = request.strategy.unwrap_or_else(|| router.strategy());
-                router.rank_by(
-                    strategy,
-                    candidates.clone(),
-                    &request.filter,
-                    &tried,
-                    Instant::now(),
-                )
+                router.rank_by(strategy, candidates.clone(), &filter, &tried, Instant::now())
             };
             let Some(executor) = ranked.into_iter().next() else { break };
             tried.push(executor.address);
@@ -497,6 +495,27 @@ impl Client {
                         });
                         continue;
                     }
+                    if let AttemptFailure::Refused {
+                        code: ErrorCode::ContextExceeded,
+                        message,
+                        ..
+                    } = &failed.failure
+                    {
+                        // The request's size, not the executor's fault: no cooldown.
+                        let context = executor.offer.context_length;
+                        tracing::info!(executor = %executor.address, context, "the request does not fit this executor's context: {message}");
+                        filter.min_context =
+                            Some(context.saturating_add(1)).max(filter.min_context);
+                        if context_refusal.as_ref().is_none_or(|(longest, _)| context >= *longest) {
+                            context_refusal = Some((context, message.clone()));
+                        }
+                        reports.push(AttemptReport {
+                            executor: executor.address,
+                            failure: Some(failed.failure),
+                            cooldown: None,
+                        });
+                        continue;
+                    }
                     let reason = failed.failure.to_string();
                     tracing::info!(executor = %executor.address, "attempt failed: {reason}");
                     // A refusal no executor would answer otherwise (an invalid request, such as
@@ -563,6 +582,24 @@ impl Client {
             })
         {
             return Err(Error::AllBusy { retry_after_secs });
+        }
+        // Every executor that answered found the request too long for its context.
+        if let Some((context_length, reason)) = context_refusal
+            && reports.iter().all(|r| {
+                r.cooldown.is_none()
+                    && matches!(
+                        r.failure,
+                        Some(AttemptFailure::Refused { code: ErrorCode::ContextExceeded, .. })
+                            | Some(AttemptFailure::Unreachable(_))
+                    )
+            })
+        {
+            return Err(Error::ContextExceeded {
+                model: request.model,
+                context_length,
+                max_tokens: request.max_tokens,
+                reason,
+            });
         }
         if Instant::now() >= deadline {
             return Err(Error::DeadlineExceeded(request.timeout));

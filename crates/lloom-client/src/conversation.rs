@@ -4,6 +4,9 @@
 //! message, then earlier turns and their verified answers), signed afresh, so any executor
 //! can take any turn. `/reset` starts the conversation again, `/exit` (or the end of input)
 //! ends it. A turn that fails is reported and left out of the conversation, which goes on.
+//! When the conversation has outgrown every executor's context (each refuses it with a signed
+//! `ContextExceeded`), its oldest turns are left out until it fits, and the user is told; a
+//! turn that does not fit even alone is reported, and the conversation stays as it was.
 
 use std::io::{BufRead, Read, Write};
 
@@ -11,7 +14,7 @@ use lloom_core::{ChatMessage, Role, U256, WireLimits};
 
 use crate::cli::stream_answer;
 use crate::client::{ChatRequest, Client};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::report::{receipt_json, render_receipt};
 
 /// Longest line read as one turn, in bytes: one request frame.
@@ -81,10 +84,28 @@ pub async fn converse(
         }
         history.push(ChatMessage { role: Role::User, content: line.trim_end().to_owned() });
         keep_within(&mut history, WireLimits::default().max_messages, template.messages.len());
-        let mut request = template.clone();
-        request.messages.extend(history.iter().cloned());
-        match stream_answer(client, request, style.verbose, style.json, out).await {
+        // What is sent: the history, less its oldest turns while it does not fit (kept so
+        // only once a shorter conversation is answered).
+        let mut sent = history.clone();
+        let answered = loop {
+            let mut request = template.clone();
+            request.messages.extend(sent.iter().cloned());
+            match stream_answer(client, request, style.verbose, style.json, out).await {
+                Err(Error::ContextExceeded { .. }) if drop_oldest_exchange(&mut sent) > 0 => {
+                    let kept = sent.len();
+                    note(
+                        &format!(
+                            "[the conversation outgrew the model's context: the oldest turns are left out, {kept} messages kept]"
+                        ),
+                        true,
+                    );
+                }
+                answered => break answered,
+            }
+        };
+        match answered {
             Ok(receipt) => {
+                history = sent;
                 totals.answers += 1;
                 totals.tokens += receipt.input_tokens + receipt.output_tokens;
                 totals.cost = totals.cost.saturating_add(receipt.cost);
@@ -133,12 +154,12 @@ fn read_turn(input: &mut (dyn BufRead + Send)) -> Result<Option<String>> {
         return Ok(None);
     }
     if bytes.len() as u64 > MAX_LINE_BYTES {
-        return Err(crate::error::Error::InvalidRequest(format!(
+        return Err(Error::InvalidRequest(format!(
             "a line of input is over {MAX_LINE_BYTES} bytes, the most one request carries"
         )));
     }
     let line = String::from_utf8(bytes)
-        .map_err(|_| crate::error::Error::InvalidRequest("a line of input is not UTF-8".into()))?;
+        .map_err(|_| Error::InvalidRequest("a line of input is not UTF-8".into()))?;
     Ok(Some(line.trim_end_matches(['\n', '\r']).to_owned()))
 }
 
@@ -152,6 +173,21 @@ fn keep_within(history: &mut Vec<ChatMessage>, max: usize, fixed: usize) {
         drop += 1;
     }
     history.drain(..drop.min(history.len()));
+}
+
+/// Leaves out the oldest exchange (the first user turn and the answers up to the next user
+/// turn), never the last turn; returns how many messages went (0: only the last turn is left).
+fn drop_oldest_exchange(history: &mut Vec<ChatMessage>) -> usize {
+    let last = history.len().saturating_sub(1);
+    let next_user = history
+        .iter()
+        .enumerate()
+        .skip(1)
+        .find(|(_, m)| m.role == Role::User)
+        .map_or(last, |(i, _)| i)
+        .min(last);
+    history.drain(..next_user);
+    next_user
 }
 
 /// Writes to stderr: what the user reads beside the answers on stdout.
@@ -180,6 +216,24 @@ mod tests {
         assert!(err.contains("the most one request carries"), "{err}");
         let err = read_turn(&mut &[0xffu8, b'\n'][..]).unwrap_err().to_string();
         assert!(err.contains("not UTF-8"), "{err}");
+    }
+
+    #[test]
+    fn an_exchange_at_a_time_is_left_out_but_never_the_last_turn() {
+        let message = |role, content: &str| ChatMessage { role, content: content.into() };
+        let mut history = vec![
+            message(Role::User, "a"),
+            message(Role::Assistant, "b"),
+            message(Role::User, "c"),
+            message(Role::Assistant, "d"),
+            message(Role::User, "e"),
+        ];
+        assert_eq!(drop_oldest_exchange(&mut history), 2);
+        assert_eq!(history.first().map(|m| m.content.as_str()), Some("c"));
+        assert_eq!(drop_oldest_exchange(&mut history), 2);
+        assert_eq!(history, [message(Role::User, "e")]);
+        assert_eq!(drop_oldest_exchange(&mut history), 0, "the turn being asked stays");
+        assert_eq!(drop_oldest_exchange(&mut Vec::new()), 0);
     }
 
     #[test]

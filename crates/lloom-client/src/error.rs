@@ -62,6 +62,21 @@ pub enum Error {
         /// The largest context among them, in tokens.
         largest_context: u32,
     },
+    /// The prompt plus the requested output tokens fit the context of no executor tried (each
+    /// refused it with a signed `ContextExceeded`; none with a longer context was left).
+    #[error(
+        "the prompt and max_tokens {max_tokens} do not fit the context of any executor tried for `{model}` (the longest has {context_length} tokens: {reason}); shorten the prompt or lower max_tokens"
+    )]
+    ContextExceeded {
+        /// The model asked for.
+        model: String,
+        /// The longest context among the executors that refused, in tokens.
+        context_length: u32,
+        /// The output tokens asked for.
+        max_tokens: u32,
+        /// That executor's signed reason.
+        reason: String,
+    },
     /// Every executor tried was busy or rate limited.
     #[error("all executors are busy; retry after {retry_after_secs}s")]
     AllBusy {

@@ -26,6 +26,13 @@ use predicates::str::contains;
 /// 3 completion tokens at 3, 29 wei an answer) in this process, once a client can see the
 /// executor; returns them, their directory and the validator's address.
 async fn scripted_network() -> (Validator, ExecutorNode, tempfile::TempDir, String) {
+    scripted_network_with(Script::answer("scripted", "Paris it is.")).await
+}
+
+/// [`scripted_network`] with the executor's backend following `script`.
+async fn scripted_network_with(
+    script: Script,
+) -> (Validator, ExecutorNode, tempfile::TempDir, String) {
     let vconfig = ValidatorConfig {
         network: NetworkConfig { server_mode: true, ..NetworkConfig::local() },
         ..ValidatorConfig::default()
@@ -44,7 +51,7 @@ async fn scripted_network() -> (Validator, ExecutorNode, tempfile::TempDir, Stri
         quantization: None,
         capabilities: vec![],
     };
-    let backend = Arc::new(ScriptedBackend::new(Script::answer("scripted", "Paris it is.")));
+    let backend = Arc::new(ScriptedBackend::new(script));
     let executor =
         ExecutorNode::start(&NodeKey::generate(), vec![ServedModel { offer, backend }], config)
             .await
@@ -296,6 +303,55 @@ async fn an_interactive_chat_carries_the_conversation_and_goes_on_after_a_failed
     let dash = client_with_stdin(data, chat(&["-"]), "Capital?\n").await;
     assert!(!dash.status.success());
     assert!(String::from_utf8_lossy(&dash.stderr).contains("with --interactive, turns are read"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interactive_chat_that_outgrows_the_context_leaves_its_oldest_turns_out() {
+    // 16 tokens of context, one a word: three turns of three words with 4 tokens to answer
+    // ("Paris it is.") fill it.
+    let script = Script { context: Some(16), ..Script::answer("scripted", "Paris it is.") };
+    let (_validator, _executor, dir, boot) = scripted_network_with(script).await;
+    let data = dir.path().join("client");
+    let args: Vec<String> =
+        ["--json", "chat", "-i", "--model", "scripted", "--max-tokens", "4", "--no-mdns"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .chain(["--bootstrap".to_owned(), boot])
+            .collect();
+    // The fourth turn does not fit even alone; the conversation it leaves behind still holds
+    // the third exchange, so the fifth is signed with it.
+    let stdin = format!("a b c\nd e f\ng h i\n{}\nj\n", "w ".repeat(13));
+    let talk = client_with_stdin(data.clone(), args, &stdin).await;
+    assert!(talk.status.success(), "{}", String::from_utf8_lossy(&talk.stderr));
+    let stderr = String::from_utf8_lossy(&talk.stderr);
+    let outgrew = "[the conversation outgrew the model's context: the oldest turns are left out";
+    assert_eq!(stderr.matches(outgrew).count(), 4, "{stderr}");
+    assert!(stderr.contains("3 messages kept]"), "{stderr}");
+    assert!(
+        stderr.contains("[no answer: the prompt and max_tokens 4 do not fit the context"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("[4 answers, 1 failed;"), "{stderr}");
+
+    // The third turn was signed without the first exchange, the fifth without the second.
+    let receipts: Vec<serde_json::Value> = String::from_utf8_lossy(&talk.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(receipts.len(), 4);
+    let signed = |n: usize| {
+        let digest = receipts[n]["request_digest"].as_str().unwrap().to_owned();
+        let data = data.clone();
+        async move {
+            let show =
+                client_with_stdin(data, vec!["receipts".into(), "show".into(), digest], "").await;
+            let shown: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+            let messages = shown["messages"].as_array().unwrap().iter();
+            messages.map(|m| m["content"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(signed(2).await, ["d e f", "Paris it is.", "g h i"]);
+    assert_eq!(signed(3).await, ["g h i", "Paris it is.", "j"]);
 }
 
 #[test]

@@ -376,6 +376,24 @@ async fn all_executors_busy_is_a_429_with_retry_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_too_long_for_the_context_is_a_400_context_length_exceeded() {
+    let short = Script { context: Some(12), ..Script::answer(MODEL, "Paris.") };
+    let net = network(vec![short], GatewayConfig::default()).await;
+    let long = chat(&json!({"max_tokens": 100}));
+    let (status, _, body) = http(net.addr, "POST", "/v1/chat/completions", &long).await;
+    assert_eq!(status, 400, "{body}");
+    let error = &json_body(&body)["error"];
+    assert_eq!(error["code"], "context_length_exceeded", "{error}");
+    assert_eq!(error["type"], "invalid_request_error");
+    assert_eq!(error["param"], "messages");
+    assert!(error["message"].as_str().unwrap().contains("exceeds the 12 tokens of context"));
+    // It is the request's size, not the executor: a shorter one is answered at once.
+    let (status, _, body) =
+        http(net.addr, "POST", "/v1/chat/completions", &chat(&json!({"max_tokens": 4}))).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_api_keys_only_requests_that_carry_one_are_answered() {
     let (alice, bob) = ("alice-0123456789abcdef", "bob-0123456789abcdef");
     let api_keys = ApiKeys::parse(&format!("alice {alice}\nbob {bob}\n")).unwrap();

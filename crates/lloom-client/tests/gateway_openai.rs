@@ -84,6 +84,13 @@ try:
     unloadable = None
 except openai.BadRequestError as e:
     unloadable = [e.status_code, e.code, "grammar does not load" in e.message]
+# A prompt longer than the model's context: OpenAI's own error code, which SDK users check.
+try:
+    client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "word " * 3000}], max_tokens=8)
+    too_long = None
+except openai.BadRequestError as e:
+    too_long = [e.status_code, e.code, e.param]
 after_uncompilable = client.chat.completions.create(
     model=model, messages=ask, max_tokens=4).choices[0].finish_reason
 try:
@@ -134,6 +141,7 @@ print(json.dumps({
     "uncompilable": uncompilable,
     "unloadable": unloadable,
     "after_uncompilable": after_uncompilable,
+    "too_long": too_long,
     "routed": routed,
     "priced_out": priced_out,
     "missing_status": missing,
@@ -258,6 +266,11 @@ async fn the_official_openai_sdk_works_against_the_gateway() {
     assert_eq!(report["uncompilable"], serde_json::json!([400, "refused_by_executor", true]));
     assert_eq!(report["unloadable"], serde_json::json!([400, "refused_by_executor", true]));
     assert_eq!(report["after_uncompilable"], "length", "{report}");
+    assert_eq!(
+        report["too_long"],
+        serde_json::json!([400, "context_length_exceeded", "messages"]),
+        "{report}"
+    );
     assert_eq!(report["routed"], "length", "{report}");
     assert_eq!(report["priced_out"], serde_json::json!([404, "no_offer_within_limits"]));
     assert_eq!(report["missing_status"], 404);

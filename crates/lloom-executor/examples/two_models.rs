@@ -41,7 +41,9 @@ async fn one_stream(engine: &LlamaEngine) -> Result<(u64, f64)> {
                 let rate = usage.output_tokens as f64 / start.elapsed().as_secs_f64();
                 return Ok((usage.output_tokens, rate));
             }
-            GenerationEvent::Failed(message) | GenerationEvent::Refused(message) => {
+            GenerationEvent::Failed(message)
+            | GenerationEvent::Refused(message)
+            | GenerationEvent::ContextExceeded(message) => {
                 bail!("generation failed: {message}")
             }
             GenerationEvent::Started { .. } | GenerationEvent::Text { .. } => {}

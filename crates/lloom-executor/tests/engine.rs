@@ -170,7 +170,9 @@ async fn a_long_prompt_is_prefilled_in_chunks_while_others_keep_decoding() {
                 GenerationEvent::Text { .. } | GenerationEvent::Done(_) => {
                     at_first_token = Some(decoded);
                 }
-                GenerationEvent::Failed(message) | GenerationEvent::Refused(message) => {
+                GenerationEvent::Failed(message)
+                | GenerationEvent::Refused(message)
+                | GenerationEvent::ContextExceeded(message) => {
                     panic!("{message}")
                 }
             },
@@ -223,18 +225,28 @@ async fn cancellation_frees_the_slot() {
 }
 
 #[tokio::test]
-async fn oversized_prompts_fail_and_a_full_queue_is_busy() {
+async fn oversized_prompts_exceed_the_context_and_a_full_queue_is_busy() {
     let config =
         EngineConfig { n_ctx: 512, max_sequences: 1, queue_capacity: 1, ..EngineConfig::default() };
     let engine = engine(config);
+    // Too long for the context, or for the request's own prompt bound: typed, before any work.
+    let exceeded = |mut generation: lloom_executor::backend::Generation| async move {
+        match generation.events.recv().await {
+            Some(GenerationEvent::ContextExceeded(message)) => {
+                assert_eq!(generation.events.recv().await, None, "nothing follows");
+                message
+            }
+            other => panic!("expected ContextExceeded, got {other:?}"),
+        }
+    };
     let huge = "word ".repeat(2000);
-    let err = engine.generate(ask(&huge, 16, &[])).unwrap().collect().await.unwrap_err();
-    assert!(err.contains("exceeds"), "{err}");
+    let err = exceeded(engine.generate(ask(&huge, 16, &[])).unwrap()).await;
+    assert!(err.contains("exceeds the 512 tokens per sequence"), "{err}");
+    let limited = GenerateRequest { max_input_tokens: Some(3), ..ask(FRANCE, 8, &[]) };
+    let err = exceeded(engine.generate(limited).unwrap()).await;
+    assert!(err.contains("more than the 3 allowed"), "{err}");
     let err = engine.generate(ask(FRANCE, 0, &[])).unwrap().collect().await.unwrap_err();
     assert!(err.contains("max_tokens"), "{err}");
-    let limited = GenerateRequest { max_input_tokens: Some(3), ..ask(FRANCE, 8, &[]) };
-    let err = engine.generate(limited).unwrap().collect().await.unwrap_err();
-    assert!(err.contains("more than the 3 allowed"), "{err}");
 
     let mut held = Vec::new();
     let mut busy = false;

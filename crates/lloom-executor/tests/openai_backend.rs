@@ -148,6 +148,40 @@ async fn error_bodies_are_reported_with_the_upstream_message() {
 }
 
 #[tokio::test]
+async fn a_prompt_too_long_for_the_servers_context_is_told_apart_and_not_retried() {
+    // How OpenAI / vLLM, llama.cpp's server and LM Studio say it.
+    let bodies = [
+        r#"{"error":{"message":"This model's maximum context length is 2048 tokens. However, you requested 4000 tokens.","type":"invalid_request_error","code":"context_length_exceeded"}}"#,
+        r#"{"object":"error","message":"This model's maximum context length is 2048 tokens. However, you requested 2100 tokens (2000 in the messages, 100 in the completion).","type":"BadRequestError","code":400}"#,
+        r#"{"error":{"code":400,"message":"the request exceeds the available context size, try increasing it","type":"exceed_context_size_error","n_prompt_tokens":5000,"n_ctx":4096}}"#,
+        r#"{"error":"The number of tokens to keep from the initial prompt is greater than the context length."}"#,
+    ];
+    for body in bodies {
+        let answer =
+            Answer { status: "400 Bad Request", pieces: vec![body.into()], pause: Duration::ZERO };
+        let (addr, served) = server(vec![answer]).await;
+        let mut generation = backend(addr, |_| {}).generate(ask()).unwrap();
+        match generation.events.recv().await {
+            Some(GenerationEvent::ContextExceeded(message)) => {
+                assert!(message.starts_with("HTTP 400: "), "{message}");
+            }
+            other => panic!("{body}: expected ContextExceeded, got {other:?}"),
+        }
+        assert_eq!(generation.events.recv().await, None);
+        assert_eq!(served.load(Ordering::SeqCst), 1, "not retried");
+    }
+
+    // Another 400 stays a failure of the backend.
+    let body =
+        r#"{"error":{"message":"temperature must be at most 2","type":"invalid_request_error"}}"#;
+    let answer =
+        Answer { status: "400 Bad Request", pieces: vec![body.into()], pause: Duration::ZERO };
+    let (addr, _) = server(vec![answer]).await;
+    let mut generation = backend(addr, |_| {}).generate(ask()).unwrap();
+    assert!(matches!(generation.events.recv().await, Some(GenerationEvent::Failed(_))));
+}
+
+#[tokio::test]
 async fn overloaded_servers_are_retried_before_any_text_only() {
     let busy = Answer {
         status: "503 Service Unavailable",

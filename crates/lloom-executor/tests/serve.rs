@@ -509,6 +509,42 @@ async fn a_full_backend_answers_a_signed_busy_with_retry_after() {
 }
 
 #[tokio::test]
+async fn a_request_longer_than_the_context_is_refused_signed_before_any_work() {
+    let script = Script { context: Some(8), ..Script::answer(MODEL, ANSWER) };
+    let rig = rig(script, config(0)).await;
+    let request = signed(&rig, |c| {
+        c.nonce = 5;
+        c.maxOutputTokens = 100;
+    });
+    let frames = exchange(&rig, &request).await;
+    assert_eq!(frames.len(), 1, "nothing streamed: {frames:?}");
+    let error = the_error(&frames);
+    let peer = rig.executor.key.peer_id();
+    verify_error(error, &request.digest(), Some(&peer), &VerifyPolicy::default(), unix_now())
+        .unwrap();
+    assert_eq!(ErrorCode::from_code(error.commitment.code), ErrorCode::ContextExceeded);
+    assert!(error.commitment.message.contains("exceeds the 8 tokens of context"));
+    assert_eq!(error.commitment.retryAfterSecs, 0);
+    assert_eq!(rig.server.receipts().get(&request.digest()).unwrap(), None, "nothing to settle");
+    // More output tokens than the announced context (1,024 here) is refused the same way by
+    // the admission rules, before the backend is asked.
+    let beyond = signed(&rig, |c| {
+        c.nonce = 6;
+        c.maxOutputTokens = 5000;
+    });
+    let error = the_error(&exchange(&rig, &beyond).await).clone();
+    assert_eq!(ErrorCode::from_code(error.commitment.code), ErrorCode::ContextExceeded);
+    assert!(error.commitment.message.contains("more than the context length"));
+    // A request that fits is served.
+    let shorter = signed(&rig, |c| {
+        c.nonce = 7;
+        c.maxOutputTokens = 2;
+    });
+    let frames = exchange(&rig, &shorter).await;
+    assert!(matches!(frames.last(), Some(WireMessage::Response(_))), "{frames:?}");
+}
+
+#[tokio::test]
 async fn rate_limited_clients_are_told_when_to_come_back() {
     let limits = RateLimits { requests_per_minute: Some(1), ..RateLimits::default() };
     let rig = rig(

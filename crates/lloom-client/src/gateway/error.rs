@@ -129,6 +129,17 @@ impl From<Error> for ApiError {
                 "no_offer_within_limits",
                 message,
             ),
+            Error::ContextExceeded { .. } => {
+                // OpenAI's own code, which SDK users check to shorten a conversation.
+                let mut api = Self::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "context_length_exceeded",
+                    message,
+                );
+                api.param = Some("messages");
+                api
+            }
             Error::AllBusy { retry_after_secs } => {
                 let mut api = Self::new(
                     StatusCode::TOO_MANY_REQUESTS,

@@ -57,10 +57,20 @@ pub(crate) async fn executor_as(
     price: u64,
     data: std::path::PathBuf,
 ) -> ExecutorNode {
+    executor_offering(key, bootstrap, script, offer(price), data).await
+}
+
+/// Starts an executor with `key` that announces `offer`, keeping its data in `data`.
+pub(crate) async fn executor_offering(
+    key: &NodeKey,
+    bootstrap: &[Multiaddr],
+    script: Script,
+    offer: ModelOffer,
+    data: std::path::PathBuf,
+) -> ExecutorNode {
     let mut config = ExecutorConfig::new(data);
     config.network = NetworkConfig { bootstrap: bootstrap.to_vec(), ..NetworkConfig::local() };
-    let model =
-        ServedModel { offer: offer(price), backend: Arc::new(ScriptedBackend::new(script)) };
+    let model = ServedModel { offer, backend: Arc::new(ScriptedBackend::new(script)) };
     ExecutorNode::start(key, vec![model], config).await.unwrap()
 }
 

@@ -23,6 +23,9 @@ pub enum ErrorCode {
     Internal,
     /// The client's escrow on the settlement contract is below what this executor requires.
     InsufficientEscrow,
+    /// The prompt plus the requested output tokens do not fit this executor's context; an
+    /// executor with a longer context may serve it, a shorter prompt will.
+    ContextExceeded,
     /// A code this version does not know.
     Other(u16),
 }
@@ -41,6 +44,7 @@ impl ErrorCode {
             Self::BackendFailure => 8,
             Self::Internal => 9,
             Self::InsufficientEscrow => 10,
+            Self::ContextExceeded => 11,
             Self::Other(c) => c,
         }
     }
@@ -58,11 +62,14 @@ impl ErrorCode {
             8 => Self::BackendFailure,
             9 => Self::Internal,
             10 => Self::InsufficientEscrow,
+            11 => Self::ContextExceeded,
             c => Self::Other(c),
         }
     }
 
-    /// Whether the same request may succeed on another executor or later.
+    /// Whether the same request may succeed on another executor or later. A
+    /// [`ContextExceeded`](Self::ContextExceeded) request may succeed only on an executor with
+    /// a longer context, which the caller has to choose; it is not counted here.
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
@@ -73,5 +80,25 @@ impl ErrorCode {
                 | Self::NonceReplayed
                 | Self::InsufficientEscrow
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_round_trips_and_unknown_ones_are_kept() {
+        for code in 1..=11 {
+            let parsed = ErrorCode::from_code(code);
+            assert!(!matches!(parsed, ErrorCode::Other(_)), "{code} is known");
+            assert_eq!(parsed.code(), code);
+        }
+        assert_eq!(ErrorCode::from_code(11), ErrorCode::ContextExceeded);
+        assert_eq!(ErrorCode::from_code(12), ErrorCode::Other(12));
+        assert_eq!(ErrorCode::Other(12).code(), 12);
+        // Only a longer context helps: the caller picks such an executor itself.
+        assert!(!ErrorCode::ContextExceeded.is_retryable());
+        assert!(ErrorCode::Busy.is_retryable());
     }
 }

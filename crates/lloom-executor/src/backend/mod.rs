@@ -68,6 +68,10 @@ pub enum GenerationEvent {
     /// The request cannot be served as asked, here or on any executor (its answer's grammar
     /// does not load), found before any work; nothing follows.
     Refused(String),
+    /// The prompt plus `max_tokens` do not fit the model's context here (or the request's
+    /// `max_input_tokens`), found before any work; nothing follows. A shorter prompt, or an
+    /// executor with a longer context, may serve it.
+    ContextExceeded(String),
 }
 
 /// A running generation. Holds at most `max_tokens + 1` events, so its channel is bounded by
@@ -93,7 +97,9 @@ impl Generation {
                 GenerationEvent::Started { .. } => {}
                 GenerationEvent::Text { text: t, .. } => text.push_str(&t),
                 GenerationEvent::Done(usage) => return Ok((text, usage)),
-                GenerationEvent::Failed(e) | GenerationEvent::Refused(e) => return Err(e),
+                GenerationEvent::Failed(e)
+                | GenerationEvent::Refused(e)
+                | GenerationEvent::ContextExceeded(e) => return Err(e),
             }
         }
         Err("generation ended without a result".into())

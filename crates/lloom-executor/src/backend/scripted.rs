@@ -28,6 +28,10 @@ pub struct Script {
     pub fail_after: Option<usize>,
     /// Most generations running at once; more are refused as Busy.
     pub capacity: usize,
+    /// The context, in tokens: a request whose prompt (one token a word of its messages)
+    /// plus `max_tokens` is longer ends at once with
+    /// [`ContextExceeded`](GenerationEvent::ContextExceeded). `None`: any length fits.
+    pub context: Option<u64>,
 }
 
 impl Script {
@@ -44,6 +48,7 @@ impl Script {
             delay: Duration::ZERO,
             fail_after: None,
             capacity: usize::MAX,
+            context: None,
         }
     }
 }
@@ -96,8 +101,19 @@ impl Backend for ScriptedBackend {
         let cancel = CancellationToken::new();
         let (script, token, cancelled) =
             (self.script.clone(), cancel.clone(), self.cancelled.clone());
+        let words: usize =
+            request.messages.iter().map(|m| m.content.split_whitespace().count()).sum();
+        let needed = words as u64 + u64::from(request.max_tokens);
         tokio::spawn(async move {
             let _guard = guard;
+            if let Some(context) = script.context.filter(|context| needed > *context) {
+                let message = format!(
+                    "prompt of {words} tokens plus max_tokens {} exceeds the {context} tokens of context",
+                    request.max_tokens
+                );
+                let _ = tx.send(GenerationEvent::ContextExceeded(message));
+                return;
+            }
             let _ = tx.send(GenerationEvent::Started { input_tokens: script.input_tokens });
             let mut produced = 0u64;
             let mut finish = FinishReason::Stop;

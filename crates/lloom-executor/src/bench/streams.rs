@@ -59,7 +59,9 @@ pub(super) async fn read_to_end(
                 }
                 return Ok((timeline, usage.output_tokens));
             }
-            GenerationEvent::Failed(e) | GenerationEvent::Refused(e) => {
+            GenerationEvent::Failed(e)
+            | GenerationEvent::Refused(e)
+            | GenerationEvent::ContextExceeded(e) => {
                 return Err(Error::EngineLoad(e));
             }
         }

@@ -282,7 +282,9 @@ async fn generate(args: &GenerateArgs, json: bool, out: &mut (dyn Write + Send))
                 return Ok(());
             }
             GenerationEvent::Failed(message) => return Err(Error::EngineLoad(message)),
-            GenerationEvent::Refused(message) => return Err(Error::Unservable(message)),
+            GenerationEvent::Refused(message) | GenerationEvent::ContextExceeded(message) => {
+                return Err(Error::Unservable(message));
+            }
         }
     }
     Err(Error::EngineLoad("the engine stopped without finishing".into()))

@@ -179,11 +179,14 @@ async fn admit(
             ),
         ));
     }
-    if c.maxOutputTokens == 0 || c.maxOutputTokens > u64::from(offer.context_length) {
+    if c.maxOutputTokens == 0 {
+        return Err(Refusal::new(ErrorCode::InvalidRequest, "maxOutputTokens must be at least 1"));
+    }
+    if c.maxOutputTokens > u64::from(offer.context_length) {
         return Err(Refusal::new(
-            ErrorCode::InvalidRequest,
+            ErrorCode::ContextExceeded,
             format!(
-                "maxOutputTokens {} must be between 1 and the context length {}",
+                "maxOutputTokens {} is more than the context length {}",
                 c.maxOutputTokens, offer.context_length
             ),
         ));
@@ -387,6 +390,11 @@ where
             Some(GenerationEvent::Refused(message)) => {
                 outbox.flush(stream, write_timeout).await?;
                 let refusal = Refusal::new(ErrorCode::InvalidRequest, message);
+                return send_refusal(shared, digest, refusal, stream).await;
+            }
+            Some(GenerationEvent::ContextExceeded(message)) => {
+                outbox.flush(stream, write_timeout).await?;
+                let refusal = Refusal::new(ErrorCode::ContextExceeded, message);
                 return send_refusal(shared, digest, refusal, stream).await;
             }
             None => {

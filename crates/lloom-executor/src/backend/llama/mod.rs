@@ -110,6 +110,13 @@ impl Job {
         let _ = self.events.send(super::GenerationEvent::Refused(message));
     }
 
+    /// Tells the caller that the job will never run here because its prompt and `max_tokens`
+    /// do not fit the context.
+    pub(crate) fn exceed(mut self, message: String) {
+        self.release();
+        let _ = self.events.send(super::GenerationEvent::ContextExceeded(message));
+    }
+
     /// Stops counting the job as using its engine; call it before the final event, so a
     /// caller that saw the end never finds the engine still in use.
     pub(crate) fn release(&mut self) {

@@ -219,7 +219,7 @@ fn batch_loop(
             if let Some(max) = job.request.max_input_tokens
                 && tokens.len() as u64 > max
             {
-                job.fail(format!(
+                job.exceed(format!(
                     "prompt has {} tokens, more than the {max} allowed",
                     tokens.len()
                 ));
@@ -232,7 +232,7 @@ fn batch_loop(
                     tokens.len(),
                     job.request.max_tokens
                 );
-                job.fail(message);
+                job.exceed(message);
                 continue;
             }
             let sampler = match Samplers::for_job(model, &job) {

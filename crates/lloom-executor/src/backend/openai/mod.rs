@@ -186,7 +186,7 @@ impl Run {
             attempt += 1;
             match self.send(&body).await {
                 Ok(response) => break response,
-                Err((retryable, message)) if retryable && attempt <= self.config.max_retries => {
+                Err(NotSent::Retryable(message)) if attempt <= self.config.max_retries => {
                     tracing::debug!(attempt, "retrying the HTTP backend: {message}");
                     tokio::select! {
                         () = self.cancel.cancelled() => return self.fail(message),
@@ -194,7 +194,13 @@ impl Run {
                     }
                     delay *= 2;
                 }
-                Err((_, message)) => return self.fail(message),
+                Err(NotSent::Retryable(message) | NotSent::Failed(message)) => {
+                    return self.fail(message);
+                }
+                Err(NotSent::ContextExceeded(message)) => {
+                    let _ = self.events.send(GenerationEvent::ContextExceeded(message));
+                    return;
+                }
             }
         };
         self.healthy.store(true, Ordering::Relaxed);
@@ -223,27 +229,29 @@ impl Run {
         let _ = self.events.send(GenerationEvent::Failed(message));
     }
 
-    /// Sends the request; `Err((retryable, message))` when no stream could be started.
-    async fn send(&self, body: &Value) -> std::result::Result<reqwest::Response, (bool, String)> {
+    /// Sends the request; why not, when no stream could be started.
+    async fn send(&self, body: &Value) -> std::result::Result<reqwest::Response, NotSent> {
         let url = format!("{}/chat/completions", self.config.base_url);
         let mut request = self.http.post(&url).json(body);
         if let Some(key) = &self.config.api_key {
             request = request.bearer_auth(key);
         }
         let sent = tokio::select! {
-            () = self.cancel.cancelled() => return Err((false, "cancelled".into())),
+            () = self.cancel.cancelled() => return Err(NotSent::Failed("cancelled".into())),
             sent = tokio::time::timeout(self.config.read_timeout, request.send()) => sent,
         };
         let response = match sent {
             Err(_) => {
-                return Err((
-                    true,
-                    format!("{url}: no response within {:?}", self.config.read_timeout),
-                ));
+                let message = format!("{url}: no response within {:?}", self.config.read_timeout);
+                return Err(NotSent::Retryable(message));
             }
             Ok(Err(e)) => {
                 self.healthy.store(false, Ordering::Relaxed);
-                return Err((e.is_connect(), format!("{url} is unreachable: {e}")));
+                let message = format!("{url} is unreachable: {e}");
+                return Err(match e.is_connect() {
+                    true => NotSent::Retryable(message),
+                    false => NotSent::Failed(message),
+                });
             }
             Ok(Ok(response)) => response,
         };
@@ -251,9 +259,13 @@ impl Run {
         if status.is_success() {
             return Ok(response);
         }
-        let retryable = matches!(status.as_u16(), 429 | 502 | 503 | 504);
         let body = read_bounded(response, self.config.max_event_bytes).await.unwrap_or_default();
-        Err((retryable, upstream_error(status, &body)))
+        let message = upstream_error(status, &body);
+        Err(match status.as_u16() {
+            429 | 502 | 503 | 504 => NotSent::Retryable(message),
+            400 | 413 if exceeds_context(&body) => NotSent::ContextExceeded(message),
+            _ => NotSent::Failed(message),
+        })
     }
 
     /// Reads the SSE stream, forwarding text; returns how it ended.
@@ -309,6 +321,37 @@ impl Run {
             }
         }
     }
+}
+
+/// Why a request got no stream.
+enum NotSent {
+    /// Worth sending again after a pause (a refused connection, 429, 502–504, no answer).
+    Retryable(String),
+    /// The server says the prompt and `max_tokens` do not fit the model's context.
+    ContextExceeded(String),
+    /// Anything else; sending again would fail the same way.
+    Failed(String),
+}
+
+/// Whether an error body says that the prompt does not fit the context, in the words of the
+/// servers the backend fronts: OpenAI and vLLM (`context_length_exceeded`, "maximum context
+/// length"), llama.cpp's server (`exceed_context_size_error`, "exceeds the available context
+/// size") and LM Studio ("greater than the context length").
+fn exceeds_context(body: &[u8]) -> bool {
+    let error = serde_json::from_slice::<Value>(body).ok().and_then(|v| v.get("error").cloned());
+    let field = |name: &str| error.as_ref().and_then(|e| e.get(name)).and_then(Value::as_str);
+    if matches!(field("code"), Some("context_length_exceeded"))
+        || matches!(field("type"), Some("exceed_context_size_error"))
+    {
+        return true;
+    }
+    let text = match field("message") {
+        Some(message) => message.to_lowercase(),
+        None => String::from_utf8_lossy(body).to_lowercase(),
+    };
+    ["maximum context length", "context size", "context length", "context window"]
+        .iter()
+        .any(|phrase| text.contains(phrase))
 }
 
 /// Reads at most `limit` bytes of a body.
