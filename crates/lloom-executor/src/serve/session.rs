@@ -180,7 +180,10 @@ async fn admit(
         ));
     }
     if c.maxOutputTokens == 0 {
-        return Err(Refusal::new(ErrorCode::InvalidRequest, "maxOutputTokens must be at least 1"));
+        return Err(Refusal::new(
+            ErrorCode::InvalidRequest,
+            "maxOutputTokens 0: at least 1 token must be asked for",
+        ));
     }
     if c.maxOutputTokens > u64::from(offer.context_length) {
         return Err(Refusal::new(
