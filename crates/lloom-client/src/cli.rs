@@ -148,15 +148,32 @@ pub const DEFAULT_MODEL: &str = "SmolLM2-135M-Instruct";
 /// How executors are chosen and how long one is waited for.
 #[derive(Args, Debug, Clone)]
 pub struct RoutingArgs {
-    /// How to choose executors.
-    #[arg(long, value_enum, default_value_t = Strategy::Balanced)]
-    pub strategy: Strategy,
+    /// How to choose executors [default: `client.strategy` in the configuration file, else
+    /// balanced].
+    #[arg(long, value_enum)]
+    pub strategy: Option<Strategy>,
     /// Seconds to wait for a connection to an executor before failing over.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub connect_timeout_secs: u64,
     /// Seconds to wait for any part of an answer (the first token included) before failing over.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub idle_timeout_secs: u64,
+}
+
+impl RoutingArgs {
+    /// The strategy: `--strategy`, else the configuration file's `client.strategy`, else
+    /// [`Strategy::Balanced`]; an unknown name in the file is an error naming the choices.
+    pub fn strategy(&self, file: &ConfigFile) -> Result<Strategy> {
+        if let Some(strategy) = self.strategy {
+            return Ok(strategy);
+        }
+        let Some(name) = &file.client.strategy else { return Ok(Strategy::Balanced) };
+        <Strategy as clap::ValueEnum>::from_str(name, true).map_err(|_| {
+            Error::InvalidRequest(format!(
+                "client.strategy `{name}` in the configuration file: use cheapest, fastest or balanced"
+            ))
+        })
+    }
 }
 
 /// How the client finds the network.
@@ -257,7 +274,9 @@ pub(crate) async fn connect(
     routing: &RoutingArgs,
     escrow: &EscrowArgs,
 ) -> Result<Client> {
-    let discovery = discovery.merged(&node.config_file()?);
+    let file = node.config_file()?;
+    let discovery = discovery.merged(&file);
+    let strategy = routing.strategy(&file)?;
     let key = client_key(node)?;
     let escrow_guard = match (&escrow.rpc_url, escrow.no_escrow_check) {
         (Some(url), false) => {
@@ -275,7 +294,7 @@ pub(crate) async fn connect(
         bootstrap: discovery.bootstrap.clone(),
         mdns: !discovery.no_mdns,
         listen: (!discovery.p2p_listen.is_empty()).then(|| discovery.p2p_listen.clone()),
-        strategy: routing.strategy,
+        strategy,
         connect_timeout: Duration::from_secs(routing.connect_timeout_secs),
         idle_timeout: Duration::from_secs(routing.idle_timeout_secs),
         discovery_timeout: Duration::from_secs(discovery.timeout_secs.unwrap_or(10)),
@@ -353,7 +372,18 @@ mod tests {
             Cli::try_parse_from(["lloom-client", "chat", "hi", "--strategy", "cheapest"]).unwrap();
         let Command::Chat(args) = cli.command else { panic!("expected chat") };
         // No --model: the configuration file's, else DEFAULT_MODEL, chosen when chat runs.
-        assert_eq!((args.model, args.routing.strategy), (None, Strategy::Cheapest));
+        assert_eq!((args.model, args.routing.strategy), (None, Some(Strategy::Cheapest)));
+        // Without --strategy, the configuration file's, else balanced; a bad one is named.
+        let cli = Cli::try_parse_from(["lloom-client", "chat", "hi"]).unwrap();
+        let Command::Chat(plain) = cli.command else { panic!("expected chat") };
+        let mut file = ConfigFile::default();
+        assert_eq!(plain.routing.strategy(&file).unwrap(), Strategy::Balanced);
+        file.client.strategy = Some("Fastest".into());
+        assert_eq!(plain.routing.strategy(&file).unwrap(), Strategy::Fastest);
+        assert_eq!(args.routing.strategy(&file).unwrap(), Strategy::Cheapest, "the flag wins");
+        file.client.strategy = Some("random".into());
+        let err = plain.routing.strategy(&file).unwrap_err().to_string();
+        assert!(err.contains("client.strategy `random`"), "{err}");
         assert_eq!((args.routing.connect_timeout_secs, args.routing.idle_timeout_secs), (10, 30));
         let cli = Cli::try_parse_from(["lloom-client", "serve", "--connect-timeout-secs", "3"]);
         let Command::Serve(args) = cli.unwrap().command else { panic!("expected serve") };

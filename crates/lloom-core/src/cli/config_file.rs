@@ -84,6 +84,9 @@ pub struct ClientSection {
     /// Highest price per token (input and output, in wei) `chat` accepts when `--max-price`
     /// is not given.
     pub max_price: Option<u64>,
+    /// How executors are chosen when `--strategy` is not given: `cheapest`, `fastest` or
+    /// `balanced` (checked by the client, which defines them).
+    pub strategy: Option<String>,
 }
 
 /// `[executor]`.
@@ -213,6 +216,7 @@ mod tests {
                 max_age_secs: Some(60),
                 model: Some("m".into()),
                 max_price: Some(5000),
+                strategy: Some("balanced".into()),
             },
             executor: ExecutorSection {
                 model_path: Some("m.gguf".into()),
