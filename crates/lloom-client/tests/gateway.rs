@@ -240,6 +240,53 @@ async fn tool_calls_come_back_as_openai_tool_calls_streamed_or_not() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_tool_calls_come_back_in_order_with_their_own_ids_and_indexes() {
+    let answer = concat!(
+        r#"{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}, "#,
+        r#"{"name": "get_weather", "arguments": {"city": "Rome"}}]}"#
+    );
+    let net = network(vec![Script::answer(MODEL, answer)], GatewayConfig::default()).await;
+    let tools = json!([{"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
+    let ask = json!({"tools": tools, "parallel_tool_calls": true});
+    let (status, _, body) = http(net.addr, "POST", "/v1/chat/completions", &chat(&ask)).await;
+    assert_eq!(status, 200, "{body}");
+    let v = json_body(&body);
+    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls", "{v}");
+    let calls = v["choices"][0]["message"]["tool_calls"].as_array().unwrap();
+    let cities: Vec<Value> = calls
+        .iter()
+        .map(|c| serde_json::from_str::<Value>(c["function"]["arguments"].as_str().unwrap()))
+        .map(|a| a.unwrap()["city"].clone())
+        .collect();
+    assert_eq!(cities, [json!("Paris"), json!("Rome")]);
+    let digest = v["lloom"]["request_digest"].as_str().unwrap();
+    let id = format!("call_{}", &digest[2..26]);
+    assert_eq!(
+        (calls[0]["id"].as_str(), calls[1]["id"].as_str()),
+        (Some(&*id), Some(&*format!("{id}_1")))
+    );
+
+    let streamed = json!({"tools": tools, "parallel_tool_calls": true, "stream": true});
+    let (status, _, raw) = http(net.addr, "POST", "/v1/chat/completions", &chat(&streamed)).await;
+    assert_eq!(status, 200, "{raw}");
+    let events = sse_events(&raw);
+    let calls = events[1]["choices"][0]["delta"]["tool_calls"].as_array().unwrap();
+    let indexes: Vec<Value> = calls.iter().map(|c| c["index"].clone()).collect();
+    assert_eq!(indexes, [json!(0), json!(1)]);
+
+    // The next turn shows the model both calls as one list, with both results.
+    let follow_up = json!({"tools": tools, "parallel_tool_calls": true, "messages": [
+        {"role": "user", "content": "Weather in Paris and Rome?"},
+        {"role": "assistant", "content": null, "tool_calls": v["choices"][0]["message"]["tool_calls"]},
+        {"role": "tool", "tool_call_id": id, "content": "18 °C"},
+        {"role": "tool", "tool_call_id": format!("{id}_1"), "content": "21 °C"},
+    ]});
+    let (status, _, body) = http(net.addr, "POST", "/v1/chat/completions", &chat(&follow_up)).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_an_openai_style_error_with_the_right_status() {
     let config = GatewayConfig { max_body_bytes: 4096, ..GatewayConfig::default() };
     let net = network(vec![Script::answer(MODEL, "x")], config).await;

@@ -62,6 +62,14 @@ called = client.chat.completions.create(
     max_tokens=64, temperature=0, tools=weather, tool_choice="required",
 )
 call = called.choices[0].message.tool_calls[0]
+# Several calls a turn when asked: the grammar holds the answer to a list of calls.
+several = client.chat.completions.create(
+    model=model, messages=[{"role": "user", "content": "What is the weather in Paris and in Rome?"}],
+    max_tokens=320, temperature=0, tools=weather, tool_choice="required", parallel_tool_calls=True,
+)
+parallel = [several.choices[0].finish_reason,
+            len(several.choices[0].message.tool_calls or []) >= 1,
+            all(c.function.name == "get_weather" for c in several.choices[0].message.tool_calls or [])]
 tool_call = [called.choices[0].finish_reason, call.function.name,
              sorted(json.loads(call.function.arguments).keys()), call.id.startswith("call_")]
 # A schema llama.cpp cannot compile: the executor refuses it (signed), the gateway answers 400,
@@ -138,6 +146,7 @@ print(json.dumps({
     "structured": json.loads(structured.choices[0].message.content),
     "structured_finish": structured.choices[0].finish_reason,
     "tool_call": tool_call,
+    "parallel": parallel,
     "uncompilable": uncompilable,
     "unloadable": unloadable,
     "after_uncompilable": after_uncompilable,
@@ -263,6 +272,7 @@ async fn the_official_openai_sdk_works_against_the_gateway() {
         serde_json::json!(["tool_calls", "get_weather", ["city"], true]),
         "{report}"
     );
+    assert_eq!(report["parallel"], serde_json::json!(["tool_calls", true, true]), "{report}");
     assert_eq!(report["uncompilable"], serde_json::json!([400, "refused_by_executor", true]));
     assert_eq!(report["unloadable"], serde_json::json!([400, "refused_by_executor", true]));
     assert_eq!(report["after_uncompilable"], "length", "{report}");

@@ -43,7 +43,8 @@ pub struct CompletionRequest {
     pub functions: Option<Value>,
     /// `"none"`, `"auto"` (the default with tools), `"required"` or one named function.
     pub tool_choice: Option<Value>,
-    /// Accepted and ignored: a turn calls one tool at most.
+    /// `true`: a turn may call several tools (at most
+    /// [`MAX_PARALLEL_CALLS`](super::tools::MAX_PARALLEL_CALLS)); otherwise one at most.
     pub parallel_tool_calls: Option<bool>,
     /// `{"type": "text"}`, `{"type": "json_object"}` or `{"type": "json_schema",
     /// "json_schema": {"name", "schema", "strict"}}`: the executor constrains sampling to it.
@@ -146,7 +147,8 @@ impl CompletionRequest {
         if self.messages.is_empty() {
             return Err(ApiError::invalid("messages must not be empty", Some("messages")));
         }
-        let tools = tools::parse(self.tools.as_ref(), self.tool_choice.as_ref())?;
+        let tools =
+            tools::parse(self.tools.as_ref(), self.tool_choice.as_ref(), self.parallel_tool_calls)?;
         let mut messages = Vec::with_capacity(self.messages.len() + 1);
         for (i, m) in self.messages.into_iter().enumerate() {
             let role = match m.role.as_str() {
@@ -318,13 +320,9 @@ pub(super) fn finish_reason(receipt: &Receipt) -> &'static str {
 pub(super) enum Answer {
     /// Content.
     Text(String),
-    /// One tool call, with its OpenAI id.
-    Call {
-        /// `call_` and the first 12 bytes of the request digest, in hex.
-        id: String,
-        /// The call.
-        call: tools::ToolCall,
-    },
+    /// Tool calls, in order, each with its OpenAI id: `call_` and the first 12 bytes of the
+    /// request digest in hex, then `_1`, `_2`, … after the first.
+    Calls(Vec<(String, tools::ToolCall)>),
 }
 
 impl Answer {
@@ -335,10 +333,11 @@ impl Answer {
         }
         match tools::read_answer(&receipt.text) {
             ToolAnswer::Text(text) => Self::Text(text),
-            ToolAnswer::Call(call) => {
+            ToolAnswer::Calls(calls) => {
                 let digest = receipt.request.digest().to_string();
                 let id = format!("call_{}", digest.get(2..26).unwrap_or_default());
-                Self::Call { id, call }
+                let ids = (0..).map(|i| if i == 0 { id.clone() } else { format!("{id}_{i}") });
+                Self::Calls(ids.zip(calls).collect())
             }
         }
     }
@@ -346,32 +345,35 @@ impl Answer {
     /// The `finish_reason`.
     pub(super) fn finish_reason(&self, receipt: &Receipt) -> &'static str {
         match self {
-            Self::Call { .. } => "tool_calls",
+            Self::Calls(_) => "tool_calls",
             Self::Text(_) => finish_reason(receipt),
         }
     }
 
-    /// The `tool_calls` entry (with `index` when streamed).
-    fn tool_calls(id: &str, call: &tools::ToolCall, streamed: bool) -> Value {
-        let mut entry = json!({
-            "id": id,
-            "type": "function",
-            "function": {"name": call.name, "arguments": call.arguments},
+    /// The `tool_calls` list (each entry with its `index` when streamed).
+    fn tool_calls(calls: &[(String, tools::ToolCall)], streamed: bool) -> Value {
+        let entries = calls.iter().enumerate().map(|(index, (id, call))| {
+            let mut entry = json!({
+                "id": id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments},
+            });
+            if let (true, Some(fields)) = (streamed, entry.as_object_mut()) {
+                fields.insert("index".into(), json!(index));
+            }
+            entry
         });
-        if let (true, Some(fields)) = (streamed, entry.as_object_mut()) {
-            fields.insert("index".into(), json!(0));
-        }
-        json!([entry])
+        Value::Array(entries.collect())
     }
 
     /// The message of a complete completion.
     fn message(&self) -> Value {
         match self {
             Self::Text(text) => json!({"role": "assistant", "content": text}),
-            Self::Call { id, call } => json!({
+            Self::Calls(calls) => json!({
                 "role": "assistant",
                 "content": null,
-                "tool_calls": Self::tool_calls(id, call, false),
+                "tool_calls": Self::tool_calls(calls, false),
             }),
         }
     }
@@ -380,7 +382,7 @@ impl Answer {
     pub(super) fn delta(&self) -> Value {
         match self {
             Self::Text(text) => json!({"content": text}),
-            Self::Call { id, call } => json!({"tool_calls": Self::tool_calls(id, call, true)}),
+            Self::Calls(calls) => json!({"tool_calls": Self::tool_calls(calls, true)}),
         }
     }
 }

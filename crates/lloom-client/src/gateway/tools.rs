@@ -4,6 +4,9 @@
 //! the tools, and a JSON Schema the executor holds the answer to (its grammar), so the model
 //! can only answer `{"tool_call": {"name": …, "arguments": …}}` with one of the tools' names
 //! and arguments their schema allows, or (with `tool_choice: "auto"`) `{"response": "…"}`.
+//! With `parallel_tool_calls: true` a turn may call several: `{"tool_calls": [{"name": …,
+//! "arguments": …}, …]}` (at most [`MAX_PARALLEL_CALLS`]), as llama.cpp's server does; like
+//! it, and unlike OpenAI, one call a turn is the default, which small models follow best.
 //! The executor signs that JSON text like any answer; once it is verified, the gateway turns
 //! it back into OpenAI's `tool_calls` or plain content. No model needs a tool-aware chat
 //! template, and no protocol change is needed: what is signed is exactly what was generated.
@@ -16,6 +19,9 @@ use super::error::ApiError;
 pub const MAX_TOOLS: usize = 128;
 /// Longest tool name (OpenAI's limit); names use `[A-Za-z0-9_-]`.
 pub const MAX_TOOL_NAME_CHARS: usize = 64;
+
+/// Most calls one turn may ask for with `parallel_tool_calls`.
+pub const MAX_PARALLEL_CALLS: usize = 16;
 
 /// The name of the output schema that holds an answer to the tools.
 const SCHEMA_NAME: &str = "tool_call";
@@ -45,6 +51,8 @@ enum Choice {
 pub struct ToolSpec {
     tools: Vec<Tool>,
     choice: Choice,
+    /// Whether a turn may call several tools at once.
+    parallel: bool,
 }
 
 /// One call the model asked for, with its arguments as JSON text (as OpenAI returns them).
@@ -59,8 +67,8 @@ pub struct ToolCall {
 /// What a verified answer to a request with tools says.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ToolAnswer {
-    /// The model calls a tool.
-    Call(ToolCall),
+    /// The model calls one tool or more, in order.
+    Calls(Vec<ToolCall>),
     /// The model answers in words (or its answer was cut off before it was whole JSON).
     Text(String),
 }
@@ -69,11 +77,13 @@ fn invalid(message: &str, param: &'static str) -> ApiError {
     ApiError::invalid(message, Some(param))
 }
 
-/// Reads `tools` and `tool_choice`: `None` when no tool may be called (no tools, or
-/// `tool_choice: "none"`), else the tools and the choice; a malformed one is refused.
+/// Reads `tools`, `tool_choice` and `parallel_tool_calls`: `None` when no tool may be called
+/// (no tools, or `tool_choice: "none"`), else the tools and the choice; a malformed one is
+/// refused.
 pub fn parse(
     tools: Option<&Value>,
     tool_choice: Option<&Value>,
+    parallel_tool_calls: Option<bool>,
 ) -> Result<Option<ToolSpec>, ApiError> {
     let tools = match tools {
         None | Some(Value::Null) => Vec::new(),
@@ -136,7 +146,7 @@ pub fn parse(
             "tool_choice",
         ));
     }
-    Ok(Some(ToolSpec { tools: parsed, choice }))
+    Ok(Some(ToolSpec { tools: parsed, choice, parallel: parallel_tool_calls == Some(true) }))
 }
 
 /// One entry of `tools`: `{"type": "function", "function": {"name", "description",
@@ -209,8 +219,19 @@ impl ToolSpec {
             Ok([one]) => one,
             Err(many) => json!({"anyOf": many}),
         };
-        let call =
-            json!({"type": "object", "properties": {"tool_call": call}, "required": ["tool_call"]});
+        let call = match self.parallel {
+            false => json!({
+                "type": "object", "properties": {"tool_call": call}, "required": ["tool_call"],
+            }),
+            true => json!({
+                "type": "object",
+                "properties": {"tool_calls": {
+                    "type": "array", "items": call,
+                    "minItems": 1, "maxItems": MAX_PARALLEL_CALLS,
+                }},
+                "required": ["tool_calls"],
+            }),
+        };
         match self.choice {
             Choice::Auto => json!({"anyOf": [
                 call,
@@ -244,14 +265,20 @@ impl ToolSpec {
             })
             .collect();
         let tools = Value::Array(listed);
-        let call =
-            "{\"tool_call\": {\"name\": \"<the tool's name>\", \"arguments\": {<its arguments>}}}";
+        let one = "{\"name\": \"<the tool's name>\", \"arguments\": {<its arguments>}}";
+        let (a_call, call) = match self.parallel {
+            false => ("a tool call", format!("{{\"tool_call\": {one}}}")),
+            true => ("tool calls", format!("{{\"tool_calls\": [{one}, …]}}")),
+        };
         let how = match &self.choice {
             Choice::Auto => format!(
-                "Respond in JSON, either with a tool call, {call}, or with a reply to the user, \
+                "Respond in JSON, either with {a_call}, {call}, or with a reply to the user, \
                  {{\"response\": \"<your reply>\"}}."
             ),
-            Choice::Required => format!("Respond in JSON with a tool call: {call}."),
+            Choice::Required => format!("Respond in JSON with {a_call}: {call}."),
+            Choice::Named(name) if self.parallel => {
+                format!("Respond in JSON with calls of the tool `{name}`: {call}.")
+            }
             Choice::Named(name) => {
                 format!("Respond in JSON with a call of the tool `{name}`: {call}.")
             }
@@ -266,11 +293,14 @@ pub fn read_answer(text: &str) -> ToolAnswer {
     let Ok(Value::Object(mut answer)) = serde_json::from_str::<Value>(text) else {
         return ToolAnswer::Text(text.to_owned());
     };
-    if let Some(Value::Object(mut call)) = answer.remove("tool_call")
-        && let (Some(Value::String(name)), Some(arguments)) =
-            (call.remove("name"), call.remove("arguments"))
-    {
-        return ToolAnswer::Call(ToolCall { name, arguments: arguments.to_string() });
+    if let Some(call) = answer.remove("tool_call").and_then(read_call) {
+        return ToolAnswer::Calls(vec![call]);
+    }
+    if let Some(Value::Array(list)) = answer.remove("tool_calls") {
+        let calls: Option<Vec<ToolCall>> = list.into_iter().map(read_call).collect();
+        if let Some(calls) = calls.filter(|c| !c.is_empty()) {
+            return ToolAnswer::Calls(calls);
+        }
     }
     match answer.remove("response") {
         Some(Value::String(reply)) => ToolAnswer::Text(reply),
@@ -278,7 +308,19 @@ pub fn read_answer(text: &str) -> ToolAnswer {
     }
 }
 
-/// An earlier assistant turn's `tool_calls`, as the text the model would have generated.
+/// `{"name": …, "arguments": …}` as a call.
+fn read_call(call: Value) -> Option<ToolCall> {
+    let Value::Object(mut call) = call else { return None };
+    match (call.remove("name"), call.remove("arguments")) {
+        (Some(Value::String(name)), Some(arguments)) => {
+            Some(ToolCall { name, arguments: arguments.to_string() })
+        }
+        _ => None,
+    }
+}
+
+/// An earlier assistant turn's `tool_calls`, as the text the model would have generated: one
+/// call as `{"tool_call": …}`, several as `{"tool_calls": […]}`.
 pub fn calls_as_text(tool_calls: &Value) -> Result<String, ApiError> {
     let bad = || {
         invalid("an assistant message's tool_calls must be a list of function calls", "messages")
@@ -294,9 +336,13 @@ pub fn calls_as_text(tool_calls: &Value) -> Result<String, ApiError> {
             Some(other) => other.clone(),
             None => json!({}),
         };
-        out.push(json!({"tool_call": {"name": name, "arguments": arguments}}).to_string());
+        out.push(json!({"name": name, "arguments": arguments}));
     }
-    Ok(out.join("\n"))
+    Ok(match <[Value; 1]>::try_from(out) {
+        Ok([one]) => json!({"tool_call": one}),
+        Err(many) => json!({"tool_calls": many}),
+    }
+    .to_string())
 }
 
 /// A tool's result, as the text of the turn that reports it to the model.
@@ -318,14 +364,14 @@ mod tests {
 
     #[test]
     fn no_tools_or_tool_choice_none_ask_for_nothing() {
-        assert_eq!(parse(None, None).unwrap(), None);
-        assert_eq!(parse(Some(&json!([])), Some(&json!("auto"))).unwrap(), None);
-        assert_eq!(parse(Some(&weather()), Some(&json!("none"))).unwrap(), None);
+        assert_eq!(parse(None, None, None).unwrap(), None);
+        assert_eq!(parse(Some(&json!([])), Some(&json!("auto")), Some(true)).unwrap(), None);
+        assert_eq!(parse(Some(&weather()), Some(&json!("none")), None).unwrap(), None);
     }
 
     #[test]
     fn the_schema_allows_only_the_chosen_tools_and_a_reply_only_with_auto() {
-        let auto = parse(Some(&weather()), None).unwrap().unwrap();
+        let auto = parse(Some(&weather()), None, None).unwrap().unwrap();
         let schema = auto.schema();
         assert_eq!(schema["anyOf"][1]["required"], json!(["response"]));
         let calls = &schema["anyOf"][0]["properties"]["tool_call"]["anyOf"];
@@ -337,13 +383,31 @@ mod tests {
         );
 
         let named = json!({"type": "function", "function": {"name": "get_time"}});
-        let named = parse(Some(&weather()), Some(&named)).unwrap().unwrap();
+        let named = parse(Some(&weather()), Some(&named), None).unwrap().unwrap();
         let call = &named.schema()["properties"]["tool_call"];
         assert_eq!(call["properties"]["name"]["const"], "get_time");
         assert!(named.instructions().contains("a call of the tool `get_time`"));
-        let required = parse(Some(&weather()), Some(&json!("required"))).unwrap().unwrap();
+        let required = parse(Some(&weather()), Some(&json!("required")), None).unwrap().unwrap();
         assert!(required.schema()["anyOf"].is_null());
         assert!(required.instructions().contains("\"get_weather\""));
+    }
+
+    #[test]
+    fn parallel_calls_are_a_bounded_list_of_the_same_calls() {
+        let parallel = parse(Some(&weather()), Some(&json!("required")), Some(true)).unwrap();
+        let schema = parallel.unwrap().schema();
+        let list = &schema["properties"]["tool_calls"];
+        assert_eq!(list["type"], "array");
+        assert_eq!((list["minItems"].clone(), list["maxItems"].clone()), (json!(1), json!(16)));
+        assert_eq!(list["items"]["anyOf"][0]["properties"]["name"]["const"], "get_weather");
+        assert_eq!(schema["required"], json!(["tool_calls"]));
+        let auto = parse(Some(&weather()), None, Some(true)).unwrap().unwrap();
+        assert!(auto.schema()["anyOf"][0]["properties"]["tool_calls"].is_object());
+        assert!(auto.instructions().contains(r#"{"tool_calls": [{"name""#));
+        // `false`, or not given, keeps one call a turn.
+        let single = parse(Some(&weather()), None, Some(false)).unwrap().unwrap();
+        assert!(single.schema()["anyOf"][0]["properties"]["tool_call"].is_object());
+        assert!(single.instructions().contains("either with a tool call"));
     }
 
     #[test]
@@ -382,14 +446,17 @@ mod tests {
             (json!([]), json!("required"), "no tools are given"),
         ];
         for (tools, choice, needle) in cases {
-            let err = parse(Some(&tools), Some(&choice)).unwrap_err();
+            let err = parse(Some(&tools), Some(&choice), None).unwrap_err();
             assert!(err.message.contains(needle), "{tools} {choice}: {}", err.message);
         }
         let many: Vec<Value> = (0..=MAX_TOOLS)
             .map(|i| json!({"type": "function", "function": {"name": format!("f{i}")}}))
             .collect();
         assert!(
-            parse(Some(&Value::Array(many)), None).unwrap_err().message.contains("at most 128")
+            parse(Some(&Value::Array(many)), None, None)
+                .unwrap_err()
+                .message
+                .contains("at most 128")
         );
     }
 
@@ -398,17 +465,22 @@ mod tests {
         let call = read_answer(
             r#"{"tool_call": {"name": "get_weather", "arguments": {"city": "Paris"}}}"#,
         );
-        assert_eq!(
-            call,
-            ToolAnswer::Call(ToolCall {
-                name: "get_weather".into(),
-                arguments: r#"{"city":"Paris"}"#.into()
-            })
-        );
+        let paris =
+            ToolCall { name: "get_weather".into(), arguments: r#"{"city":"Paris"}"#.into() };
+        assert_eq!(call, ToolAnswer::Calls(vec![paris.clone()]));
         assert_eq!(read_answer(r#"{"response": "Hello!"}"#), ToolAnswer::Text("Hello!".into()));
         // Cut off before the JSON was whole: the text as it is.
         let cut = r#"{"tool_call": {"name": "get_wea"#;
         assert_eq!(read_answer(cut), ToolAnswer::Text(cut.into()));
+        // Several at once, in order.
+        let both = r#"{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}},
+            {"name": "get_time", "arguments": {}}]}"#;
+        let time = ToolCall { name: "get_time".into(), arguments: "{}".into() };
+        assert_eq!(read_answer(both), ToolAnswer::Calls(vec![paris, time]));
+        // An empty list, or an entry without its arguments, is no call.
+        for odd in [r#"{"tool_calls": []}"#, r#"{"tool_calls": [{"name": "get_time"}]}"#] {
+            assert_eq!(read_answer(odd), ToolAnswer::Text(odd.into()));
+        }
     }
 
     #[test]
@@ -423,6 +495,18 @@ mod tests {
             )
         );
         assert!(calls_as_text(&json!("x")).is_err());
+        // Several calls of one turn become one `tool_calls` list, read back in order.
+        let two = json!([
+            {"id": "a", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}},
+            {"id": "b", "type": "function", "function": {"name": "get_time", "arguments": "{}"}},
+        ]);
+        let text = calls_as_text(&two).unwrap();
+        assert!(text.starts_with(r#"{"tool_calls":["#), "{text}");
+        let ToolAnswer::Calls(read) = read_answer(&text) else { panic!("{text}") };
+        assert_eq!(
+            read.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+            ["get_weather", "get_time"]
+        );
         let result = result_as_text(Some("call_1"), "18 °C");
         assert_eq!(
             serde_json::from_str::<Value>(&result).unwrap()["tool_response"]["content"],
