@@ -415,6 +415,17 @@ impl Client {
             };
             let Some(executor) = ranked.into_iter().next() else { break };
             tried.push(executor.address);
+            let context = executor.offer.context_length;
+            if u64::from(request.max_tokens) > u64::from(context) {
+                // It would refuse at once (signed ContextExceeded): not asked.
+                let reason = format!(
+                    "max_tokens {} is more than the context length {context}",
+                    request.max_tokens
+                );
+                filter = filter.above_context(context);
+                keep_longest(&mut context_refusal, context, reason);
+                continue;
+            }
             if let Some(guard) = &inner.config.escrow_guard {
                 let worst = worst_case_cost(&request, &executor);
                 let escrow = guard.escrow().await?;
@@ -501,14 +512,13 @@ impl Client {
                         ..
                     } = &failed.failure
                     {
-                        // The request's size, not the executor's fault: no cooldown.
-                        let context = executor.offer.context_length;
+                        // The request's size, not the executor's fault: no cooldown, and no
+                        // attempt used up (each such refusal raises the context asked for, so
+                        // the loop still ends).
                         tracing::info!(executor = %executor.address, context, "the request does not fit this executor's context: {message}");
-                        filter.min_context =
-                            Some(context.saturating_add(1)).max(filter.min_context);
-                        if context_refusal.as_ref().is_none_or(|(longest, _)| context >= *longest) {
-                            context_refusal = Some((context, message.clone()));
-                        }
+                        attempts -= 1;
+                        filter = filter.above_context(context);
+                        keep_longest(&mut context_refusal, context, message.clone());
                         reports.push(AttemptReport {
                             executor: executor.address,
                             failure: Some(failed.failure),
@@ -692,6 +702,13 @@ impl Client {
     /// Leaves the network.
     pub fn shutdown(&self) {
         self.inner.network_task.abort();
+    }
+}
+
+/// Keeps in `longest` the refusal of the longest context seen (the one the user is told of).
+fn keep_longest(longest: &mut Option<(u32, String)>, context: u32, reason: String) {
+    if longest.as_ref().is_none_or(|(seen, _)| context >= *seen) {
+        *longest = Some((context, reason));
     }
 }
 

@@ -80,6 +80,12 @@ impl RouteFilter {
         }
     }
 
+    /// This filter, asking for a longer context than `context` tokens.
+    pub(crate) fn above_context(self, context: u32) -> Self {
+        let longer = context.saturating_add(1);
+        Self { min_context: Some(self.min_context.map_or(longer, |own| own.max(longer))), ..self }
+    }
+
     /// Why no candidate passes: [`Error::OutsideLimits`] naming the best that is on offer, or
     /// `None` when some candidate passes (or there is none at all).
     pub(crate) fn refusal(&self, model: &str, candidates: &[Candidate]) -> Option<Error> {

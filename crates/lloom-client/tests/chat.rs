@@ -308,11 +308,15 @@ async fn a_request_too_long_for_one_context_goes_to_a_longer_one_and_cools_nothi
     let short_script = Script { context: Some(64), ..Script::answer(MODEL, "Short.") };
     let short_offer = ModelOffer { context_length: 64, ..offer(1) };
     let data = |key: &NodeKey| dir.path().join(key.address().to_string());
-    let _short =
+    let short =
         executor_offering(&short_key, &addrs, short_script, short_offer, data(&short_key)).await;
     let long_script = Script::answer(MODEL, "Long.");
     let _long = executor_offering(&long_key, &addrs, long_script, offer(2), data(&long_key)).await;
-    let client = client(&addrs, Strategy::Cheapest, 2).await;
+    // One attempt only: a refusal for the request's size does not use it up.
+    let config = ClientConfig { max_attempts: 1, ..ClientConfig::default() }
+        .bootstrap(addrs.clone())
+        .strategy(Strategy::Cheapest);
+    let client = connect(config, 2).await;
 
     // The cheaper executor's context is too short for 3 prompt tokens plus 62: the longer one
     // answers, and the refusal is reported without a cooldown.
@@ -333,6 +337,9 @@ async fn a_request_too_long_for_one_context_goes_to_a_longer_one_and_cools_nothi
     assert_eq!(receipt.attempts.len(), 1);
 
     // Asked only of executors whose context is too short: a typed error naming the longest.
+    // More output tokens than an executor's announced context: it is not even asked.
+    let refused = || short.server.stats().refused.load(std::sync::atomic::Ordering::Relaxed);
+    let refused_before = refused();
     let cheap = lloom_client::RouteFilter {
         max_price_per_input_token: Some(U256::from(1)),
         ..Default::default()
@@ -351,6 +358,7 @@ async fn a_request_too_long_for_one_context_goes_to_a_longer_one_and_cools_nothi
         other => panic!("expected ContextExceeded, got {other:?}"),
     }
     assert!(err.to_string().contains("shorten the prompt or lower max_tokens"), "{err}");
+    assert_eq!(refused(), refused_before, "the short executor was not asked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
