@@ -74,6 +74,14 @@ impl ExecutorMetrics {
         for (name, help, counter) in counters {
             m.single(name, MetricKind::Counter, help, counter.load(Relaxed) as f64);
         }
+        let refusals = "lloom_executor_refusals_total";
+        let help = "Requests refused with a signed error, by its code.";
+        m.family(refusals, MetricKind::Counter, help);
+        let codes =
+            lloom_core::ErrorCode::KNOWN.into_iter().chain([lloom_core::ErrorCode::Other(0)]);
+        for code in codes {
+            m.sample(refusals, &[("code", code.name())], stats.refusals.get(code) as f64);
+        }
         let in_flight = stats.in_flight.load(Relaxed) as f64;
         m.single(
             "lloom_executor_requests_in_flight",

@@ -93,6 +93,18 @@ async fn start_serves_the_default_model_to_a_client_and_withdraws_on_sigterm() {
         lloom_core::U256::from(receipt.input_tokens * 7 + receipt.output_tokens * 11)
     );
 
+    // A prompt longer than a sequence's 1,024 tokens: the engine refuses it, signed, as
+    // ContextExceeded, and no executor with a longer context is left to ask.
+    let long = ChatRequest {
+        max_tokens: 48,
+        ..ChatRequest::user(DEFAULT_MODEL.name, "word ".repeat(1500))
+    };
+    let err = client.chat(long).await.unwrap().collect().await.unwrap_err();
+    assert!(
+        matches!(err, lloom_client::Error::ContextExceeded { context_length: 1024, .. }),
+        "{err}"
+    );
+
     let metrics_url = seen
         .iter()
         .find_map(|l| l.strip_prefix("metrics on "))
@@ -100,6 +112,9 @@ async fn start_serves_the_default_model_to_a_client_and_withdraws_on_sigterm() {
     let page = reqwest::get(metrics_url).await.unwrap().text().await.unwrap();
     for line in [
         "lloom_executor_requests_completed_total 1\n",
+        "lloom_executor_requests_refused_total 1\n",
+        "lloom_executor_refusals_total{code=\"context_exceeded\"} 1\n",
+        "lloom_executor_refusals_total{code=\"busy\"} 0\n",
         "lloom_executor_receipts_unsettled 1\n",
         "lloom_executor_model_loaded{model=\"SmolLM2-135M-Instruct\"} 1\n",
         "lloom_executor_model_requests{model=\"SmolLM2-135M-Instruct\"} 0\n",

@@ -31,6 +31,39 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code this version knows, in the order of their values.
+    pub const KNOWN: [Self; 11] = [
+        Self::Busy,
+        Self::RateLimited,
+        Self::InvalidRequest,
+        Self::UnknownModel,
+        Self::PriceTooLow,
+        Self::DeadlineExceeded,
+        Self::NonceReplayed,
+        Self::BackendFailure,
+        Self::Internal,
+        Self::InsufficientEscrow,
+        Self::ContextExceeded,
+    ];
+
+    /// A short snake_case name, for metrics and logs (`other` for an unknown code).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Busy => "busy",
+            Self::RateLimited => "rate_limited",
+            Self::InvalidRequest => "invalid_request",
+            Self::UnknownModel => "unknown_model",
+            Self::PriceTooLow => "price_too_low",
+            Self::DeadlineExceeded => "deadline_exceeded",
+            Self::NonceReplayed => "nonce_replayed",
+            Self::BackendFailure => "backend_failure",
+            Self::Internal => "internal",
+            Self::InsufficientEscrow => "insufficient_escrow",
+            Self::ContextExceeded => "context_exceeded",
+            Self::Other(_) => "other",
+        }
+    }
+
     /// The on-chain/wire `uint16` value.
     pub fn code(self) -> u16 {
         match self {
@@ -93,7 +126,12 @@ mod tests {
             let parsed = ErrorCode::from_code(code);
             assert!(!matches!(parsed, ErrorCode::Other(_)), "{code} is known");
             assert_eq!(parsed.code(), code);
+            assert_eq!(ErrorCode::KNOWN.get(usize::from(code) - 1), Some(&parsed));
         }
+        let names: std::collections::HashSet<&str> =
+            ErrorCode::KNOWN.iter().map(|c| c.name()).collect();
+        assert_eq!(names.len(), ErrorCode::KNOWN.len(), "names are distinct");
+        assert!(!names.contains(ErrorCode::Other(12).name()));
         assert_eq!(ErrorCode::from_code(11), ErrorCode::ContextExceeded);
         assert_eq!(ErrorCode::from_code(12), ErrorCode::Other(12));
         assert_eq!(ErrorCode::Other(12).code(), 12);

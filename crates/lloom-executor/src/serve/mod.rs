@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use lloom_core::network::NetworkHandle;
-use lloom_core::{ExecutorLoad, ModelOffer, NodeKey, ReplayStore, VerifyPolicy};
+use lloom_core::{ErrorCode, ExecutorLoad, ModelOffer, NodeKey, ReplayStore, VerifyPolicy};
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 
@@ -114,6 +114,8 @@ pub struct ServeStats {
     pub completed: AtomicU64,
     /// Requests refused with a signed error (any code).
     pub refused: AtomicU64,
+    /// The same refusals, by code.
+    pub refusals: RefusalCounts,
     /// Requests refused as Busy (also counted in `refused`).
     pub busy: AtomicU64,
     /// Answers refused because the backend's text was not the JSON the request asked for
@@ -127,6 +129,33 @@ pub struct ServeStats {
     pub idle_streams_reclaimed: AtomicU64,
     /// Requests being served now.
     pub in_flight: AtomicU64,
+}
+
+/// Signed refusals counted by their code.
+#[derive(Debug, Default)]
+pub struct RefusalCounts {
+    /// One counter per [`ErrorCode::KNOWN`] code, in its order, then one for any other.
+    counts: [AtomicU64; ErrorCode::KNOWN.len() + 1],
+}
+
+impl RefusalCounts {
+    /// The counter of `code`.
+    fn slot(&self, code: ErrorCode) -> Option<&AtomicU64> {
+        let index = ErrorCode::KNOWN.iter().position(|known| *known == code);
+        self.counts.get(index.unwrap_or(ErrorCode::KNOWN.len()))
+    }
+
+    /// Counts one refusal with `code`.
+    pub fn count(&self, code: ErrorCode) {
+        if let Some(counter) = self.slot(code) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Refusals with `code` so far (every unknown code shares one count).
+    pub fn get(&self, code: ErrorCode) -> u64 {
+        self.slot(code).map_or(0, |c| c.load(Ordering::Relaxed))
+    }
 }
 
 /// A receipt to store, and whether it was stored.

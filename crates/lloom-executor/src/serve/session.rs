@@ -484,6 +484,7 @@ async fn send_refusal<S: AsyncWrite + Unpin>(
     stream: &mut S,
 ) -> lloom_core::Result<()> {
     shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+    shared.stats.refusals.count(refusal.code);
     if refusal.code == ErrorCode::RateLimited {
         tracing::debug!(%digest, "rate limited");
     }
