@@ -26,6 +26,7 @@ mod overhead;
 mod soak;
 mod streaming;
 mod throughput;
+mod wakeup;
 
 use clap::{Parser, Subcommand};
 
@@ -111,6 +112,10 @@ async fn main() -> anyhow::Result<()> {
     let bench = Cli::parse().bench;
     // Figures compare only between runs on the same kind of CPU.
     println!("host: {}", lloom_executor::bench::describe_host());
+    if matches!(bench, Bench::Overhead { .. } | Bench::Throughput { .. } | Bench::Streaming { .. })
+    {
+        println!("{}", wakeup::describe());
+    }
     match bench {
         Bench::Overhead { requests, client_receipts } => {
             overhead::run(requests, client_receipts).await
