@@ -438,6 +438,9 @@ async fn a_conversation_too_long_for_the_context_is_a_400_context_length_exceede
     let (status, _, body) =
         http(net.addr, "POST", "/v1/chat/completions", &chat(&json!({"max_tokens": 4}))).await;
     assert_eq!(status, 200, "{body}");
+    // The gateway's metrics count errors by code.
+    let (_, _, page) = http(net.addr, "GET", "/metrics", b"").await;
+    assert!(page.contains("lloom_gateway_errors_total{code=\"context_length_exceeded\"} 1\n"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

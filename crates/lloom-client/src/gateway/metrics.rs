@@ -14,6 +14,7 @@ use lloom_core::{Address, U256};
 
 use super::GatewayState;
 use super::auth::{ApiKeys, KeyName};
+use super::error::ApiError;
 use crate::client::Receipt;
 use crate::routing::ExecutorStats;
 
@@ -24,6 +25,9 @@ use crate::routing::ExecutorStats;
 pub(super) struct GatewayCounters {
     ok: AtomicU64,
     failed: AtomicU64,
+    /// The failed ones by their error's code (codes are constants of the gateway's source, so
+    /// the map stays small).
+    errors: Mutex<BTreeMap<&'static str, u64>>,
     unauthorized: AtomicU64,
     /// Charges the spend ledger could not write.
     ledger_errors: AtomicU64,
@@ -53,11 +57,17 @@ impl GatewayCounters {
         key.and_then(|k| self.by_key.get(&k.0))
     }
 
-    /// A completion answered (`ok`: the answer, or the start of its stream) or refused.
-    pub(super) fn count_outcome(&self, key: Option<&KeyName>, ok: bool) {
-        let (total, per_key) = match ok {
-            true => (&self.ok, self.key(key).map(|k| &k.ok)),
-            false => (&self.failed, self.key(key).map(|k| &k.failed)),
+    /// A completion answered (`error` is `None`: the answer, or the start of its stream) or
+    /// refused with `error`.
+    pub(super) fn count_outcome(&self, key: Option<&KeyName>, error: Option<&ApiError>) {
+        let (total, per_key) = match error {
+            None => (&self.ok, self.key(key).map(|k| &k.ok)),
+            Some(error) => {
+                let code = error.code.unwrap_or(error.kind);
+                let mut errors = self.errors.lock().unwrap_or_else(PoisonError::into_inner);
+                *errors.entry(code).or_default() += 1;
+                (&self.failed, self.key(key).map(|k| &k.failed))
+            }
         };
         total.fetch_add(1, Ordering::Relaxed);
         if let Some(counter) = per_key {
@@ -146,6 +156,12 @@ fn render(
     m.family(name, MetricKind::Counter, "Chat completions answered, by outcome.");
     m.sample(name, &[("outcome", "ok")], counters.ok.load(Ordering::Relaxed) as f64);
     m.sample(name, &[("outcome", "error")], counters.failed.load(Ordering::Relaxed) as f64);
+    let name = "lloom_gateway_errors_total";
+    m.family(name, MetricKind::Counter, "Chat completions refused, by the error's code.");
+    let errors = counters.errors.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    for (code, count) in errors {
+        m.sample(name, &[("code", code)], count as f64);
+    }
     let name = "lloom_gateway_in_flight";
     m.family(name, MetricKind::Gauge, "Completions under way, streams included.");
     m.sample(name, &[], in_flight as f64);
@@ -281,7 +297,12 @@ mod tests {
         let now = Instant::now();
         let counters = GatewayCounters::default();
         counters.ok.store(5, Ordering::Relaxed);
-        counters.failed.store(2, Ordering::Relaxed);
+        let too_long = ApiError {
+            code: Some("context_length_exceeded"),
+            ..ApiError::invalid("too long", Some("messages"))
+        };
+        counters.count_outcome(None, Some(&too_long));
+        counters.count_outcome(None, Some(&too_long));
         counters.count_unauthorized();
         let cooling = ExecutorStats {
             failures: 3,
@@ -309,6 +330,10 @@ mod tests {
         let b = b.to_checksum(None);
         assert!(page.contains("lloom_gateway_completions_total{outcome=\"ok\"} 5\n"), "{page}");
         assert!(page.contains("lloom_gateway_completions_total{outcome=\"error\"} 2\n"));
+        assert!(
+            page.contains("lloom_gateway_errors_total{code=\"context_length_exceeded\"} 2\n"),
+            "{page}"
+        );
         assert!(page.contains("lloom_gateway_unauthorized_total 1\n"), "{page}");
         assert!(page.contains("lloom_gateway_in_flight 3\n"), "{page}");
         assert!(page.contains("lloom_gateway_refused_connections_total 4\n"), "{page}");

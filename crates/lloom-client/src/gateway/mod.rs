@@ -365,7 +365,7 @@ async fn chat_completions(
 ) -> Result<Response, ApiError> {
     let key = key.map(|Extension(k)| k);
     let answer = complete(&state, key.clone(), body).await;
-    state.counters.count_outcome(key.as_ref(), answer.is_ok());
+    state.counters.count_outcome(key.as_ref(), answer.as_ref().err());
     answer
 }
 
