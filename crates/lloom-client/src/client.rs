@@ -26,18 +26,17 @@ use lloom_core::group_commit::{CommitDelay, GroupCommit};
 use lloom_core::network::{NetworkConfig, NetworkEvent, NetworkHandle, peer_id_of, start};
 use lloom_core::wire::request_hash;
 use lloom_core::{
-    Address, DigestedRequest, ErrorCode, FinishReason, NodeKey, PeerId, RequestBody,
-    RequestCommitment, SignedRequest, SignedResponse, U256, unix_now,
+    Address, DigestedRequest, NodeKey, PeerId, RequestBody, RequestCommitment, SignedRequest,
+    SignedResponse, unix_now,
 };
 use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
 
-use crate::attempt::{self, AttemptFailure, AttemptLimits, Links};
 pub use crate::chat::{
     AttemptReport, ChatEvent, ChatRequest, ChatStream, FORMAT_CHECK, RESPONSE_CHECKS, Receipt,
     response_checks,
 };
-use crate::chat_cost::{ChatCost, KeepCheckpoint, OpenCheckpoint};
+use crate::chat_cost::{ChatCost, KeepCheckpoint};
 pub use crate::config::ClientConfig;
 use crate::directory::{Candidate, DhtFinds, Directory, ModelRow};
 use crate::error::{Error, Result};
@@ -46,10 +45,10 @@ use crate::receipts::{ReceiptStore, StoredReceipt};
 use crate::routing::Router;
 use crate::stream_pool::StreamPool;
 
+mod failover;
+
 /// Longest wait for a DHT lookup of a model no registry knows.
 const DHT_LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
-/// Longest wait for validators' current addresses of an executor its listed ones failed to reach.
-const READDRESS_TIMEOUT: Duration = Duration::from_secs(2);
 
 struct Inner {
     key: NodeKey,
@@ -119,19 +118,6 @@ impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client").field("address", &self.inner.key.address()).finish_non_exhaustive()
     }
-}
-
-/// The most a request to `executor` can cost: both token limits at its prices.
-fn worst_case_cost(request: &ChatRequest, executor: &Candidate) -> U256 {
-    let max_output = u64::from(request.max_tokens);
-    let max_input = u64::from(executor.offer.context_length).saturating_sub(max_output);
-    lloom_core::verify::compute_cost(
-        max_input,
-        max_output,
-        executor.offer.price_per_input_token,
-        executor.offer.price_per_output_token,
-    )
-    .unwrap_or(U256::MAX)
 }
 
 impl Client {
@@ -382,282 +368,6 @@ impl Client {
         Ok(ChatStream::new(rx, task, cost))
     }
 
-    async fn run_chat(
-        &self,
-        request: ChatRequest,
-        body: RequestBody,
-        mut candidates: Vec<Candidate>,
-        events: &mpsc::Sender<Result<ChatEvent>>,
-        cost: &Arc<ChatCost>,
-    ) -> Result<Receipt> {
-        let inner = &self.inner;
-        let started = Instant::now();
-        let deadline = started + request.timeout;
-        let mut tried: Vec<Address> = Vec::new();
-        // Executors tried again at the addresses they announce now (once each).
-        let mut readdressed: Vec<Address> = Vec::new();
-        let mut reports: Vec<AttemptReport> = Vec::new();
-        let mut busy_retry_after: Option<u64> = None;
-        let (mut over_escrow, mut escrow_seen) = (None, U256::ZERO);
-        // Raised above each executor whose context the request exceeded: only a longer one
-        // can serve it.
-        let mut filter = request.filter;
-        let mut context_refusal: Option<(u32, String)> = None;
-        let mut attempts = 0;
-        while attempts < inner.config.max_attempts.max(1) {
-            if Instant::now() >= deadline {
-                break;
-            }
-            let ranked = {
-                let mut router = inner.router.lock().await;
-                let strategy = request.strategy.unwrap_or_else(|| router.strategy());
-                router.rank_by(strategy, candidates.clone(), &filter, &tried, Instant::now())
-            };
-            let Some(executor) = ranked.into_iter().next() else { break };
-            tried.push(executor.address);
-            let context = executor.offer.context_length;
-            if u64::from(request.max_tokens) > u64::from(context) {
-                // It would refuse at once (signed ContextExceeded): not asked.
-                let reason = format!(
-                    "max_tokens {} is more than the context length {context}",
-                    request.max_tokens
-                );
-                filter = filter.above_context(context);
-                keep_longest(&mut context_refusal, context, reason);
-                continue;
-            }
-            if let Some(guard) = &inner.config.escrow_guard {
-                let worst = worst_case_cost(&request, &executor);
-                let escrow = guard.escrow().await?;
-                if worst > escrow {
-                    over_escrow = Some(over_escrow.map_or(worst, |w: U256| w.min(worst)));
-                    escrow_seen = escrow;
-                    continue;
-                }
-            }
-            let signed = self.sign(&request, &body, &executor, deadline)?;
-            if events.send(Ok(ChatEvent::Attempt { executor: executor.address })).await.is_err() {
-                return Err(Error::State("the answer was dropped".into()));
-            }
-            attempts += 1;
-            let limits = AttemptLimits {
-                idle: inner.config.idle_timeout,
-                connect: inner.config.connect_timeout,
-                deadline,
-            };
-            let links = Links { network: &inner.network, streams: &inner.streams };
-            let attempt_started = Instant::now();
-            let mut open = OpenCheckpoint::new(cost, self);
-            let policy = &inner.config.policy;
-            let outcome =
-                attempt::run(&links, &executor, &signed, policy, limits, events, &mut open).await;
-            match outcome {
-                Ok(answer) => {
-                    // The final response supersedes the checkpoints (same request digest).
-                    drop(open.close());
-                    let c = &answer.response.commitment;
-                    cost.attempt_ended(c.totalCost);
-                    let tokens_per_sec = c.outputTokens as f64
-                        / answer.elapsed.saturating_sub(answer.ttft).as_secs_f64().max(1e-3);
-                    inner.router.lock().await.record_success(
-                        executor.address,
-                        answer.ttft,
-                        tokens_per_sec,
-                    );
-                    reports.push(AttemptReport {
-                        executor: executor.address,
-                        failure: None,
-                        cooldown: None,
-                    });
-                    self.keep(signed.request(), &answer.response, Some(&answer.text)).await;
-                    return Ok(Receipt {
-                        executor: executor.address,
-                        peer: executor.peer,
-                        input_tokens: c.inputTokens,
-                        output_tokens: c.outputTokens,
-                        cost: c.totalCost,
-                        finish: FinishReason::from_code(c.finishReason)?,
-                        ttft: answer.ttft,
-                        text: answer.text,
-                        request: signed.into_request(),
-                        response: answer.response,
-                        checks: response_checks(&request.sampling.format),
-                        attempts: reports,
-                    });
-                }
-                Err(failed) => {
-                    if matches!(failed.failure, AttemptFailure::Unreachable(_))
-                        && !readdressed.contains(&executor.address)
-                        && let Some(current) = self
-                            .moved_elsewhere(&executor, &request.model, attempt_started, deadline)
-                            .await
-                    {
-                        // Not the executor's fault: it is tried again where it is now.
-                        tracing::info!(executor = %executor.address, "unreachable at the addresses listed before; trying those it announces now");
-                        readdressed.push(executor.address);
-                        tried.retain(|a| *a != executor.address);
-                        candidates.retain(|c| c.address != executor.address);
-                        candidates.push(current);
-                        let failure = Some(failed.failure);
-                        reports.push(AttemptReport {
-                            executor: executor.address,
-                            failure,
-                            cooldown: None,
-                        });
-                        continue;
-                    }
-                    if let AttemptFailure::Refused {
-                        code: ErrorCode::ContextExceeded,
-                        message,
-                        ..
-                    } = &failed.failure
-                    {
-                        // The request's size, not the executor's fault: no cooldown, and no
-                        // attempt used up (each such refusal raises the context asked for, so
-                        // the loop still ends).
-                        tracing::info!(executor = %executor.address, context, "the request does not fit this executor's context: {message}");
-                        attempts -= 1;
-                        filter = filter.above_context(context);
-                        keep_longest(&mut context_refusal, context, message.clone());
-                        reports.push(AttemptReport {
-                            executor: executor.address,
-                            failure: Some(failed.failure),
-                            cooldown: None,
-                        });
-                        continue;
-                    }
-                    let reason = failed.failure.to_string();
-                    tracing::info!(executor = %executor.address, "attempt failed: {reason}");
-                    // A refusal no executor would answer otherwise (an invalid request, such as
-                    // a JSON schema that cannot be compiled) is the request's fault: the
-                    // executor is not cooled down for it, so the next request still finds it.
-                    let retryable = failed.failure.is_retryable();
-                    let cooldown = if retryable {
-                        let mut router = inner.router.lock().await;
-                        Some(router.record_failure(executor.address, &reason, Instant::now()))
-                    } else {
-                        None
-                    };
-                    if let AttemptFailure::Refused {
-                        code: ErrorCode::Busy | ErrorCode::RateLimited,
-                        retry_after_secs,
-                        ..
-                    } = failed.failure
-                    {
-                        busy_retry_after = Some(
-                            busy_retry_after.map_or(retry_after_secs, |b| b.min(retry_after_secs)),
-                        );
-                    }
-                    // The executor can settle what it streamed: its checkpoint is kept now,
-                    // whether or not another executor answers.
-                    let mut paid = U256::ZERO;
-                    if let Some(cp) = failed.checkpoint {
-                        tracing::info!(executor = %executor.address, tokens = cp.commitment.outputTokens, "kept the last verified checkpoint of a broken stream");
-                        self.keep(signed.request(), &cp, None).await;
-                        paid = cp.commitment.totalCost;
-                    }
-                    // Kept above: until then, a chat cancelled meanwhile keeps it from the guard.
-                    drop(open.close());
-                    cost.attempt_ended(paid);
-                    reports.push(AttemptReport {
-                        executor: executor.address,
-                        failure: Some(failed.failure.clone()),
-                        cooldown,
-                    });
-                    if failed.streamed {
-                        let restart = ChatEvent::Restart { reason: reason.clone(), cost: paid };
-                        let _ = events.send(Ok(restart)).await;
-                    }
-                    if !retryable {
-                        return Err(Error::Refused { executor: executor.address, reason });
-                    }
-                }
-            }
-        }
-        if reports.is_empty()
-            && let Some(needed) = over_escrow
-        {
-            return Err(Error::InsufficientEscrow { needed, escrow: escrow_seen });
-        }
-        // A try at addresses an executor had left (no cooldown) is not a refusal of its own.
-        if let Some(retry_after_secs) = busy_retry_after
-            && reports.iter().filter(|r| r.cooldown.is_some()).all(|r| {
-                matches!(
-                    r.failure,
-                    Some(AttemptFailure::Refused {
-                        code: ErrorCode::Busy | ErrorCode::RateLimited,
-                        ..
-                    })
-                )
-            })
-        {
-            return Err(Error::AllBusy { retry_after_secs });
-        }
-        // Every executor that answered found the request too long for its context.
-        if let Some((context_length, reason)) = context_refusal
-            && reports.iter().all(|r| {
-                r.cooldown.is_none()
-                    && matches!(
-                        r.failure,
-                        Some(AttemptFailure::Refused { code: ErrorCode::ContextExceeded, .. })
-                            | Some(AttemptFailure::Unreachable(_))
-                    )
-            })
-        {
-            return Err(Error::ContextExceeded {
-                model: request.model,
-                context_length,
-                max_tokens: request.max_tokens,
-                reason,
-            });
-        }
-        if Instant::now() >= deadline {
-            return Err(Error::DeadlineExceeded(request.timeout));
-        }
-        Err(Error::AllFailed {
-            model: request.model,
-            attempts: reports
-                .iter()
-                .map(|r| {
-                    format!(
-                        "{}: {}",
-                        r.executor,
-                        r.failure.as_ref().map(ToString::to_string).unwrap_or_default()
-                    )
-                })
-                .collect(),
-        })
-    }
-
-    /// The executor's entry in a directory fetched after `since` (fetched now if need be, for
-    /// at most [`READDRESS_TIMEOUT`]) when it lists other addresses than `stale`: the executor
-    /// restarted elsewhere, or announces a relayed address since AutoNAT found it private.
-    async fn moved_elsewhere(
-        &self,
-        stale: &Candidate,
-        model: &str,
-        since: Instant,
-        deadline: Instant,
-    ) -> Option<Candidate> {
-        let fetched = self.inner.directory.lock().await.1;
-        // Attempts that failed together share the first one's fetch.
-        if fetched.is_none_or(|t| t < since) {
-            let wait = READDRESS_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
-            match tokio::time::timeout(wait, self.refresh()).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(error)) => {
-                    tracing::debug!(%error, "no fresh addresses: the directory did not refresh");
-                    return None;
-                }
-                Err(_) => return None,
-            }
-        }
-        let directory = self.inner.directory.lock().await;
-        let current =
-            directory.0.candidates(model).into_iter().find(|c| c.address == stale.address)?;
-        (current.addrs != stale.addrs).then_some(current)
-    }
-
     /// Stores a verified receipt (a failure to store is logged: the answer was verified).
     async fn keep(&self, request: &SignedRequest, response: &SignedResponse, text: Option<&str>) {
         let Some(writer) = &self.inner.receipt_writer else { return };
@@ -702,13 +412,6 @@ impl Client {
     /// Leaves the network.
     pub fn shutdown(&self) {
         self.inner.network_task.abort();
-    }
-}
-
-/// Keeps in `longest` the refusal of the longest context seen (the one the user is told of).
-fn keep_longest(longest: &mut Option<(u32, String)>, context: u32, reason: String) {
-    if longest.as_ref().is_none_or(|(seen, _)| context >= *seen) {
-        *longest = Some((context, reason));
     }
 }
 
