@@ -27,6 +27,11 @@ pub struct ChatRequest {
     pub sampling: SamplingParams,
     /// Most tokens to generate.
     pub max_tokens: u32,
+    /// Asks each executor for as many output tokens as its context leaves after the prompt,
+    /// up to `max_tokens` (what OpenAI-compatible servers do when `max_tokens` is omitted).
+    /// Unset, exactly `max_tokens` of room is asked for, and a prompt that leaves less is
+    /// refused ([`Error::ContextExceeded`]).
+    pub fit_to_context: bool,
     /// Price ceilings and minimum context.
     pub filter: RouteFilter,
     /// How to choose executors for this request; `None`: the client's strategy.
@@ -43,6 +48,7 @@ impl ChatRequest {
             messages: vec![ChatMessage { role: Role::User, content: prompt.into() }],
             sampling: SamplingParams::default(),
             max_tokens: 256,
+            fit_to_context: false,
             filter: RouteFilter::default(),
             strategy: None,
             timeout: Duration::from_secs(120),

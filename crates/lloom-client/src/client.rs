@@ -46,6 +46,7 @@ use crate::routing::Router;
 use crate::stream_pool::StreamPool;
 
 mod failover;
+mod room;
 
 /// Longest wait for a DHT lookup of a model no registry knows.
 const DHT_LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
@@ -379,20 +380,23 @@ impl Client {
         }
     }
 
+    /// Signs a request for `body` to `executor`, for at most `max_output` tokens and all the
+    /// rest of its context for the prompt.
     fn sign(
         &self,
-        request: &ChatRequest,
+        model: &str,
+        max_output: u32,
         body: &RequestBody,
         executor: &Candidate,
         deadline: Instant,
     ) -> Result<DigestedRequest> {
         let inner = &self.inner;
         let left = deadline.saturating_duration_since(Instant::now()).as_secs().max(1);
-        let max_output = u64::from(request.max_tokens);
+        let max_output = u64::from(max_output);
         let commitment = RequestCommitment {
             client: inner.key.address(),
             executor: executor.address,
-            model: request.model.clone(),
+            model: model.to_owned(),
             requestHash: request_hash(body),
             maxInputTokens: u64::from(executor.offer.context_length).saturating_sub(max_output),
             maxOutputTokens: max_output,

@@ -23,9 +23,10 @@ pub struct ServeArgs {
     /// How executors are chosen and waited for.
     #[command(flatten)]
     pub routing: RoutingArgs,
-    /// `max_tokens` for requests that give none.
-    #[arg(long, default_value_t = 256)]
-    pub default_max_tokens: u32,
+    /// Cap on the answer of a request that gives no `max_tokens` (by default it may use all
+    /// the context the prompt leaves, as with OpenAI).
+    #[arg(long)]
+    pub default_max_tokens: Option<u32>,
     /// Largest request body, in bytes.
     #[arg(long, default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,

@@ -301,67 +301,6 @@ async fn all_executors_busy_is_a_clear_error_naming_the_retry_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_too_long_for_one_context_goes_to_a_longer_one_and_cools_nothing_down() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_v, addrs) = validator().await;
-    let (short_key, long_key) = (NodeKey::generate(), NodeKey::generate());
-    let short_script = Script { context: Some(64), ..Script::answer(MODEL, "Short.") };
-    let short_offer = ModelOffer { context_length: 64, ..offer(1) };
-    let data = |key: &NodeKey| dir.path().join(key.address().to_string());
-    let short =
-        executor_offering(&short_key, &addrs, short_script, short_offer, data(&short_key)).await;
-    let long_script = Script::answer(MODEL, "Long.");
-    let _long = executor_offering(&long_key, &addrs, long_script, offer(2), data(&long_key)).await;
-    // One attempt only: a refusal for the request's size does not use it up.
-    let config = ClientConfig { max_attempts: 1, ..ClientConfig::default() }
-        .bootstrap(addrs.clone())
-        .strategy(Strategy::Cheapest);
-    let client = connect(config, 2).await;
-
-    // The cheaper executor's context is too short for 3 prompt tokens plus 62: the longer one
-    // answers, and the refusal is reported without a cooldown.
-    let long_ask = ChatRequest { max_tokens: 62, ..ask() };
-    let receipt = client.chat(long_ask.clone()).await.unwrap().collect().await.unwrap();
-    assert_eq!((receipt.executor, receipt.text.as_str()), (long_key.address(), "Long."));
-    let refused = &receipt.attempts[0];
-    assert_eq!(refused.executor, short_key.address());
-    assert!(matches!(
-        refused.failure,
-        Some(AttemptFailure::Refused { code: ErrorCode::ContextExceeded, .. })
-    ));
-    assert_eq!(refused.cooldown, None);
-    // So the cheaper one still takes what fits it.
-    let short_ask = ChatRequest { max_tokens: 8, ..ask() };
-    let receipt = client.chat(short_ask).await.unwrap().collect().await.unwrap();
-    assert_eq!(receipt.executor, short_key.address());
-    assert_eq!(receipt.attempts.len(), 1);
-
-    // Asked only of executors whose context is too short: a typed error naming the longest.
-    // More output tokens than an executor's announced context: it is not even asked.
-    let refused = || short.server.stats().refused.load(std::sync::atomic::Ordering::Relaxed);
-    let refused_before = refused();
-    let cheap = lloom_client::RouteFilter {
-        max_price_per_input_token: Some(U256::from(1)),
-        ..Default::default()
-    };
-    let err = client
-        .chat(ChatRequest { max_tokens: 2000, filter: cheap, ..ask() })
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap_err();
-    match &err {
-        Error::ContextExceeded { context_length: 64, max_tokens: 2000, reason, .. } => {
-            assert!(reason.contains("more than the context length 64"), "{reason}");
-        }
-        other => panic!("expected ContextExceeded, got {other:?}"),
-    }
-    assert!(err.to_string().contains("shorten the prompt or lower max_tokens"), "{err}");
-    assert_eq!(refused(), refused_before, "the short executor was not asked");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_model_names_the_models_on_offer() {
     let dir = tempfile::tempdir().unwrap();
     let (_v, addrs) = validator().await;

@@ -99,6 +99,14 @@ try:
     too_long = None
 except openai.BadRequestError as e:
     too_long = [e.status_code, e.code, e.param]
+# Without max_tokens, an answer may use all the context the prompt leaves (as with OpenAI), even
+# when the prompt ends near the context's end.
+context = getattr(client.models.retrieve(model), "max_context")
+near_end = client.chat.completions.create(
+    model=model, temperature=0, messages=[{"role": "user", "content": "word " * (context - 140)
+                                            + "\nWrite the word 'word' many more times:"}])
+fitted = [near_end.choices[0].finish_reason, near_end.usage.prompt_tokens,
+          near_end.usage.completion_tokens, context]
 after_uncompilable = client.chat.completions.create(
     model=model, messages=ask, max_tokens=4).choices[0].finish_reason
 try:
@@ -151,6 +159,7 @@ print(json.dumps({
     "unloadable": unloadable,
     "after_uncompilable": after_uncompilable,
     "too_long": too_long,
+    "fitted": fitted,
     "routed": routed,
     "priced_out": priced_out,
     "missing_status": missing,
@@ -281,6 +290,22 @@ async fn the_official_openai_sdk_works_against_the_gateway() {
         serde_json::json!([400, "context_length_exceeded", "messages"]),
         "{report}"
     );
+    // The prompt alone is most of the context (beyond what six bytes a token estimates, so
+    // it is asked again with the count the engine's refusal states): the answer was given
+    // the rest, and no more. (This model answers such a prompt at once, with no tokens.)
+    let fitted = report["fitted"].as_array().unwrap();
+    let (finish, prompt, completion, context) = (
+        fitted[0].as_str().unwrap(),
+        fitted[1].as_u64().unwrap(),
+        fitted[2].as_u64().unwrap(),
+        fitted[3].as_u64().unwrap(),
+    );
+    assert!(prompt > context - 200, "{report}");
+    match finish {
+        "length" => assert_eq!(prompt + completion, context, "ran to the context's end: {report}"),
+        "stop" => assert!(prompt + completion <= context, "{report}"),
+        other => panic!("finish {other}: {report}"),
+    }
     assert_eq!(report["routed"], "length", "{report}");
     assert_eq!(report["priced_out"], serde_json::json!([404, "no_offer_within_limits"]));
     assert_eq!(report["missing_status"], 404);

@@ -9,6 +9,7 @@ use lloom_core::{Address, ErrorCode, FinishReason, RequestBody, U256};
 use tokio::sync::mpsc;
 
 use super::Client;
+use super::room::OutputPlan;
 use crate::attempt::{self, AttemptFailure, AttemptLimits, Links};
 use crate::chat::{AttemptReport, ChatEvent, ChatRequest, Receipt, response_checks};
 use crate::chat_cost::{ChatCost, OpenCheckpoint};
@@ -18,9 +19,10 @@ use crate::error::{Error, Result};
 /// Longest wait for validators' current addresses of an executor its listed ones failed to reach.
 const READDRESS_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The most a request to `executor` can cost: both token limits at its prices.
-fn worst_case_cost(request: &ChatRequest, executor: &Candidate) -> U256 {
-    let max_output = u64::from(request.max_tokens);
+/// The most a request to `executor` for `max_output` tokens can cost: both token limits at its
+/// prices.
+fn worst_case_cost(max_output: u32, executor: &Candidate) -> U256 {
+    let max_output = u64::from(max_output);
     let max_input = u64::from(executor.offer.context_length).saturating_sub(max_output);
     lloom_core::verify::compute_cost(
         max_input,
@@ -60,6 +62,9 @@ impl Client {
         // can serve it.
         let mut filter = request.filter;
         let mut context_refusal: Option<(u32, String)> = None;
+        let mut plan = OutputPlan::new(&request);
+        // The output limit of the last request signed.
+        let mut asked: Option<u32> = None;
         let mut attempts = 0;
         while attempts < inner.config.max_attempts.max(1) {
             if Instant::now() >= deadline {
@@ -73,18 +78,17 @@ impl Client {
             let Some(executor) = ranked.into_iter().next() else { break };
             tried.push(executor.address);
             let context = executor.offer.context_length;
-            if u64::from(request.max_tokens) > u64::from(context) {
-                // It would refuse at once (signed ContextExceeded): not asked.
-                let reason = format!(
-                    "max_tokens {} is more than the context length {context}",
-                    request.max_tokens
-                );
-                filter = filter.above_context(context);
-                keep_longest(&mut context_refusal, context, reason);
-                continue;
-            }
+            let max_output = match plan.output_tokens(context) {
+                Ok(max_output) => max_output,
+                Err(reason) => {
+                    // It would refuse at once (signed ContextExceeded): not asked.
+                    filter = filter.above_context(context);
+                    keep_longest(&mut context_refusal, context, reason);
+                    continue;
+                }
+            };
             if let Some(guard) = &inner.config.escrow_guard {
-                let worst = worst_case_cost(&request, &executor);
+                let worst = worst_case_cost(max_output, &executor);
                 let escrow = guard.escrow().await?;
                 if worst > escrow {
                     over_escrow = Some(over_escrow.map_or(worst, |w: U256| w.min(worst)));
@@ -92,7 +96,8 @@ impl Client {
                     continue;
                 }
             }
-            let signed = self.sign(&request, &body, &executor, deadline)?;
+            let signed = self.sign(&request.model, max_output, &body, &executor, deadline)?;
+            asked = Some(max_output);
             if events.send(Ok(ChatEvent::Attempt { executor: executor.address })).await.is_err() {
                 return Err(Error::State("the answer was dropped".into()));
             }
@@ -170,12 +175,18 @@ impl Client {
                     } = &failed.failure
                     {
                         // The request's size, not the executor's fault: no cooldown, and no
-                        // attempt used up (each such refusal raises the context asked for, so
-                        // the loop still ends).
-                        tracing::info!(executor = %executor.address, context, "the request does not fit this executor's context: {message}");
+                        // attempt used up (each such refusal either assumes a longer prompt,
+                        // a bounded number of times, or raises the context asked for, so the
+                        // loop still ends).
                         attempts -= 1;
-                        filter = filter.above_context(context);
-                        keep_longest(&mut context_refusal, context, message.clone());
+                        if plan.assume_longer_prompt(message) {
+                            tracing::info!(executor = %executor.address, context, "the prompt is longer than estimated; asking again for fewer output tokens: {message}");
+                            tried.retain(|a| *a != executor.address);
+                        } else {
+                            tracing::info!(executor = %executor.address, context, "the request does not fit this executor's context: {message}");
+                            filter = filter.above_context(context);
+                            keep_longest(&mut context_refusal, context, message.clone());
+                        }
                         reports.push(AttemptReport {
                             executor: executor.address,
                             failure: Some(failed.failure),
@@ -264,7 +275,12 @@ impl Client {
             return Err(Error::ContextExceeded {
                 model: request.model,
                 context_length,
-                max_tokens: request.max_tokens,
+                // A chat fitted to the context and never asked: all of the context.
+                max_tokens: asked.unwrap_or(if request.fit_to_context {
+                    request.max_tokens.min(context_length)
+                } else {
+                    request.max_tokens
+                }),
                 reason,
             });
         }

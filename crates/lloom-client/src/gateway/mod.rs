@@ -67,8 +67,10 @@ pub struct GatewayConfig {
     pub max_body_bytes: usize,
     /// Time for a request's body to arrive once its headers have.
     pub body_timeout: Duration,
-    /// `max_tokens` when the request gives none.
-    pub default_max_tokens: u32,
+    /// Cap on the answer of a request that gives no `max_tokens`. Such a request is given as
+    /// many tokens as the executor's context leaves after the prompt (as OpenAI does), up to
+    /// this cap when one is set.
+    pub default_max_tokens: Option<u32>,
     /// Time for one completion, failovers included.
     pub request_timeout: Duration,
     /// Keys a `/v1/*` request must present (empty: none is asked for).
@@ -118,7 +120,7 @@ impl Default for GatewayConfig {
         Self {
             max_body_bytes: 1024 * 1024,
             body_timeout: Duration::from_secs(30),
-            default_max_tokens: 256,
+            default_max_tokens: None,
             request_timeout: Duration::from_secs(120),
             api_keys: ApiKeys::default(),
             max_concurrent: 256,

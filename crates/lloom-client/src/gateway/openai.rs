@@ -139,7 +139,8 @@ pub struct Part {
 
 impl CompletionRequest {
     /// Converts to a Lloom chat request, refusing what Lloom cannot honour.
-    pub fn into_chat(self, default_max_tokens: u32) -> Result<Converted, ApiError> {
+    /// A request without `max_tokens` is fitted to the context, up to `default_max_tokens`.
+    pub fn into_chat(self, default_max_tokens: Option<u32>) -> Result<Converted, ApiError> {
         if self.n.is_some_and(|n| n != 1) {
             return Err(ApiError::invalid("only n = 1 is supported", Some("n")));
         }
@@ -209,8 +210,8 @@ impl CompletionRequest {
                     .insert(0, ChatMessage { role: Role::System, content: spec.instructions() }),
             }
         }
-        let max_tokens =
-            self.max_completion_tokens.or(self.max_tokens).unwrap_or(default_max_tokens);
+        let asked = self.max_completion_tokens.or(self.max_tokens);
+        let max_tokens = asked.or(default_max_tokens).unwrap_or(u32::MAX);
         if max_tokens == 0 {
             return Err(ApiError::invalid("max_tokens must be at least 1", Some("max_tokens")));
         }
@@ -245,6 +246,7 @@ impl CompletionRequest {
         request.messages = messages;
         request.sampling = sampling;
         request.max_tokens = max_tokens;
+        request.fit_to_context = asked.is_none();
         let include_usage = self.stream_options.is_some_and(|o| o.include_usage);
         Ok(Converted { chat: request, include_usage, with_tools: tools.is_some() })
     }
@@ -490,7 +492,7 @@ mod tests {
                 "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
             {"role": "tool", "tool_call_id": "call_1", "content": "18 °C"},
         ]}))
-        .into_chat(64)
+        .into_chat(Some(64))
         .unwrap();
         assert!(converted.with_tools);
         let m = &converted.chat.messages;
@@ -515,12 +517,30 @@ mod tests {
 
         // Without a system message, one is added first; with tool_choice none, nothing is.
         let ask = json!([{"role": "user", "content": "hi"}]);
-        let converted =
-            request(json!({"model": "m", "tools": tools, "messages": ask})).into_chat(64).unwrap();
+        let converted = request(json!({"model": "m", "tools": tools, "messages": ask}))
+            .into_chat(Some(64))
+            .unwrap();
         assert_eq!(converted.chat.messages[0].role, Role::System);
         let none = json!({"model": "m", "tools": tools, "tool_choice": "none", "messages": ask});
-        let converted = request(none).into_chat(64).unwrap();
+        let converted = request(none).into_chat(Some(64)).unwrap();
         assert_eq!((converted.chat.messages.len(), converted.with_tools), (1, false));
         assert_eq!(converted.chat.sampling.format, OutputFormat::Text);
+    }
+
+    #[test]
+    fn a_request_without_max_tokens_is_fitted_to_the_context_up_to_the_default_cap() {
+        let ask = json!([{"role": "user", "content": "hi"}]);
+        let given = request(json!({"model": "m", "max_tokens": 12, "messages": ask}));
+        let chat = given.into_chat(Some(64)).unwrap().chat;
+        assert_eq!((chat.max_tokens, chat.fit_to_context), (12, false), "asked: exactly that");
+        let newer = request(json!({"model": "m", "max_completion_tokens": 9, "messages": ask}));
+        assert_eq!(newer.into_chat(None).unwrap().chat.max_tokens, 9);
+        let omitted = || request(json!({"model": "m", "messages": ask}));
+        let chat = omitted().into_chat(Some(64)).unwrap().chat;
+        assert_eq!((chat.max_tokens, chat.fit_to_context), (64, true), "capped by the default");
+        let chat = omitted().into_chat(None).unwrap().chat;
+        assert_eq!((chat.max_tokens, chat.fit_to_context), (u32::MAX, true), "the context only");
+        let zero = request(json!({"model": "m", "max_tokens": 0, "messages": ask}));
+        assert!(zero.into_chat(None).is_err());
     }
 }
