@@ -141,3 +141,30 @@ async fn a_fitted_chat_asks_for_what_the_context_leaves_and_less_when_the_prompt
     }
     assert_eq!(refused(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_longer_than_the_request_allows_but_served_anyway_is_billed_at_the_limit() {
+    // A server behind the HTTP backend with a longer context than the executor announces
+    // accepts a prompt past `maxInputTokens`; its count (10) is more than the client signed
+    // for (64 - 60 = 4).
+    let dir = tempfile::tempdir().unwrap();
+    let (_v, addrs) = validator().await;
+    let key = NodeKey::generate();
+    let script = Script { input_tokens: 10, ..Script::answer(MODEL, "Served.") };
+    let offer = ModelOffer { context_length: 64, ..offer(1) };
+    let executor = executor_offering(&key, &addrs, script, offer, dir.path().join("e")).await;
+    let client = connect(ClientConfig::default().bootstrap(addrs), 1).await;
+
+    let ask = ChatRequest { max_tokens: 60, ..ask() };
+    let receipt = client.chat(ask).await.unwrap().collect().await.unwrap();
+    assert_eq!(receipt.text, "Served.");
+    assert_eq!(receipt.request.commitment.maxInputTokens, 4);
+    assert_eq!(receipt.input_tokens, 4, "billed at the limit the client signed");
+    let c = &receipt.request.commitment;
+    let expected = c.pricePerInputToken * U256::from(4)
+        + c.pricePerOutputToken * U256::from(receipt.output_tokens);
+    assert_eq!(receipt.cost, expected);
+    let over =
+        executor.server.stats().prompts_over_limit.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(over, 1);
+}

@@ -56,6 +56,11 @@ impl ExecutorMetrics {
                 &stats.off_format,
             ),
             (
+                "lloom_executor_prompts_over_limit_total",
+                "Answers whose prompt had more tokens than the request allowed, billed at its limit.",
+                &stats.prompts_over_limit,
+            ),
+            (
                 "lloom_executor_streams_dropped_total",
                 "Streams that ended without a complete exchange.",
                 &stats.dropped_streams,

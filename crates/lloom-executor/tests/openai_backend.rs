@@ -156,14 +156,21 @@ async fn a_prompt_too_long_for_the_servers_context_is_told_apart_and_not_retried
         r#"{"error":{"code":400,"message":"the request exceeds the available context size, try increasing it","type":"exceed_context_size_error","n_prompt_tokens":5000,"n_ctx":4096}}"#,
         r#"{"error":"The number of tokens to keep from the initial prompt is greater than the context length."}"#,
     ];
-    for body in bodies {
+    // Where the server counts the prompt, the signed message leads with the count.
+    let leads = [
+        "HTTP 400: ",
+        "prompt has 2000 tokens: HTTP 400: ",
+        "prompt has 5000 tokens: HTTP 400: ",
+        "HTTP 400: ",
+    ];
+    for (body, lead) in bodies.into_iter().zip(leads) {
         let answer =
             Answer { status: "400 Bad Request", pieces: vec![body.into()], pause: Duration::ZERO };
         let (addr, served) = server(vec![answer]).await;
         let mut generation = backend(addr, |_| {}).generate(ask()).unwrap();
         match generation.events.recv().await {
             Some(GenerationEvent::ContextExceeded(message)) => {
-                assert!(message.starts_with("HTTP 400: "), "{message}");
+                assert!(message.starts_with(lead), "{message}");
             }
             other => panic!("{body}: expected ContextExceeded, got {other:?}"),
         }

@@ -121,6 +121,10 @@ pub struct ServeStats {
     /// Answers refused because the backend's text was not the JSON the request asked for
     /// (also counted in `refused`).
     pub off_format: AtomicU64,
+    /// Answers whose backend counted more prompt tokens than the request's `maxInputTokens`
+    /// (a server behind the HTTP backend with a longer context than announced): billed at
+    /// the limit the client signed.
+    pub prompts_over_limit: AtomicU64,
     /// Streams that ended without a request, with an undecodable one, or cut by the peer.
     pub dropped_streams: AtomicU64,
     /// Request streams accepted (each carries one exchange or more).

@@ -9,8 +9,9 @@ use lloom_core::answer_format::check_answer_format;
 use lloom_core::verify::{compute_cost, verify_request};
 use lloom_core::wire::{content_hash, read_frame, write_frame};
 use lloom_core::{
-    B256, DigestedRequest, ErrorCode, ErrorCommitment, FinishReason, PeerId, ResponseCommitment,
-    SignedError, SignedRequest, SignedResponse, StreamChunk, WireMessage, unix_now,
+    B256, DigestedRequest, ErrorCode, ErrorCommitment, FinishReason, PeerId, RequestCommitment,
+    ResponseCommitment, SignedError, SignedRequest, SignedResponse, StreamChunk, WireMessage,
+    unix_now,
 };
 
 use super::outbox::Outbox;
@@ -323,7 +324,10 @@ where
             }
         };
         match event {
-            Some(GenerationEvent::Started { input_tokens }) => progress.input_tokens = input_tokens,
+            Some(GenerationEvent::Started { input_tokens }) => {
+                // Checkpoints bill no more than the final response will (see billable_input).
+                progress.input_tokens = input_tokens.min(c.maxInputTokens);
+            }
             Some(GenerationEvent::Text { text, tokens }) => {
                 progress.text.push_str(&text);
                 progress.output_tokens = tokens;
@@ -357,7 +361,7 @@ where
                 }
             }
             Some(GenerationEvent::Done(usage)) => {
-                progress.input_tokens = usage.input_tokens;
+                progress.input_tokens = billable_input(shared, c, usage.input_tokens);
                 progress.output_tokens = usage.output_tokens;
                 // An answer in the wrong shape (a backend that ignores `response_format`) is
                 // not signed, stored or charged: the client would reject it anyway.
@@ -411,6 +415,24 @@ where
             }
         }
     }
+}
+
+/// The prompt tokens to sign for: as counted, or the request's `maxInputTokens` when the
+/// backend counted more. The embedded engine refuses such a prompt before any work, but a
+/// server behind the HTTP backend whose context is longer than the one announced accepts it;
+/// the client signed for no more, and would reject a response claiming more, so the executor
+/// bills the limit and counts the event.
+fn billable_input(shared: &Shared, request: &RequestCommitment, counted: u64) -> u64 {
+    if counted <= request.maxInputTokens {
+        return counted;
+    }
+    tracing::warn!(
+        counted,
+        allowed = request.maxInputTokens,
+        "the backend counted more prompt tokens than the request allows; billing the limit (is the announced context shorter than the server's?)"
+    );
+    shared.stats.prompts_over_limit.fetch_add(1, Ordering::Relaxed);
+    request.maxInputTokens
 }
 
 /// The deadline (unix seconds) as a tokio instant.

@@ -11,6 +11,7 @@
 //! a bound and its message reported, and at most `max_concurrent` requests run at once (more
 //! are refused as Busy).
 
+mod context_error;
 mod request;
 mod sse;
 
@@ -263,7 +264,9 @@ impl Run {
         let message = upstream_error(status, &body);
         Err(match status.as_u16() {
             429 | 502 | 503 | 504 => NotSent::Retryable(message),
-            400 | 413 if exceeds_context(&body) => NotSent::ContextExceeded(message),
+            400 | 413 if context_error::exceeds_context(&body) => {
+                NotSent::ContextExceeded(context_error::with_prompt_count(&body, message))
+            }
             _ => NotSent::Failed(message),
         })
     }
@@ -331,27 +334,6 @@ enum NotSent {
     ContextExceeded(String),
     /// Anything else; sending again would fail the same way.
     Failed(String),
-}
-
-/// Whether an error body says that the prompt does not fit the context, in the words of the
-/// servers the backend fronts: OpenAI and vLLM (`context_length_exceeded`, "maximum context
-/// length"), llama.cpp's server (`exceed_context_size_error`, "exceeds the available context
-/// size") and LM Studio ("greater than the context length").
-fn exceeds_context(body: &[u8]) -> bool {
-    let error = serde_json::from_slice::<Value>(body).ok().and_then(|v| v.get("error").cloned());
-    let field = |name: &str| error.as_ref().and_then(|e| e.get(name)).and_then(Value::as_str);
-    if matches!(field("code"), Some("context_length_exceeded"))
-        || matches!(field("type"), Some("exceed_context_size_error"))
-    {
-        return true;
-    }
-    let text = match field("message") {
-        Some(message) => message.to_lowercase(),
-        None => String::from_utf8_lossy(body).to_lowercase(),
-    };
-    ["maximum context length", "context size", "context length", "context window"]
-        .iter()
-        .any(|phrase| text.contains(phrase))
 }
 
 /// Reads at most `limit` bytes of a body.
