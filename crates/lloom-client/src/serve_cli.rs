@@ -25,7 +25,7 @@ pub struct ServeArgs {
     pub routing: RoutingArgs,
     /// Cap on the answer of a request that gives no `max_tokens` (by default it may use all
     /// the context the prompt leaves, as with OpenAI).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub default_max_tokens: Option<u32>,
     /// Largest request body, in bytes.
     #[arg(long, default_value_t = 1024 * 1024)]
@@ -319,6 +319,12 @@ mod tests {
                 assert!(cli.is_err(), "{flag} {bad}");
             }
         }
+        for bad in ["0", "-3", "many", "4294967296"] {
+            let cli = Cli::try_parse_from(["lloom-client", "serve", "--default-max-tokens", bad]);
+            assert!(cli.is_err(), "--default-max-tokens {bad}");
+        }
+        assert_eq!(serve_args(&[]).default_max_tokens, None, "fitted to the context");
+        assert_eq!(serve_args(&["--default-max-tokens", "512"]).default_max_tokens, Some(512));
         let args = serve_args(&[]);
         assert_eq!((args.max_connections, args.header_timeout_secs), (1024, 30));
     }
