@@ -32,6 +32,11 @@ pub struct ChatRequest {
     /// Unset, exactly `max_tokens` of room is asked for, and a prompt that leaves less is
     /// refused ([`Error::ContextExceeded`]).
     pub fit_to_context: bool,
+    /// For a chat fitted to the context: the fewest output tokens worth asking for. An
+    /// executor whose context leaves fewer after the prompt is not asked, and when none leaves
+    /// enough the chat fails with [`Error::ContextExceeded`] (so a conversation can leave out
+    /// old turns rather than get a clipped answer). Ignored unless `fit_to_context` is set.
+    pub min_tokens: u32,
     /// Price ceilings and minimum context.
     pub filter: RouteFilter,
     /// How to choose executors for this request; `None`: the client's strategy.
@@ -49,6 +54,7 @@ impl ChatRequest {
             sampling: SamplingParams::default(),
             max_tokens: 256,
             fit_to_context: false,
+            min_tokens: 1,
             filter: RouteFilter::default(),
             strategy: None,
             timeout: Duration::from_secs(120),

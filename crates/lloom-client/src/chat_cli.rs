@@ -40,7 +40,13 @@ pub(crate) async fn chat(
     request.messages = (args.system.iter())
         .map(|system| ChatMessage { role: Role::System, content: system.clone() })
         .collect();
-    request.max_tokens = args.max_tokens;
+    // Without a limit, the answer may use what each executor's context leaves; a conversation
+    // keeps room for an answer worth having by leaving out its oldest turns instead.
+    request.fit_to_context = args.max_tokens.is_none();
+    request.max_tokens = args.max_tokens.unwrap_or(u32::MAX);
+    if args.interactive {
+        request.min_tokens = crate::conversation::MIN_ANSWER_TOKENS;
+    }
     request.sampling = sampling;
     request.timeout = Duration::from_secs(args.request_timeout_secs);
     request.filter = RouteFilter {

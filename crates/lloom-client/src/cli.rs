@@ -100,9 +100,10 @@ pub struct ChatArgs {
     /// A system message.
     #[arg(long)]
     pub system: Option<String>,
-    /// Most tokens to generate.
-    #[arg(long, default_value_t = 256)]
-    pub max_tokens: u32,
+    /// Most tokens to generate [default: what the executor's context leaves after the
+    /// prompt; in a conversation, at least 256, or its oldest turns are left out].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_tokens: Option<u32>,
     /// How to sample the answer, and its shape.
     #[command(flatten)]
     pub sampling: lloom_core::cli::SamplingArgs,

@@ -5,8 +5,9 @@
 //! can take any turn. `/reset` starts the conversation again, `/exit` (or the end of input)
 //! ends it. A turn that fails is reported and left out of the conversation, which goes on.
 //! When the conversation has outgrown every executor's context (each refuses it with a signed
-//! `ContextExceeded`), its oldest turns are left out until it fits, and the user is told; a
-//! turn that does not fit even alone is reported, and the conversation stays as it was.
+//! `ContextExceeded`, or, with no `--max-tokens`, would leave fewer than [`MIN_ANSWER_TOKENS`]
+//! for the answer), its oldest turns are left out until it fits, and the user is told; a turn
+//! that does not fit even alone is reported, and the conversation stays as it was.
 
 use std::io::{BufRead, Read, Write};
 
@@ -16,6 +17,10 @@ use crate::cli::stream_answer;
 use crate::client::{ChatRequest, Client};
 use crate::error::{Error, Result};
 use crate::report::{receipt_json, render_receipt};
+
+/// The fewest tokens a turn's answer is given room for when no `--max-tokens` is set: a
+/// conversation whose context leaves less has its oldest turns left out.
+pub const MIN_ANSWER_TOKENS: u32 = 256;
 
 /// Longest line read as one turn, in bytes: one request frame.
 const MAX_LINE_BYTES: u64 = WireLimits::DEFAULT_MAX_FRAME_BYTES as u64;

@@ -57,6 +57,19 @@ pub(crate) fn receipts(
                 let body = &receipt.request.body;
                 fields.insert("messages".into(), serde_json::json!(body.messages));
                 fields.insert("sampling".into(), serde_json::json!(body.sampling));
+                // The signed limits and prices the cost was checked against.
+                let q = &receipt.request.commitment;
+                fields.insert("max_input_tokens".into(), q.maxInputTokens.into());
+                fields.insert("max_output_tokens".into(), q.maxOutputTokens.into());
+                fields.insert(
+                    "price_per_input_token".into(),
+                    q.pricePerInputToken.to_string().into(),
+                );
+                fields.insert(
+                    "price_per_output_token".into(),
+                    q.pricePerOutputToken.to_string().into(),
+                );
+                fields.insert("deadline".into(), q.deadline.into());
             }
             writeln!(out, "{}", serde_json::to_string_pretty(&json).unwrap_or_default())?;
         }

@@ -104,6 +104,11 @@ async fn chat_prints_a_verified_receipt_and_receipts_lists_it() {
     let shown: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
     assert_eq!(shown["messages"][0]["content"], "Capital?");
     assert_eq!(shown["sampling"]["temperature"], 0.0);
+    // Without --max-tokens the answer may use what the context leaves: 8 bytes are taken for
+    // 2 tokens, plus 8 + 64 of the template's, out of 1,024.
+    assert_eq!(shown["max_output_tokens"], 1024 - 74);
+    assert_eq!(shown["max_input_tokens"], 74);
+    assert_eq!(shown["price_per_output_token"], "3");
 
     // Every sampling flag reaches the signed request the executor served.
     let sampled = run(args(&[
@@ -128,6 +133,8 @@ async fn chat_prints_a_verified_receipt_and_receipts_lists_it() {
         "-0.5",
         "--presence-penalty",
         "0.25",
+        "--max-tokens",
+        "40",
         "--min-context",
         "1024",
         "--no-mdns",
@@ -142,6 +149,7 @@ async fn chat_prints_a_verified_receipt_and_receipts_lists_it() {
     let show = run(args(&["--json", "receipts", "show", &digest])).await.unwrap();
     let shown: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
     assert_eq!(shown["messages"][0]["content"], "Be brief.");
+    assert_eq!(shown["max_output_tokens"], 40, "--max-tokens is signed as given");
     assert_eq!(
         shown["sampling"],
         serde_json::json!({
@@ -216,6 +224,34 @@ async fn chat_prints_a_verified_receipt_and_receipts_lists_it() {
             .unwrap();
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("models on offer: scripted"));
+}
+
+/// Holds `lloom-client --json chat -i --model scripted EXTRA` over `stdin` with the network at
+/// `boot`; returns its stderr and, for each verified answer, its receipt as `receipts show`
+/// prints it (the signed request in full).
+async fn converse(
+    data: &std::path::Path,
+    boot: &str,
+    extra: &[&str],
+    stdin: &str,
+) -> (String, Vec<serde_json::Value>) {
+    let args: Vec<String> = ["--json", "chat", "-i", "--model", "scripted", "--no-mdns"]
+        .iter()
+        .chain(extra)
+        .map(|s| (*s).to_owned())
+        .chain(["--bootstrap".to_owned(), boot.to_owned()])
+        .collect();
+    let talk = client_with_stdin(data.to_path_buf(), args, stdin).await;
+    assert!(talk.status.success(), "{}", String::from_utf8_lossy(&talk.stderr));
+    let mut receipts = Vec::new();
+    for line in String::from_utf8_lossy(&talk.stdout).lines() {
+        let receipt: serde_json::Value = serde_json::from_str(line).unwrap();
+        let digest = receipt["request_digest"].as_str().unwrap().to_owned();
+        let show = ["--json", "receipts", "show", &digest].map(str::to_owned).to_vec();
+        let show = client_with_stdin(data.to_path_buf(), show, "").await;
+        receipts.push(serde_json::from_slice(&show.stdout).unwrap());
+    }
+    (String::from_utf8_lossy(&talk.stderr).into_owned(), receipts)
 }
 
 /// Runs `lloom-client --data-dir DATA ARGS` with `stdin`, off the runtime's threads.
@@ -312,18 +348,10 @@ async fn an_interactive_chat_that_outgrows_the_context_leaves_its_oldest_turns_o
     let script = Script { context: Some(16), ..Script::answer("scripted", "Paris it is.") };
     let (_validator, _executor, dir, boot) = scripted_network_with(script).await;
     let data = dir.path().join("client");
-    let args: Vec<String> =
-        ["--json", "chat", "-i", "--model", "scripted", "--max-tokens", "4", "--no-mdns"]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .chain(["--bootstrap".to_owned(), boot])
-            .collect();
     // The fourth turn does not fit even alone; the conversation it leaves behind still holds
     // the third exchange, so the fifth is signed with it.
     let stdin = format!("a b c\nd e f\ng h i\n{}\nj\n", "w ".repeat(13));
-    let talk = client_with_stdin(data.clone(), args, &stdin).await;
-    assert!(talk.status.success(), "{}", String::from_utf8_lossy(&talk.stderr));
-    let stderr = String::from_utf8_lossy(&talk.stderr);
+    let (stderr, receipts) = converse(&data, &boot, &["--max-tokens", "4"], &stdin).await;
     let outgrew = "[the conversation outgrew the model's context: the oldest turns are left out";
     assert_eq!(stderr.matches(outgrew).count(), 4, "{stderr}");
     assert!(stderr.contains("3 messages kept]"), "{stderr}");
@@ -334,24 +362,43 @@ async fn an_interactive_chat_that_outgrows_the_context_leaves_its_oldest_turns_o
     assert!(stderr.contains("[4 answers, 1 failed;"), "{stderr}");
 
     // The third turn was signed without the first exchange, the fifth without the second.
-    let receipts: Vec<serde_json::Value> = String::from_utf8_lossy(&talk.stdout)
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
     assert_eq!(receipts.len(), 4);
-    let signed = |n: usize| {
-        let digest = receipts[n]["request_digest"].as_str().unwrap().to_owned();
-        let data = data.clone();
-        async move {
-            let show =
-                client_with_stdin(data, vec!["receipts".into(), "show".into(), digest], "").await;
-            let shown: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
-            let messages = shown["messages"].as_array().unwrap().iter();
-            messages.map(|m| m["content"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
-        }
+    let contents = |shown: &serde_json::Value| {
+        let messages = shown["messages"].as_array().unwrap().iter();
+        messages.map(|m| m["content"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
     };
-    assert_eq!(signed(2).await, ["d e f", "Paris it is.", "g h i"]);
-    assert_eq!(signed(3).await, ["g h i", "Paris it is.", "j"]);
+    assert_eq!(contents(&receipts[2]), ["d e f", "Paris it is.", "g h i"]);
+    assert_eq!(contents(&receipts[3]), ["g h i", "Paris it is.", "j"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_max_tokens_a_conversation_keeps_room_for_an_answer_by_leaving_out_old_turns() {
+    // 1,024 tokens of context, one a word; turns of 300 words. Without --max-tokens each
+    // answer may use what the context leaves, but at least 256 tokens: the third turn would
+    // leave 1,024 - 906 = 118, so the first exchange is left out.
+    let script = Script { context: Some(1024), ..Script::answer("scripted", "Paris it is.") };
+    let (_validator, _executor, dir, boot) = scripted_network_with(script).await;
+    let data = dir.path().join("client");
+    let turn = |word: &str| format!("{word} ").repeat(300);
+    let stdin = format!("{}\n{}\n{}\n", turn("a"), turn("b"), turn("c"));
+    let (stderr, receipts) = converse(&data, &boot, &[], &stdin).await;
+    let outgrew = "[the conversation outgrew the model's context: the oldest turns are left out";
+    assert_eq!(stderr.matches(outgrew).count(), 1, "{stderr}");
+    assert!(stderr.contains("3 messages kept]"), "{stderr}");
+    assert!(stderr.contains("[3 answers, 0 failed;"), "{stderr}");
+
+    let signed: Vec<_> = receipts
+        .iter()
+        .map(|shown| {
+            let first = shown["messages"][0]["content"].as_str().unwrap().chars().next();
+            let messages = shown["messages"].as_array().unwrap().len();
+            (first, messages, shown["max_output_tokens"].as_u64().unwrap())
+        })
+        .collect();
+    // Each prompt is longer than estimated from its size, so each is asked again for what
+    // the executor's count leaves: 724 after the first turn's 300 words, 421 after 603; the
+    // third is asked without the first exchange.
+    assert_eq!(signed, [(Some('a'), 1, 724), (Some('a'), 3, 421), (Some('b'), 3, 421)]);
 }
 
 #[test]
@@ -362,6 +409,12 @@ fn bad_chat_arguments_are_refused_before_any_network_use() {
         .assert()
         .failure()
         .stderr(contains("--temperature"));
+    Command::cargo_bin("lloom-client")
+        .unwrap()
+        .args(["chat", "hi", "--max-tokens", "0"])
+        .assert()
+        .failure()
+        .stderr(contains("--max-tokens"));
     Command::cargo_bin("lloom-client")
         .unwrap()
         .args(["chat", "hi", "--top-p", "0"])

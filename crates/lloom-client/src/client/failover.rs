@@ -275,9 +275,9 @@ impl Client {
             return Err(Error::ContextExceeded {
                 model: request.model,
                 context_length,
-                // A chat fitted to the context and never asked: all of the context.
+                // A chat fitted to the context and never asked: the fewest it would take.
                 max_tokens: asked.unwrap_or(if request.fit_to_context {
-                    request.max_tokens.min(context_length)
+                    request.min_tokens.clamp(1, request.max_tokens.max(1))
                 } else {
                     request.max_tokens
                 }),

@@ -34,6 +34,9 @@ pub(crate) struct OutputPlan {
     max_tokens: u32,
     /// For a chat fitted to the context: what its prompt is taken to be.
     fit: Option<Fit>,
+    /// For a chat fitted to the context: the fewest output tokens worth asking for (at least
+    /// one, at most `max_tokens`).
+    min_tokens: u32,
 }
 
 /// What a fitted chat's prompt is taken to be.
@@ -65,7 +68,8 @@ impl OutputPlan {
             counted: None,
             reestimates_left: MAX_REESTIMATES,
         });
-        Self { max_tokens: request.max_tokens, fit }
+        let min_tokens = request.min_tokens.clamp(1, request.max_tokens.max(1));
+        Self { max_tokens: request.max_tokens, fit, min_tokens }
     }
 
     /// The output tokens to ask an executor with `context` tokens for, or why it cannot be
@@ -82,11 +86,17 @@ impl OutputPlan {
         };
         let prompt = fit.prompt_tokens();
         let room = u64::from(context).saturating_sub(prompt);
+        let how = if fit.counted.is_some() { "as the executor counted it" } else { "by its size" };
         if room == 0 {
-            let how =
-                if fit.counted.is_some() { "as the executor counted it" } else { "by its size" };
             return Err(format!(
                 "the prompt, about {prompt} tokens {how}, leaves no room in the context length {context}"
+            ));
+        }
+        if room < u64::from(self.min_tokens) {
+            return Err(format!(
+                "the prompt, about {prompt} tokens {how}, leaves {room} of the context length \
+                 {context}, fewer than the {} asked for at least",
+                self.min_tokens
             ));
         }
         Ok(self.max_tokens.min(u32::try_from(room).unwrap_or(u32::MAX)))
@@ -177,6 +187,33 @@ mod tests {
         assert_eq!(plan.output_tokens(1000), Ok(1000 - 172));
         let capped = fitted(&"a".repeat(600), 50);
         assert_eq!(capped.output_tokens(1000), Ok(50));
+    }
+
+    #[test]
+    fn a_fitted_chat_with_a_floor_is_not_asked_where_less_room_is_left() {
+        // 172 tokens assumed, as above.
+        let floor = |max_tokens, min_tokens| {
+            let request = ChatRequest {
+                max_tokens,
+                min_tokens,
+                fit_to_context: true,
+                ..ChatRequest::user("m", "a".repeat(600))
+            };
+            OutputPlan::new(&request)
+        };
+        assert_eq!(floor(u32::MAX, 100).output_tokens(272), Ok(100), "exactly the floor");
+        let err = floor(u32::MAX, 100).output_tokens(271).unwrap_err();
+        assert!(
+            err.contains("leaves 99 of the context length 271, fewer than the 100 asked for"),
+            "{err}"
+        );
+        // A floor above the cap is the cap; a floor of 0 is one token.
+        assert_eq!(floor(50, 100).output_tokens(222), Ok(50));
+        assert!(floor(50, 100).output_tokens(221).is_err());
+        assert_eq!(floor(u32::MAX, 0).output_tokens(173), Ok(1));
+        // Without fitting, the floor means nothing.
+        let fixed = ChatRequest { max_tokens: 10, min_tokens: 500, ..ChatRequest::user("m", "") };
+        assert_eq!(OutputPlan::new(&fixed).output_tokens(10), Ok(10));
     }
 
     #[test]
