@@ -70,6 +70,22 @@ several = client.chat.completions.create(
 parallel = [several.choices[0].finish_reason,
             len(several.choices[0].message.tool_calls or []) >= 1,
             all(c.function.name == "get_weather" for c in several.choices[0].message.tool_calls or [])]
+# With tool_choice "auto" the model may reply in words instead: the reply streams as it is
+# generated (it is not held back until the JSON it is written in is whole).
+joke = [{"role": "user", "content": "Tell me a joke."}]
+auto_parts, auto_calls = [], 0
+for chunk in client.chat.completions.create(
+    model=model, messages=joke, max_tokens=48, temperature=0, tools=weather,
+    tool_choice="auto", stream=True,
+):
+    if chunk.choices and chunk.choices[0].delta.content:
+        auto_parts.append(chunk.choices[0].delta.content)
+    if chunk.choices and chunk.choices[0].delta.tool_calls:
+        auto_calls += 1
+auto_whole = client.chat.completions.create(
+    model=model, messages=joke, max_tokens=48, temperature=0, tools=weather, tool_choice="auto")
+auto_reply = [auto_calls, len(auto_parts), "".join(auto_parts),
+              auto_whole.choices[0].message.content]
 tool_call = [called.choices[0].finish_reason, call.function.name,
              sorted(json.loads(call.function.arguments).keys()), call.id.startswith("call_")]
 # A schema llama.cpp cannot compile: the executor refuses it (signed), the gateway answers 400,
@@ -155,6 +171,7 @@ print(json.dumps({
     "structured_finish": structured.choices[0].finish_reason,
     "tool_call": tool_call,
     "parallel": parallel,
+    "auto_reply": auto_reply,
     "uncompilable": uncompilable,
     "unloadable": unloadable,
     "after_uncompilable": after_uncompilable,
@@ -282,6 +299,14 @@ async fn the_official_openai_sdk_works_against_the_gateway() {
         "{report}"
     );
     assert_eq!(report["parallel"], serde_json::json!(["tool_calls", true, true]), "{report}");
+    // Asked for a joke, the default model replies rather than call the weather tool (at
+    // temperature 0), and its reply reaches the SDK in several chunks, the same text as the
+    // reply not streamed.
+    let auto = &report["auto_reply"];
+    assert_eq!(auto[0], 0, "no tool call: {report}");
+    assert!(auto[1].as_u64().unwrap() > 1, "the reply came in pieces: {report}");
+    assert!(!auto[2].as_str().unwrap().is_empty(), "{report}");
+    assert_eq!(auto[2], auto[3], "{report}");
     assert_eq!(report["uncompilable"], serde_json::json!([400, "refused_by_executor", true]));
     assert_eq!(report["unloadable"], serde_json::json!([400, "refused_by_executor", true]));
     assert_eq!(report["after_uncompilable"], "length", "{report}");

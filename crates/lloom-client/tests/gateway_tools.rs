@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 mod gateway_net;
 mod http;
 
-use gateway_net::{MODEL, chat, network};
+use gateway_net::{MODEL, chat, network, network_priced};
 use http::{http, json_body, sse_events};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,4 +133,63 @@ async fn parallel_tool_calls_come_back_in_order_with_their_own_ids_and_indexes()
     ]});
     let (status, _, body) = http(net.addr, "POST", "/v1/chat/completions", &chat(&follow_up)).await;
     assert_eq!(status, 200, "{body}");
+}
+
+/// The weather tool of these tests, with `tool_choice: "auto"` (a call or a reply).
+fn weather_or_reply() -> Value {
+    json!({"tools": [{"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}],
+        "tool_choice": "auto", "stream": true, "lloom": {"strategy": "cheapest"}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_to_a_request_with_tools_streams_its_words_as_they_come() {
+    // The scripted backend sends a word a token: `{"response":`, ` "Paris`, ` is`, ...
+    let answer = r#"{"response": "Paris is \"the\" capital.\nYes."}"#;
+    let reply = "Paris is \"the\" capital.\nYes.";
+    // The cheapest executor fails after its first token, before any of the reply: the answer
+    // comes from the other one as if it were the first.
+    let failing = Script { fail_after: Some(1), ..Script::answer(MODEL, answer) };
+    let scripts = vec![(failing, 1), (Script::answer(MODEL, answer), 3)];
+    let net = network_priced(scripts, GatewayConfig::default()).await;
+
+    let (status, _, raw) =
+        http(net.addr, "POST", "/v1/chat/completions", &chat(&weather_or_reply())).await;
+    assert_eq!(status, 200, "{raw}");
+    let events = sse_events(&raw);
+    assert!(events.iter().all(|e| e.get("error").is_none()), "{raw}");
+    let words: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
+        .filter(|w| !w.is_empty())
+        .collect();
+    assert_eq!(words, ["Paris", " is", " \"the\"", " capital.\nYes."], "{raw}");
+    let last = events.iter().rev().find(|e| !e["choices"][0]["finish_reason"].is_null());
+    let last = last.unwrap();
+    assert_eq!(last["choices"][0]["finish_reason"], "stop");
+    assert_eq!(last["lloom"]["signed_text"], answer);
+    assert!(events.iter().all(|e| e["choices"][0]["delta"]["tool_calls"].is_null()));
+
+    // Not streamed, the same reply.
+    let whole = json!({"tools": weather_or_reply()["tools"], "tool_choice": "auto"});
+    let (status, _, body) = http(net.addr, "POST", "/v1/chat/completions", &chat(&whole)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json_body(&body)["choices"][0]["message"]["content"], reply);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_cut_off_after_its_first_words_ends_in_an_error_event() {
+    let answer = r#"{"response": "Paris is the capital."}"#;
+    let failing = Script { fail_after: Some(2), ..Script::answer(MODEL, answer) };
+    let net = network(vec![failing], GatewayConfig::default()).await;
+    let (status, _, raw) =
+        http(net.addr, "POST", "/v1/chat/completions", &chat(&weather_or_reply())).await;
+    assert_eq!(status, 200, "{raw}");
+    // The stream ends at the error, without `[DONE]`.
+    let events: Vec<Value> =
+        raw.lines().filter_map(|l| l.strip_prefix("data: ")).map(json_body).collect();
+    let streamed: Vec<&str> =
+        events.iter().filter_map(|e| e["choices"][0]["delta"]["content"].as_str()).collect();
+    assert_eq!(streamed.concat(), "Paris", "{raw}");
+    assert!(events.last().unwrap().get("error").is_some(), "{raw}");
 }

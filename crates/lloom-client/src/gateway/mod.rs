@@ -25,6 +25,7 @@ mod error;
 mod metrics;
 mod openai;
 mod period;
+mod reply_stream;
 mod routing_options;
 mod spend;
 pub mod tools;
@@ -428,6 +429,8 @@ async fn complete(
             model,
             include_usage,
             with_tools,
+            reply: reply_stream::ReplyReader::new(),
+            streamed_reply: String::new(),
             phase: Phase::Start,
             _permit: permit,
         };
@@ -469,9 +472,13 @@ struct SseState {
     created: u64,
     model: String,
     include_usage: bool,
-    /// The request listed tools: the verified answer is sent whole at the end, read back
-    /// into `tool_calls` or a reply, rather than streamed as JSON text.
+    /// The request listed tools: a reply (`{"response": …}`) streams its words as they come;
+    /// tool calls are sent whole at the end, read back from the verified answer.
     with_tools: bool,
+    /// Reads the reply out of an answer to a request with tools.
+    reply: reply_stream::ReplyReader,
+    /// The reply's text streamed so far.
+    streamed_reply: String,
     phase: Phase,
     /// Held until the stream ends or the HTTP client goes away.
     _permit: OwnedSemaphorePermit,
@@ -498,9 +505,24 @@ async fn next_event(s: &mut SseState) -> Option<Event> {
             }
             Phase::Running => match s.answer.next().await {
                 Some(Ok(ChatEvent::Attempt { .. })) => s.phase = Phase::Running,
-                Some(Ok(ChatEvent::Text(_))) if s.with_tools => s.phase = Phase::Running,
+                Some(Ok(ChatEvent::Text(text))) if s.with_tools => {
+                    s.phase = Phase::Running;
+                    let words = s.reply.push(&text);
+                    if !words.is_empty() {
+                        s.streamed_reply.push_str(&words);
+                        let delta = json!({ "content": words });
+                        return Some(data(&openai::chunk(
+                            &s.id, s.created, &s.model, &delta, None,
+                        )));
+                    }
+                }
                 // Nothing was streamed yet: another executor's answer is sent as if first.
-                Some(Ok(ChatEvent::Restart { .. })) if s.with_tools => s.phase = Phase::Running,
+                Some(Ok(ChatEvent::Restart { .. }))
+                    if s.with_tools && s.streamed_reply.is_empty() =>
+                {
+                    s.phase = Phase::Running;
+                    s.reply = reply_stream::ReplyReader::new();
+                }
                 Some(Ok(ChatEvent::Text(text))) => {
                     s.phase = Phase::Running;
                     let delta = json!({ "content": text });
@@ -522,10 +544,12 @@ async fn next_event(s: &mut SseState) -> Option<Event> {
                         let answer = openai::Answer::of(&receipt, true);
                         let finish = answer.finish_reason(&receipt);
                         s.phase = Phase::Finish(receipt, finish);
-                        let delta = answer.delta();
-                        return Some(data(&openai::chunk(
-                            &s.id, s.created, &s.model, &delta, None,
-                        )));
+                        if let Some(delta) = answer.delta_after(&s.streamed_reply) {
+                            return Some(data(&openai::chunk(
+                                &s.id, s.created, &s.model, &delta, None,
+                            )));
+                        }
+                        continue;
                     }
                     let finish = openai::finish_reason(&receipt);
                     s.phase = Phase::Finish(receipt, finish);

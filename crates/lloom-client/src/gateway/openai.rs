@@ -387,6 +387,23 @@ impl Answer {
             Self::Calls(calls) => json!({"tool_calls": Self::tool_calls(calls, true)}),
         }
     }
+
+    /// The streamed delta that completes it after `streamed` of its text was sent as it was
+    /// generated, or `None` when nothing is left to send.
+    pub(super) fn delta_after(&self, streamed: &str) -> Option<Value> {
+        match self {
+            Self::Text(text) => match text.strip_prefix(streamed) {
+                Some("") => None,
+                Some(rest) => Some(json!({"content": rest})),
+                None => {
+                    // The reply is read from the same verified text as it was streamed.
+                    tracing::warn!("the streamed reply is not the start of the verified one");
+                    None
+                }
+            },
+            Self::Calls(_) => Some(self.delta()),
+        }
+    }
 }
 
 /// Receipt details carried in the extra `lloom` field; `with_tools`, also the signed text

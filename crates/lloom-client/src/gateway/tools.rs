@@ -8,7 +8,8 @@
 //! "arguments": …}, …]}` (at most [`MAX_PARALLEL_CALLS`]), as llama.cpp's server does; like
 //! it, and unlike OpenAI, one call a turn is the default, which small models follow best.
 //! The executor signs that JSON text like any answer; once it is verified, the gateway turns
-//! it back into OpenAI's `tool_calls` or plain content. No model needs a tool-aware chat
+//! it back into OpenAI's `tool_calls` or plain content (a reply also streams as it is
+//! generated, [`reply_stream`](super::reply_stream)). No model needs a tool-aware chat
 //! template, and no protocol change is needed: what is signed is exactly what was generated.
 
 use serde_json::{Map, Value, json};
@@ -287,9 +288,14 @@ impl ToolSpec {
     }
 }
 
-/// Reads the verified answer to a request with tools. Only whole JSON of the schema's shape
-/// is a call; an answer cut off before that (`max_tokens`) is returned as text.
+/// Reads the verified answer to a request with tools. An answer that begins as a reply is
+/// one, as it was streamed ([`reply_stream`](super::reply_stream)), also when cut off
+/// (`max_tokens`); only whole JSON of the schema's shape is a call; anything else is returned
+/// as text.
 pub fn read_answer(text: &str) -> ToolAnswer {
+    if let Some(reply) = super::reply_stream::reply_of(text) {
+        return ToolAnswer::Text(reply);
+    }
     let Ok(Value::Object(mut answer)) = serde_json::from_str::<Value>(text) else {
         return ToolAnswer::Text(text.to_owned());
     };
@@ -472,6 +478,9 @@ mod tests {
         // Cut off before the JSON was whole: the text as it is.
         let cut = r#"{"tool_call": {"name": "get_wea"#;
         assert_eq!(read_answer(cut), ToolAnswer::Text(cut.into()));
+        // A reply cut off: what it said so far, as it was streamed.
+        let cut = r#"{"response": "Hello, wor"#;
+        assert_eq!(read_answer(cut), ToolAnswer::Text("Hello, wor".into()));
         // Several at once, in order.
         let both = r#"{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}},
             {"name": "get_time", "arguments": {}}]}"#;

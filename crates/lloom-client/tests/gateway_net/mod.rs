@@ -27,6 +27,11 @@ pub(crate) struct Net {
 }
 
 pub(crate) async fn network(scripts: Vec<Script>, config: GatewayConfig) -> Net {
+    network_priced(scripts.into_iter().map(|s| (s, 3)).collect(), config).await
+}
+
+/// [`network`] with each executor's price per output token (wei) given beside its script.
+pub(crate) async fn network_priced(scripts: Vec<(Script, u64)>, config: GatewayConfig) -> Net {
     let dir = tempfile::tempdir().unwrap();
     let vconfig = ValidatorConfig {
         network: NetworkConfig { server_mode: true, ..NetworkConfig::local() },
@@ -35,7 +40,7 @@ pub(crate) async fn network(scripts: Vec<Script>, config: GatewayConfig) -> Net 
     let validator = Validator::spawn(&NodeKey::generate(), vconfig).await.unwrap();
     let bootstrap: Vec<Multiaddr> = validator.listen_addrs().await.unwrap();
     let mut executors = Vec::new();
-    for script in scripts {
+    for (script, price_out) in scripts {
         let key = NodeKey::generate();
         let mut config = ExecutorConfig::new(dir.path().join(key.address().to_string()));
         config.network = NetworkConfig { bootstrap: bootstrap.clone(), ..NetworkConfig::local() };
@@ -43,7 +48,7 @@ pub(crate) async fn network(scripts: Vec<Script>, config: GatewayConfig) -> Net 
             model: script.model.clone(),
             context_length: 1024,
             price_per_input_token: U256::from(2),
-            price_per_output_token: U256::from(3),
+            price_per_output_token: U256::from(price_out),
             weights_sha256: None,
             quantization: None,
             capabilities: vec![],
