@@ -9,7 +9,7 @@
 //! it, and unlike OpenAI, one call a turn is the default, which small models follow best.
 //! The executor signs that JSON text like any answer; once it is verified, the gateway turns
 //! it back into OpenAI's `tool_calls` or plain content (a reply also streams as it is
-//! generated, [`reply_stream`](super::reply_stream)). No model needs a tool-aware chat
+//! generated, `gateway::reply_stream`). No model needs a tool-aware chat
 //! template, and no protocol change is needed: what is signed is exactly what was generated.
 
 use serde_json::{Map, Value, json};
@@ -289,7 +289,7 @@ impl ToolSpec {
 }
 
 /// Reads the verified answer to a request with tools. An answer that begins as a reply is
-/// one, as it was streamed ([`reply_stream`](super::reply_stream)), also when cut off
+/// one, as it was streamed (`gateway::reply_stream`), also when cut off
 /// (`max_tokens`); only whole JSON of the schema's shape is a call; anything else is returned
 /// as text.
 pub fn read_answer(text: &str) -> ToolAnswer {
