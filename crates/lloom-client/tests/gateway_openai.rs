@@ -355,7 +355,9 @@ async fn an_executor_serves_through_the_http_backend_in_front_of_a_real_server()
     assert!(refused.contains("401"), "{refused}");
     config.api_key = Some(API_KEY.into());
     let backend = OpenAiBackend::new(config).unwrap();
-    backend.probe().await.unwrap();
+    // The gateway lists the context its executors give a request (`max_context`).
+    let server = backend.probe().await.unwrap();
+    assert_eq!(server.context_length, Some(1024));
     let offer = lloom_core::ModelOffer {
         model: "smol-over-http".into(),
         context_length: 1024,

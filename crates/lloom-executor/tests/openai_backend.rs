@@ -288,3 +288,29 @@ async fn probe_checks_the_model_is_listed() {
     let err = backend(addr, |c| c.remote_model = "other".into()).probe().await.unwrap_err();
     assert!(err.to_string().contains("does not list model `other`"), "{err}");
 }
+
+#[tokio::test]
+async fn probe_reads_the_context_the_server_gives_a_request() {
+    let json =
+        |body: &str| Answer { status: "200 OK", pieces: vec![body.into()], pause: Duration::ZERO };
+    // vLLM lists it with the model.
+    let vllm = r#"{"object":"list","data":[{"id":"other","max_model_len":2048},
+        {"id":"remote-model","object":"model","max_model_len":32768}]}"#;
+    let (addr, served) = server(vec![json(vllm)]).await;
+    assert_eq!(backend(addr, |_| {}).probe().await.unwrap().context_length, Some(32_768));
+    assert_eq!(served.load(Ordering::SeqCst), 1, "nothing more asked");
+    // llama.cpp's server lists only its training context; one slot's is in GET /props.
+    let llama = r#"{"object":"list","data":[{"id":"remote-model","meta":{"n_ctx_train":8192}}]}"#;
+    let props = r#"{"default_generation_settings":{"n_ctx":2048},"total_slots":4}"#;
+    let (addr, served) = server(vec![json(llama), json(props)]).await;
+    assert_eq!(backend(addr, |_| {}).probe().await.unwrap().context_length, Some(2048));
+    assert_eq!(served.load(Ordering::SeqCst), 2);
+    // A server that reports nothing (its /props a 404 or not JSON): none.
+    let plain = r#"{"object":"list","data":[{"id":"remote-model"}]}"#;
+    let missing =
+        Answer { status: "404 Not Found", pieces: vec!["{}".into()], pause: Duration::ZERO };
+    let (addr, _) = server(vec![json(plain), missing]).await;
+    assert_eq!(backend(addr, |_| {}).probe().await.unwrap().context_length, None);
+    let (addr, _) = server(vec![json(plain), json("<html>")]).await;
+    assert_eq!(backend(addr, |_| {}).probe().await.unwrap().context_length, None);
+}

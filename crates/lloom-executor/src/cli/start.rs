@@ -112,9 +112,10 @@ pub struct StartArgs {
     /// Environment variable holding the HTTP server's API key.
     #[arg(long, default_value = "LLOOM_BACKEND_API_KEY", requires = "backend_url")]
     pub backend_api_key_env: String,
-    /// Context length announced for an HTTP backend.
-    #[arg(long, default_value_t = 4096, requires = "backend_url")]
-    pub context_length: u32,
+    /// Context length announced for an HTTP backend [default: what the server reports (vLLM's
+    /// `max_model_len`, llama.cpp's per-slot `n_ctx`), else 4096].
+    #[arg(long, requires = "backend_url", value_parser = clap::value_parser!(u32).range(1..))]
+    pub context_length: Option<u32>,
     /// The HTTP server holds answers to `response_format` (JSON mode and JSON schemas, as
     /// llama-server, vLLM and Ollama do): announce the `json` capability, so clients asking
     /// for JSON prefer this executor. Each such answer is still checked before it is signed.
@@ -438,10 +439,10 @@ async fn http_backend(args: &StartArgs, url: &str, choice: &ModelChoice) -> Resu
     config.api_key = std::env::var(&args.backend_api_key_env).ok().filter(|k| !k.is_empty());
     config.max_concurrent = choice.engine.max_sequences.max(1) as usize * 4;
     let backend = OpenAiBackend::new(config.clone())?;
-    backend.probe().await?;
+    let server = backend.probe().await?;
     let offer = ModelOffer {
+        context_length: http_context_length(args.context_length, server.context_length),
         model: config.served_model,
-        context_length: args.context_length,
         price_per_input_token: choice.price_per_input_token,
         price_per_output_token: choice.price_per_output_token,
         weights_sha256: None,
@@ -450,6 +451,36 @@ async fn http_backend(args: &StartArgs, url: &str, choice: &ModelChoice) -> Resu
     };
     Ok(ServedModel { offer, backend: Arc::new(backend) })
 }
+
+/// The context an HTTP backend's offer announces: `--context-length` if given (with a warning
+/// when it is more than the server reports), else what the server reports, else
+/// [`DEFAULT_HTTP_CONTEXT`].
+fn http_context_length(given: Option<u32>, reported: Option<u32>) -> u32 {
+    match (given, reported) {
+        (Some(given), Some(reported)) if given > reported => {
+            tracing::warn!(
+                "--context-length {given} is more than the {reported} tokens the server reports \
+                 for a request; it will refuse prompts that need more"
+            );
+            given
+        }
+        (Some(given), _) => given,
+        (None, Some(reported)) => {
+            tracing::info!("the server gives a request {reported} tokens of context; announced");
+            reported
+        }
+        (None, None) => {
+            tracing::warn!(
+                "the server does not report its context length; {DEFAULT_HTTP_CONTEXT} is \
+                 announced (set --context-length to the server's)"
+            );
+            DEFAULT_HTTP_CONTEXT
+        }
+    }
+}
+
+/// The context announced for an HTTP backend that reports none, when none is configured.
+const DEFAULT_HTTP_CONTEXT: u32 = 4096;
 
 /// What an HTTP backend's offer announces: `json` only where the operator vouches for it.
 fn http_capabilities(holds_json: bool) -> Vec<String> {
@@ -479,6 +510,19 @@ mod tests {
         let path = dir.path().join("lloom.toml");
         std::fs::write(&path, text).unwrap();
         ConfigFile::load(&path).unwrap()
+    }
+
+    #[test]
+    fn an_http_backend_announces_the_context_given_else_the_servers_else_the_default() {
+        assert_eq!(http_context_length(Some(2048), Some(8192)), 2048);
+        assert_eq!(http_context_length(Some(16_384), Some(8192)), 16_384, "given wins, warned");
+        assert_eq!(http_context_length(Some(2048), None), 2048);
+        assert_eq!(http_context_length(None, Some(32_768)), 32_768);
+        assert_eq!(http_context_length(None, None), DEFAULT_HTTP_CONTEXT);
+        let url = ["--backend-url", "http://127.0.0.1:9/v1"];
+        assert_eq!(start_args(&url).context_length, None);
+        let argv = ["lloom-executor", "start", url[0], url[1], "--context-length", "0"];
+        assert!(Cli::try_parse_from(argv).is_err());
     }
 
     #[test]

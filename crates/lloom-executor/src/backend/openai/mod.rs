@@ -13,6 +13,7 @@
 
 mod context_error;
 mod request;
+mod server_context;
 mod sse;
 
 use std::sync::Arc;
@@ -92,15 +93,14 @@ impl OpenAiBackend {
         Ok(Self { config: Arc::new(config), http, slots, healthy: Arc::new(AtomicBool::new(true)) })
     }
 
-    /// Asks `GET {base_url}/models` and checks the remote model is listed.
-    pub async fn probe(&self) -> Result<()> {
+    /// Asks `GET {base_url}/models`, checks the remote model is listed, and reads the context
+    /// length the server gives a request: from the model's entry (vLLM's `max_model_len`,
+    /// `context_length`, `max_context`), else from llama.cpp's `GET /props` at the server's
+    /// root; `None` when the server reports none.
+    pub async fn probe(&self) -> Result<ServerModel> {
         let url = format!("{}/models", self.config.base_url);
-        let mut request = self.http.get(&url).timeout(self.config.read_timeout);
-        if let Some(key) = &self.config.api_key {
-            request = request.bearer_auth(key);
-        }
-        let response = request
-            .send()
+        let response = self
+            .get(&url)
             .await
             .map_err(|e| Error::Backend(format!("{url} is unreachable: {e}")))?;
         let status = response.status();
@@ -110,20 +110,58 @@ impl OpenAiBackend {
         }
         let listed: Value = serde_json::from_slice(&body)
             .map_err(|e| Error::Backend(format!("{url} did not answer JSON: {e}")))?;
-        let ids: Vec<&str> = listed
-            .get("data")
-            .and_then(Value::as_array)
-            .map(|models| models.iter().filter_map(|m| m.get("id")?.as_str()).collect())
-            .unwrap_or_default();
-        if !ids.contains(&self.config.remote_model.as_str()) {
+        let models = listed.get("data").and_then(Value::as_array).map(Vec::as_slice);
+        let models = models.unwrap_or_default();
+        let remote = self.config.remote_model.as_str();
+        let Some(entry) =
+            models.iter().find(|m| m.get("id").and_then(Value::as_str) == Some(remote))
+        else {
+            let ids: Vec<&str> = models.iter().filter_map(|m| m.get("id")?.as_str()).collect();
             return Err(Error::Backend(format!(
-                "{url} does not list model `{}` (it lists: {})",
-                self.config.remote_model,
+                "{url} does not list model `{remote}` (it lists: {})",
                 ids.join(", ")
             )));
-        }
-        Ok(())
+        };
+        let context_length = match server_context::listed(entry) {
+            Some(listed) => Some(listed),
+            None => self.llama_props_context().await,
+        };
+        Ok(ServerModel { context_length })
     }
+
+    /// The context llama.cpp's `GET /props` reports, if the server answers it.
+    async fn llama_props_context(&self) -> Option<u32> {
+        let url = format!("{}/props", server_context::server_root(&self.config.base_url)?);
+        let response = match self.get(&url).await {
+            Ok(response) if response.status().is_success() => response,
+            Ok(response) => {
+                tracing::debug!(%url, status = %response.status(), "no llama.cpp props");
+                return None;
+            }
+            Err(e) => {
+                tracing::debug!(%url, "no llama.cpp props: {e}");
+                return None;
+            }
+        };
+        let body = read_bounded(response, self.config.max_event_bytes).await.ok()?;
+        server_context::llama_props(&serde_json::from_slice(&body).ok()?)
+    }
+
+    /// `GET url` with the API key.
+    async fn get(&self, url: &str) -> reqwest::Result<reqwest::Response> {
+        let mut request = self.http.get(url).timeout(self.config.read_timeout);
+        if let Some(key) = &self.config.api_key {
+            request = request.bearer_auth(key);
+        }
+        request.send().await
+    }
+}
+
+/// What a server says of the model it serves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServerModel {
+    /// The context length it gives one request, in tokens, where it reports one.
+    pub context_length: Option<u32>,
 }
 
 impl Backend for OpenAiBackend {
