@@ -305,10 +305,16 @@ async fn probe_reads_the_context_the_server_gives_a_request() {
     let (addr, served) = server(vec![json(llama), json(props)]).await;
     assert_eq!(backend(addr, |_| {}).probe().await.unwrap().context_length, Some(2048));
     assert_eq!(served.load(Ordering::SeqCst), 2);
-    // A server that reports nothing (its /props a 404 or not JSON): none.
+    // LM Studio: neither, but its own model list has the loaded model's context.
+    let lm_studio = r#"{"object":"list","data":[{"id":"remote-model","state":"loaded",
+        "max_context_length":131072,"loaded_context_length":8192}]}"#;
     let plain = r#"{"object":"list","data":[{"id":"remote-model"}]}"#;
     let missing =
         Answer { status: "404 Not Found", pieces: vec!["{}".into()], pause: Duration::ZERO };
+    let (addr, served) = server(vec![json(plain), missing.clone(), json(lm_studio)]).await;
+    assert_eq!(backend(addr, |_| {}).probe().await.unwrap().context_length, Some(8192));
+    assert_eq!(served.load(Ordering::SeqCst), 3);
+    // A server that reports nothing (its other endpoints 404s, or not JSON): none.
     let (addr, _) = server(vec![json(plain), missing]).await;
     assert_eq!(backend(addr, |_| {}).probe().await.unwrap().context_length, None);
     let (addr, _) = server(vec![json(plain), json("<html>")]).await;

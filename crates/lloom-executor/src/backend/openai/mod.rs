@@ -95,8 +95,8 @@ impl OpenAiBackend {
 
     /// Asks `GET {base_url}/models`, checks the remote model is listed, and reads the context
     /// length the server gives a request: from the model's entry (vLLM's `max_model_len`,
-    /// `context_length`, `max_context`), else from llama.cpp's `GET /props` at the server's
-    /// root; `None` when the server reports none.
+    /// `context_length`, `max_context`), else from llama.cpp's `GET /props` or LM Studio's
+    /// `GET /api/v0/models` at the server's root; `None` when the server reports none.
     pub async fn probe(&self) -> Result<ServerModel> {
         let url = format!("{}/models", self.config.base_url);
         let response = self
@@ -122,29 +122,36 @@ impl OpenAiBackend {
                 ids.join(", ")
             )));
         };
-        let context_length = match server_context::listed(entry) {
-            Some(listed) => Some(listed),
-            None => self.llama_props_context().await,
-        };
+        let mut context_length = server_context::listed(entry);
+        if context_length.is_none() {
+            let props = self.root_json("/props").await;
+            context_length = props.as_ref().and_then(server_context::llama_props);
+        }
+        if context_length.is_none() {
+            let listed = self.root_json("/api/v0/models").await;
+            context_length =
+                listed.and_then(|listed| server_context::lm_studio_models(&listed, remote));
+        }
         Ok(ServerModel { context_length })
     }
 
-    /// The context llama.cpp's `GET /props` reports, if the server answers it.
-    async fn llama_props_context(&self) -> Option<u32> {
-        let url = format!("{}/props", server_context::server_root(&self.config.base_url)?);
+    /// The JSON `GET {server root}{path}` answers, if the server answers it (llama.cpp's and
+    /// LM Studio's own endpoints, beside the OpenAI-compatible ones).
+    async fn root_json(&self, path: &str) -> Option<Value> {
+        let url = format!("{}{path}", server_context::server_root(&self.config.base_url)?);
         let response = match self.get(&url).await {
             Ok(response) if response.status().is_success() => response,
             Ok(response) => {
-                tracing::debug!(%url, status = %response.status(), "no llama.cpp props");
+                tracing::debug!(%url, status = %response.status(), "not answered");
                 return None;
             }
             Err(e) => {
-                tracing::debug!(%url, "no llama.cpp props: {e}");
+                tracing::debug!(%url, "not answered: {e}");
                 return None;
             }
         };
         let body = read_bounded(response, self.config.max_event_bytes).await.ok()?;
-        server_context::llama_props(&serde_json::from_slice(&body).ok()?)
+        serde_json::from_slice(&body).ok()
     }
 
     /// `GET url` with the API key.

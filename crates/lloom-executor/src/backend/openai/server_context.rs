@@ -4,8 +4,10 @@
 //! Servers report it in different places: vLLM as `max_model_len` in its `/v1/models`
 //! entries, hosted routers (OpenRouter, Together) as `context_length`, Lloom's own gateway as
 //! `max_context`; llama.cpp's server as `default_generation_settings.n_ctx` in `GET /props`
-//! (the context of one slot: `--ctx-size` divided among its `--parallel` slots). A training
-//! context (llama.cpp's `n_ctx_train`) is not what a request may use, so it is not read.
+//! (the context of one slot: `--ctx-size` divided among its `--parallel` slots); LM Studio as
+//! `loaded_context_length` in `GET /api/v0/models` (while the model is loaded). A training
+//! or largest possible context (llama.cpp's `n_ctx_train`, LM Studio's `max_context_length`,
+//! Ollama's `context_length`) is not what a request may use, so it is not read.
 
 use serde_json::Value;
 
@@ -22,6 +24,14 @@ pub(super) fn listed(entry: &Value) -> Option<u32> {
 pub(super) fn llama_props(props: &Value) -> Option<u32> {
     let settings = props.get("default_generation_settings")?;
     tokens(settings.get("n_ctx")?)
+}
+
+/// The context length LM Studio's `GET /api/v0/models` reports for `model` while it is
+/// loaded, if any.
+pub(super) fn lm_studio_models(listed: &Value, model: &str) -> Option<u32> {
+    let models = listed.get("data")?.as_array()?;
+    let entry = models.iter().find(|m| m.get("id").and_then(Value::as_str) == Some(model))?;
+    tokens(entry.get("loaded_context_length")?)
 }
 
 /// The root of a server whose API is at `base_url` (`…/v1`), where llama.cpp serves `/props`;
@@ -55,6 +65,14 @@ mod tests {
         let props = json!({"default_generation_settings": {"n_ctx": 2048}, "total_slots": 4});
         assert_eq!(llama_props(&props), Some(2048));
         assert_eq!(llama_props(&json!({"n_ctx": 2048})), None);
+        let lm_studio = json!({"object": "list", "data": [
+            {"id": "other", "loaded_context_length": 2048},
+            {"id": "m", "state": "loaded", "max_context_length": 131072, "loaded_context_length": 8192},
+            {"id": "idle", "state": "not-loaded", "max_context_length": 32768},
+        ]});
+        assert_eq!(lm_studio_models(&lm_studio, "m"), Some(8192));
+        assert_eq!(lm_studio_models(&lm_studio, "idle"), None, "not loaded: not known");
+        assert_eq!(lm_studio_models(&lm_studio, "absent"), None);
     }
 
     #[test]
