@@ -10,5 +10,8 @@ pub mod repack;
 pub use budget::{MemoryBudget, format_bytes};
 pub use device::{DeviceMemory, ServingDevice, gpu_memory, host_memory};
 pub use gguf::{GgufMetadata, MetaValue, TensorInfo, read_metadata};
-pub use plan::{KvType, MemoryPlan, MemoryRequest, ModelGeometry, TiedEmbedding, plan};
+pub use plan::{
+    GRAMMAR_BYTES_PER_SEQUENCE, KvType, MemoryPlan, MemoryRequest, ModelGeometry, TiedEmbedding,
+    plan,
+};
 pub use repack::RepackedTypes;

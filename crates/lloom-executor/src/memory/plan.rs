@@ -202,6 +202,13 @@ pub struct MemoryRequest {
 /// engine keeps one cache per sequence).
 pub const KV_CELLS_PER_BLOCK: u64 = 256;
 
+/// Host memory one sequence's grammar may hold (llama.cpp's grammar sampler: the parsed rules
+/// and the stacks of an answer under way), for an answer held to a JSON schema. Measured with
+/// `examples/grammar_memory.rs` over the default model's vocabulary: 23–61 KiB for the
+/// gateway's tool-call schema, 240–297 KiB for a grammar of 135 KiB and 631 KiB for one of
+/// 377 KiB, past the 256 KiB the engine loads. Grammars live on the host, whatever is offloaded.
+pub const GRAMMAR_BYTES_PER_SEQUENCE: u64 = 512 << 10;
+
 /// The chosen configuration and what it costs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemoryPlan {
@@ -214,7 +221,8 @@ pub struct MemoryPlan {
     pub ctx_per_sequence: u64,
     /// Accelerator memory used: offloaded weights, their KV cache and the compute buffer.
     pub gpu_bytes: u64,
-    /// Host memory used by the weights and KV cache kept on the CPU.
+    /// Host memory used by the weights and KV cache kept on the CPU, and by the sequences'
+    /// grammars ([`GRAMMAR_BYTES_PER_SEQUENCE`] each).
     pub host_bytes: u64,
     /// KV cache of one full sequence, in bytes.
     pub kv_bytes_per_sequence: u64,
@@ -253,7 +261,8 @@ pub fn plan(geometry: &ModelGeometry, request: &MemoryRequest) -> Result<MemoryP
             host_bytes: geometry.weights_bytes()
                 + geometry.repack_extra_bytes(request.repacked)
                 + all_kv
-                + compute,
+                + compute
+                + GRAMMAR_BYTES_PER_SEQUENCE * request.max_sequences,
             kv_bytes_per_sequence,
         });
     };
@@ -267,7 +276,7 @@ pub fn plan(geometry: &ModelGeometry, request: &MemoryRequest) -> Result<MemoryP
             max_sequences: sequences,
             ctx_per_sequence,
             gpu_bytes: full_weights + compute + kv_bytes_per_sequence * sequences,
-            host_bytes: 0,
+            host_bytes: GRAMMAR_BYTES_PER_SEQUENCE * sequences,
             kv_bytes_per_sequence,
         });
     }
@@ -297,7 +306,8 @@ pub fn plan(geometry: &ModelGeometry, request: &MemoryRequest) -> Result<MemoryP
         gpu_bytes: compute + layers * per_layer,
         // The output projection stays on the CPU with the layers not offloaded.
         host_bytes: (full_weights + all_kv).saturating_sub(layers * per_layer)
-            + geometry.repack_extra_bytes(request.repacked),
+            + geometry.repack_extra_bytes(request.repacked)
+            + GRAMMAR_BYTES_PER_SEQUENCE * request.max_sequences,
         kv_bytes_per_sequence,
     })
 }
@@ -339,7 +349,8 @@ mod tests {
         let p = plan(&seven_b(), &MemoryRequest { n_ctx: 1000, ..request(None) }).unwrap();
         assert_eq!(p.ctx_per_sequence, KV_CELLS_PER_BLOCK);
         assert_eq!(p.kv_bytes_per_sequence, 128 * 1024 * 256);
-        let kv = p.host_bytes - seven_b().weights_bytes() - seven_b().compute_bytes(512);
+        let grammars = 8 * GRAMMAR_BYTES_PER_SEQUENCE;
+        let kv = p.host_bytes - seven_b().weights_bytes() - seven_b().compute_bytes(512) - grammars;
         assert_eq!(kv, 8 * 128 * 1024 * 256);
         // A share that is already whole blocks is kept as it is.
         let p = plan(&seven_b(), &request(None)).unwrap();
@@ -359,7 +370,9 @@ mod tests {
     #[test]
     fn a_big_gpu_takes_everything() {
         let p = plan(&seven_b(), &request(Some(80))).unwrap();
-        assert_eq!((p.gpu_layers, p.max_sequences, p.host_bytes), (32, 8, 0));
+        // Only the grammars stay on the host.
+        let grammars = 8 * GRAMMAR_BYTES_PER_SEQUENCE;
+        assert_eq!((p.gpu_layers, p.max_sequences, p.host_bytes), (32, 8, grammars));
         assert_eq!(p.ctx_per_sequence, 4096);
         assert_eq!(p.kv_bytes_per_sequence, 128 * 1024 * 4096);
     }
