@@ -314,6 +314,13 @@ async fn probe_reads_the_context_the_server_gives_a_request() {
     let (addr, served) = server(vec![json(plain), missing.clone(), json(lm_studio)]).await;
     assert_eq!(backend(addr, |_| {}).probe().await.unwrap().context_length, Some(8192));
     assert_eq!(served.load(Ordering::SeqCst), 3);
+    // Ollama: only its list of running models has the loaded context.
+    let ollama = r#"{"models":[{"name":"remote-model:latest","model":"remote-model:latest",
+        "context_length":4096}]}"#;
+    let answers = vec![json(plain), missing.clone(), missing.clone(), json(ollama)];
+    let (addr, served) = server(answers).await;
+    assert_eq!(backend(addr, |_| {}).probe().await.unwrap().context_length, Some(4096));
+    assert_eq!(served.load(Ordering::SeqCst), 4);
     // A server that reports nothing (its other endpoints 404s, or not JSON): none.
     let (addr, _) = server(vec![json(plain), missing]).await;
     assert_eq!(backend(addr, |_| {}).probe().await.unwrap().context_length, None);

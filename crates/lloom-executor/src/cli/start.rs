@@ -113,7 +113,8 @@ pub struct StartArgs {
     #[arg(long, default_value = "LLOOM_BACKEND_API_KEY", requires = "backend_url")]
     pub backend_api_key_env: String,
     /// Context length announced for an HTTP backend [default: what the server reports (vLLM's
-    /// `max_model_len`, llama.cpp's per-slot `n_ctx`, LM Studio's loaded context), else 4096].
+    /// `max_model_len`, llama.cpp's per-slot `n_ctx`, LM Studio's and Ollama's loaded context),
+    /// else 4096].
     #[arg(long, requires = "backend_url", value_parser = clap::value_parser!(u32).range(1..))]
     pub context_length: Option<u32>,
     /// The HTTP server holds answers to `response_format` (JSON mode and JSON schemas, as

@@ -95,8 +95,9 @@ impl OpenAiBackend {
 
     /// Asks `GET {base_url}/models`, checks the remote model is listed, and reads the context
     /// length the server gives a request: from the model's entry (vLLM's `max_model_len`,
-    /// `context_length`, `max_context`), else from llama.cpp's `GET /props` or LM Studio's
-    /// `GET /api/v0/models` at the server's root; `None` when the server reports none.
+    /// `context_length`, `max_context`), else from llama.cpp's `GET /props`, LM Studio's
+    /// `GET /api/v0/models` or Ollama's `GET /api/ps` at the server's root; `None` when the
+    /// server reports none.
     pub async fn probe(&self) -> Result<ServerModel> {
         let url = format!("{}/models", self.config.base_url);
         let response = self
@@ -131,6 +132,11 @@ impl OpenAiBackend {
             let listed = self.root_json("/api/v0/models").await;
             context_length =
                 listed.and_then(|listed| server_context::lm_studio_models(&listed, remote));
+        }
+        if context_length.is_none() {
+            let running = self.root_json("/api/ps").await;
+            context_length =
+                running.and_then(|running| server_context::ollama_ps(&running, remote));
         }
         Ok(ServerModel { context_length })
     }

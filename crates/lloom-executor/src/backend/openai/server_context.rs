@@ -5,9 +5,10 @@
 //! entries, hosted routers (OpenRouter, Together) as `context_length`, Lloom's own gateway as
 //! `max_context`; llama.cpp's server as `default_generation_settings.n_ctx` in `GET /props`
 //! (the context of one slot: `--ctx-size` divided among its `--parallel` slots); LM Studio as
-//! `loaded_context_length` in `GET /api/v0/models` (while the model is loaded). A training
-//! or largest possible context (llama.cpp's `n_ctx_train`, LM Studio's `max_context_length`,
-//! Ollama's `context_length`) is not what a request may use, so it is not read.
+//! `loaded_context_length` in `GET /api/v0/models`, Ollama as `context_length` in
+//! `GET /api/ps` (both while the model is loaded). A training or largest possible context
+//! (llama.cpp's `n_ctx_train`, LM Studio's `max_context_length`, the `context_length` in
+//! Ollama's `/api/show`) is not what a request may use, so it is not read.
 
 use serde_json::Value;
 
@@ -32,6 +33,20 @@ pub(super) fn lm_studio_models(listed: &Value, model: &str) -> Option<u32> {
     let models = listed.get("data")?.as_array()?;
     let entry = models.iter().find(|m| m.get("id").and_then(Value::as_str) == Some(model))?;
     tokens(entry.get("loaded_context_length")?)
+}
+
+/// The context length Ollama's `GET /api/ps` reports for `model` while it is loaded (named
+/// as the OpenAI-compatible API names it; `name` means `name:latest`), if any.
+pub(super) fn ollama_ps(running: &Value, model: &str) -> Option<u32> {
+    let latest = format!("{model}:latest");
+    let named = |m: &&Value| {
+        ["name", "model"]
+            .iter()
+            .filter_map(|key| m.get(key)?.as_str())
+            .any(|name| name == model || (!model.contains(':') && name == latest))
+    };
+    let entry = running.get("models")?.as_array()?.iter().find(named)?;
+    tokens(entry.get("context_length")?)
 }
 
 /// The root of a server whose API is at `base_url` (`…/v1`), where llama.cpp serves `/props`;
@@ -73,6 +88,14 @@ mod tests {
         assert_eq!(lm_studio_models(&lm_studio, "m"), Some(8192));
         assert_eq!(lm_studio_models(&lm_studio, "idle"), None, "not loaded: not known");
         assert_eq!(lm_studio_models(&lm_studio, "absent"), None);
+        let ollama = json!({"models": [
+            {"name": "qwen2.5:0.5b", "model": "qwen2.5:0.5b", "size_vram": 0, "context_length": 2048},
+            {"name": "llama3:latest", "model": "llama3:latest", "context_length": 8192},
+        ]});
+        assert_eq!(ollama_ps(&ollama, "qwen2.5:0.5b"), Some(2048));
+        assert_eq!(ollama_ps(&ollama, "llama3"), Some(8192), "no tag: the latest");
+        assert_eq!(ollama_ps(&ollama, "llama3:8b"), None);
+        assert_eq!(ollama_ps(&json!({"models": []}), "llama3"), None, "not loaded");
     }
 
     #[test]
