@@ -326,4 +326,15 @@ async fn probe_reads_the_context_the_server_gives_a_request() {
     assert_eq!(backend(addr, |_| {}).probe().await.unwrap().context_length, None);
     let (addr, _) = server(vec![json(plain), json("<html>")]).await;
     assert_eq!(backend(addr, |_| {}).probe().await.unwrap().context_length, None);
+    // Endpoints that never finish answering do not hold the start up past the connect timeout.
+    let stall = Answer {
+        status: "200 OK",
+        pieces: vec!["{".into(), "}".into()],
+        pause: Duration::from_secs(30),
+    };
+    let (addr, _) = server(vec![json(plain), stall]).await;
+    let started = std::time::Instant::now();
+    let quick = backend(addr, |c| c.connect_timeout = Duration::from_millis(200));
+    assert_eq!(quick.probe().await.unwrap().context_length, None);
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
 }

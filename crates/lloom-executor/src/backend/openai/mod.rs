@@ -101,7 +101,7 @@ impl OpenAiBackend {
     pub async fn probe(&self) -> Result<ServerModel> {
         let url = format!("{}/models", self.config.base_url);
         let response = self
-            .get(&url)
+            .get(&url, self.config.read_timeout)
             .await
             .map_err(|e| Error::Backend(format!("{url} is unreachable: {e}")))?;
         let status = response.status();
@@ -141,11 +141,13 @@ impl OpenAiBackend {
         Ok(ServerModel { context_length })
     }
 
-    /// The JSON `GET {server root}{path}` answers, if the server answers it (llama.cpp's and
-    /// LM Studio's own endpoints, beside the OpenAI-compatible ones).
+    /// The JSON `GET {server root}{path}` answers, if the server answers it whole within the
+    /// connect timeout (llama.cpp's, LM Studio's and Ollama's own endpoints, beside the
+    /// OpenAI-compatible ones: a server that has none must not hold the start up).
     async fn root_json(&self, path: &str) -> Option<Value> {
         let url = format!("{}{path}", server_context::server_root(&self.config.base_url)?);
-        let response = match self.get(&url).await {
+        let limit = self.config.connect_timeout.min(self.config.read_timeout);
+        let response = match self.get(&url, limit).await {
             Ok(response) if response.status().is_success() => response,
             Ok(response) => {
                 tracing::debug!(%url, status = %response.status(), "not answered");
@@ -160,9 +162,9 @@ impl OpenAiBackend {
         serde_json::from_slice(&body).ok()
     }
 
-    /// `GET url` with the API key.
-    async fn get(&self, url: &str) -> reqwest::Result<reqwest::Response> {
-        let mut request = self.http.get(url).timeout(self.config.read_timeout);
+    /// `GET url` with the API key, answered whole within `timeout`.
+    async fn get(&self, url: &str, timeout: Duration) -> reqwest::Result<reqwest::Response> {
+        let mut request = self.http.get(url).timeout(timeout);
         if let Some(key) = &self.config.api_key {
             request = request.bearer_auth(key);
         }
