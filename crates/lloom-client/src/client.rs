@@ -45,6 +45,7 @@ use crate::receipts::{ReceiptStore, StoredReceipt};
 use crate::routing::Router;
 use crate::stream_pool::StreamPool;
 
+mod density;
 mod failover;
 mod room;
 
@@ -69,6 +70,8 @@ struct Inner {
     /// Chats under way: while enough are, a receipt reaching the writer alone waits for
     /// theirs (see [`CommitDelay::with_siblings`]).
     chats_in_flight: Arc<AtomicUsize>,
+    /// How densely each model's prompts were counted in its recent verified answers.
+    prompt_density: std::sync::Mutex<density::PromptDensity>,
     network_task: JoinHandle<()>,
 }
 
@@ -184,6 +187,7 @@ impl Client {
         let inner = Inner {
             receipt_writer,
             chats_in_flight,
+            prompt_density: std::sync::Mutex::default(),
             router: Mutex::new(Router::new(config.strategy)),
             key,
             config,

@@ -168,3 +168,35 @@ async fn a_prompt_longer_than_the_request_allows_but_served_anyway_is_billed_at_
         executor.server.stats().prompts_over_limit.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(over, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fitted_chat_learns_how_densely_the_model_counts_prompts() {
+    // 300 words of three bytes ("ab "), one token each: 900 bytes that six bytes a token
+    // would take for 222 tokens with the template's.
+    let prompt = "ab ".repeat(300);
+    let dir = tempfile::tempdir().unwrap();
+    let (_v, addrs) = validator().await;
+    let key = NodeKey::generate();
+    let script =
+        Script { context: Some(1024), input_tokens: 300, ..Script::answer(MODEL, "Dense.") };
+    let offer = ModelOffer { context_length: 1024, ..offer(1) };
+    let executor = executor_offering(&key, &addrs, script, offer, dir.path().join("e")).await;
+    let client = connect(ClientConfig::default().bootstrap(addrs), 1).await;
+    let refused = || executor.server.stats().refused.load(std::sync::atomic::Ordering::Relaxed);
+    let fitted = || ChatRequest {
+        max_tokens: u32::MAX,
+        fit_to_context: true,
+        ..ChatRequest::user(MODEL, prompt.clone())
+    };
+
+    // The first is refused once (it asked for 802, the count leaves 724), as before.
+    let first = client.chat(fitted()).await.unwrap().collect().await.unwrap();
+    assert_eq!(first.request.commitment.maxOutputTokens, 724);
+    assert_eq!(refused(), 1);
+    // Its answer showed 39 tenths of a byte a token beyond the template's 72 tokens; the next
+    // prompt is taken at 35: 258 + 72 = 330 tokens, which holds the 300, so it is not refused.
+    let second = client.chat(fitted()).await.unwrap().collect().await.unwrap();
+    assert_eq!(second.request.commitment.maxOutputTokens, 1024 - 330);
+    assert_eq!(second.attempts.len(), 1, "{:?}", second.attempts);
+    assert_eq!(refused(), 1);
+}

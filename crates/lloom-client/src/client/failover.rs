@@ -2,14 +2,14 @@
 //! failure cool the executor down (or, for a request too long for its context, ask only
 //! longer contexts), try it again where it moved, or go on to the next, within the deadline.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use lloom_core::{Address, ErrorCode, FinishReason, RequestBody, U256};
 use tokio::sync::mpsc;
 
 use super::Client;
-use super::room::OutputPlan;
+use super::room::{OutputPlan, PromptSize};
 use crate::attempt::{self, AttemptFailure, AttemptLimits, Links};
 use crate::chat::{AttemptReport, ChatEvent, ChatRequest, Receipt, response_checks};
 use crate::chat_cost::{ChatCost, OpenCheckpoint};
@@ -41,6 +41,15 @@ fn keep_longest(longest: &mut Option<(u32, String)>, context: u32, reason: Strin
 }
 
 impl Client {
+    /// Learns from a verified answer to `request` how densely its model's prompts are counted
+    /// (a count the executor clamped to the signed limit only makes a later estimate too low,
+    /// which a refusal with the count corrects, as without learning).
+    fn learn_density(&self, request: &ChatRequest, input_tokens: u64) {
+        let size = PromptSize::of(&request.messages);
+        let mut density = self.inner.prompt_density.lock().unwrap_or_else(PoisonError::into_inner);
+        density.learn(&request.model, size, input_tokens);
+    }
+
     pub(super) async fn run_chat(
         &self,
         request: ChatRequest,
@@ -62,7 +71,12 @@ impl Client {
         // can serve it.
         let mut filter = request.filter;
         let mut context_refusal: Option<(u32, String)> = None;
-        let mut plan = OutputPlan::new(&request);
+        let learned = inner
+            .prompt_density
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .tenths_per_token(&request.model);
+        let mut plan = OutputPlan::new(&request, learned);
         // The output limit of the last request signed.
         let mut asked: Option<u32> = None;
         let mut attempts = 0;
@@ -132,6 +146,7 @@ impl Client {
                         cooldown: None,
                     });
                     self.keep(signed.request(), &answer.response, Some(&answer.text)).await;
+                    self.learn_density(&request, c.inputTokens);
                     return Ok(Receipt {
                         executor: executor.address,
                         peer: executor.peer,

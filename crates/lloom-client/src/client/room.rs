@@ -4,7 +4,9 @@
 //!
 //! The client has no tokenizer, so the prompt's length is first estimated from its size, at
 //! six bytes a token (more than byte-pair vocabularies average over prose, so a prompt that
-//! fits is rarely judged too long), plus the tokens a chat template adds. When the estimate was
+//! fits is rarely judged too long), plus the tokens a chat template adds; once the model's
+//! verified answers have shown how densely its prompts are counted, at that density
+//! ([`PromptDensity`](super::density::PromptDensity)). When the estimate was
 //! too low the executor refuses, signed, with `ContextExceeded` (no cooldown, no attempt used
 //! up); the embedded engine's refusal says how many tokens the prompt has ("prompt has N
 //! tokens"), and the next request uses that count. Where a refusal gives no count (a server
@@ -21,8 +23,9 @@ const TOKENS_PER_MESSAGE: u64 = 8;
 /// Template tokens assumed once (a template's default system prompt, the generation prompt).
 const TOKENS_PER_PROMPT: u64 = 64;
 
-/// How many bytes of a prompt one token is assumed to cover, least cautious first.
-const BYTES_PER_TOKEN: [u64; 3] = [6, 3, 1];
+/// How many tenths of a byte of a prompt one token is assumed to cover, least cautious first
+/// (the first is replaced by what the model's answers have shown, when they have).
+const TENTHS_PER_TOKEN: [u64; 3] = [60, 30, 10];
 
 /// Most times one chat asks again assuming a longer prompt.
 const MAX_REESTIMATES: u8 = 3;
@@ -43,8 +46,10 @@ pub(crate) struct OutputPlan {
 #[derive(Clone, Copy, Debug)]
 struct Fit {
     size: PromptSize,
-    /// An index into [`BYTES_PER_TOKEN`].
+    /// An index into [`TENTHS_PER_TOKEN`].
     estimate: usize,
+    /// The first estimate's tenths of a byte a token.
+    first_tenths: u64,
     /// The prompt's tokens as an executor counted them, once one has.
     counted: Option<u64>,
     reestimates_left: u8,
@@ -52,19 +57,21 @@ struct Fit {
 
 /// The size of a prompt, from which its tokens are estimated.
 #[derive(Clone, Copy, Debug)]
-struct PromptSize {
+pub(crate) struct PromptSize {
     /// UTF-8 bytes of the messages' contents.
-    bytes: u64,
+    pub(crate) bytes: u64,
     /// Messages.
-    messages: u64,
+    pub(crate) messages: u64,
 }
 
 impl OutputPlan {
-    /// The plan for `request`.
-    pub(crate) fn new(request: &ChatRequest) -> Self {
+    /// The plan for `request`; `learned_tenths`: the tenths of a byte a token of this model's
+    /// prompts cover, as its verified answers have shown, if they have.
+    pub(crate) fn new(request: &ChatRequest, learned_tenths: Option<u64>) -> Self {
         let fit = request.fit_to_context.then(|| Fit {
             size: PromptSize::of(&request.messages),
             estimate: 0,
+            first_tenths: learned_tenths.unwrap_or(TENTHS_PER_TOKEN[0]).clamp(10, 60),
             counted: None,
             reestimates_left: MAX_REESTIMATES,
         });
@@ -114,8 +121,8 @@ impl OutputPlan {
         match counted_prompt_tokens(reason) {
             Some(counted) if counted > before => fit.counted = Some(counted),
             _ => {
-                let Some(next) = (fit.estimate + 1..BYTES_PER_TOKEN.len())
-                    .find(|&e| fit.size.tokens(e) > before)
+                let Some(next) = (fit.estimate + 1..TENTHS_PER_TOKEN.len())
+                    .find(|&e| fit.size.tokens(fit.tenths(e)) > before)
                 else {
                     return false;
                 };
@@ -129,22 +136,35 @@ impl OutputPlan {
 
 impl Fit {
     fn prompt_tokens(&self) -> u64 {
-        self.counted.unwrap_or_else(|| self.size.tokens(self.estimate))
+        self.counted.unwrap_or_else(|| self.size.tokens(self.tenths(self.estimate)))
+    }
+
+    /// The tenths of a byte a token under estimate `estimate`.
+    fn tenths(&self, estimate: usize) -> u64 {
+        match estimate {
+            0 => self.first_tenths,
+            e => TENTHS_PER_TOKEN.get(e).copied().unwrap_or(10),
+        }
     }
 }
 
 impl PromptSize {
-    fn of(messages: &[ChatMessage]) -> Self {
+    /// The size of `messages`.
+    pub(crate) fn of(messages: &[ChatMessage]) -> Self {
         Self {
             bytes: messages.iter().map(|m| m.content.len() as u64).sum(),
             messages: messages.len() as u64,
         }
     }
 
-    /// The tokens assumed under estimate `estimate` (an index into [`BYTES_PER_TOKEN`]).
-    fn tokens(self, estimate: usize) -> u64 {
-        let per_token = BYTES_PER_TOKEN.get(estimate).copied().unwrap_or(1);
-        self.bytes.div_ceil(per_token) + self.messages * TOKENS_PER_MESSAGE + TOKENS_PER_PROMPT
+    /// The tokens assumed at `tenths` tenths of a byte a token.
+    fn tokens(self, tenths: u64) -> u64 {
+        (self.bytes * 10).div_ceil(tenths.max(1)) + self.template_tokens()
+    }
+
+    /// The tokens a chat template is assumed to add.
+    pub(crate) fn template_tokens(self) -> u64 {
+        self.messages * TOKENS_PER_MESSAGE + TOKENS_PER_PROMPT
     }
 }
 
@@ -166,13 +186,13 @@ mod tests {
     fn fitted(prompt: &str, max_tokens: u32) -> OutputPlan {
         let request =
             ChatRequest { max_tokens, fit_to_context: true, ..ChatRequest::user("m", prompt) };
-        OutputPlan::new(&request)
+        OutputPlan::new(&request, None)
     }
 
     #[test]
     fn a_fixed_limit_is_asked_as_is_or_not_at_all() {
         let mut plan =
-            OutputPlan::new(&ChatRequest { max_tokens: 100, ..ChatRequest::user("m", "hi") });
+            OutputPlan::new(&ChatRequest { max_tokens: 100, ..ChatRequest::user("m", "hi") }, None);
         assert_eq!(plan.output_tokens(100), Ok(100));
         assert_eq!(plan.output_tokens(4096), Ok(100));
         let err = plan.output_tokens(99).unwrap_err();
@@ -199,7 +219,7 @@ mod tests {
                 fit_to_context: true,
                 ..ChatRequest::user("m", "a".repeat(600))
             };
-            OutputPlan::new(&request)
+            OutputPlan::new(&request, None)
         };
         assert_eq!(floor(u32::MAX, 100).output_tokens(272), Ok(100), "exactly the floor");
         let err = floor(u32::MAX, 100).output_tokens(271).unwrap_err();
@@ -213,7 +233,7 @@ mod tests {
         assert_eq!(floor(u32::MAX, 0).output_tokens(173), Ok(1));
         // Without fitting, the floor means nothing.
         let fixed = ChatRequest { max_tokens: 10, min_tokens: 500, ..ChatRequest::user("m", "") };
-        assert_eq!(OutputPlan::new(&fixed).output_tokens(10), Ok(10));
+        assert_eq!(OutputPlan::new(&fixed, None).output_tokens(10), Ok(10));
     }
 
     #[test]
