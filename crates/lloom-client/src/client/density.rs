@@ -31,14 +31,24 @@ pub(crate) struct PromptDensity {
 }
 
 impl PromptDensity {
+    /// What a verified answer to a prompt of `size` that counted `input_tokens` shows: tenths
+    /// of a byte a token, or `None` when the prompt was too short to tell.
+    pub(crate) fn observed(size: PromptSize, input_tokens: u64) -> Option<u64> {
+        let content_tokens = input_tokens.saturating_sub(size.template_tokens());
+        (content_tokens >= MIN_TOKENS).then(|| (size.bytes * 10 / content_tokens).clamp(10, 60))
+    }
+
     /// Learns from a verified answer for `model` to a prompt of `size` that counted
     /// `input_tokens`.
-    pub(crate) fn learn(&mut self, model: &str, size: PromptSize, input_tokens: u64) {
-        let content_tokens = input_tokens.saturating_sub(size.template_tokens());
-        if content_tokens < MIN_TOKENS {
-            return;
+    #[cfg(test)]
+    fn learn(&mut self, model: &str, size: PromptSize, input_tokens: u64) {
+        if let Some(tenths) = Self::observed(size, input_tokens) {
+            self.record(model, tenths);
         }
-        let tenths = (size.bytes * 10 / content_tokens).clamp(10, 60);
+    }
+
+    /// Keeps `tenths` ([`PromptDensity::observed`]) as `model`'s most recent observation.
+    pub(crate) fn record(&mut self, model: &str, tenths: u64) {
         let at = match self.models.iter().position(|(name, _)| name == model) {
             Some(at) => at,
             None => {

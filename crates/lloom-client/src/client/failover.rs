@@ -9,6 +9,7 @@ use lloom_core::{Address, ErrorCode, FinishReason, RequestBody, U256};
 use tokio::sync::mpsc;
 
 use super::Client;
+use super::density::PromptDensity;
 use super::room::{OutputPlan, PromptSize};
 use crate::attempt::{self, AttemptFailure, AttemptLimits, Links};
 use crate::chat::{AttemptReport, ChatEvent, ChatRequest, Receipt, response_checks};
@@ -46,8 +47,9 @@ impl Client {
     /// which a refusal with the count corrects, as without learning).
     fn learn_density(&self, request: &ChatRequest, input_tokens: u64) {
         let size = PromptSize::of(&request.messages);
+        let Some(tenths) = PromptDensity::observed(size, input_tokens) else { return };
         let mut density = self.inner.prompt_density.lock().unwrap_or_else(PoisonError::into_inner);
-        density.learn(&request.model, size, input_tokens);
+        density.record(&request.model, tenths);
     }
 
     pub(super) async fn run_chat(
@@ -71,12 +73,12 @@ impl Client {
         // can serve it.
         let mut filter = request.filter;
         let mut context_refusal: Option<(u32, String)> = None;
-        let learned = inner
-            .prompt_density
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .tenths_per_token(&request.model);
-        let mut plan = OutputPlan::new(&request, learned);
+        // Only a chat fitted to the context estimates its prompt.
+        let learned = request.fit_to_context.then(|| {
+            let density = inner.prompt_density.lock().unwrap_or_else(PoisonError::into_inner);
+            density.tenths_per_token(&request.model)
+        });
+        let mut plan = OutputPlan::new(&request, learned.flatten());
         // The output limit of the last request signed.
         let mut asked: Option<u32> = None;
         let mut attempts = 0;
