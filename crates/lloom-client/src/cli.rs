@@ -301,6 +301,7 @@ pub(crate) async fn connect(
         discovery_timeout: Duration::from_secs(discovery.timeout_secs.unwrap_or(10)),
         max_announcement_age_secs: discovery.max_age_secs.unwrap_or(60),
         nonce_file: Some(nonce_file),
+        prompt_density_file: Some(node.data_dir(Role::Client).join("prompt-density.json")),
         policy: VerifyPolicy::new(node.domain()),
         escrow_guard,
         receipts: Some(std::sync::Arc::new(ReceiptStore::open(

@@ -187,7 +187,13 @@ impl Client {
         let inner = Inner {
             receipt_writer,
             chats_in_flight,
-            prompt_density: std::sync::Mutex::default(),
+            prompt_density: std::sync::Mutex::new(
+                config
+                    .prompt_density_file
+                    .as_deref()
+                    .map(density::PromptDensity::load)
+                    .unwrap_or_default(),
+            ),
             router: Mutex::new(Router::new(config.strategy)),
             key,
             config,
@@ -417,9 +423,17 @@ impl Client {
         )?)
     }
 
-    /// Leaves the network.
+    /// Leaves the network, and keeps what was learned of prompt densities in
+    /// [`ClientConfig::prompt_density_file`], if set.
     pub fn shutdown(&self) {
         self.inner.network_task.abort();
+        if let Some(path) = &self.inner.config.prompt_density_file {
+            let density =
+                self.inner.prompt_density.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Err(e) = density.save(path) {
+                tracing::warn!(path = %path.display(), "the learned prompt densities were not kept: {e}");
+            }
+        }
     }
 }
 

@@ -38,6 +38,10 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Where nonces persist; `None` keeps them in memory.
     pub nonce_file: Option<PathBuf>,
+    /// Where how densely each model's prompts are counted (learned from verified answers, for
+    /// chats fitted to the context) is kept between runs: read at connect, written at
+    /// [`Client::shutdown`](crate::Client::shutdown); `None` keeps it in memory.
+    pub prompt_density_file: Option<PathBuf>,
     /// How long a fetched directory is used before validators are asked again.
     pub directory_ttl: Duration,
     /// Where verified receipts are kept (`None`: not kept).
@@ -60,6 +64,7 @@ impl Default for ClientConfig {
             idle_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             nonce_file: None,
+            prompt_density_file: None,
             directory_ttl: Duration::from_secs(5),
             receipts: None,
             escrow_guard: None,

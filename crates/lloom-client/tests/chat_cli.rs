@@ -401,6 +401,41 @@ async fn without_max_tokens_a_conversation_keeps_room_for_an_answer_by_leaving_o
     assert_eq!(signed, [(Some('a'), 1, 724), (Some('a'), 3, 421), (Some('b'), 3, 421)]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_one_chat_learns_of_prompt_density_the_next_run_uses() {
+    // 300 words of two letters, one token each: 899 bytes that six bytes a token would take
+    // for 222 tokens with the template's.
+    let script = Script {
+        context: Some(1024),
+        input_tokens: 300,
+        ..Script::answer("scripted", "Paris it is.")
+    };
+    let (_validator, _executor, dir, boot) = scripted_network_with(script).await;
+    let data = dir.path().join("client");
+    let prompt = vec!["ab"; 300].join(" ");
+    let args: Vec<String> = ["--json", "chat", &prompt, "--model", "scripted", "--no-mdns"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .chain(["--bootstrap".to_owned(), boot])
+        .collect();
+    let mut signed = Vec::new();
+    for _ in 0..2 {
+        let chat = client_with_stdin(data.clone(), args.clone(), "").await;
+        assert!(chat.status.success(), "{}", String::from_utf8_lossy(&chat.stderr));
+        let receipt: serde_json::Value = serde_json::from_slice(&chat.stdout).unwrap();
+        let digest = receipt["request_digest"].as_str().unwrap().to_owned();
+        let show = ["--json", "receipts", "show", &digest].map(str::to_owned).to_vec();
+        let show = client_with_stdin(data.clone(), show, "").await;
+        let shown: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+        signed.push(shown["max_output_tokens"].as_u64().unwrap());
+    }
+    // The first run asked for 802, was refused with the count and signed 724; it kept what the
+    // answer showed (35 tenths of a byte a token), so the second estimates 257 + 72 tokens and
+    // is not refused.
+    assert_eq!(signed, [724, 1024 - 329]);
+    assert!(data.join("prompt-density.json").exists());
+}
+
 #[test]
 fn bad_chat_arguments_are_refused_before_any_network_use() {
     Command::cargo_bin("lloom-client")

@@ -12,8 +12,13 @@
 //! count, as before.
 
 use std::collections::VecDeque;
+use std::io::Read;
+use std::path::Path;
 
 use super::room::PromptSize;
+
+/// Largest file of learned densities read (64 models of 16 numbers need a few KiB).
+const MAX_FILE_BYTES: u64 = 256 * 1024;
 
 /// Answers remembered per model.
 const KEPT: usize = 16;
@@ -67,6 +72,46 @@ impl PromptDensity {
         }
     }
 
+    /// What an earlier run kept in `path` ([`PromptDensity::save`]); empty when there is no
+    /// such file, or, with a warning, when it does not read (it is a cache: learning starts
+    /// over). What it holds is bounded as learning bounds it.
+    pub(crate) fn load(path: &Path) -> Self {
+        let read = || -> Result<Vec<(String, Vec<u64>)>, String> {
+            let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+            let mut text = String::new();
+            file.take(MAX_FILE_BYTES).read_to_string(&mut text).map_err(|e| e.to_string())?;
+            serde_json::from_str(&text).map_err(|e| e.to_string())
+        };
+        let saved = match read() {
+            Ok(saved) => saved,
+            Err(_) if !path.exists() => return Self::default(),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "the learned prompt densities do not read ({e}); learning starts over");
+                return Self::default();
+            }
+        };
+        let mut density = Self::default();
+        for (model, seen) in saved.into_iter().rev().take(MODELS).rev() {
+            for tenths in seen.into_iter().rev().take(KEPT).rev() {
+                density.record(&model, tenths.clamp(10, 60));
+            }
+        }
+        density
+    }
+
+    /// Keeps what was learned in `path` for the next run (written whole, then renamed over it).
+    pub(crate) fn save(&self, path: &Path) -> std::io::Result<()> {
+        let saved: Vec<(&String, &VecDeque<u64>)> =
+            self.models.iter().map(|(model, seen)| (model, seen)).collect();
+        let text = serde_json::to_string(&saved).map_err(std::io::Error::other)?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let partial = path.with_extension("json.partial");
+        std::fs::write(&partial, text)?;
+        std::fs::rename(&partial, path)
+    }
+
     /// The tenths of a byte a token to assume first for `model`'s prompts, if its answers have
     /// shown any: the densest recently seen, less a tenth for prompts unlike them.
     pub(crate) fn tenths_per_token(&self, model: &str) -> Option<u64> {
@@ -78,6 +123,8 @@ impl PromptDensity {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     fn size(bytes: u64) -> PromptSize {
@@ -111,6 +158,27 @@ mod tests {
         let mut sparse = PromptDensity::default();
         sparse.learn("m", size(100_000), 1000);
         assert_eq!(sparse.tenths_per_token("m"), Some(54));
+    }
+
+    #[test]
+    fn what_was_learned_is_kept_between_runs_and_a_bad_file_is_a_fresh_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("client").join("prompt-density.json");
+        assert_eq!(PromptDensity::load(&path).tenths_per_token("m"), None, "no file yet");
+        let mut density = PromptDensity::default();
+        density.learn("m", size(900), 300);
+        density.learn("n", size(600), 372);
+        density.save(&path).unwrap();
+        let loaded = PromptDensity::load(&path);
+        assert_eq!(loaded.tenths_per_token("m"), Some(35));
+        assert_eq!(loaded.tenths_per_token("n"), Some(18));
+        // Out of bounds values are brought within them.
+        std::fs::write(&path, r#"[["m", [0, 99999]]]"#).unwrap();
+        assert_eq!(PromptDensity::load(&path).tenths_per_token("m"), Some(10));
+        for bad in ["not json", r#"{"m": 3}"#, r#"[["m", [-1]]]"#] {
+            std::fs::write(&path, bad).unwrap();
+            assert_eq!(PromptDensity::load(&path).models.len(), 0, "{bad}");
+        }
     }
 
     #[test]
