@@ -124,19 +124,11 @@ impl OpenAiBackend {
             )));
         };
         let mut context_length = server_context::listed(entry);
-        if context_length.is_none() {
-            let props = self.root_json("/props").await;
-            context_length = props.as_ref().and_then(server_context::llama_props);
-        }
-        if context_length.is_none() {
-            let listed = self.root_json("/api/v0/models").await;
-            context_length =
-                listed.and_then(|listed| server_context::lm_studio_models(&listed, remote));
-        }
-        if context_length.is_none() {
-            let running = self.root_json("/api/ps").await;
-            context_length =
-                running.and_then(|running| server_context::ollama_ps(&running, remote));
+        for (path, read) in server_context::SERVER_ENDPOINTS {
+            if context_length.is_some() {
+                break;
+            }
+            context_length = self.root_json(path).await.and_then(|answer| read(&answer, remote));
         }
         Ok(ServerModel { context_length })
     }

@@ -21,15 +21,26 @@ pub(super) fn listed(entry: &Value) -> Option<u32> {
     LISTED_FIELDS.iter().find_map(|field| tokens(entry.get(field)?))
 }
 
+/// Reads a context length for a model from what a server endpoint answered.
+pub(super) type ReadContext = fn(&Value, &str) -> Option<u32>;
+
+/// The servers' own endpoints (at the server's root) asked in turn when the `/v1/models`
+/// entry says nothing, and how each answer is read.
+pub(super) const SERVER_ENDPOINTS: [(&str, ReadContext); 3] = [
+    ("/props", |props, _| llama_props(props)),
+    ("/api/v0/models", lm_studio_models),
+    ("/api/ps", ollama_ps),
+];
+
 /// The context length llama.cpp's `GET /props` reports (one slot's), if any.
-pub(super) fn llama_props(props: &Value) -> Option<u32> {
+fn llama_props(props: &Value) -> Option<u32> {
     let settings = props.get("default_generation_settings")?;
     tokens(settings.get("n_ctx")?)
 }
 
 /// The context length LM Studio's `GET /api/v0/models` reports for `model` while it is
 /// loaded, if any.
-pub(super) fn lm_studio_models(listed: &Value, model: &str) -> Option<u32> {
+fn lm_studio_models(listed: &Value, model: &str) -> Option<u32> {
     let models = listed.get("data")?.as_array()?;
     let entry = models.iter().find(|m| m.get("id").and_then(Value::as_str) == Some(model))?;
     tokens(entry.get("loaded_context_length")?)
@@ -37,7 +48,7 @@ pub(super) fn lm_studio_models(listed: &Value, model: &str) -> Option<u32> {
 
 /// The context length Ollama's `GET /api/ps` reports for `model` while it is loaded (named
 /// as the OpenAI-compatible API names it; `name` means `name:latest`), if any.
-pub(super) fn ollama_ps(running: &Value, model: &str) -> Option<u32> {
+fn ollama_ps(running: &Value, model: &str) -> Option<u32> {
     let latest = format!("{model}:latest");
     let named = |m: &&Value| {
         ["name", "model"]
