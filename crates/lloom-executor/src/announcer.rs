@@ -123,7 +123,8 @@ impl Announcer {
         self.offers.clone()
     }
 
-    /// Publishes the withdrawal and stops.
+    /// Publishes the withdrawal and stops; a withdrawal that cannot be published (no
+    /// validator connected) is logged, not an error.
     pub async fn shutdown(mut self) -> Result<()> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -200,7 +201,11 @@ async fn run(
     let body = offers.borrow().clone();
     let bye =
         SignedAnnouncement::sign(&key, config.domain, sequence.next(), unix_now(), body, true)?;
-    network.publish_announcement(bye).await?;
+    // Nothing is lost when it cannot be sent (no validator was ever reached, or none is
+    // connected now): validators drop an executor whose heartbeats stop.
+    if let Err(error) = network.publish_announcement(bye).await {
+        tracing::info!(%error, "the withdrawal was not published; validators drop this executor once its heartbeats stop");
+    }
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! `GET /metrics` of a running executor (`start --metrics-listen ADDR`), in the Prometheus
 //! text format: requests served and refused, the receipts waiting for settlement, the memory
-//! budget and what the loaded models hold, each model's state, and GPU memory through NVML.
+//! budget and what the loaded models hold, each model's state (offered or withdrawn, its
+//! context, loaded or not), and GPU memory through NVML.
 
 use std::sync::Arc;
 
@@ -102,6 +103,19 @@ impl ExecutorMetrics {
                 help,
                 unsettled as f64,
             );
+        }
+        let offered = "lloom_executor_model_offered";
+        let help = "1 while the model is offered (its backend answers), 0 while it is withdrawn.";
+        m.family(offered, MetricKind::Gauge, help);
+        for model in self.server.models() {
+            let up = f64::from(u8::from(model.is_offered()));
+            m.sample(offered, &[("model", &model.offer.model)], up);
+        }
+        let context = "lloom_executor_model_context_tokens";
+        m.family(context, MetricKind::Gauge, "Tokens of context a request gets (announced).");
+        for model in self.server.models() {
+            let tokens = f64::from(model.context_length());
+            m.sample(context, &[("model", &model.offer.model)], tokens);
         }
         if let Some(free) = &self.free_memory {
             let help = "Memory free for more models (announced).";

@@ -139,8 +139,9 @@ impl ExecutorNode {
         Ok(node)
     }
 
-    /// Re-announces when the load or the listen addresses change (a relay reservation adds
-    /// an address once AutoNAT finds the executor behind NAT).
+    /// Re-announces when the load, the offers (a backend down or back, a context changed) or
+    /// the listen addresses change (a relay reservation adds an address once AutoNAT finds
+    /// the executor behind NAT).
     fn spawn_load_reporter(
         &self,
         every: Duration,
@@ -159,7 +160,7 @@ impl ExecutorNode {
                 }
                 let Ok(addrs) = network.listen_addrs().await else { break };
                 let next = body(&server, announced_addrs(addrs));
-                if next.load != last.load || next.listen_addrs != last.listen_addrs {
+                if next != last {
                     last = next.clone();
                     if offers.send(next).is_err() {
                         break;

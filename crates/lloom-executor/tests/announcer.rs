@@ -9,18 +9,21 @@
     missing_docs
 )]
 
+mod listing;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lloom_client::cli::{DiscoveryArgs, discover};
 use lloom_client::directory::ModelRow;
-use lloom_core::network::test_utils::{TestNode, WAIT};
-use lloom_core::network::{Multiaddr, NetworkConfig};
+use lloom_core::network::NetworkConfig;
+use lloom_core::network::test_utils::TestNode;
 use lloom_core::{AnnouncementBody, ExecutorLoad, ModelOffer, NodeKey, U256};
 use lloom_executor::backend::scripted::{Script, ScriptedBackend};
 use lloom_executor::serve::ServedModel;
 use lloom_executor::{Announcer, AnnouncerConfig, ExecutorConfig, ExecutorNode};
 use lloom_validator::{Validator, ValidatorConfig};
+
+use listing::models_until;
 
 fn body(price_out: u64) -> AnnouncementBody {
     AnnouncementBody {
@@ -35,25 +38,6 @@ fn body(price_out: u64) -> AnnouncementBody {
         }],
         load: ExecutorLoad::default(),
         listen_addrs: vec![],
-    }
-}
-
-async fn models_until(addr: &Multiaddr, done: impl Fn(&[ModelRow]) -> bool) -> Vec<ModelRow> {
-    let args = DiscoveryArgs {
-        bootstrap: vec![addr.clone()],
-        no_mdns: true,
-        p2p_listen: vec![],
-        timeout_secs: Some(10),
-        max_age_secs: Some(60),
-    };
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let rows = discover(&args).await.unwrap().models();
-        if done(&rows) {
-            return rows;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never reached: {rows:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -132,4 +116,19 @@ async fn a_restarted_validator_lists_the_executor_again_before_its_heartbeat() {
     let relisted = restarted.elapsed();
     assert!(relisted < Duration::from_secs(10), "relisted after {relisted:?}");
     validator.shutdown().await;
+}
+
+/// An executor that never reached a validator has no one to tell it is leaving: it stops
+/// cleanly (it used to exit with "publish failed: NoPeersSubscribedToTopic" on Ctrl-C).
+#[tokio::test]
+async fn shutting_down_with_no_validator_to_tell_is_not_an_error() {
+    let node = TestNode::spawn(false, vec![]).await.unwrap();
+    let announcer = Announcer::spawn(
+        node.key.clone(),
+        node.handle.clone(),
+        body(5),
+        AnnouncerConfig::default(),
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    announcer.shutdown().await.unwrap();
 }

@@ -116,8 +116,15 @@ impl Drop for Generation {
 pub trait Backend: Send + Sync {
     /// The models this backend serves.
     fn models(&self) -> Vec<String>;
-    /// Whether the backend can serve requests now.
+    /// Whether the backend can serve requests now; the executor offers only models whose
+    /// backend is healthy.
     fn health(&self) -> Result<()>;
+    /// The context length, in tokens, the backend gives one request now, where it can change
+    /// while serving (an HTTP server that reloads its model with another context); `None`:
+    /// the offer's, fixed when the model was loaded.
+    fn context_length(&self) -> Option<u32> {
+        None
+    }
     /// Starts generating; fails at once if the request can never be served or the backend is
     /// full.
     fn generate(&self, request: GenerateRequest) -> Result<Generation>;

@@ -122,6 +122,15 @@ pub struct StartArgs {
     /// for JSON prefer this executor. Each such answer is still checked before it is signed.
     #[arg(long, requires = "backend_url")]
     pub backend_json: bool,
+    /// Seconds between checks of the HTTP server while serving: while it does not answer, the
+    /// model is not offered; a context it changes is announced.
+    #[arg(
+        long,
+        default_value_t = 10,
+        requires = "backend_url",
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub backend_check_secs: u64,
     /// JSON-RPC URL of the chain where receipts are settled with the contract named by the
     /// global --contract; the chain id is read from it.
     #[arg(long, env = "LLOOM_RPC_URL")]
@@ -309,8 +318,13 @@ pub(super) async fn run(
         None => None,
     };
     let mut pool = None;
+    let mut http = None;
     let models = match &args.backend_url {
-        Some(url) => vec![http_backend(args, url, &choice).await?],
+        Some(url) => {
+            let (served, backend) = http_backend(args, url, &choice).await?;
+            http = Some(backend);
+            vec![served]
+        }
         None => {
             let choices = args.model_choices(&file);
             writeln!(out, "loading the model ...")?;
@@ -352,6 +366,16 @@ pub(super) async fn run(
         writeln!(out, "listening on {addr}")?;
     }
     let stop = CancellationToken::new();
+    if let Some(backend) = http {
+        let every = Duration::from_secs(args.backend_check_secs);
+        let stopped = stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = stopped.cancelled() => {}
+                () = backend.watch(every) => {}
+            }
+        });
+    }
     if let Some(addr) = args.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
             Error::Io(std::io::Error::new(e.kind(), format!("metrics on {addr}: {e}")))
@@ -430,8 +454,13 @@ fn pool_headroom(pool: Arc<ModelPool>) -> FreeMemory {
     })
 }
 
-/// An OpenAI-compatible server as the backend; checked to list the model before serving.
-async fn http_backend(args: &StartArgs, url: &str, choice: &ModelChoice) -> Result<ServedModel> {
+/// An OpenAI-compatible server as the backend (served, and for its watch); checked to list
+/// the model before serving.
+async fn http_backend(
+    args: &StartArgs,
+    url: &str,
+    choice: &ModelChoice,
+) -> Result<(ServedModel, Arc<OpenAiBackend>)> {
     let remote = args.backend_model.clone().or_else(|| choice.name.clone()).ok_or_else(|| {
         Error::Backend("--backend-url needs --backend-model or --model-name".into())
     })?;
@@ -439,7 +468,8 @@ async fn http_backend(args: &StartArgs, url: &str, choice: &ModelChoice) -> Resu
     config.served_model = choice.name.clone().unwrap_or(remote);
     config.api_key = std::env::var(&args.backend_api_key_env).ok().filter(|k| !k.is_empty());
     config.max_concurrent = choice.engine.max_sequences.max(1) as usize * 4;
-    let backend = OpenAiBackend::new(config.clone())?;
+    config.context_length = args.context_length;
+    let backend = Arc::new(OpenAiBackend::new(config.clone())?);
     let server = backend.probe().await?;
     let offer = ModelOffer {
         context_length: http_context_length(args.context_length, server.context_length),
@@ -450,7 +480,7 @@ async fn http_backend(args: &StartArgs, url: &str, choice: &ModelChoice) -> Resu
         quantization: None,
         capabilities: http_capabilities(args.backend_json),
     };
-    Ok(ServedModel { offer, backend: Arc::new(backend) })
+    Ok((ServedModel { offer, backend: backend.clone() }, backend))
 }
 
 /// The context an HTTP backend's offer announces: `--context-length` if given (with a warning
@@ -524,6 +554,23 @@ mod tests {
         assert_eq!(start_args(&url).context_length, None);
         let argv = ["lloom-executor", "start", url[0], url[1], "--context-length", "0"];
         assert!(Cli::try_parse_from(argv).is_err());
+    }
+
+    #[test]
+    fn an_http_backend_is_checked_every_ten_seconds_unless_told() {
+        let url = ["--backend-url", "http://127.0.0.1:9/v1"];
+        assert_eq!(start_args(&url).backend_check_secs, 10);
+        assert_eq!(
+            start_args(&[url[0], url[1], "--backend-check-secs", "2"]).backend_check_secs,
+            2
+        );
+        assert_eq!(start_args(&[]).backend_check_secs, 10, "the default needs no backend");
+        for bad in ["0", "3601", "x"] {
+            let argv = ["lloom-executor", "start", url[0], url[1], "--backend-check-secs", bad];
+            assert!(Cli::try_parse_from(argv).is_err(), "{bad}");
+        }
+        let argv = ["lloom-executor", "start", "--backend-check-secs", "5"];
+        assert!(Cli::try_parse_from(argv).is_err(), "means nothing without an HTTP backend");
     }
 
     #[test]

@@ -101,6 +101,24 @@ pub struct ServedModel {
     pub backend: Arc<dyn Backend>,
 }
 
+impl ServedModel {
+    /// The context length a request gets now: the backend's where it can change while serving
+    /// ([`Backend::context_length`]), else the offer's.
+    pub fn context_length(&self) -> u32 {
+        self.backend.context_length().unwrap_or(self.offer.context_length)
+    }
+
+    /// The offer as announced now: with the context the backend gives a request now.
+    pub fn current_offer(&self) -> ModelOffer {
+        ModelOffer { context_length: self.context_length(), ..self.offer.clone() }
+    }
+
+    /// Whether the model is offered now: its backend can serve ([`Backend::health`]).
+    pub fn is_offered(&self) -> bool {
+        self.backend.health().is_ok()
+    }
+}
+
 impl std::fmt::Debug for ServedModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServedModel").field("offer", &self.offer).finish_non_exhaustive()
@@ -336,9 +354,16 @@ impl Server {
         session::serve(&self.shared, peer, stream).await;
     }
 
-    /// The offers to announce.
+    /// The offers to announce: the models whose backend can serve now, each with the context
+    /// it gives a request now.
     pub fn offers(&self) -> Vec<ModelOffer> {
-        self.shared.models.values().map(|m| m.offer.clone()).collect()
+        let offered = self.shared.models.values().filter(|m| m.is_offered());
+        offered.map(ServedModel::current_offer).collect()
+    }
+
+    /// Every model served, offered now or not (a backend that is down), with its context now.
+    pub fn models(&self) -> impl Iterator<Item = &ServedModel> {
+        self.shared.models.values()
     }
 
     /// Current load, for announcements.

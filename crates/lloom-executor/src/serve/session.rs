@@ -186,12 +186,13 @@ async fn admit(
             "maxOutputTokens 0: at least 1 token must be asked for",
         ));
     }
-    if c.maxOutputTokens > u64::from(offer.context_length) {
+    let context_length = model.context_length();
+    if c.maxOutputTokens > u64::from(context_length) {
         return Err(Refusal::new(
             ErrorCode::ContextExceeded,
             format!(
-                "maxOutputTokens {} is more than the context length {}",
-                c.maxOutputTokens, offer.context_length
+                "maxOutputTokens {} is more than the context length {context_length}",
+                c.maxOutputTokens
             ),
         ));
     }

@@ -15,9 +15,10 @@ mod context_error;
 mod request;
 mod server_context;
 mod sse;
+mod watch;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -53,6 +54,9 @@ pub struct OpenAiConfig {
     pub max_concurrent: usize,
     /// Largest SSE event and largest error body read, in bytes.
     pub max_event_bytes: usize,
+    /// The context length to announce whatever the server reports (`None`: the server's, as
+    /// [`OpenAiBackend::probe`] last read it).
+    pub context_length: Option<u32>,
 }
 
 impl OpenAiConfig {
@@ -69,6 +73,7 @@ impl OpenAiConfig {
             max_retries: 2,
             max_concurrent: 64,
             max_event_bytes: 1024 * 1024,
+            context_length: None,
         }
     }
 }
@@ -80,6 +85,8 @@ pub struct OpenAiBackend {
     http: reqwest::Client,
     slots: Arc<Semaphore>,
     healthy: Arc<AtomicBool>,
+    /// The context the server last reported (0: none yet).
+    reported_context: AtomicU32,
 }
 
 impl OpenAiBackend {
@@ -90,15 +97,33 @@ impl OpenAiBackend {
             .build()
             .map_err(|e| Error::Backend(format!("HTTP client: {e}")))?;
         let slots = Arc::new(Semaphore::new(config.max_concurrent));
-        Ok(Self { config: Arc::new(config), http, slots, healthy: Arc::new(AtomicBool::new(true)) })
+        Ok(Self {
+            config: Arc::new(config),
+            http,
+            slots,
+            healthy: Arc::new(AtomicBool::new(true)),
+            reported_context: AtomicU32::new(0),
+        })
     }
 
     /// Asks `GET {base_url}/models`, checks the remote model is listed, and reads the context
     /// length the server gives a request: from the model's entry (vLLM's `max_model_len`,
     /// `context_length`, `max_context`), else from llama.cpp's `GET /props`, LM Studio's
     /// `GET /api/v0/models` or Ollama's `GET /api/ps` at the server's root; `None` when the
-    /// server reports none.
+    /// server reports none. The backend is healthy after a probe that succeeds and not after
+    /// one that fails ([`Backend::health`]); a context read is kept for
+    /// [`Backend::context_length`] (one the server stops reporting, as Ollama does once it
+    /// unloads the model, is not forgotten).
     pub async fn probe(&self) -> Result<ServerModel> {
+        let probed = self.probe_server().await;
+        self.healthy.store(probed.is_ok(), Ordering::Relaxed);
+        if let Ok(ServerModel { context_length: Some(tokens) }) = probed {
+            self.reported_context.store(tokens, Ordering::Relaxed);
+        }
+        probed
+    }
+
+    async fn probe_server(&self) -> Result<ServerModel> {
         let url = format!("{}/models", self.config.base_url);
         let response = self
             .get(&url, self.config.read_timeout)
@@ -181,6 +206,11 @@ impl Backend for OpenAiBackend {
             true => Ok(()),
             false => Err(Error::Backend(format!("{} is not answering", self.config.base_url))),
         }
+    }
+
+    fn context_length(&self) -> Option<u32> {
+        let reported = self.reported_context.load(Ordering::Relaxed);
+        self.config.context_length.or((reported > 0).then_some(reported))
     }
 
     fn generate(&self, request: GenerateRequest) -> Result<Generation> {
