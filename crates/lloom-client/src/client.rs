@@ -47,6 +47,7 @@ use crate::stream_pool::StreamPool;
 
 mod density;
 mod failover;
+mod learned_density;
 mod room;
 
 /// Longest wait for a DHT lookup of a model no registry knows.
@@ -71,7 +72,7 @@ struct Inner {
     /// theirs (see [`CommitDelay::with_siblings`]).
     chats_in_flight: Arc<AtomicUsize>,
     /// How densely each model's prompts were counted in its recent verified answers.
-    prompt_density: std::sync::Mutex<density::PromptDensity>,
+    prompt_density: Arc<learned_density::LearnedDensity>,
     network_task: JoinHandle<()>,
 }
 
@@ -187,12 +188,8 @@ impl Client {
         let inner = Inner {
             receipt_writer,
             chats_in_flight,
-            prompt_density: std::sync::Mutex::new(
-                config
-                    .prompt_density_file
-                    .as_deref()
-                    .map(density::PromptDensity::load)
-                    .unwrap_or_default(),
+            prompt_density: learned_density::LearnedDensity::open(
+                config.prompt_density_file.clone(),
             ),
             router: Mutex::new(Router::new(config.strategy)),
             key,
@@ -424,16 +421,10 @@ impl Client {
     }
 
     /// Leaves the network, and keeps what was learned of prompt densities in
-    /// [`ClientConfig::prompt_density_file`], if set.
+    /// [`ClientConfig::prompt_density_file`], if set (it is also written as they change).
     pub fn shutdown(&self) {
         self.inner.network_task.abort();
-        if let Some(path) = &self.inner.config.prompt_density_file {
-            let density =
-                self.inner.prompt_density.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Err(e) = density.save(path) {
-                tracing::warn!(path = %path.display(), "the learned prompt densities were not kept: {e}");
-            }
-        }
+        self.inner.prompt_density.save();
     }
 }
 

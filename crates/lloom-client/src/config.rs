@@ -39,7 +39,8 @@ pub struct ClientConfig {
     /// Where nonces persist; `None` keeps them in memory.
     pub nonce_file: Option<PathBuf>,
     /// Where how densely each model's prompts are counted (learned from verified answers, for
-    /// chats fitted to the context) is kept between runs: read at connect, written at
+    /// chats fitted to the context) is kept between runs: read at connect, written when a
+    /// model's first estimate changes (at most once every 5 s) and at
     /// [`Client::shutdown`](crate::Client::shutdown); `None` keeps it in memory.
     pub prompt_density_file: Option<PathBuf>,
     /// How long a fetched directory is used before validators are asked again.

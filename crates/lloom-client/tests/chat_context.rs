@@ -181,7 +181,12 @@ async fn a_fitted_chat_learns_how_densely_the_model_counts_prompts() {
         Script { context: Some(1024), input_tokens: 300, ..Script::answer(MODEL, "Dense.") };
     let offer = ModelOffer { context_length: 1024, ..offer(1) };
     let executor = executor_offering(&key, &addrs, script, offer, dir.path().join("e")).await;
-    let client = connect(ClientConfig::default().bootstrap(addrs), 1).await;
+    let kept = dir.path().join("client").join("prompt-density.json");
+    let config = ClientConfig {
+        prompt_density_file: Some(kept.clone()),
+        ..ClientConfig::default().bootstrap(addrs)
+    };
+    let client = connect(config.clone(), 1).await;
     let refused = || executor.server.stats().refused.load(std::sync::atomic::Ordering::Relaxed);
     let fitted = || ChatRequest {
         max_tokens: u32::MAX,
@@ -198,5 +203,17 @@ async fn a_fitted_chat_learns_how_densely_the_model_counts_prompts() {
     let second = client.chat(fitted()).await.unwrap().collect().await.unwrap();
     assert_eq!(second.request.commitment.maxOutputTokens, 1024 - 330);
     assert_eq!(second.attempts.len(), 1, "{:?}", second.attempts);
+    assert_eq!(refused(), 1);
+
+    // What it learned is in the file already, without a shutdown (a killed gateway loses
+    // nothing of it): another client starting from it is not refused either.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !kept.exists() {
+        assert!(std::time::Instant::now() < deadline, "the learned densities were not written");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let another = connect(config, 1).await;
+    let third = another.chat(fitted()).await.unwrap().collect().await.unwrap();
+    assert_eq!(third.request.commitment.maxOutputTokens, 1024 - 330);
     assert_eq!(refused(), 1);
 }

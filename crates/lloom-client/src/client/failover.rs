@@ -2,7 +2,7 @@
 //! failure cool the executor down (or, for a request too long for its context, ask only
 //! longer contexts), try it again where it moved, or go on to the next, within the deadline.
 
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lloom_core::{Address, ErrorCode, FinishReason, RequestBody, U256};
@@ -48,8 +48,7 @@ impl Client {
     fn learn_density(&self, request: &ChatRequest, input_tokens: u64) {
         let size = PromptSize::of(&request.messages);
         let Some(tenths) = PromptDensity::observed(size, input_tokens) else { return };
-        let mut density = self.inner.prompt_density.lock().unwrap_or_else(PoisonError::into_inner);
-        density.record(&request.model, tenths);
+        self.inner.prompt_density.record(&request.model, tenths);
     }
 
     pub(super) async fn run_chat(
@@ -74,10 +73,8 @@ impl Client {
         let mut filter = request.filter;
         let mut context_refusal: Option<(u32, String)> = None;
         // Only a chat fitted to the context estimates its prompt.
-        let learned = request.fit_to_context.then(|| {
-            let density = inner.prompt_density.lock().unwrap_or_else(PoisonError::into_inner);
-            density.tenths_per_token(&request.model)
-        });
+        let learned =
+            request.fit_to_context.then(|| inner.prompt_density.tenths_per_token(&request.model));
         let mut plan = OutputPlan::new(&request, learned.flatten());
         // The output limit of the last request signed.
         let mut asked: Option<u32> = None;
