@@ -20,7 +20,15 @@ pub(crate) async fn run(requests: usize) -> anyhow::Result<()> {
     })
     .await??
     .path;
-    let config = EngineConfig { n_ctx: 4096, max_sequences: 2, ..EngineConfig::default() };
+    // Every prompt computed whole on both paths: the network's requests (signed by one
+    // client) would otherwise start from the cache the previous one kept, and the direct ones
+    // (no client) would not.
+    let config = EngineConfig {
+        n_ctx: 4096,
+        max_sequences: 2,
+        prompt_cache: false,
+        ..EngineConfig::default()
+    };
     let engine: Arc<LlamaEngine> = Arc::new(
         tokio::task::spawn_blocking(move || LlamaEngine::load(net::MODEL, &path, config)).await??,
     );

@@ -154,6 +154,12 @@ impl ExecutorMetrics {
             for s in &status {
                 m.sample(moves, &[("model", &s.name)], s.sequence_moves as f64);
             }
+            let reused = "lloom_executor_model_prompt_tokens_reused_total";
+            let help = "Prompt tokens taken from a cache the same client's earlier request left, not computed again, since the model was loaded.";
+            m.family(reused, MetricKind::Counter, help);
+            for s in &status {
+                m.sample(reused, &[("model", &s.name)], s.prompt_tokens_reused as f64);
+            }
         }
         let gpus = gpu_memory();
         if !gpus.is_empty() {

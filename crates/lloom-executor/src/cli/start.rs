@@ -73,6 +73,10 @@ pub struct StartArgs {
     /// Total context (KV cache) in tokens, shared by the sequences [default: 8192].
     #[arg(long)]
     pub n_ctx: Option<u32>,
+    /// Compute every prompt whole, instead of keeping a finished request's cache for the same
+    /// client's next prompt that starts with the same tokens (a conversation's next turn).
+    #[arg(long)]
+    pub no_prompt_cache: bool,
     /// Memory the models may use: a size (20GiB, 512MiB) or a share of the memory free at
     /// start (0.8, 80%); host RAM, or GPU memory in a `cuda` build [default: 0.9].
     #[arg(long, value_name = "SIZE|SHARE")]
@@ -213,6 +217,7 @@ impl StartArgs {
                     .queue_per_client
                     .or(ex.queue_per_client)
                     .unwrap_or(defaults.queue_per_client),
+                prompt_cache: !self.no_prompt_cache,
                 ..defaults
             },
         }

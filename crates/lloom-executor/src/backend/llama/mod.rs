@@ -3,12 +3,14 @@
 //! One worker thread owns the model and its context. Requests wait in a bounded queue; between
 //! decode steps the worker admits new ones into free sequence slots (prefilling their prompts
 //! in the same batch as the other sequences' next tokens), decodes every active sequence in one
-//! `llama_decode` call, samples each one's next token, and retires the finished ones, freeing
-//! their KV cache.
+//! `llama_decode` call, samples each one's next token, and retires the finished ones; their
+//! slots keep their KV cache for the same client's next prompt that starts alike (see the
+//! `prompt_cache` module).
 
 mod cpu_turn;
 mod grammar;
 mod pool;
+mod prompt_cache;
 mod queue;
 mod sampling;
 mod slots;
@@ -52,6 +54,12 @@ pub struct EngineConfig {
     /// sequences above it end; only `lloom-executor bench --churn` turns it off, to measure
     /// what moving gains.
     pub move_sequences: bool,
+    /// Keep a finished sequence's KV cache in its slot, so that the same client's next prompt
+    /// that starts with the same tokens (a conversation's next turn, an agent's next call)
+    /// computes only the rest (see the `prompt_cache` module). Off: every prompt is computed
+    /// whole (`lloom-executor start --no-prompt-cache`; the P2 benchmark turns it off to
+    /// compare like with like).
+    pub prompt_cache: bool,
 }
 
 impl Default for EngineConfig {
@@ -64,6 +72,7 @@ impl Default for EngineConfig {
             queue_capacity: 64,
             queue_per_client: 32,
             move_sequences: true,
+            prompt_cache: true,
         }
     }
 }
@@ -155,6 +164,7 @@ pub struct LlamaEngine {
     alive: Arc<AtomicBool>,
     in_use: Arc<AtomicUsize>,
     moves: Arc<AtomicU64>,
+    reused: Arc<AtomicU64>,
 }
 
 impl LlamaEngine {
@@ -170,9 +180,14 @@ impl LlamaEngine {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let alive = Arc::new(AtomicBool::new(true));
         let moves = Arc::new(AtomicU64::new(0));
+        let reused = Arc::new(AtomicU64::new(0));
         let worker = {
             let (path, config, queue) = (path.to_owned(), config.clone(), jobs.clone());
-            let counters = worker::Counters { alive: alive.clone(), moves: moves.clone() };
+            let counters = worker::Counters {
+                alive: alive.clone(),
+                moves: moves.clone(),
+                reused: reused.clone(),
+            };
             std::thread::Builder::new()
                 .name("lloom-llama".into())
                 .spawn(move || worker::run(&path, &config, &queue, &ready_tx, &counters))?
@@ -194,6 +209,7 @@ impl LlamaEngine {
             alive,
             in_use: Arc::new(AtomicUsize::new(0)),
             moves,
+            reused,
         })
     }
 
@@ -211,6 +227,12 @@ impl LlamaEngine {
     /// move copies the sequence's KV cache once).
     pub fn sequence_moves(&self) -> u64 {
         self.moves.load(Ordering::Relaxed)
+    }
+
+    /// Prompt tokens not computed since the engine loaded because a kept cache of the same
+    /// client held them (see [`EngineConfig::prompt_cache`]).
+    pub fn prompt_tokens_reused(&self) -> u64 {
+        self.reused.load(Ordering::Relaxed)
     }
 
     /// Queues `job` (fairly, by client); a full queue or lane answers Busy.

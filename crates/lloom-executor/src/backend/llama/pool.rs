@@ -41,6 +41,8 @@ pub struct ModelStatus {
     pub bytes: u64,
     /// Sequences its engine moved into a freed hole since it was loaded (0 when not loaded).
     pub sequence_moves: u64,
+    /// Prompt tokens its engine took from kept caches since it was loaded (0 when not loaded).
+    pub prompt_tokens_reused: u64,
 }
 
 enum SlotState {
@@ -131,12 +133,15 @@ impl ModelPool {
             .slots
             .values()
             .map(|slot| {
-                let (state, in_use, sequence_moves) = match &slot.state {
-                    SlotState::Unloaded => ("unloaded", 0, 0),
-                    SlotState::Loading(waiting) => ("loading", waiting.len(), 0),
-                    SlotState::Loaded(engine) => {
-                        ("loaded", engine.in_use(), engine.sequence_moves())
-                    }
+                let (state, in_use, sequence_moves, prompt_tokens_reused) = match &slot.state {
+                    SlotState::Unloaded => ("unloaded", 0, 0, 0),
+                    SlotState::Loading(waiting) => ("loading", waiting.len(), 0, 0),
+                    SlotState::Loaded(engine) => (
+                        "loaded",
+                        engine.in_use(),
+                        engine.sequence_moves(),
+                        engine.prompt_tokens_reused(),
+                    ),
                 };
                 ModelStatus {
                     name: slot.entry.name.clone(),
@@ -144,6 +149,7 @@ impl ModelPool {
                     in_use,
                     bytes: slot.entry.bytes,
                     sequence_moves,
+                    prompt_tokens_reused,
                 }
             })
             .collect()

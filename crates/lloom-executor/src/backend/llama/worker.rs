@@ -16,6 +16,7 @@ use llama_cpp_2::token::LlamaToken;
 use lloom_core::{FinishReason, Role};
 
 use super::cpu_turn::{CpuTurn, computes_on_cpu};
+use super::prompt_cache::{PromptCache, Reuse};
 use super::queue::TryPopError;
 use super::sampling::Samplers;
 use super::slots::SequenceIds;
@@ -39,6 +40,9 @@ struct Sequence {
     next: Option<LlamaToken>,
     /// Tokens in the KV cache for this sequence.
     n_past: i32,
+    /// Those tokens, position by position (kept with the cache when the sequence ends; see
+    /// the `prompt_cache` module).
+    cached: Vec<LlamaToken>,
     /// Index of this sequence's logits in the current batch; `None` while its prompt is still
     /// being fed in chunks (nothing to sample yet).
     logits_at: Option<i32>,
@@ -87,6 +91,8 @@ pub(super) struct Counters {
     pub(super) alive: Arc<AtomicBool>,
     /// Sequences moved into a hole inside the run of ids (see [`close_gaps`]).
     pub(super) moves: Arc<AtomicU64>,
+    /// Prompt tokens not computed again because a kept cache held them.
+    pub(super) reused: Arc<AtomicU64>,
 }
 
 /// Entry point of the worker thread.
@@ -97,7 +103,7 @@ pub(super) fn run(
     ready: &Sender<Result<(), String>>,
     counters: &Counters,
 ) {
-    let result = serve(path, config, queue, ready, &counters.moves);
+    let result = serve(path, config, queue, ready, counters);
     counters.alive.store(false, Ordering::SeqCst);
     // Nothing may wait forever on a stopped engine.
     queue.close();
@@ -129,7 +135,7 @@ fn serve(
     config: &EngineConfig,
     queue: &JobQueue,
     ready: &Sender<Result<(), String>>,
-    moves: &AtomicU64,
+    counters: &Counters,
 ) -> Result<(), String> {
     let backend = shared_backend()?;
     let model_params = LlamaModelParams::default().with_n_gpu_layers(config.gpu_layers);
@@ -155,20 +161,24 @@ fn serve(
     let cpu_threads = computes_on_cpu(config.gpu_layers, model.n_layer())
         .then(|| usize::try_from(threads).unwrap_or(1));
     let _ = ready.send(Ok(()));
-    batch_loop(&model, &mut ctx, config, queue, cpu_threads, moves)
+    batch_loop(&model, &mut ctx, config, queue, cpu_threads, counters)
 }
 
 /// The continuous-batching loop; returns when the queue is closed and no sequence is active.
 /// With `cpu_threads`, each decode step first takes that many of the machine's cores (see
-/// [`CpuTurn`]). Every sequence move is counted in `moves`.
+/// [`CpuTurn`]). Sequence moves and reused prompt tokens are counted in `counters`.
 fn batch_loop(
     model: &LlamaModel,
     ctx: &mut LlamaContext<'_>,
     config: &EngineConfig,
     queue: &JobQueue,
     cpu_threads: Option<usize>,
-    moves: &AtomicU64,
+    counters: &Counters,
 ) -> Result<(), String> {
+    let moves = &counters.moves;
+    // Recurrent models' state cannot be cut back to a prefix.
+    let caching = config.prompt_cache && !model.is_recurrent() && !model.is_hybrid();
+    let mut prompt_cache = PromptCache::default();
     let per_sequence = config.tokens_per_sequence();
     let mut batch =
         LlamaBatch::new(config.n_ctx as usize, i32::try_from(config.max_sequences).unwrap_or(1));
@@ -242,17 +252,27 @@ fn batch_loop(
                     continue;
                 }
             };
-            let Some(id) = ids.take_next(run_of(&active)) else { break };
+            let client = job.request.client;
+            let reuse = if caching { prompt_cache.best(client, &tokens) } else { None };
+            let preferred = reuse.map(|r| r.from);
+            let rank = |id| prompt_cache.rank(id);
+            let Some(id) = ids.take_for(run_of(&active), preferred, rank) else { break };
+            let reused = start_from(ctx, id, reuse);
+            prompt_cache.forget(id);
+            counters.reused.fetch_add(reused as u64, Ordering::Relaxed);
             let _ = job.events.send(GenerationEvent::Started { input_tokens: tokens.len() as u64 });
+            let mut prefill = tokens;
+            let cached: Vec<LlamaToken> = prefill.drain(..reused).collect();
             active.push(Sequence {
                 id,
                 sampler,
                 text: StreamText::new(&job.request.sampling.stop),
-                input_tokens: tokens.len() as u64,
-                prefill: tokens,
+                input_tokens: (cached.len() + prefill.len()) as u64,
+                prefill,
                 job,
                 next: None,
-                n_past: 0,
+                n_past: i32::try_from(reused).unwrap_or(0),
+                cached,
                 logits_at: None,
                 output_tokens: 0,
                 finished: None,
@@ -271,7 +291,8 @@ fn batch_loop(
         if config.move_sequences {
             let gap = run_of(&active).and_then(|(low, high)| ids.hole(low, high)).is_some();
             if gap && gap_waited {
-                moves.fetch_add(close_gaps(ctx, &mut active, &mut ids), Ordering::Relaxed);
+                let moved = close_gaps(ctx, &mut active, &mut ids, &mut prompt_cache);
+                moves.fetch_add(moved, Ordering::Relaxed);
             }
             gap_waited = gap && !gap_waited;
         }
@@ -304,6 +325,7 @@ fn batch_loop(
                     .add(token, seq.n_past, &[seq.id], true)
                     .map_err(|e| format!("batch full: {e}"))?;
                 seq.n_past += 1;
+                seq.cached.push(token);
                 seq.logits_at = Some(batch.n_tokens() - 1);
                 continue;
             }
@@ -317,6 +339,7 @@ fn batch_loop(
                     .add(token, seq.n_past, &[seq.id], wants_logits)
                     .map_err(|e| format!("batch full: {e}"))?;
                 seq.n_past += 1;
+                seq.cached.push(token);
             }
             if completes_prompt {
                 seq.logits_at = Some(batch.n_tokens() - 1);
@@ -335,12 +358,19 @@ fn batch_loop(
             drop(turn);
         }
 
-        // Retire finished sequences and free their KV cache.
+        // Retire finished sequences; their slot keeps its cache for the client's next prompt
+        // (see the `prompt_cache` module), or is cleared.
         let mut i = 0;
         while i < active.len() {
             if let Some(Some(reason)) = active.get(i).map(|s| s.finished) {
                 let mut seq = active.remove(i); // keeps the admission order
-                let _ = ctx.clear_kv_cache_seq(u32::try_from(seq.id).ok(), None, None);
+                let client = seq.job.request.client.filter(|_| caching);
+                if reason == FinishReason::Error || client.is_none() {
+                    let _ = ctx.clear_kv_cache_seq(u32::try_from(seq.id).ok(), None, None);
+                    prompt_cache.forget(seq.id);
+                } else {
+                    prompt_cache.keep(seq.id, client, std::mem::take(&mut seq.cached));
+                }
                 ids.release(seq.id);
                 seq.job.release();
                 if reason != FinishReason::Error {
@@ -372,7 +402,12 @@ fn run_of(active: &[Sequence]) -> Option<(i32, i32)> {
 /// in use, KV cache and all, until the ids in use follow each other again (see the `slots`
 /// module). llama.cpp copies a moved sequence's cache at the start of the next decode.
 /// Returns how many sequences moved.
-fn close_gaps(ctx: &mut LlamaContext<'_>, active: &mut [Sequence], ids: &mut SequenceIds) -> u64 {
+fn close_gaps(
+    ctx: &mut LlamaContext<'_>,
+    active: &mut [Sequence],
+    ids: &mut SequenceIds,
+    prompt_cache: &mut PromptCache,
+) -> u64 {
     let mut moved = 0;
     while let Some((low, high)) = run_of(active)
         && let Some(to) = ids.hole(low, high)
@@ -382,12 +417,33 @@ fn close_gaps(ctx: &mut LlamaContext<'_>, active: &mut [Sequence], ids: &mut Seq
             break;
         }
         let _ = ctx.clear_kv_cache_seq(u32::try_from(highest.id).ok(), None, None);
+        prompt_cache.forget(to);
         ids.take(to);
         ids.release(highest.id);
         highest.id = to;
         moved += 1;
     }
     moved
+}
+
+/// Readies slot `id`'s cache for a new sequence: starting from `reuse`'s prefix (copied from
+/// its slot unless it is `id`'s own) when it can, else empty. Returns how many prompt tokens
+/// the cache holds.
+fn start_from(ctx: &mut LlamaContext<'_>, id: i32, reuse: Option<Reuse>) -> usize {
+    let slot = u32::try_from(id).ok();
+    if let Some(Reuse { from, tokens }) = reuse
+        && let Ok(kept) = u32::try_from(tokens)
+        && (from == id || ctx.copy_kv_cache_seq(from, id, None, None).is_ok())
+        && ctx.clear_kv_cache_seq(slot, Some(kept), None) == Ok(true)
+        // What is left must be exactly the prefix (a sliding-window cache may have dropped
+        // its first positions).
+        && ctx.kv_cache_seq_pos_min(id) == 0
+        && i64::from(ctx.kv_cache_seq_pos_max(id)) == i64::from(kept) - 1
+    {
+        return tokens;
+    }
+    let _ = ctx.clear_kv_cache_seq(slot, None, None);
+    0
 }
 
 fn sample_all(
