@@ -43,6 +43,11 @@ pub struct ChatRequest {
     pub strategy: Option<Strategy>,
     /// Time for the whole request, failovers included.
     pub timeout: Duration,
+    /// The executor to ask first when it serves the model within the filter and is not cooling
+    /// down, whatever the strategy ranks first: the one that answered the conversation's
+    /// previous turn, whose prompt cache holds the history (an engine computes only the new
+    /// turn). Failover goes on as ranked.
+    pub prefer: Option<Address>,
 }
 
 impl ChatRequest {
@@ -58,6 +63,7 @@ impl ChatRequest {
             filter: RouteFilter::default(),
             strategy: None,
             timeout: Duration::from_secs(120),
+            prefer: None,
         }
     }
 }

@@ -59,6 +59,9 @@ pub async fn converse(
     out: &mut (dyn Write + Send),
 ) -> Result<Totals> {
     let mut history: Vec<ChatMessage> = Vec::new();
+    // The executor that answered the last turn: asked first, its prompt cache holding the
+    // history.
+    let mut last_executor = None;
     let mut totals = Totals::default();
     let mut next = first;
     loop {
@@ -78,6 +81,7 @@ pub async fn converse(
             "/exit" | "/quit" => break,
             "/reset" => {
                 history.clear();
+                last_executor = None;
                 note("[a new conversation]", true);
                 continue;
             }
@@ -95,6 +99,7 @@ pub async fn converse(
         let answered = loop {
             let mut request = template.clone();
             request.messages.extend(sent.iter().cloned());
+            request.prefer = last_executor;
             match stream_answer(client, request, style.verbose, style.json, out).await {
                 Err(Error::ContextExceeded { .. }) if drop_oldest_exchange(&mut sent) > 0 => {
                     let kept = sent.len();
@@ -110,6 +115,7 @@ pub async fn converse(
         };
         match answered {
             Ok(receipt) => {
+                last_executor = Some(receipt.executor);
                 history = sent;
                 totals.answers += 1;
                 totals.tokens += receipt.input_tokens + receipt.output_tokens;

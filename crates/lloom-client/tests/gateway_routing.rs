@@ -128,3 +128,40 @@ async fn a_request_routes_by_its_own_ceilings_and_context_and_bad_options_are_40
         assert_eq!(answer["error"]["code"], "no_offer_within_limits", "{answer}");
     }
 }
+
+/// A completion of `messages` with `lloom` as its routing options: the answer's text.
+async fn answer_to(addr: SocketAddr, messages: Value, lloom: Value) -> String {
+    let request = json!({"model": MODEL, "messages": messages, "lloom": lloom});
+    let (status, _, body) =
+        http(addr, "POST", "/v1/chat/completions", request.to_string().as_bytes()).await;
+    let answer = json_body(&body);
+    assert_eq!(status, 200, "{answer}");
+    answer["choices"][0]["message"]["content"].as_str().unwrap().to_owned()
+}
+
+/// A conversation's next turn is asked first of the executor that answered it last (whose
+/// prompt cache holds the history), whatever the strategy would rank first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversations_next_turn_goes_to_the_executor_that_answered_it_last() {
+    let (_validator, bootstrap) = validator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let _small = executor(&bootstrap, &dir, "Small context.", 1, 1024).await;
+    let _large = executor(&bootstrap, &dir, "Large context.", 10, 8192).await;
+    let client = scripted::client(&bootstrap, Strategy::Cheapest, 2).await;
+    let addr = gateway(client, GatewayConfig::default()).await;
+
+    // The first turn needs the longer context: the dearer executor answers it.
+    let opening = json!({"role": "user", "content": "I am Ana. Remember it."});
+    let first = answer_to(addr, json!([opening]), json!({"min_context": 4096})).await;
+    assert_eq!(first, "Large context.");
+    // The next turn asks for nothing of the kind, yet goes where the history is.
+    let next = json!([opening, {"role": "assistant", "content": first},
+        {"role": "user", "content": "Who am I?"}]);
+    assert_eq!(answer_to(addr, next.clone(), Value::Null).await, "Large context.");
+    // Unless the request's own limits rule that executor out.
+    assert_eq!(answer_to(addr, next, json!({"max_price": 5})).await, "Small context.");
+    // Another conversation goes to the cheapest, as the strategy says.
+    let other = json!([{"role": "user", "content": "I am Bo."},
+        {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Who am I?"}]);
+    assert_eq!(answer_to(addr, other, Value::Null).await, "Small context.");
+}

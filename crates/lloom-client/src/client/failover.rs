@@ -88,7 +88,8 @@ impl Client {
                 let strategy = request.strategy.unwrap_or_else(|| router.strategy());
                 router.rank_by(strategy, candidates.clone(), &filter, &tried, Instant::now())
             };
-            let Some(executor) = ranked.into_iter().next() else { break };
+            let preferred = ranked.iter().position(|c| Some(c.address) == request.prefer);
+            let Some(executor) = ranked.into_iter().nth(preferred.unwrap_or(0)) else { break };
             tried.push(executor.address);
             let context = executor.offer.context_length;
             let max_output = match plan.output_tokens(context) {

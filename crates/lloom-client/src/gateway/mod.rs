@@ -8,7 +8,9 @@
 //! the stream ends with an error event instead of restarting on another executor (before any
 //! text is sent, failover works as in [`Client::chat`]). A request may carry its own routing
 //! choices in the same extra field, `lloom`: a strategy, price ceilings in wei and a minimum
-//! context, as `lloom-client chat` takes them.
+//! context, as `lloom-client chat` takes them. A request that continues a conversation is
+//! asked first of the executor that answered the conversation last, whose prompt cache holds
+//! the history (`gateway/affinity.rs`).
 //!
 //! With [`ApiKeys`] configured, the `/v1/*` routes answer only requests that carry one of them
 //! (`Authorization: Bearer <key>`), each key within its own requests and tokens per minute
@@ -19,6 +21,7 @@
 //! so does `/metrics` unless [`GatewayConfig::metrics_keys`] names the keys a scrape must
 //! present (the metrics name every API key and its spend).
 
+mod affinity;
 mod auth;
 mod charge;
 mod error;
@@ -146,6 +149,8 @@ struct GatewayState {
     refused_connections: RefusedConnections,
     /// Each API key's request and token budget.
     limiter: Mutex<RateLimiter<Arc<str>>>,
+    /// Which executor answered each recent conversation.
+    affinity: affinity::Affinity,
 }
 
 impl GatewayState {
@@ -191,8 +196,11 @@ impl GatewayState {
     }
 
     /// Counts a verified answer's tokens for `key`: in the metrics and against its rate limit
-    /// (its cost is charged by [`charge::KeyedAnswer`]).
+    /// (its cost is charged by [`charge::KeyedAnswer`]); and records who answered its
+    /// conversation.
     fn answered(&self, key: Option<&auth::KeyName>, receipt: &Receipt) {
+        let request = &receipt.request;
+        self.affinity.answered(&request.commitment.model, &request.body.messages, receipt.executor);
         self.counters.count_tokens(key, receipt);
         if let (Some(key), Ok(mut limiter)) = (key, self.limiter.lock()) {
             limiter.charge_tokens(&key.0, receipt.output_tokens, Instant::now());
@@ -240,6 +248,7 @@ fn build_router(
         in_flight,
         refused_connections,
         limiter,
+        affinity: affinity::Affinity::default(),
     });
     let api = Router::new()
         .route("/v1/chat/completions", post(chat_completions))
@@ -416,6 +425,7 @@ async fn complete(
     let openai::Converted { mut chat, include_usage, with_tools } =
         request.into_chat(state.config.default_max_tokens)?;
     chat.timeout = state.config.request_timeout;
+    chat.prefer = state.affinity.preferred(&chat.model, &chat.messages);
     if let Some(ceiling) = state.config.max_price {
         chat.filter = chat.filter.capped_at(ceiling);
     }
