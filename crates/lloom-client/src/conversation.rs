@@ -128,11 +128,12 @@ pub async fn converse(
                 } else {
                     note(
                         &format!(
-                            "[verified: executor {}, {} + {} tokens, {} wei]",
+                            "[verified: executor {}, {} + {} tokens, {} wei, first token after {} ms]",
                             receipt.executor,
                             receipt.input_tokens,
                             receipt.output_tokens,
-                            receipt.cost
+                            receipt.cost,
+                            receipt.ttft.as_millis()
                         ),
                         true,
                     );

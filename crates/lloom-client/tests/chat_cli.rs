@@ -336,9 +336,19 @@ async fn an_interactive_chat_carries_the_conversation_and_goes_on_after_a_failed
     let first = client_with_stdin(data.clone(), chat(&["Capital?"]), "").await;
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
     assert_eq!(String::from_utf8_lossy(&first.stdout).lines().count(), 1);
-    let dash = client_with_stdin(data, chat(&["-"]), "Capital?\n").await;
+    let dash = client_with_stdin(data.clone(), chat(&["-"]), "Capital?\n").await;
     assert!(!dash.status.success());
     assert!(String::from_utf8_lossy(&dash.stderr).contains("with --interactive, turns are read"));
+
+    // Without --json, a line on stderr a turn: who answered, tokens, wei, the wait.
+    let human: Vec<String> = chat(&[]).into_iter().filter(|a| a != "--json").collect();
+    let plain = client_with_stdin(data, human, "Capital?\n").await;
+    assert!(plain.status.success(), "{}", String::from_utf8_lossy(&plain.stderr));
+    assert_eq!(String::from_utf8_lossy(&plain.stdout).trim(), "Paris it is.");
+    let stderr = String::from_utf8_lossy(&plain.stderr);
+    let line = stderr.lines().find(|l| l.contains("[verified: executor 0x")).unwrap_or_default();
+    assert!(line.contains(" + 3 tokens, ") && line.contains(" ms]"), "{stderr}");
+    assert!(line.contains("wei, first token after "), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
