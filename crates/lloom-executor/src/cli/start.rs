@@ -146,8 +146,9 @@ pub struct StartArgs {
     /// Seconds between settlement rounds.
     #[arg(long, default_value_t = 60)]
     pub settle_interval_secs: u64,
-    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464).
-    #[arg(long, value_name = "ADDR")]
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464), and at
+    /// http://ADDR/health whether any model is offered (200) or none (503).
+    #[arg(long, value_name = "ADDR", env = "LLOOM_METRICS_LISTEN")]
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Seconds between announcement heartbeats [default: 10].
     #[arg(long, default_value_t = 10)]
