@@ -55,16 +55,18 @@ async fn gateway(client: lloom_client::Client, config: GatewayConfig) -> SocketA
     addr
 }
 
-/// A completion with `lloom` as its routing options: the status and the JSON answer.
-async fn ask(addr: SocketAddr, lloom: Value) -> (u16, Value) {
-    let request = json!({
-        "model": MODEL,
-        "messages": [{"role": "user", "content": "Which one?"}],
-        "lloom": lloom,
-    });
+/// A completion of `messages` with `lloom` as its routing options: the status and the JSON
+/// answer.
+async fn complete(addr: SocketAddr, messages: Value, lloom: Value) -> (u16, Value) {
+    let request = json!({"model": MODEL, "messages": messages, "lloom": lloom});
     let (status, _, body) =
         http(addr, "POST", "/v1/chat/completions", request.to_string().as_bytes()).await;
     (status, json_body(&body))
+}
+
+/// A one-question completion with `lloom` as its routing options.
+async fn ask(addr: SocketAddr, lloom: Value) -> (u16, Value) {
+    complete(addr, json!([{"role": "user", "content": "Which one?"}]), lloom).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,10 +133,7 @@ async fn a_request_routes_by_its_own_ceilings_and_context_and_bad_options_are_40
 
 /// A completion of `messages` with `lloom` as its routing options: the answer's text.
 async fn answer_to(addr: SocketAddr, messages: Value, lloom: Value) -> String {
-    let request = json!({"model": MODEL, "messages": messages, "lloom": lloom});
-    let (status, _, body) =
-        http(addr, "POST", "/v1/chat/completions", request.to_string().as_bytes()).await;
-    let answer = json_body(&body);
+    let (status, answer) = complete(addr, messages, lloom).await;
     assert_eq!(status, 200, "{answer}");
     answer["choices"][0]["message"]["content"].as_str().unwrap().to_owned()
 }

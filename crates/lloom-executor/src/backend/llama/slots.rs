@@ -46,9 +46,9 @@ impl SequenceIds {
             None => lowest_rank(&mut self.free.iter().copied()),
             Some((low, high)) => {
                 let holes = self.free.range(low + 1..high.max(low + 1));
-                let ends = [low - 1, high + 1].into_iter().filter(|id| self.free.contains(id));
+                let mut ends = [low - 1, high + 1].into_iter().filter(|id| self.free.contains(id));
                 lowest_rank(&mut holes.copied())
-                    .or_else(|| lowest_rank(&mut ends.into_iter()))
+                    .or_else(|| lowest_rank(&mut ends))
                     .or_else(|| lowest_rank(&mut self.free.iter().copied()))
             }
         }?;
