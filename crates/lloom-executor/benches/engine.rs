@@ -27,6 +27,7 @@ async fn main() {
         rounds: if benching { 5 } else { 1 },
         churn: false,
         format: lloom_core::OutputFormat::Text,
+        kv_cache: lloom_executor::memory::KvType::F16,
     };
     let report = run_engine_bench(&options).await.unwrap();
     println!("{report}");

@@ -110,5 +110,10 @@ fn models_inspect_plans_memory_and_refuses_what_cannot_fit() {
     inspect(&["--gpu-mib", "64", "--full-offload"])
         .failure()
         .stderr(contains("64 MiB are available"));
+    inspect(&["--kv-cache-type", "q4_0"])
+        .success()
+        .stdout(contains("KV cache 6480 bytes per token (q4_0)"))
+        .stdout(contains("4 sequences of 2048 tokens (12.7 MiB KV each)"));
+    inspect(&["--kv-cache-type", "q5"]).failure().stderr(contains("f16, q8_0, q4_0"));
     inspect(&["/nonexistent.gguf"]).failure();
 }

@@ -51,7 +51,7 @@ async fn start_serves_the_default_model_to_a_client_and_withdraws_on_sigterm() {
         .arg(dir.path())
         .args(["start", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--n-ctx", "2048"])
         .args(["--max-sequences", "2", "--price-in", "7", "--price-out", "11"])
-        .args(["--metrics-listen", "127.0.0.1:0"])
+        .args(["--metrics-listen", "127.0.0.1:0", "--kv-cache-type", "q8_0"])
         .arg("--bootstrap")
         .arg(bootstrap[0].to_string())
         .stdout(Stdio::piped())
@@ -70,12 +70,11 @@ async fn start_serves_the_default_model_to_a_client_and_withdraws_on_sigterm() {
         "{seen:?}"
     );
     assert!(seen.iter().any(|l| l.contains("/p2p/16Uiu2")), "{seen:?}");
-    // The memory plan sets the engine: 2 sequences share the 2048-token context.
+    // The memory plan sets the engine: 2 sequences share the 2048-token context, each with a
+    // q8_0 cache of 1,024 × 12,240 bytes.
     assert!(seen.iter().any(|l| l.starts_with("memory budget")), "{seen:?}");
-    assert!(
-        seen.iter().any(|l| l.contains("SmolLM2-135M-Instruct: 2 sequences of 1024 tokens")),
-        "{seen:?}"
-    );
+    let plan = "SmolLM2-135M-Instruct: 2 sequences of 1024 tokens (q8_0 KV cache, 11 MiB each)";
+    assert!(seen.iter().any(|l| l.contains(plan)), "{seen:?}");
 
     let client_config = ClientConfig::default().bootstrap(bootstrap);
     let client = Client::connect(NodeKey::generate(), client_config).await.unwrap();

@@ -105,6 +105,8 @@ pub struct ExecutorSection {
     pub max_sequences: Option<u32>,
     /// Total context (KV cache) in tokens.
     pub n_ctx: Option<u32>,
+    /// Element type of the KV cache: `f16`, `q8_0` or `q4_0`.
+    pub kv_cache_type: Option<String>,
     /// A signed checkpoint every this many tokens (0: none).
     pub checkpoint_every: Option<u64>,
     /// Requests per minute per client.
@@ -140,6 +142,8 @@ pub struct ModelSection {
     pub max_sequences: Option<u32>,
     /// Total context (KV cache) in tokens.
     pub n_ctx: Option<u32>,
+    /// Element type of the KV cache: `f16`, `q8_0` or `q4_0`.
+    pub kv_cache_type: Option<String>,
 }
 
 impl ConfigFile {
@@ -201,6 +205,7 @@ mod tests {
             price_per_output_token: Some(2),
             max_sequences: Some(4),
             n_ctx: Some(4096),
+            kv_cache_type: Some("q8_0".into()),
         };
         ConfigFile {
             network: NetworkSection {
@@ -225,6 +230,7 @@ mod tests {
                 price_per_output_token: Some(2),
                 max_sequences: Some(4),
                 n_ctx: Some(8192),
+                kv_cache_type: Some("f16".into()),
                 checkpoint_every: Some(32),
                 requests_per_minute: Some(600),
                 tokens_per_minute: Some(10_000),

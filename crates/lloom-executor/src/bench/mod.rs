@@ -28,7 +28,7 @@ use self::streams::engine_streams;
 use crate::backend::GenerateRequest;
 use crate::backend::llama::{EngineConfig, LlamaEngine};
 use crate::error::{Error, Result};
-use crate::memory::{ServingDevice, format_bytes};
+use crate::memory::{KvType, ServingDevice, format_bytes};
 use crate::models::plan_engine;
 
 /// The prompt every stream answers (long enough to measure prompt processing).
@@ -63,6 +63,8 @@ pub struct EngineBenchOptions {
     /// The format the engine's answers are held to (the plain loops stay free text, so their
     /// ratio shows what the grammar costs; the churn runs stay free text too).
     pub format: OutputFormat,
+    /// The engine's KV cache type (the plain loops keep llama.cpp's default, f16).
+    pub kv_cache: KvType,
 }
 
 /// One plain-loop run.
@@ -162,6 +164,8 @@ pub struct EngineBenchReport {
     pub threads: u32,
     /// Layers offloaded to the GPU.
     pub gpu_layers: u32,
+    /// The engine's KV cache type (`f16`, `q8_0`, `q4_0`).
+    pub kv_cache: String,
     /// The format the engine's answers were held to (`text`, `json_object` or the schema's
     /// name).
     pub format: String,
@@ -200,8 +204,8 @@ impl std::fmt::Display for EngineBenchReport {
         }
         writeln!(
             f,
-            "model {} ({} threads, {} GPU layers)",
-            self.model, self.threads, self.gpu_layers
+            "model {} ({} threads, {} GPU layers, {} KV cache)",
+            self.model, self.threads, self.gpu_layers, self.kv_cache
         )?;
         if self.format != "text" {
             writeln!(
@@ -368,6 +372,7 @@ pub async fn run_engine_bench(options: &EngineBenchOptions) -> Result<EngineBenc
         threads: Some(threads),
         queue_capacity: streams.max(64),
         queue_per_client: streams.max(64),
+        kv_cache: options.kv_cache,
         ..EngineConfig::default()
     };
     let free = device.memory().map_or(u64::MAX, |m| m.free);
@@ -436,6 +441,7 @@ pub async fn run_engine_bench(options: &EngineBenchOptions) -> Result<EngineBenc
         model: options.path.display().to_string(),
         threads,
         gpu_layers: config.gpu_layers,
+        kv_cache: config.kv_cache.to_string(),
         format: match &options.format {
             OutputFormat::Text => "text".into(),
             OutputFormat::JsonObject => "json_object".into(),

@@ -7,6 +7,7 @@ use clap::Args;
 
 use crate::bench::{EngineBenchOptions, run_engine_bench};
 use crate::error::{Error, Result};
+use crate::memory::KvType;
 use crate::models::{DEFAULT_MODEL, ModelCache};
 
 /// Options of `lloom-executor bench`.
@@ -34,6 +35,9 @@ pub struct BenchArgs {
     /// count, with the engine moving sequences into freed slots and without (a minute more).
     #[arg(long)]
     pub churn: bool,
+    /// The engine's KV cache type: f16, q8_0 or q4_0 (the plain loop keeps f16).
+    #[arg(long, value_name = "TYPE", default_value_t = KvType::F16)]
+    pub kv_cache_type: KvType,
     /// Hold the engine's answers to JSON, to measure what the grammar costs.
     #[command(flatten)]
     pub format: lloom_core::cli::OutputFormatArgs,
@@ -73,6 +77,7 @@ pub(super) async fn run(args: &BenchArgs, json: bool, out: &mut (dyn Write + Sen
         rounds: args.rounds,
         churn: args.churn,
         format: args.format.format()?,
+        kv_cache: args.kv_cache_type,
     };
     if !json {
         writeln!(out, "benchmarking (a minute or so on a small CPU) ...")?;

@@ -47,6 +47,9 @@ price_per_output_token = {price_out}
 # Sequences decoded together (continuous batching) and the KV cache they share, in tokens.
 max_sequences = {sequences}
 n_ctx = {n_ctx}
+# Element type of the KV cache: "f16", or "q8_0" / "q4_0" to hold about 2x / 3.5x the tokens
+# in the same memory (more sequences fit the budget) at a small cost in accuracy.
+kv_cache_type = "{kv_cache}"
 # A signed checkpoint every this many output tokens (0: none).
 checkpoint_every = 32
 # Per-client limits.
@@ -82,6 +85,7 @@ memory_budget = "0.9"
         price_out = DEFAULT_PRICE_PER_OUTPUT_TOKEN,
         sequences = engine.max_sequences,
         n_ctx = engine.n_ctx,
+        kv_cache = engine.kv_cache,
     )
 }
 
@@ -116,6 +120,7 @@ mod tests {
         assert_eq!(file.executor.price_per_input_token, Some(DEFAULT_PRICE_PER_INPUT_TOKEN));
         assert_eq!(file.executor.max_sequences, Some(EngineConfig::default().max_sequences));
         assert_eq!(file.network.mdns, Some(true));
+        assert_eq!(file.executor.kv_cache_type.as_deref(), Some("f16"));
         assert_eq!(file.executor.model_path, None);
     }
 }

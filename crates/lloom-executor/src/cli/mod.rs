@@ -108,6 +108,9 @@ pub struct InspectArgs {
     /// Refuse unless every layer fits on the accelerator.
     #[arg(long)]
     pub full_offload: bool,
+    /// Element type of the KV cache: f16, q8_0 or q4_0.
+    #[arg(long, value_name = "TYPE", default_value_t = crate::memory::KvType::F16)]
+    pub kv_cache_type: crate::memory::KvType,
 }
 
 /// Draws model download progress on stderr (hidden when stderr is not a terminal).
@@ -291,7 +294,7 @@ async fn generate(args: &GenerateArgs, json: bool, out: &mut (dyn Write + Send))
 }
 
 async fn inspect(args: &InspectArgs, json: bool, out: &mut (dyn Write + Send)) -> Result<()> {
-    use crate::memory::{KvType, MemoryRequest, ModelGeometry, plan, read_metadata};
+    use crate::memory::{MemoryRequest, ModelGeometry, plan, read_metadata};
     let path = match &args.path {
         Some(path) => path.clone(),
         None => {
@@ -308,7 +311,7 @@ async fn inspect(args: &InspectArgs, json: bool, out: &mut (dyn Write + Send)) -
     let request = MemoryRequest {
         n_ctx: args.n_ctx,
         max_sequences: args.max_sequences,
-        kv: KvType::F16,
+        kv: args.kv_cache_type,
         n_ubatch: 512,
         gpu_budget: args.gpu_mib.map(|m| m << 20),
         require_full_offload: args.full_offload,
@@ -324,7 +327,8 @@ async fn inspect(args: &InspectArgs, json: bool, out: &mut (dyn Write + Send)) -
             "layers": g.n_layers, "embedding": g.n_embd, "heads": g.n_head,
             "kv_heads": g.n_head_kv, "head_dim": g.head_dim, "vocab": g.n_vocab,
             "weights_bytes": g.weights_bytes(),
-            "kv_bytes_per_token": g.kv_bytes_per_token(KvType::F16),
+            "kv_cache_type": args.kv_cache_type.name(),
+            "kv_bytes_per_token": g.kv_bytes_per_token(args.kv_cache_type),
             "plan": {
                 "gpu_layers": p.gpu_layers, "max_sequences": p.max_sequences,
                 "ctx_per_sequence": p.ctx_per_sequence, "gpu_bytes": p.gpu_bytes,
@@ -343,10 +347,11 @@ async fn inspect(args: &InspectArgs, json: bool, out: &mut (dyn Write + Send)) -
     )?;
     writeln!(
         out,
-        "  weights {:.1} MiB ({:.2} MiB per layer); KV cache {} bytes per token (f16)",
+        "  weights {:.1} MiB ({:.2} MiB per layer); KV cache {} bytes per token ({})",
         mib(g.weights_bytes()),
         mib(g.layer_bytes),
-        g.kv_bytes_per_token(KvType::F16)
+        g.kv_bytes_per_token(args.kv_cache_type),
+        args.kv_cache_type
     )?;
     writeln!(
         out,

@@ -18,7 +18,7 @@ use crate::backend::llama::EngineConfig;
 use crate::backend::llama::ModelPool;
 use crate::backend::openai::{OpenAiBackend, OpenAiConfig};
 use crate::error::{Error, Result};
-use crate::memory::{MemoryBudget, ServingDevice, format_bytes};
+use crate::memory::{KvType, MemoryBudget, ServingDevice, format_bytes};
 use crate::metrics::ExecutorMetrics;
 use crate::models::{ModelChoice, PreparedModels, prepare_models};
 use crate::node::{ExecutorConfig, ExecutorNode, FreeMemory};
@@ -77,6 +77,11 @@ pub struct StartArgs {
     /// client's next prompt that starts with the same tokens (a conversation's next turn).
     #[arg(long)]
     pub no_prompt_cache: bool,
+    /// Element type of the KV cache: f16, q8_0 or q4_0. A quantized cache holds about twice
+    /// (q8_0) or three and a half times (q4_0) the tokens in the same memory, so more
+    /// sequences fit the memory budget, at a small cost in accuracy [default: f16].
+    #[arg(long, value_name = "TYPE")]
+    pub kv_cache_type: Option<KvType>,
     /// Memory the models may use: a size (20GiB, 512MiB) or a share of the memory free at
     /// start (0.8, 80%); host RAM, or GPU memory in a `cuda` build [default: 0.9].
     #[arg(long, value_name = "SIZE|SHARE")]
@@ -168,37 +173,50 @@ impl StartArgs {
     /// The models to serve: `--model-path` (or `executor.model_path`) serves one model;
     /// otherwise `[[executor.models]]`, each entry taking unset keys from the flags and the
     /// `[executor]` section; otherwise the default model.
-    pub fn model_choices(&self, file: &ConfigFile) -> Vec<ModelChoice> {
-        let base = self.model_choice(file);
+    pub fn model_choices(&self, file: &ConfigFile) -> Result<Vec<ModelChoice>> {
+        let base = self.model_choice(file)?;
         let listed = file.executor.models.as_deref().unwrap_or_default();
         if self.model_path.is_some() || file.executor.model_path.is_some() || listed.is_empty() {
-            return vec![base];
+            return Ok(vec![base]);
         }
         listed
             .iter()
-            .map(|m| ModelChoice {
-                path: m.path.clone(),
-                name: m.name.clone(),
-                price_per_input_token: m
-                    .price_per_input_token
-                    .map_or(base.price_per_input_token, U256::from),
-                price_per_output_token: m
-                    .price_per_output_token
-                    .map_or(base.price_per_output_token, U256::from),
-                engine: EngineConfig {
-                    n_ctx: m.n_ctx.unwrap_or(base.engine.n_ctx),
-                    max_sequences: m.max_sequences.unwrap_or(base.engine.max_sequences),
-                    ..base.engine.clone()
-                },
+            .map(|m| {
+                let kv_cache = match (&self.kv_cache_type, &m.kv_cache_type) {
+                    (None, Some(name)) => name.parse()?,
+                    _ => base.engine.kv_cache,
+                };
+                Ok(ModelChoice {
+                    path: m.path.clone(),
+                    name: m.name.clone(),
+                    price_per_input_token: m
+                        .price_per_input_token
+                        .map_or(base.price_per_input_token, U256::from),
+                    price_per_output_token: m
+                        .price_per_output_token
+                        .map_or(base.price_per_output_token, U256::from),
+                    engine: EngineConfig {
+                        n_ctx: m.n_ctx.unwrap_or(base.engine.n_ctx),
+                        max_sequences: m.max_sequences.unwrap_or(base.engine.max_sequences),
+                        kv_cache,
+                        ..base.engine.clone()
+                    },
+                })
             })
             .collect()
     }
 
-    /// The model to serve: flags, else the file, else defaults.
-    pub fn model_choice(&self, file: &ConfigFile) -> ModelChoice {
+    /// The model to serve: flags, else the file, else defaults; fails on a KV cache type the
+    /// file names that does not exist.
+    pub fn model_choice(&self, file: &ConfigFile) -> Result<ModelChoice> {
         let ex = &file.executor;
         let defaults = EngineConfig::default();
-        ModelChoice {
+        let kv_cache = match (&self.kv_cache_type, &ex.kv_cache_type) {
+            (Some(kv), _) => *kv,
+            (None, Some(name)) => name.parse()?,
+            (None, None) => defaults.kv_cache,
+        };
+        Ok(ModelChoice {
             path: self.model_path.clone().or_else(|| ex.model_path.clone()),
             name: self.model_name.clone().or_else(|| ex.model_name.clone()),
             price_per_input_token: self.price_in.unwrap_or_else(|| {
@@ -219,9 +237,10 @@ impl StartArgs {
                     .or(ex.queue_per_client)
                     .unwrap_or(defaults.queue_per_client),
                 prompt_cache: !self.no_prompt_cache,
+                kv_cache,
                 ..defaults
             },
-        }
+        })
     }
 
     /// The node configuration: flags and environment, else the file, else defaults.
@@ -274,7 +293,10 @@ impl StartArgs {
             heartbeat: Duration::from_secs(self.heartbeat_secs.max(1)),
             ..AnnouncerConfig::default()
         };
-        config.max_concurrency = self.model_choice(file).engine.max_sequences;
+        config.max_concurrency = self
+            .max_sequences
+            .or(ex.max_sequences)
+            .unwrap_or(EngineConfig::default().max_sequences);
         config
     }
 }
@@ -296,7 +318,7 @@ pub(super) async fn run(
     // Handlers first: a signal sent as soon as the addresses are printed must stop us cleanly.
     let signal = lloom_core::cli::ShutdownSignal::install()?;
     let key = load_key(&node.key_path(Role::Executor), &node.password_source())?;
-    let choice = args.model_choice(&file);
+    let choice = args.model_choice(&file)?;
     let budget = args.memory_budget(&file)?;
     let mut config = args.executor_config(&file, node.data_dir(Role::Executor));
     // Before the model loads: a bad setting should not cost the wait.
@@ -332,7 +354,7 @@ pub(super) async fn run(
             vec![served]
         }
         None => {
-            let choices = args.model_choices(&file);
+            let choices = args.model_choices(&file)?;
             writeln!(out, "loading the model ...")?;
             out.flush()?;
             let bar = Bar::stderr();
@@ -434,10 +456,12 @@ fn write_plan(out: &mut (dyn Write + Send), prepared: &PreparedModels) -> Result
     for (model, plan) in prepared.served.iter().zip(&prepared.plans) {
         writeln!(
             out,
-            "  {}: {} sequences of {} tokens, {} layers on the GPU, needs {} GPU + {} host",
+            "  {}: {} sequences of {} tokens ({} KV cache, {} each), {} layers on the GPU, needs {} GPU + {} host",
             model.offer.model,
             plan.max_sequences,
             plan.ctx_per_sequence,
+            plan.kv,
+            format_bytes(plan.kv_bytes_per_sequence),
             plan.gpu_layers,
             format_bytes(plan.gpu_bytes),
             format_bytes(plan.host_bytes)
@@ -586,7 +610,7 @@ mod tests {
              [[executor.models]]\nname = \"small\"\n\
              [[executor.models]]\npath = \"/m/big.gguf\"\nn_ctx = 16384\nprice_per_input_token = 3\n",
         );
-        let choices = start_args(&["--max-sequences", "2"]).model_choices(&file);
+        let choices = start_args(&["--max-sequences", "2"]).model_choices(&file).unwrap();
         assert_eq!(choices.len(), 2);
         assert_eq!((choices[0].name.as_deref(), choices[0].path.as_ref()), (Some("small"), None));
         assert_eq!(choices[0].price_per_output_token, U256::from(9));
@@ -600,13 +624,35 @@ mod tests {
         );
 
         // --model-path serves that one file, whatever the list says.
-        let one = start_args(&["--model-path", "/m/x.gguf"]).model_choices(&file);
+        let one = start_args(&["--model-path", "/m/x.gguf"]).model_choices(&file).unwrap();
         assert_eq!(one.len(), 1);
         assert_eq!(one[0].path.as_deref(), Some(std::path::Path::new("/m/x.gguf")));
 
+        // The KV cache type: the flag for every model, else each entry's, else the section's.
+        let kv = config(
+            "[executor]\nkv_cache_type = \"q8_0\"\n[[executor.models]]\nname = \"a\"\n\
+             [[executor.models]]\nname = \"b\"\nkv_cache_type = \"q4_0\"\n",
+        );
+        let types = |args: &[&str]| -> Vec<KvType> {
+            let choices = start_args(args).model_choices(&kv).unwrap();
+            choices.iter().map(|c| c.engine.kv_cache).collect()
+        };
+        assert_eq!(types(&[]), [KvType::Q8_0, KvType::Q4_0]);
+        assert_eq!(types(&["--kv-cache-type", "f16"]), [KvType::F16, KvType::F16]);
+        assert_eq!(start_args(&[]).model_choices(&file).unwrap()[0].engine.kv_cache, KvType::F16);
+        let err = start_args(&[])
+            .model_choice(&config("[executor]\nkv_cache_type = \"q3\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown KV cache type \"q3\""), "{err}");
+        let entry = config("[[executor.models]]\nname = \"a\"\nkv_cache_type = \"fp8\"\n");
+        assert!(start_args(&[]).model_choices(&entry).is_err());
+        let argv = ["lloom-executor", "start", "--kv-cache-type", "q8"];
+        assert!(Cli::try_parse_from(argv).is_err());
+
         let bad = config("[executor]\nmemory_budget = \"plenty\"\n");
         assert!(start_args(&[]).memory_budget(&bad).is_err());
-        assert_eq!(start_args(&[]).model_choices(&ConfigFile::default()).len(), 1);
+        assert_eq!(start_args(&[]).model_choices(&ConfigFile::default()).unwrap().len(), 1);
     }
 
     #[test]

@@ -4,14 +4,15 @@
 pub mod budget;
 pub mod device;
 pub mod gguf;
+pub mod kv_type;
 pub mod plan;
 pub mod repack;
 
 pub use budget::{MemoryBudget, format_bytes};
 pub use device::{DeviceMemory, ServingDevice, gpu_memory, host_memory};
 pub use gguf::{GgufMetadata, MetaValue, TensorInfo, read_metadata};
+pub use kv_type::KvType;
 pub use plan::{
-    GRAMMAR_BYTES_PER_SEQUENCE, KvType, MemoryPlan, MemoryRequest, ModelGeometry, TiedEmbedding,
-    plan,
+    GRAMMAR_BYTES_PER_SEQUENCE, MemoryPlan, MemoryRequest, ModelGeometry, TiedEmbedding, plan,
 };
 pub use repack::RepackedTypes;

@@ -3,6 +3,7 @@
 //! sequences fit in a memory budget.
 
 use super::gguf::GgufMetadata;
+use super::kv_type::KvType;
 use super::repack::RepackedTypes;
 use crate::error::{Error, Result};
 
@@ -36,29 +37,6 @@ pub struct TiedEmbedding {
     pub ggml_type: u32,
     /// Its size, in bytes.
     pub bytes: u64,
-}
-
-/// Element type of the KV cache.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum KvType {
-    /// 16-bit floats (llama.cpp's default).
-    #[default]
-    F16,
-    /// 8-bit blocks (34 bytes per 32 values).
-    Q8_0,
-    /// 4-bit blocks (18 bytes per 32 values).
-    Q4_0,
-}
-
-impl KvType {
-    /// Bytes per 32 elements.
-    fn bytes_per_32(self) -> u64 {
-        match self {
-            Self::F16 => 64,
-            Self::Q8_0 => 34,
-            Self::Q4_0 => 18,
-        }
-    }
 }
 
 /// Bytes per 32 elements of a GGML tensor type, for the types GGUF models use.
@@ -226,6 +204,8 @@ pub struct MemoryPlan {
     pub host_bytes: u64,
     /// KV cache of one full sequence, in bytes.
     pub kv_bytes_per_sequence: u64,
+    /// The KV cache's element type.
+    pub kv: KvType,
 }
 
 /// Chooses how many layers to offload and how many sequences fit.
@@ -241,6 +221,14 @@ pub fn plan(geometry: &ModelGeometry, request: &MemoryRequest) -> Result<MemoryP
     let share = request.n_ctx / request.max_sequences;
     if share == 0 {
         return Err(Error::EngineConfig("fewer context tokens than sequences".into()));
+    }
+    if request.kv.is_quantized() && !geometry.head_dim.is_multiple_of(KvType::BLOCK) {
+        return Err(Error::EngineConfig(format!(
+            "a {} KV cache needs heads whose size is a multiple of {}; this model's are {} wide (use f16)",
+            request.kv,
+            KvType::BLOCK,
+            geometry.head_dim
+        )));
     }
     let ctx_per_sequence = share.next_multiple_of(KV_CELLS_PER_BLOCK);
     let kv_layer_token = geometry.kv_bytes_per_token_per_layer(request.kv);
@@ -264,6 +252,7 @@ pub fn plan(geometry: &ModelGeometry, request: &MemoryRequest) -> Result<MemoryP
                 + compute
                 + GRAMMAR_BYTES_PER_SEQUENCE * request.max_sequences,
             kv_bytes_per_sequence,
+            kv: request.kv,
         });
     };
     let full_weights = geometry.weights_bytes();
@@ -278,6 +267,7 @@ pub fn plan(geometry: &ModelGeometry, request: &MemoryRequest) -> Result<MemoryP
             gpu_bytes: full_weights + compute + kv_bytes_per_sequence * sequences,
             host_bytes: GRAMMAR_BYTES_PER_SEQUENCE * sequences,
             kv_bytes_per_sequence,
+            kv: request.kv,
         });
     }
     if request.require_full_offload {
@@ -309,6 +299,7 @@ pub fn plan(geometry: &ModelGeometry, request: &MemoryRequest) -> Result<MemoryP
             + geometry.repack_extra_bytes(request.repacked)
             + GRAMMAR_BYTES_PER_SEQUENCE * request.max_sequences,
         kv_bytes_per_sequence,
+        kv: request.kv,
     })
 }
 
@@ -365,6 +356,32 @@ mod tests {
         assert_eq!(g.kv_bytes_per_token(KvType::F16), 128 * 1024);
         assert_eq!(g.kv_bytes_per_token_per_layer(KvType::Q8_0), 2048 / 32 * 34);
         assert_eq!(g.weights_bytes(), (32 * 110 + 250) << 20);
+    }
+
+    #[test]
+    fn a_quantized_kv_cache_fits_more_sequences_in_the_same_gpu() {
+        // Each f16 sequence needs 0.5 GiB of KV; q8_0 about 0.27, q4_0 about 0.14.
+        let on = |kv| plan(&seven_b(), &MemoryRequest { kv, ..request(Some(6)) }).unwrap();
+        let (f16, q8, q4) = (on(KvType::F16), on(KvType::Q8_0), on(KvType::Q4_0));
+        assert_eq!(q8.kv_bytes_per_sequence, 4096 * 32 * (2048 / 32 * 34));
+        assert!(f16.max_sequences < q8.max_sequences, "{f16:?} {q8:?}");
+        assert!(q8.max_sequences < q4.max_sequences || q4.max_sequences == 8, "{q8:?} {q4:?}");
+        for p in [f16, q8, q4] {
+            assert!(p.gpu_bytes <= 6 << 30, "{p:?}");
+        }
+        // On the host, the same sequences cost less.
+        let host = |kv| plan(&seven_b(), &MemoryRequest { kv, ..request(None) }).unwrap();
+        let saved = host(KvType::F16).host_bytes - host(KvType::Q8_0).host_bytes;
+        assert_eq!(saved, 8 * 4096 * 32 * (4096 - 2048 / 32 * 34));
+    }
+
+    #[test]
+    fn a_quantized_kv_cache_needs_whole_blocks_per_head() {
+        let odd = ModelGeometry { head_dim: 80, n_embd: 2560, ..seven_b() };
+        assert!(plan(&odd, &request(None)).is_ok());
+        let err = plan(&odd, &MemoryRequest { kv: KvType::Q8_0, ..request(None) }).unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("q8_0") && message.contains("80 wide"), "{message}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use super::{DEFAULT_MODEL, ModelCache, PullProgress};
 use crate::backend::llama::{EngineConfig, ModelPool, PoolEntry};
 use crate::error::{Error, Result};
 use crate::memory::{
-    DeviceMemory, KvType, MemoryBudget, MemoryPlan, MemoryRequest, ModelGeometry, RepackedTypes,
+    DeviceMemory, MemoryBudget, MemoryPlan, MemoryRequest, ModelGeometry, RepackedTypes,
     ServingDevice, plan, read_metadata,
 };
 use crate::serve::ServedModel;
@@ -107,7 +107,7 @@ pub fn plan_engine(
     let request = MemoryRequest {
         n_ctx: u64::from(engine.n_ctx),
         max_sequences: u64::from(engine.max_sequences),
-        kv: KvType::F16,
+        kv: engine.kv_cache,
         n_ubatch: u64::from(engine.n_ctx.min(512)),
         gpu_budget: (device == ServingDevice::Gpu).then_some(budget),
         require_full_offload: false,

@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Backend, GenerateRequest, Generation};
 use crate::error::{Error, Result};
+use crate::memory::KvType;
 
 /// How the engine runs.
 #[derive(Clone, Debug)]
@@ -60,6 +61,9 @@ pub struct EngineConfig {
     /// whole (`lloom-executor start --no-prompt-cache`; the P2 benchmark turns it off to
     /// compare like with like).
     pub prompt_cache: bool,
+    /// Element type of the KV cache: `q8_0` or `q4_0` hold about twice or three and a half
+    /// times the tokens of `f16` in the same memory (`lloom-executor start --kv-cache-type`).
+    pub kv_cache: KvType,
 }
 
 impl Default for EngineConfig {
@@ -73,6 +77,7 @@ impl Default for EngineConfig {
             queue_per_client: 32,
             move_sequences: true,
             prompt_cache: true,
+            kv_cache: KvType::F16,
         }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 
 use llama_cpp_2::context::LlamaContext;
-use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::params::{KvCacheType, LlamaContextParams};
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
@@ -22,6 +22,7 @@ use super::sampling::Samplers;
 use super::slots::SequenceIds;
 use super::{EngineConfig, Job, JobQueue};
 use crate::backend::{GenerationEvent, StreamText, Usage};
+use crate::memory::KvType;
 
 /// Prompt tokens fed to the model in one decode step, over all sequences being prefilled.
 ///
@@ -156,12 +157,29 @@ fn serve(
         // than with one cache shared by all.
         .with_kv_unified(false)
         .with_n_threads(threads)
-        .with_n_threads_batch(threads);
-    let mut ctx = model.new_context(backend, ctx_params).map_err(|e| format!("context: {e}"))?;
+        .with_n_threads_batch(threads)
+        .with_type_k(cache_type(config.kv_cache))
+        .with_type_v(cache_type(config.kv_cache));
+    let mut ctx = model.new_context(backend, ctx_params).map_err(|e| match config.kv_cache {
+        KvType::F16 => format!("context: {e}"),
+        // llama.cpp refuses a quantized value cache where it cannot use flash attention.
+        kv => format!(
+            "context: {e} (a {kv} KV cache needs flash attention, which llama.cpp may not offer for this model or device; try --kv-cache-type f16)"
+        ),
+    })?;
     let cpu_threads = computes_on_cpu(config.gpu_layers, model.n_layer())
         .then(|| usize::try_from(threads).unwrap_or(1));
     let _ = ready.send(Ok(()));
     batch_loop(&model, &mut ctx, config, queue, cpu_threads, counters)
+}
+
+/// llama.cpp's name for a KV cache type.
+fn cache_type(kv: KvType) -> KvCacheType {
+    match kv {
+        KvType::F16 => KvCacheType::F16,
+        KvType::Q8_0 => KvCacheType::Q8_0,
+        KvType::Q4_0 => KvCacheType::Q4_0,
+    }
 }
 
 /// The continuous-batching loop; returns when the queue is closed and no sequence is active.
