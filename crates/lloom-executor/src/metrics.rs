@@ -96,6 +96,12 @@ impl ExecutorMetrics {
             "Requests being served.",
             in_flight,
         );
+        m.single(
+            "lloom_executor_draining",
+            MetricKind::Gauge,
+            "1 while shutting down: requests in flight finish, new ones are refused as Busy.",
+            f64::from(u8::from(self.server.is_draining())),
+        );
         if let Ok((_, unsettled)) = self.server.receipts().counts() {
             let help = "Receipts stored and not yet settled on chain.";
             m.single(
@@ -183,7 +189,8 @@ impl ExecutorMetrics {
 
     /// Whether the executor serves now, for orchestrators: `200` with `{"status": "ok", ...}`
     /// while at least one model is offered, else `503` with `"unavailable"` (every backend
-    /// down); each model is listed with whether it is offered and its context.
+    /// down) or `"draining"` (shutting down, finishing the requests in flight); each model is
+    /// listed with whether it is offered and its context.
     pub fn health(&self) -> (StatusCode, serde_json::Value) {
         let models: Vec<serde_json::Value> = self
             .server
@@ -197,9 +204,10 @@ impl ExecutorMetrics {
             })
             .collect();
         let serving = self.server.models().any(ServedModel::is_offered);
-        let (status, word) = match serving {
-            true => (StatusCode::OK, "ok"),
-            false => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        let (status, word) = match (self.server.is_draining(), serving) {
+            (true, _) => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
+            (false, true) => (StatusCode::OK, "ok"),
+            (false, false) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         };
         (status, serde_json::json!({ "status": word, "models": models }))
     }

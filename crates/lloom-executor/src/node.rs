@@ -175,7 +175,38 @@ impl ExecutorNode {
         Ok(self.network.listen_addrs().await?)
     }
 
-    /// Withdraws the offers, then stops serving and leaves the network.
+    /// The first step of a graceful shutdown: withdraws the offers (validators drop them, so
+    /// clients stop choosing this executor) and refuses new requests with a signed Busy, while
+    /// the requests in flight go on (see [`Server::start_draining`]). Wait for them with
+    /// [`ExecutorNode::wait_drained`], then call [`ExecutorNode::shutdown`].
+    pub async fn start_draining(&mut self) -> Result<()> {
+        self.server.start_draining();
+        self.stop.cancel();
+        match self.announcer.take() {
+            Some(announcer) => announcer.shutdown().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Waits up to `within` for the requests in flight to finish; returns how many had not
+    /// (0: none left).
+    pub async fn wait_drained(&self, within: Duration) -> u64 {
+        self.server.wait_idle(within).await
+    }
+
+    /// A graceful shutdown: [`ExecutorNode::start_draining`], up to `within` for the requests
+    /// in flight, then [`ExecutorNode::shutdown`]. Returns the requests cut short (0: every
+    /// one finished with its signed response and receipt).
+    pub async fn shutdown_gracefully(mut self, within: Duration) -> Result<u64> {
+        let withdrawn = self.start_draining().await;
+        let cut = self.wait_drained(within).await;
+        self.shutdown().await?;
+        withdrawn.map(|()| cut)
+    }
+
+    /// Withdraws the offers (unless [`ExecutorNode::start_draining`] did), then stops serving
+    /// at once (streams still running are cut: their clients fail over) and leaves the network;
+    /// the nonces held in memory are written to disk first.
     pub async fn shutdown(mut self) -> Result<()> {
         self.stop.cancel();
         let withdrawn = match self.announcer.take() {
@@ -186,6 +217,12 @@ impl ExecutorNode {
             task.abort();
         }
         drop(self.network);
+        let server = self.server.clone();
+        match tokio::task::spawn_blocking(move || server.sync_nonces()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "cannot sync the nonce store at shutdown"),
+            Err(error) => tracing::warn!(%error, "the nonce store's last sync did not run"),
+        }
         withdrawn
     }
 }

@@ -23,6 +23,7 @@ use lloom_core::{
     WireMessage, unix_now,
 };
 use lloom_executor::backend::scripted::{Script, ScriptedBackend};
+use lloom_executor::metrics::ExecutorMetrics;
 use lloom_executor::serve::{RateLimits, ReceiptStore, ServeConfig, ServedModel, Server};
 
 const MODEL: &str = "scripted";
@@ -580,6 +581,71 @@ async fn a_client_that_goes_away_stops_the_generation() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(rig.server.stats().in_flight.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn a_draining_server_finishes_the_requests_in_flight_and_refuses_new_ones_signed() {
+    let script = Script {
+        delay: Duration::from_millis(20),
+        ..Script::answer(MODEL, &["word"; 15].join(" "))
+    };
+    let rig = rig(script, config(0)).await;
+    let limits = WireLimits::default();
+    let mut stream = open(&rig).await;
+    let running = signed(&rig, |c| c.nonce = 1);
+    write_frame(&mut stream, &WireMessage::Request(running.clone()), &limits).await.unwrap();
+    let first = read_frame(&mut stream, &limits).await.unwrap();
+    assert!(matches!(first, Some(WireMessage::Chunk(_))), "{first:?}");
+    assert_eq!(rig.server.offers().len(), 1);
+    let metrics = ExecutorMetrics {
+        server: rig.server.clone(),
+        pool: None,
+        free_memory: None,
+        network: None,
+    };
+    assert!(metrics.render(None).contains("lloom_executor_draining 0\n"));
+    assert_eq!(metrics.health().0.as_u16(), 200);
+
+    rig.server.start_draining();
+    assert!(rig.server.is_draining());
+    assert!(rig.server.offers().is_empty(), "nothing is offered while draining");
+    assert!(metrics.render(None).contains("lloom_executor_draining 1\n"));
+    let (status, health) = metrics.health();
+    assert_eq!((status.as_u16(), &health["status"]), (503, &serde_json::json!("draining")));
+    // Still running: waiting a moment gives up with it counted.
+    assert_eq!(rig.server.wait_idle(Duration::from_millis(50)).await, 1);
+    // A new request, on a stream of its own, is refused with a signed Busy saying why.
+    let late = signed(&rig, |c| c.nonce = 2);
+    let frames = exchange(&rig, &late).await;
+    let error = the_error(&frames);
+    let peer = rig.executor.key.peer_id();
+    verify_error(error, &late.digest(), Some(&peer), &VerifyPolicy::default(), unix_now()).unwrap();
+    assert_eq!(ErrorCode::from_code(error.commitment.code), ErrorCode::Busy);
+    assert!(error.commitment.message.contains("shutting down"), "{}", error.commitment.message);
+    assert_eq!(error.commitment.retryAfterSecs, 60);
+
+    // The request in flight streams to its signed, stored final response.
+    let mut last = None;
+    while let Some(frame) =
+        tokio::time::timeout(WAIT, read_frame(&mut stream, &limits)).await.unwrap().unwrap()
+    {
+        let done = matches!(frame, WireMessage::Response(_));
+        last = Some(frame);
+        if done {
+            break;
+        }
+    }
+    let Some(WireMessage::Response(response)) = last else { panic!("{last:?}") };
+    assert_eq!(response.commitment.outputTokens, 15);
+    assert!(rig.server.receipts().get(&running.digest()).unwrap().is_some());
+    assert_eq!(rig.server.wait_idle(WAIT).await, 0);
+    // The next request on the same stream is refused too.
+    let again = signed(&rig, |c| c.nonce = 3);
+    write_frame(&mut stream, &WireMessage::Request(again), &limits).await.unwrap();
+    let refused = read_frame(&mut stream, &limits).await.unwrap();
+    let Some(WireMessage::Error(error)) = refused else { panic!("{refused:?}") };
+    assert_eq!(ErrorCode::from_code(error.commitment.code), ErrorCode::Busy);
+    assert_eq!(rig.server.stats().busy.load(Ordering::Relaxed), 2);
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 //! `lloom-executor start` through the real binary with the real default model: it joins a
 //! validator, answers a client's signed request (the answer mentions Paris), stores the
-//! receipt, withdraws on SIGTERM; bad input is refused with a clear message.
+//! receipt, on SIGTERM withdraws and lets the answer under way finish; bad input is refused with a clear message.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::io::{BufRead, BufReader};
@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use assert_cmd::cargo::CommandCargoExt;
-use lloom_client::{ChatRequest, Client, ClientConfig};
+use lloom_client::{ChatEvent, ChatRequest, Client, ClientConfig};
 use lloom_core::NodeKey;
 use lloom_core::network::NetworkConfig;
 use lloom_executor::models::DEFAULT_MODEL;
@@ -16,6 +16,9 @@ use lloom_validator::{Validator, ValidatorConfig};
 use predicates::str::contains;
 
 mod common;
+
+/// Longest wait for any one event of a chat.
+const WAIT: Duration = Duration::from_secs(30);
 
 fn new_hex_key(dir: &std::path::Path) -> std::path::PathBuf {
     let key = dir.join("executor.key");
@@ -52,6 +55,8 @@ async fn start_serves_the_default_model_to_a_client_and_withdraws_on_sigterm() {
         .args(["start", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--n-ctx", "2048"])
         .args(["--max-sequences", "2", "--price-in", "7", "--price-out", "11"])
         .args(["--metrics-listen", "127.0.0.1:0", "--kv-cache-type", "q8_0"])
+        // Time for the answer under way at SIGTERM to finish even on a machine busy with more.
+        .args(["--drain-secs", "120"])
         .arg("--bootstrap")
         .arg(bootstrap[0].to_string())
         .stdout(Stdio::piped())
@@ -135,11 +140,46 @@ async fn start_serves_the_default_model_to_a_client_and_withdraws_on_sigterm() {
     assert_eq!(health["models"][0]["offered"], true, "{health}");
     assert_eq!(health["models"][0]["context_length"], 1024, "{health}");
 
+    // SIGTERM while an answer streams: the executor withdraws, says it is draining, lets the
+    // answer finish (signed, stored), and then exits.
+    let mut story = ChatRequest::user(DEFAULT_MODEL.name, "Write a long story about a dragon.");
+    story.max_tokens = 96;
+    let mut streaming = client.chat(story).await.unwrap();
+    loop {
+        let event = tokio::time::timeout(WAIT, streaming.next()).await.unwrap().unwrap();
+        if matches!(event.unwrap(), ChatEvent::Text(_)) {
+            break;
+        }
+    }
     Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    let health_url = metrics_url.replace("/metrics", "/health");
+    let draining = Instant::now() + Duration::from_secs(2);
+    loop {
+        let health = reqwest::get(&health_url).await.unwrap();
+        if health.status() == 503 {
+            let health: serde_json::Value = health.json().await.unwrap();
+            assert_eq!(health["status"], "draining", "{health}");
+            break;
+        }
+        assert!(Instant::now() < draining, "/health still says ok after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut receipt = None;
+    while let Some(event) = tokio::time::timeout(WAIT, streaming.next()).await.unwrap() {
+        match event.unwrap() {
+            ChatEvent::Done(r) => receipt = Some(*r),
+            ChatEvent::Restart { .. } => panic!("the answer was cut"),
+            ChatEvent::Text(_) | ChatEvent::Attempt { .. } => {}
+        }
+    }
+    let receipt = receipt.expect("the answer under way completes");
+    assert!(receipt.output_tokens > 1 && receipt.attempts.len() == 1, "{receipt:?}");
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let exit = child.wait().unwrap();
     assert!(exit.success(), "exit status {exit:?}, output {rest:?}");
     assert!(rest.iter().any(|l| l.contains("withdrawing")), "{rest:?}");
+    assert!(rest.iter().any(|l| l.contains("up to 120 s for 1 request(s) in flight")), "{rest:?}");
+    assert!(rest.iter().any(|l| l == "every request in flight finished"), "{rest:?}");
     assert!(dir.path().join("receipts.redb").exists(), "the receipt store is on disk");
     validator.shutdown().await;
 }

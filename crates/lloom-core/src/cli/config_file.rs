@@ -121,6 +121,8 @@ pub struct ExecutorSection {
     pub memory_budget: Option<String>,
     /// Requests one client may have waiting for the engine (the queue serves clients in turn).
     pub queue_per_client: Option<usize>,
+    /// Seconds the requests in flight get to finish at shutdown (0: stop at once).
+    pub drain_secs: Option<u64>,
     /// Several models served under the memory budget, instead of `model_path`: loaded on
     /// demand, the least recently used idle one unloaded when the budget is full.
     pub models: Option<Vec<ModelSection>>,
@@ -238,6 +240,7 @@ mod tests {
                 commit_delay_us: Some(1000),
                 memory_budget: Some("0.9".into()),
                 queue_per_client: Some(32),
+                drain_secs: Some(30),
                 models: Some(vec![model]),
             },
         }

@@ -22,6 +22,12 @@ impl ShutdownSignal {
 
     /// Resolves on Ctrl-C (SIGINT) or SIGTERM.
     pub async fn wait(mut self) {
+        self.next().await;
+    }
+
+    /// Resolves on the next Ctrl-C (SIGINT) or SIGTERM, and can be awaited again: a node that
+    /// drains its work on the first signal stops at once on the second.
+    pub async fn next(&mut self) {
         tokio::select! {
             _ = self.interrupt.recv() => {}
             _ = self.terminate.recv() => {}

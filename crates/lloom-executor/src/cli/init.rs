@@ -65,6 +65,9 @@ nonce_sync_ms = 1000
 commit_delay_us = 1000
 # Requests one client may have waiting for the engine (clients are served in turn).
 queue_per_client = {per_client}
+# On Ctrl-C or SIGTERM: withdraw, refuse new requests (signed Busy) and let the answers under
+# way finish for up to this many seconds before stopping (0: stop at once; at most 3600).
+drain_secs = 30
 # Memory the models may use: a size ("20GiB") or a share of the memory free at start ("0.9");
 # host RAM, or GPU memory (read through NVML) in a cuda build.
 memory_budget = "0.9"

@@ -34,6 +34,11 @@ pub const DEFAULT_PRICE_PER_INPUT_TOKEN: u64 = 1_000;
 /// Default wei per generated token.
 pub const DEFAULT_PRICE_PER_OUTPUT_TOKEN: u64 = 2_000;
 
+/// Seconds the requests in flight get to finish at shutdown, unless configured.
+const DEFAULT_DRAIN_SECS: u64 = 30;
+/// Most seconds a shutdown may wait for the requests in flight.
+const MAX_DRAIN_SECS: u64 = 3600;
+
 /// Options of `lloom-executor start`.
 #[derive(Args, Debug, Clone)]
 pub struct StartArgs {
@@ -158,6 +163,11 @@ pub struct StartArgs {
     /// Seconds between announcement heartbeats [default: 10].
     #[arg(long, default_value_t = 10)]
     pub heartbeat_secs: u64,
+    /// On SIGTERM or Ctrl-C, seconds to let the requests in flight finish (new ones are
+    /// refused with a signed Busy, the offers withdrawn) before stopping; a second signal stops
+    /// at once; 0 stops at once. At most 3600 [default: 30].
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub drain_secs: Option<u64>,
 }
 
 impl StartArgs {
@@ -168,6 +178,17 @@ impl StartArgs {
             (None, Some(text)) => text.parse(),
             (None, None) => Ok(MemoryBudget::default()),
         }
+    }
+
+    /// Seconds to drain at shutdown: the flag, else the file, else 30; at most 3600.
+    pub fn drain_secs(&self, file: &ConfigFile) -> Result<u64> {
+        let secs = self.drain_secs.or(file.executor.drain_secs).unwrap_or(DEFAULT_DRAIN_SECS);
+        if secs > MAX_DRAIN_SECS {
+            return Err(Error::ServeConfig(format!(
+                "drain_secs {secs} is above the most allowed, {MAX_DRAIN_SECS}"
+            )));
+        }
+        Ok(secs)
     }
 
     /// The models to serve: `--model-path` (or `executor.model_path`) serves one model;
@@ -316,10 +337,11 @@ pub(super) async fn run(
 ) -> Result<()> {
     let file = node.config_file()?;
     // Handlers first: a signal sent as soon as the addresses are printed must stop us cleanly.
-    let signal = lloom_core::cli::ShutdownSignal::install()?;
+    let mut signal = lloom_core::cli::ShutdownSignal::install()?;
     let key = load_key(&node.key_path(Role::Executor), &node.password_source())?;
     let choice = args.model_choice(&file)?;
     let budget = args.memory_budget(&file)?;
+    let drain = Duration::from_secs(args.drain_secs(&file)?);
     let mut config = args.executor_config(&file, node.data_dir(Role::Executor));
     // Before the model loads: a bad setting should not cost the wait.
     config.serve.validate()?;
@@ -376,7 +398,7 @@ pub(super) async fn run(
     };
     let offers: Vec<ModelOffer> = models.iter().map(|m| m.offer.clone()).collect();
     let free_memory = config.free_memory.clone();
-    let executor = ExecutorNode::start(&key, models, config).await?;
+    let mut executor = ExecutorNode::start(&key, models, config).await?;
     writeln!(out, "executor {} ({})", key.address().to_checksum(None), key.peer_id())?;
     for offer in &offers {
         writeln!(
@@ -440,10 +462,32 @@ pub(super) async fn run(
         spawn_settler(executor.server.clone(), chain, settler, stop.clone());
     }
     out.flush()?;
-    signal.wait().await;
+    signal.next().await;
+    writeln!(out, "shutting down: withdrawing the offers, refusing new requests")?;
+    out.flush()?;
+    let withdrawn = executor.start_draining().await;
+    let in_flight = executor.server.in_flight();
+    if in_flight > 0 && !drain.is_zero() {
+        writeln!(
+            out,
+            "waiting up to {} s for {in_flight} request(s) in flight to finish (a second signal stops now)",
+            drain.as_secs()
+        )?;
+        out.flush()?;
+        let cut = tokio::select! {
+            cut = executor.wait_drained(drain) => cut,
+            () = signal.next() => executor.server.in_flight(),
+        };
+        match cut {
+            0 => writeln!(out, "every request in flight finished")?,
+            cut => {
+                writeln!(out, "stopping with {cut} request(s) unfinished; their clients fail over")?
+            }
+        }
+    }
     stop.cancel();
-    writeln!(out, "shutting down: withdrawing the offers")?;
-    executor.shutdown().await
+    executor.shutdown().await?;
+    withdrawn
 }
 
 /// Prints the device, the budget and each model's plan.
@@ -653,6 +697,20 @@ mod tests {
         let bad = config("[executor]\nmemory_budget = \"plenty\"\n");
         assert!(start_args(&[]).memory_budget(&bad).is_err());
         assert_eq!(start_args(&[]).model_choices(&ConfigFile::default()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_drain_time_comes_from_the_flag_else_the_file_else_30_seconds_and_is_bounded() {
+        let file = config("[executor]\ndrain_secs = 5\n");
+        assert_eq!(start_args(&[]).drain_secs(&ConfigFile::default()).unwrap(), 30);
+        assert_eq!(start_args(&[]).drain_secs(&file).unwrap(), 5);
+        assert_eq!(start_args(&["--drain-secs", "0"]).drain_secs(&file).unwrap(), 0);
+        let long = config("[executor]\ndrain_secs = 7200\n");
+        let err = start_args(&[]).drain_secs(&long).unwrap_err().to_string();
+        assert!(err.contains("drain_secs 7200 is above the most allowed, 3600"), "{err}");
+        for bad in ["3601", "-1", "soon"] {
+            assert!(Cli::try_parse_from(["lloom-executor", "start", "--drain-secs", bad]).is_err());
+        }
     }
 
     #[test]

@@ -20,7 +20,7 @@ mod receipts;
 mod session;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -190,6 +190,9 @@ const MIN_SYNC_TICK: Duration = Duration::from_millis(10);
 /// [`lloom_core::replay::MAX_HELD`] in any case).
 pub const MAX_NONCE_SYNC_INTERVAL: Duration = Duration::from_secs(60);
 
+/// How often [`Server::wait_idle`] looks at the requests in flight.
+const IDLE_CHECK: Duration = Duration::from_millis(20);
+
 /// Longest accepted `commit_delay`: every answer under load waits up to this long for its
 /// receipt's commit.
 pub const MAX_COMMIT_DELAY: Duration = Duration::from_millis(100);
@@ -208,6 +211,9 @@ pub(crate) struct Shared {
     /// free slot, and idle ones (held by clients for their next request, or opened and left
     /// silent for a second) make room for it.
     pub(crate) reclaim_idle: Notify,
+    /// Set when the executor is shutting down: requests in flight go on, new ones are refused
+    /// with a signed Busy (see [`Server::start_draining`]).
+    pub(crate) draining: AtomicBool,
 }
 
 /// The request server of an executor. Cheap to clone.
@@ -294,6 +300,7 @@ impl Server {
             limiter,
             stats,
             reclaim_idle: Notify::new(),
+            draining: AtomicBool::new(false),
         };
         Ok(Self { shared: Arc::new(shared) })
     }
@@ -354,9 +361,49 @@ impl Server {
         session::serve(&self.shared, peer, stream).await;
     }
 
+    /// Stops taking new work, for a graceful shutdown: requests already being served go on to
+    /// their signed final response (and receipt), while every new request, on a new stream or
+    /// one already open, is refused with a signed Busy saying the executor is shutting down,
+    /// so its client fails over at once; nothing is offered any more. It cannot be undone.
+    pub fn start_draining(&self) {
+        self.shared.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`Server::start_draining`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.shared.draining.load(Ordering::SeqCst)
+    }
+
+    /// Requests being served now (admitted or being refused).
+    pub fn in_flight(&self) -> u64 {
+        self.shared.stats.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Waits until no request is being served, checking every 20 ms, for at most `within`;
+    /// returns how many still were when it gave up (0: all finished).
+    pub async fn wait_idle(&self, within: Duration) -> u64 {
+        let give_up = tokio::time::Instant::now() + within;
+        loop {
+            let left = self.in_flight();
+            if left == 0 || tokio::time::Instant::now() >= give_up {
+                return left;
+            }
+            tokio::time::sleep_until(give_up.min(tokio::time::Instant::now() + IDLE_CHECK)).await;
+        }
+    }
+
+    /// Writes the nonces held in memory to disk now (at shutdown: a restart then refuses
+    /// every nonce seen, not only the answered ones). Blocking.
+    pub fn sync_nonces(&self) -> Result<()> {
+        Ok(self.shared.replay.sync()?)
+    }
+
     /// The offers to announce: the models whose backend can serve now, each with the context
-    /// it gives a request now.
+    /// it gives a request now; none while draining.
     pub fn offers(&self) -> Vec<ModelOffer> {
+        if self.is_draining() {
+            return Vec::new();
+        }
         let offered = self.shared.models.values().filter(|m| m.is_offered());
         offered.map(ServedModel::current_offer).collect()
     }

@@ -128,12 +128,24 @@ where
     None
 }
 
+/// `retryAfterSecs` of the Busy that a shutting-down executor answers new requests with: it
+/// will be gone, and a restarted one announces itself again.
+const DRAINING_RETRY_AFTER_SECS: u64 = 60;
+
 /// Applies every rule, in order, before any work is done.
 async fn admit(
     shared: &Arc<Shared>,
     peer: &PeerId,
     request: &DigestedRequest,
 ) -> Result<ServedModel, Refusal> {
+    if shared.draining.load(Ordering::SeqCst) {
+        shared.stats.busy.fetch_add(1, Ordering::Relaxed);
+        return Err(Refusal::retry(
+            ErrorCode::Busy,
+            "this executor is shutting down; ask another one",
+            DRAINING_RETRY_AFTER_SECS,
+        ));
+    }
     let now = unix_now();
     let digest = verify_request(request, Some(peer), &shared.config.policy, now)?;
     let request = request.request();
