@@ -43,6 +43,10 @@ pub struct ServeArgs {
     /// the previous response) before it is closed.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub header_timeout_secs: u64,
+    /// On Ctrl-C or SIGTERM, seconds the answers under way get to finish (no new connection is
+    /// taken, idle ones close) before the gateway stops; a second signal stops at once.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub drain_secs: u64,
     /// Seconds a request's body gets to arrive once its headers have (then 408).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub body_timeout_secs: u64,
@@ -120,7 +124,7 @@ pub(crate) async fn serve(
             Some(std::sync::Arc::new(crate::gateway::SpendLedger::open(&path)?))
         }
     };
-    let stop = lloom_core::cli::ShutdownSignal::install()?;
+    let mut stop = lloom_core::cli::ShutdownSignal::install()?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let access = match api_keys.len() {
         0 => "no API key asked for".to_owned(),
@@ -142,7 +146,7 @@ pub(crate) async fn serve(
         http: HttpLimits {
             max_connections: args.max_connections as usize,
             header_timeout: Duration::from_secs(args.header_timeout_secs),
-            ..HttpLimits::default()
+            shutdown_grace: Duration::from_secs(args.drain_secs),
         },
         spend_ledger,
         budget_period: args.key_budget_period,
@@ -158,8 +162,29 @@ pub(crate) async fn serve(
         client.address().to_checksum(None)
     )?;
     out.flush()?;
-    let shutdown = stop.wait();
-    crate::gateway::serve(client.clone(), listener, config, shutdown).await?;
+    let (drain, draining) = tokio::sync::oneshot::channel::<()>();
+    let draining = async move {
+        let _ = draining.await;
+    };
+    let serving = crate::gateway::serve(client.clone(), listener, config, draining);
+    tokio::pin!(serving);
+    tokio::select! {
+        served = &mut serving => served?,
+        () = stop.next() => {
+            let _ = drain.send(());
+            // A reader that went away (`serve | head -1`) must not stop the drain.
+            let _ = writeln!(
+                out,
+                "shutting down: finishing the answers under way (up to {} s; a second signal stops now)",
+                args.drain_secs
+            );
+            let _ = out.flush();
+            tokio::select! {
+                served = &mut serving => served?,
+                () = stop.next() => {}
+            }
+        }
+    }
     client.shutdown();
     // The gateway stopped cleanly; a reader that went away (`serve | head -1`) makes this
     // last line fail, not the shutdown.
@@ -308,6 +333,13 @@ mod tests {
         let cli = Cli::try_parse_from(["lloom-client", "serve", "--listen", "nowhere"]);
         assert!(cli.is_err(), "--listen nowhere");
         assert_eq!(serve_args(&[]).max_concurrent, 256);
+        assert_eq!(
+            (serve_args(&[]).drain_secs, serve_args(&["--drain-secs", "0"]).drain_secs),
+            (30, 0)
+        );
+        for bad in ["3601", "-1", "later"] {
+            assert!(Cli::try_parse_from(["lloom-client", "serve", "--drain-secs", bad]).is_err());
+        }
         for flag in [
             "--max-concurrent",
             "--max-connections",

@@ -15,6 +15,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 
 /// What one HTTP server holds at most.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,7 +71,8 @@ impl HttpServer {
     }
 
     /// Serves `router` until `shutdown` resolves, then lets open connections finish their
-    /// requests for up to [`HttpLimits::shutdown_grace`].
+    /// requests for up to [`HttpLimits::shutdown_grace`]; those still open then are closed
+    /// before it returns.
     pub async fn serve(
         self,
         router: Router,
@@ -80,7 +82,12 @@ impl HttpServer {
         let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
         let graceful = GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
+        // Every connection's task, so that those still open after the grace period are ended
+        // with `serve`, not left running behind it.
+        let mut connections = JoinSet::new();
         loop {
+            // Finished tasks are collected as connections come, so the set holds live ones.
+            while connections.try_join_next().is_some() {}
             let stream = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => stream,
@@ -109,7 +116,7 @@ impl HttpServer {
                 .header_read_timeout(limits.header_timeout)
                 .serve_connection(TokioIo::new(stream), service);
             let connection = graceful.watch(connection);
-            tokio::spawn(async move {
+            connections.spawn(async move {
                 if let Err(error) = connection.await {
                     tracing::debug!(%error, "HTTP connection ended with an error");
                 }
@@ -118,8 +125,12 @@ impl HttpServer {
         }
         drop(listener);
         if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown()).await.is_err() {
-            tracing::debug!("HTTP connections still open after the shutdown grace period");
+            tracing::debug!(
+                open = connections.len(),
+                "HTTP connections still open after the shutdown grace period; closing them"
+            );
         }
+        connections.shutdown().await;
         Ok(())
     }
 }

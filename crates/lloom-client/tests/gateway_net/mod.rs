@@ -24,6 +24,18 @@ pub(crate) struct Net {
     _executors: Vec<ExecutorNode>,
     _dir: tempfile::TempDir,
     pub(crate) addr: SocketAddr,
+    /// Begins the gateway's shutdown (as its first Ctrl-C does).
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The gateway's `serve`, which returns once it has shut down.
+    served: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Net {
+    /// Begins the gateway's shutdown and returns its `serve` task.
+    pub(crate) fn stop_gateway(&mut self) -> tokio::task::JoinHandle<std::io::Result<()>> {
+        let _ = self.stop.take().expect("stopped once").send(());
+        self.served.take().expect("serving")
+    }
 }
 
 pub(crate) async fn network(scripts: Vec<Script>, config: GatewayConfig) -> Net {
@@ -66,8 +78,19 @@ pub(crate) async fn network_priced(scripts: Vec<(Script, u64)>, config: GatewayC
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(serve(client, listener, config, std::future::pending()));
-    Net { _validator: validator, _executors: executors, _dir: dir, addr }
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        let _ = stopped.await;
+    };
+    let served = tokio::spawn(serve(client, listener, config, shutdown));
+    Net {
+        _validator: validator,
+        _executors: executors,
+        _dir: dir,
+        addr,
+        stop: Some(stop),
+        served: Some(served),
+    }
 }
 
 pub(crate) fn chat(extra: &Value) -> Vec<u8> {
