@@ -1,5 +1,6 @@
 //! The engine with a quantized KV cache, over the real default model: it still answers, and
-//! its cache takes the memory the plan says (about half of f16's for `q8_0`). One test in
+//! its cache takes the memory the plan says (about half of f16's for `q8_0`), and the prompt
+//! cache works over it. One test in
 //! this binary, so nothing else moves the process's memory while it measures.
 #![allow(
     clippy::unwrap_used,
@@ -9,6 +10,7 @@
     missing_docs
 )]
 
+use lloom_core::{Address, ChatMessage, Role, SamplingParams};
 use lloom_executor::backend::llama::{EngineConfig, LlamaEngine};
 use lloom_executor::backend::{Backend, GenerateRequest};
 use lloom_executor::memory::{KvType, MemoryRequest, ModelGeometry, RepackedTypes, plan};
@@ -88,4 +90,34 @@ async fn a_quantized_kv_cache_answers_in_about_half_the_memory() {
     assert!(close(f16.saturating_sub(q8), f16_over_q8), "f16 {f16} q8_0 {q8}");
     let q8_over_q4 = planned(KvType::Q8_0) - planned(KvType::Q4_0);
     assert!(close(q8.saturating_sub(q4), q8_over_q4), "q8_0 {q8} q4_0 {q4}");
+
+    // The prompt cache works over a quantized cache: a conversation's second turn starts from
+    // the first's, and its answer still knows what only the first turn said.
+    let q8_engine = &engines[0];
+    let client = Some(Address::repeat_byte(7));
+    let mut turns = vec![user("My name is Zorblax. What is the capital of France?")];
+    let first = q8_engine.generate(GenerateRequest { client, ..turn(&turns) }).unwrap();
+    let (reply, first_usage) = first.collect().await.unwrap();
+    turns.push(ChatMessage { role: Role::Assistant, content: reply });
+    turns.push(user("What is my name?"));
+    let second = q8_engine.generate(GenerateRequest { client, ..turn(&turns) }).unwrap();
+    let (text, _) = second.collect().await.unwrap();
+    let reused = q8_engine.prompt_tokens_reused();
+    assert!(reused >= first_usage.input_tokens, "{reused} < {}", first_usage.input_tokens);
+    assert!(text.contains("Zorblax"), "{text:?}");
+}
+
+fn user(content: &str) -> ChatMessage {
+    ChatMessage { role: Role::User, content: content.into() }
+}
+
+/// A greedy request for `turns`, 24 tokens at most, from no client.
+fn turn(turns: &[ChatMessage]) -> GenerateRequest {
+    GenerateRequest {
+        messages: turns.to_vec(),
+        sampling: SamplingParams::default(),
+        max_tokens: 24,
+        max_input_tokens: None,
+        client: None,
+    }
 }
