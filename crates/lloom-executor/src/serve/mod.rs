@@ -374,7 +374,8 @@ impl Server {
         self.shared.draining.load(Ordering::SeqCst)
     }
 
-    /// Requests being served now (admitted or being refused).
+    /// Requests being served now (admitted, or being checked or refused), not counting those
+    /// refused because the server is draining.
     pub fn in_flight(&self) -> u64 {
         self.shared.stats.in_flight.load(Ordering::SeqCst)
     }

@@ -61,12 +61,19 @@ where
         exchanges += 1;
         let request = DigestedRequest::new(request);
         let digest = request.digest();
-        shared.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-        let outcome = match admit(shared, &peer, &request).await {
-            Ok(model) => run(shared, request.request(), digest, model, &mut stream).await,
-            Err(refusal) => send_refusal(shared, digest, refusal, &mut stream).await,
+        // A request refused because the executor is shutting down is not counted in flight:
+        // the drain waits only for the work it lets finish.
+        let outcome = if shared.draining.load(Ordering::SeqCst) {
+            send_refusal(shared, digest, draining_refusal(shared), &mut stream).await
+        } else {
+            shared.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+            let outcome = match admit(shared, &peer, &request).await {
+                Ok(model) => run(shared, request.request(), digest, model, &mut stream).await,
+                Err(refusal) => send_refusal(shared, digest, refusal, &mut stream).await,
+            };
+            shared.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+            outcome
         };
-        shared.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
         if let Err(e) = outcome {
             // Frames of this exchange may be missing: the stream cannot carry another one.
             shared.stats.dropped_streams.fetch_add(1, Ordering::Relaxed);
@@ -132,20 +139,22 @@ where
 /// will be gone, and a restarted one announces itself again.
 const DRAINING_RETRY_AFTER_SECS: u64 = 60;
 
+/// The signed Busy of an executor shutting down (see `Server::start_draining`).
+fn draining_refusal(shared: &Shared) -> Refusal {
+    shared.stats.busy.fetch_add(1, Ordering::Relaxed);
+    Refusal::retry(
+        ErrorCode::Busy,
+        "this executor is shutting down; ask another one",
+        DRAINING_RETRY_AFTER_SECS,
+    )
+}
+
 /// Applies every rule, in order, before any work is done.
 async fn admit(
     shared: &Arc<Shared>,
     peer: &PeerId,
     request: &DigestedRequest,
 ) -> Result<ServedModel, Refusal> {
-    if shared.draining.load(Ordering::SeqCst) {
-        shared.stats.busy.fetch_add(1, Ordering::Relaxed);
-        return Err(Refusal::retry(
-            ErrorCode::Busy,
-            "this executor is shutting down; ask another one",
-            DRAINING_RETRY_AFTER_SECS,
-        ));
-    }
     let now = unix_now();
     let digest = verify_request(request, Some(peer), &shared.config.policy, now)?;
     let request = request.request();
