@@ -1,5 +1,6 @@
 //! `lloom-validator start` through the real binary: it prints its listen multiaddrs with
-//! `/p2p/<id>`, stops cleanly on SIGINT, and refuses to start without a key.
+//! `/p2p/<id>`, logs JSON lines when asked, stops cleanly on SIGINT, and refuses to start
+//! without a key.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::io::{BufRead, BufReader};
@@ -32,8 +33,10 @@ fn start_prints_addresses_and_stops_on_sigint() {
         .arg("--config")
         .arg(&config)
         .arg("start")
+        .env("LLOOM_LOG", "info")
+        .env("LLOOM_LOG_FORMAT", "json")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -54,6 +57,20 @@ fn start_prints_addresses_and_stops_on_sigint() {
     let exit = child.wait().unwrap();
     assert!(exit.success(), "exit status {exit:?}");
     assert!(rest.iter().any(|l| l == "shutting down"), "{rest:?}");
+
+    // With LLOOM_LOG_FORMAT=json every log line is a JSON object a collector can read.
+    let logs = std::fs::read_to_string(dir.path().join("stderr")).unwrap();
+    let events: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let listening = events
+        .iter()
+        .find(|e| e["fields"]["message"] == "validator listening")
+        .unwrap_or_else(|| panic!("no listening event in {logs}"));
+    assert_eq!(listening["level"], "INFO", "{listening}");
+    assert!(listening["fields"]["addr"].as_str().unwrap().starts_with("/ip4/127.0.0.1/tcp/"));
+    assert!(listening["timestamp"].is_string(), "{listening}");
 }
 
 #[test]

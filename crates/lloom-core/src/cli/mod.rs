@@ -18,7 +18,7 @@ pub use config_file::{
     ClientSection, ConfigFile, ExecutorSection, ModelSection, NetworkSection, ValidatorSection,
 };
 pub use keys::{ImportSource, KeyReport, KeysCommand, run_keys};
-pub use logging::{LOG_ENV, init_logging};
+pub use logging::{LOG_ENV, LOG_FORMAT_ENV, LogFormat, init_logging};
 pub use output_format::OutputFormatArgs;
 pub use prompt::{STDIN_PROMPT, read_prompt};
 pub use sampling::SamplingArgs;

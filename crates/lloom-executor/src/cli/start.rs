@@ -80,12 +80,12 @@ pub struct StartArgs {
     pub n_ctx: Option<u32>,
     /// Compute every prompt whole, instead of keeping a finished request's cache for the same
     /// client's next prompt that starts with the same tokens (a conversation's next turn).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "backend_url")]
     pub no_prompt_cache: bool,
     /// Element type of the KV cache: f16, q8_0 or q4_0. A quantized cache holds about twice
     /// (q8_0) or three and a half times (q4_0) the tokens in the same memory, so more
     /// sequences fit the memory budget, at a small cost in accuracy [default: f16].
-    #[arg(long, value_name = "TYPE")]
+    #[arg(long, value_name = "TYPE", conflicts_with = "backend_url")]
     pub kv_cache_type: Option<KvType>,
     /// Memory the models may use: a size (20GiB, 512MiB) or a share of the memory free at
     /// start (0.8, 80%); host RAM, or GPU memory in a `cuda` build [default: 0.9].
@@ -693,6 +693,16 @@ mod tests {
         assert!(start_args(&[]).model_choices(&entry).is_err());
         let argv = ["lloom-executor", "start", "--kv-cache-type", "q8"];
         assert!(Cli::try_parse_from(argv).is_err());
+        // Settings of the embedded engine mean nothing in front of an HTTP server: refused.
+        for engine_flag in [&["--kv-cache-type", "q8_0"][..], &["--no-prompt-cache"][..]] {
+            let argv = [
+                &["lloom-executor", "start", "--backend-url", "http://127.0.0.1:1/v1"][..],
+                engine_flag,
+            ]
+            .concat();
+            let err = Cli::try_parse_from(argv).unwrap_err().to_string();
+            assert!(err.contains("cannot be used with"), "{engine_flag:?}: {err}");
+        }
 
         let bad = config("[executor]\nmemory_budget = \"plenty\"\n");
         assert!(start_args(&[]).memory_budget(&bad).is_err());
