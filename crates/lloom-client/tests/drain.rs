@@ -38,6 +38,16 @@ async fn finish(stream: &mut ChatStream) -> (Receipt, bool) {
     (receipt.expect("a verified answer"), restarted)
 }
 
+/// Reads a chat until its first text arrives.
+async fn until_text(stream: &mut ChatStream) {
+    loop {
+        let event = tokio::time::timeout(WAIT, stream.next()).await.unwrap().unwrap();
+        if matches!(event.unwrap(), ChatEvent::Text(_)) {
+            return;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_draining_executor_finishes_its_answer_and_sends_new_requests_elsewhere() {
     let dir = tempfile::tempdir().unwrap();
@@ -49,12 +59,7 @@ async fn a_draining_executor_finishes_its_answer_and_sends_new_requests_elsewher
     let second = client(&addrs, Strategy::Cheapest, 2).await;
 
     let mut streaming = first.chat(ask()).await.unwrap();
-    loop {
-        let event = tokio::time::timeout(WAIT, streaming.next()).await.unwrap().unwrap();
-        if matches!(event.unwrap(), ChatEvent::Text(_)) {
-            break;
-        }
-    }
+    until_text(&mut streaming).await;
     // The operator stops the cheap executor while its answer is under way.
     draining.start_draining().await.unwrap();
     assert!(draining.server.in_flight() >= 1);
@@ -93,12 +98,7 @@ async fn an_answer_still_running_when_the_grace_period_ends_completes_elsewhere(
     let client = client(&addrs, Strategy::Cheapest, 2).await;
 
     let mut stream = client.chat(ask()).await.unwrap();
-    loop {
-        let event = tokio::time::timeout(WAIT, stream.next()).await.unwrap().unwrap();
-        if matches!(event.unwrap(), ChatEvent::Text(_)) {
-            break;
-        }
-    }
+    until_text(&mut stream).await;
     let cut = doomed.shutdown_gracefully(Duration::from_millis(300)).await.unwrap();
     assert_eq!(cut, 1, "the 16-second answer could not finish in 300 ms");
     let (receipt, restarted) = finish(&mut stream).await;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use lloom_core::cli::{NodeArgs, Role};
 
-use super::start::{DEFAULT_PRICE_PER_INPUT_TOKEN, DEFAULT_PRICE_PER_OUTPUT_TOKEN};
+use super::start_args::{DEFAULT_PRICE_PER_INPUT_TOKEN, DEFAULT_PRICE_PER_OUTPUT_TOKEN};
 use crate::backend::llama::EngineConfig;
 use crate::error::{Error, Result};
 

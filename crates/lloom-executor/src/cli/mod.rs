@@ -4,11 +4,12 @@ mod bench;
 mod chain;
 mod init;
 mod start;
+mod start_args;
 
 pub use chain::{ChainArgs, ChainCommand};
 pub use init::{InitArgs, template as config_template};
 
-pub use start::{DEFAULT_PRICE_PER_INPUT_TOKEN, DEFAULT_PRICE_PER_OUTPUT_TOKEN, StartArgs};
+pub use start_args::{DEFAULT_PRICE_PER_INPUT_TOKEN, DEFAULT_PRICE_PER_OUTPUT_TOKEN, StartArgs};
 
 use std::io::Write;
 
