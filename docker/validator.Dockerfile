@@ -13,7 +13,7 @@ RUN cargo build --release --locked -p lloom-validator \
 
 FROM debian:bookworm-slim
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates \
+    && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --create-home --home-dir /home/lloom --uid 10001 lloom
 COPY --from=build /usr/local/bin/lloom-validator /usr/local/bin/lloom-validator
@@ -22,8 +22,10 @@ COPY --from=build /usr/local/bin/lloom-validator /usr/local/bin/lloom-validator
 ENV LLOOM_LOG=info
 # Keys and state (keystore, receipts, nonces) live in the data volume.
 VOLUME ["/data"]
+# Metrics at :9465/metrics, and /health: 200 while the registry service runs.
+ENV LLOOM_METRICS_LISTEN=0.0.0.0:9465
 USER lloom
-EXPOSE 4001 4001/udp
-HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 CMD ["lloom-validator", "--version"]
+EXPOSE 4001 4001/udp 9465
+HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 CMD ["curl", "-fsS", "http://127.0.0.1:9465/health"]
 ENTRYPOINT ["lloom-validator", "--data-dir", "/data"]
 CMD ["start"]

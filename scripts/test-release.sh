@@ -187,6 +187,9 @@ assert oses == {"ubuntu", "macos", "windows"}, oses
 assert "make publish-crates" in str(jobs["publish-crates"]["steps"])
 compose = yaml.safe_load(open(f"{repo}/docker-compose.yml"))
 assert {"anvil", "validator", "executor", "gateway"} <= set(compose["services"])
+# The executor waits for the validator's /health (the validator image's HEALTHCHECK).
+assert compose["services"]["executor"]["depends_on"]["validator"]["condition"] == "service_healthy"
+assert "/health" in open(f"{repo}/docker/validator.Dockerfile").read()
 for name, service in compose["services"].items():
     assert "build" in service, name
     # A gateway served without API keys is published on the host's loopback alone.

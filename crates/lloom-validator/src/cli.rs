@@ -1,14 +1,18 @@
 //! Command-line interface of `lloom-validator`.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use lloom_core::cli::{ConfigFile, KeysCommand, NodeArgs, Role, run_keys};
+use lloom_core::cli::{ConfigFile, KeysCommand, NetworkArgs, NodeArgs, Role, run_keys};
+use lloom_core::http::{HttpLimits, HttpServer};
 use lloom_core::identity::load_key;
-use lloom_core::network::{Multiaddr, NetworkConfig};
+use lloom_core::network::NetworkConfig;
 
-use crate::error::Result;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
 use crate::registry::RegistryConfig;
 use crate::service::{Validator, ValidatorConfig};
 
@@ -37,68 +41,61 @@ pub enum Command {
 /// Options of `lloom-validator start`.
 #[derive(Args, Debug, Clone)]
 pub struct StartArgs {
-    /// Address to listen on (repeatable) [default: /ip4/0.0.0.0/tcp/4001 and
-    /// /ip4/0.0.0.0/udp/4001/quic-v1].
-    #[arg(long = "listen", env = "LLOOM_LISTEN", value_delimiter = ',')]
-    pub listen: Vec<Multiaddr>,
-    /// Peer validators to join, as multiaddrs ending in /p2p/PEER_ID (repeatable).
-    #[arg(long = "bootstrap", env = "LLOOM_BOOTSTRAP", value_delimiter = ',')]
-    pub bootstrap: Vec<Multiaddr>,
-    /// Disable mDNS discovery on the local network.
-    #[arg(long)]
-    pub no_mdns: bool,
-    /// When to reserve a relayed address on a validator, so that peers reach this node behind
-    /// NAT: auto (once AutoNAT finds it unreachable), always, never [default: auto].
-    #[arg(long, value_name = "MODE")]
-    pub relay: Option<lloom_core::network::RelayMode>,
-    /// Let AutoNAT probes use private addresses, when asking and when dialing back for others
-    /// (labs and private networks; off on the internet).
-    #[arg(long)]
-    pub nat_probe_private_addrs: bool,
+    /// Network options.
+    #[command(flatten)]
+    pub network: NetworkArgs,
     /// Seconds without a heartbeat after which an executor leaves the registry [default: 30].
     #[arg(long)]
     pub stale_after_secs: Option<u64>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9465), and at
+    /// http://ADDR/health whether the registry service runs (200) or not (503).
+    #[arg(long, value_name = "ADDR", env = "LLOOM_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
-fn default_listen() -> Vec<Multiaddr> {
-    ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"]
-        .iter()
-        .filter_map(|a| a.parse().ok())
-        .collect()
-}
+/// The port a validator listens on (TCP and QUIC) unless told otherwise.
+const DEFAULT_PORT: u16 = 4001;
 
 impl StartArgs {
     /// The effective configuration: flags and environment, else the file, else defaults.
     fn config(&self, file: &ConfigFile) -> ValidatorConfig {
-        let net = &file.network;
-        let listen = match self.listen.is_empty() {
-            false => self.listen.clone(),
-            true => net.listen.clone().unwrap_or_else(default_listen),
-        };
-        let bootstrap = match self.bootstrap.is_empty() {
-            false => self.bootstrap.clone(),
-            true => net.bootstrap.clone().unwrap_or_default(),
-        };
         let stale_after_secs = self
             .stale_after_secs
             .or(file.validator.stale_after_secs)
             .unwrap_or(RegistryConfig::DEFAULT_STALE_AFTER_SECS);
         ValidatorConfig {
             network: NetworkConfig {
-                listen_addrs: listen,
-                bootstrap,
-                enable_mdns: !self.no_mdns && net.mdns.unwrap_or(true),
-                relay: self.relay.or(net.relay).unwrap_or_default(),
-                nat_probe_private_addrs: self.nat_probe_private_addrs
-                    || net.nat_probe_private_addrs.unwrap_or(false),
                 server_mode: true,
-                ..NetworkConfig::default()
+                ..self.network.resolve(&file.network, DEFAULT_PORT)
             },
             registry: RegistryConfig { stale_after_secs, ..Default::default() },
             expiry_interval: Duration::from_secs(1),
             ..ValidatorConfig::default()
         }
     }
+}
+
+/// Serves the validator's `/metrics` and `/health` on `addr` until `stop`; returns the
+/// metrics URL.
+async fn serve_metrics(
+    validator: &Validator,
+    addr: SocketAddr,
+    stop: CancellationToken,
+) -> Result<String> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::Io(std::io::Error::new(e.kind(), format!("metrics on {addr}: {e}"))))?;
+    let url = format!("http://{}/metrics", listener.local_addr()?);
+    let router = validator.metrics().router();
+    tokio::spawn(async move {
+        // Scrapers need few connections; the limits keep idle ones from piling up.
+        let limits = HttpLimits { max_connections: 64, ..HttpLimits::default() };
+        let serve = HttpServer::new(listener, limits).serve(router, stop.cancelled_owned());
+        if let Err(error) = serve.await {
+            tracing::warn!(%error, "the metrics server stopped");
+        }
+    });
+    Ok(url)
 }
 
 /// Runs a parsed command line, writing its output to `out`.
@@ -118,9 +115,15 @@ pub async fn run(cli: &Cli, out: &mut (dyn Write + Send)) -> Result<()> {
             for addr in validator.listen_addrs().await? {
                 writeln!(out, "listening on {addr}")?;
             }
+            let metrics_stop = CancellationToken::new();
+            if let Some(addr) = args.metrics_listen {
+                let url = serve_metrics(&validator, addr, metrics_stop.clone()).await?;
+                writeln!(out, "metrics on {url}")?;
+            }
             out.flush()?;
             stop.wait().await;
             writeln!(out, "shutting down")?;
+            metrics_stop.cancel();
             validator.shutdown().await;
         }
     }

@@ -11,6 +11,8 @@
 //! - [`service`]: the running validator: network, registry, expiry and peer sync.
 //! - [`registry`]: the model registry fed by verified announcements, and its queries.
 //! - [`liveness`]: dial checks of executors whose connection closed; unreachable ones leave.
+//! - [`stats`] and [`metrics`]: what the service counts, served as `GET /metrics` (Prometheus)
+//!   and `GET /health` (`start --metrics-listen`).
 //!
 //! ## Status
 //! This release provides node identity (`keys new | show | import`) and `start`: a validator
@@ -20,9 +22,13 @@
 pub mod cli;
 pub mod error;
 pub mod liveness;
+pub mod metrics;
 pub mod registry;
 pub mod service;
+pub mod stats;
 
 pub use error::{Error, Result};
+pub use metrics::ValidatorMetrics;
 pub use registry::{Applied, Registry, RegistryConfig};
 pub use service::{Validator, ValidatorConfig};
+pub use stats::ValidatorStats;

@@ -3,6 +3,8 @@
 //! and converges with peer validators.
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use lloom_core::network::{
@@ -19,7 +21,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
 use crate::liveness::{CheckOutcome, LivenessChecks, MAX_CHECKS};
+use crate::metrics::ValidatorMetrics;
 use crate::registry::{Registry, RegistryConfig};
+use crate::stats::ValidatorStats;
 
 /// Most snapshot pages fetched from one peer validator (bounds the sync).
 const MAX_SYNC_PAGES: usize = 10_000;
@@ -53,6 +57,7 @@ impl Default for ValidatorConfig {
 pub struct Validator {
     /// Its network handle (listen addresses, stats, ...).
     pub network: NetworkHandle,
+    stats: Arc<ValidatorStats>,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
     network_task: JoinHandle<()>,
@@ -69,7 +74,10 @@ impl Validator {
         let network_task = tokio::spawn(event_loop.run());
         let shutdown = CancellationToken::new();
         let (outcomes_tx, outcomes) = mpsc::channel(MAX_CHECKS);
+        let stats = Arc::new(ValidatorStats::default());
+        stats.running.store(true, Relaxed);
         let service = Service {
+            stats: stats.clone(),
             liveness: LivenessChecks::new(network.clone(), outcomes_tx),
             registry: Registry::new(config.registry),
             network: network.clone(),
@@ -79,7 +87,7 @@ impl Validator {
         };
         let task =
             tokio::spawn(service.run(events, outcomes, config.expiry_interval, shutdown.clone()));
-        Ok(Self { network, shutdown, task, network_task })
+        Ok(Self { network, stats, shutdown, task, network_task })
     }
 
     /// The addresses the validator listens on, each with `/p2p/<id>`.
@@ -87,8 +95,20 @@ impl Validator {
         Ok(self.network.listen_addrs().await?)
     }
 
+    /// What the service counts, updated as it runs.
+    pub fn stats(&self) -> Arc<ValidatorStats> {
+        self.stats.clone()
+    }
+
+    /// The metrics page and health check of this validator (serve them with
+    /// [`ValidatorMetrics::router`]).
+    pub fn metrics(&self) -> ValidatorMetrics {
+        ValidatorMetrics { stats: self.stats.clone(), network: Some(self.network.downgrade()) }
+    }
+
     /// Stops the service and the network.
     pub async fn shutdown(self) {
+        self.stats.running.store(false, Relaxed);
         self.shutdown.cancel();
         let _ = self.task.await;
         drop(self.network);
@@ -97,6 +117,7 @@ impl Validator {
 }
 
 struct Service {
+    stats: Arc<ValidatorStats>,
     registry: Registry,
     network: NetworkHandle,
     policy: VerifyPolicy,
@@ -120,8 +141,10 @@ impl Service {
                 () = shutdown.cancelled() => break,
                 _ = expiry.tick() => {
                     for executor in self.registry.expire(unix_now()) {
+                        ValidatorStats::count(&self.stats.executors_expired);
                         tracing::info!(%executor, "executor expired from the registry");
                     }
+                    self.publish_size();
                 }
                 Some((peer, ann)) = sync_rx.recv() => self.apply(ann, peer),
                 Some(outcome) = check_outcomes.recv() => self.on_check_outcome(outcome),
@@ -131,13 +154,33 @@ impl Service {
                 },
             }
         }
+        self.stats.running.store(false, Relaxed);
+    }
+
+    /// Publishes the registry's size: executors, models and (walking every model) offers.
+    fn publish_size(&self) {
+        self.publish_counts();
+        self.stats.set_offers(self.registry.offer_count());
+    }
+
+    /// Publishes the executor and model counts, cheap enough for every change; the offer
+    /// count follows on the next expiry tick.
+    fn publish_counts(&self) {
+        self.stats.set_counts(self.registry.len(), self.registry.model_count());
     }
 
     fn apply(&mut self, announcement: SignedAnnouncement, source: PeerId) {
         let executor = announcement.executor();
         match self.registry.apply(announcement, source, unix_now()) {
-            Ok(applied) => tracing::debug!(%executor, ?applied, "registry updated"),
-            Err(error) => tracing::debug!(%executor, %error, "announcement not applied"),
+            Ok(applied) => {
+                ValidatorStats::count(&self.stats.announcements_applied);
+                self.publish_counts();
+                tracing::debug!(%executor, ?applied, "registry updated");
+            }
+            Err(error) => {
+                ValidatorStats::count(&self.stats.announcements_not_applied);
+                tracing::debug!(%executor, %error, "announcement not applied");
+            }
         }
     }
 
@@ -147,6 +190,8 @@ impl Service {
         if let Some(reason) = unreachable
             && self.registry.drop_unreachable(&check)
         {
+            ValidatorStats::count(&self.stats.executors_unreachable);
+            self.publish_counts();
             let executor = check.executor;
             tracing::info!(%executor, %reason, "executor unreachable: dropped from the registry");
         }
@@ -160,6 +205,7 @@ impl Service {
         match event {
             NetworkEvent::Announcement { source, announcement } => self.apply(announcement, source),
             NetworkEvent::RegistryQuery { request, responder, .. } => {
+                ValidatorStats::count(&self.stats.registry_queries);
                 let response = self.registry.answer(&request);
                 let _ = self.network.respond_registry(responder, response).await;
             }
@@ -167,6 +213,7 @@ impl Service {
                 if self.bootstrap.contains(&peer) && !self.synced.contains(&peer) =>
             {
                 self.synced.insert(peer);
+                ValidatorStats::count(&self.stats.peer_syncs);
                 let network = self.network.clone();
                 let policy = self.policy;
                 let stale_window = self.registry.stale_after_secs();

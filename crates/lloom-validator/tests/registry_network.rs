@@ -123,6 +123,19 @@ async fn eventually(
     }
 }
 
+fn load(counter: &std::sync::atomic::AtomicU64) -> u64 {
+    counter.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Polls `done` (bounded by [`WAIT`]): gauges sampled on the expiry tick lag a little.
+async fn eventually_stat(done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "the metric never got there");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn executors_of(models: &[ModelSummary], model: &str) -> u32 {
     models.iter().find(|m| m.model == model).map_or(0, |m| m.executors)
 }
@@ -145,6 +158,12 @@ async fn validator_registry_end_to_end() {
     assert_eq!(smol.price_per_output_token, (U256::from(2), U256::from(6)));
     let big = listed.iter().find(|m| m.model == "big").unwrap();
     assert_eq!((big.executors, big.price_per_output_token.0), (1, U256::from(20)));
+    // The metrics count what the registry holds and the queries it answered.
+    let stats = v1.stats();
+    assert_eq!((load(&stats.executors), load(&stats.models)), (3, 2));
+    eventually_stat(|| load(&stats.offers) == 4).await;
+    assert!(load(&stats.registry_queries) >= 1);
+    assert!(load(&stats.announcements_applied) >= 3);
 
     // A late validator converges from v1's registry while no gossip is sent at all.
     PAUSED.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -155,6 +174,8 @@ async fn validator_registry_end_to_end() {
     let converged = eventually(&client, v2_key.peer_id(), |m| executors_of(m, "smol") == 3).await;
     assert_eq!(executors_of(&converged, "big"), 1);
     assert_eq!(v2.network.stats().await.unwrap().announcements_accepted, 0, "converged by gossip");
+    assert_eq!(load(&v2.stats().peer_syncs), 1);
+    assert_eq!(load(&v2.stats().executors), 3);
     PAUSED.store(false, std::sync::atomic::Ordering::SeqCst);
 
     // Graceful shutdown: a withdrawal removes the executor at once.
@@ -175,6 +196,8 @@ async fn validator_registry_end_to_end() {
         withdrawn.elapsed() < Duration::from_secs(STALE_SECS),
         "withdrawal took the stale path"
     );
+    assert_eq!(load(&stats.executors), 2);
+    assert_eq!(load(&stats.executors_expired), 0);
 
     // A dropped executor (no withdrawal) disappears within the stale window.
     hb_c.abort();
@@ -184,6 +207,7 @@ async fn validator_registry_end_to_end() {
     let took = dropped.elapsed();
     assert!(took >= Duration::from_millis(STALE_SECS * 1000 - 400), "expired too early: {took:?}");
     assert!(took <= Duration::from_secs(STALE_SECS + 2), "expired too late: {took:?}");
+    assert_eq!((load(&stats.executors), load(&stats.executors_expired)), (1, 1));
 
     v2.shutdown().await;
     v1.shutdown().await;

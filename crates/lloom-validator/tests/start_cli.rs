@@ -1,9 +1,9 @@
 //! `lloom-validator start` through the real binary: it prints its listen multiaddrs with
-//! `/p2p/<id>`, logs JSON lines when asked, stops cleanly on SIGINT, and refuses to start
-//! without a key.
+//! `/p2p/<id>`, serves its health check when asked, logs JSON lines when asked, stops cleanly
+//! on SIGINT, and refuses to start without a key or with a metrics address in use.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -32,7 +32,7 @@ fn start_prints_addresses_and_stops_on_sigint() {
         .arg(&key)
         .arg("--config")
         .arg(&config)
-        .arg("start")
+        .args(["start", "--metrics-listen", "127.0.0.1:0"])
         .env("LLOOM_LOG", "info")
         .env("LLOOM_LOG_FORMAT", "json")
         .stdout(Stdio::piped())
@@ -41,15 +41,34 @@ fn start_prints_addresses_and_stops_on_sigint() {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut listening = None;
-    while listening.is_none() && Instant::now() < deadline {
+    let (mut listening, mut metrics) = (None, None);
+    while metrics.is_none() && Instant::now() < deadline {
         let Some(line) = lines.next() else { break };
         let line = line.unwrap();
         if line.starts_with("listening on /ip4/127.0.0.1/tcp/") && line.contains("/p2p/16Uiu2") {
             listening = Some(line);
+        } else if let Some(url) = line.strip_prefix("metrics on http://") {
+            metrics = url.strip_suffix("/metrics").map(str::to_owned);
         }
     }
     assert!(listening.is_some(), "no listen address printed");
+    let metrics = metrics.expect("no metrics address printed");
+    let health = get(&metrics, "/health");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(health.contains(r#""status":"ok""#), "{health}");
+    assert!(get(&metrics, "/metrics").contains("lloom_validator_up 1"));
+
+    // A second validator asked to serve metrics on the same address refuses to start.
+    assert_cmd::Command::cargo_bin("lloom-validator")
+        .unwrap()
+        .arg("--key")
+        .arg(&key)
+        .args(["start", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"])
+        .args(["--metrics-listen", &metrics])
+        .timeout(Duration::from_secs(30))
+        .assert()
+        .failure()
+        .stderr(contains(format!("metrics on {metrics}")));
 
     let status = Command::new("kill").arg("-INT").arg(child.id().to_string()).status().unwrap();
     assert!(status.success());
@@ -71,6 +90,16 @@ fn start_prints_addresses_and_stops_on_sigint() {
     assert_eq!(listening["level"], "INFO", "{listening}");
     assert!(listening["fields"]["addr"].as_str().unwrap().starts_with("/ip4/127.0.0.1/tcp/"));
     assert!(listening["timestamp"].is_string(), "{listening}");
+}
+
+/// A plain HTTP/1.1 GET of `path` on `addr`; the whole answer, status line first.
+fn get(addr: &str, path: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
 }
 
 #[test]

@@ -8,6 +8,7 @@ mod args;
 mod config_file;
 mod keys;
 mod logging;
+mod network_args;
 mod output_format;
 mod prompt;
 mod sampling;
@@ -19,6 +20,7 @@ pub use config_file::{
 };
 pub use keys::{ImportSource, KeyReport, KeysCommand, run_keys};
 pub use logging::{LOG_ENV, LOG_FORMAT_ENV, LogFormat, init_logging};
+pub use network_args::NetworkArgs;
 pub use output_format::OutputFormatArgs;
 pub use prompt::{STDIN_PROMPT, read_prompt};
 pub use sampling::SamplingArgs;

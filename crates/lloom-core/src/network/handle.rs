@@ -93,7 +93,50 @@ impl std::fmt::Debug for NetworkHandle {
     }
 }
 
+/// A handle that does not keep the network running: for observers (a metrics page) that
+/// should not hold the event loop open once the node's own handles are dropped.
+#[derive(Clone)]
+pub struct WeakNetworkHandle {
+    commands: mpsc::WeakSender<Command>,
+    control: libp2p_stream::Control,
+    local_peer_id: PeerId,
+    stream_timeout: Duration,
+    connected: ConnectedPeers,
+}
+
+impl std::fmt::Debug for WeakNetworkHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WeakNetworkHandle")
+            .field("peer_id", &self.local_peer_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WeakNetworkHandle {
+    /// A full handle, while the network still runs (some other handle is alive).
+    pub fn upgrade(&self) -> Option<NetworkHandle> {
+        Some(NetworkHandle {
+            commands: self.commands.upgrade()?,
+            control: self.control.clone(),
+            local_peer_id: self.local_peer_id,
+            stream_timeout: self.stream_timeout,
+            connected: self.connected.clone(),
+        })
+    }
+}
+
 impl NetworkHandle {
+    /// A handle that does not keep the network running (see [`WeakNetworkHandle`]).
+    pub fn downgrade(&self) -> WeakNetworkHandle {
+        WeakNetworkHandle {
+            commands: self.commands.downgrade(),
+            control: self.control.clone(),
+            local_peer_id: self.local_peer_id,
+            stream_timeout: self.stream_timeout,
+            connected: self.connected.clone(),
+        }
+    }
+
     /// This node's peer id.
     pub fn local_peer_id(&self) -> PeerId {
         self.local_peer_id

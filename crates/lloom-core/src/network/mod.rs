@@ -29,7 +29,7 @@ pub mod test_utils;
 pub use config::NetworkConfig;
 pub use event::{NetworkEvent, NetworkStats, RegistryResponder};
 pub use event_loop::EventLoop;
-pub use handle::NetworkHandle;
+pub use handle::{NetworkHandle, WeakNetworkHandle};
 pub use libp2p::multiaddr::Protocol;
 pub use libp2p::{Multiaddr, Stream};
 pub use relay::{Reachability, RelayMode};

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 use lloom_core::U256;
-use lloom_core::cli::ConfigFile;
-use lloom_core::network::{Multiaddr, NetworkConfig};
+use lloom_core::cli::{ConfigFile, NetworkArgs};
 
 use crate::announcer::AnnouncerConfig;
 use crate::backend::llama::EngineConfig;
@@ -31,24 +30,9 @@ const MAX_DRAIN_SECS: u64 = 3600;
 /// Options of `lloom-executor start`.
 #[derive(Args, Debug, Clone)]
 pub struct StartArgs {
-    /// Address to listen on (repeatable) [default: /ip4/0.0.0.0/tcp/0 and
-    /// /ip4/0.0.0.0/udp/0/quic-v1].
-    #[arg(long = "listen", env = "LLOOM_LISTEN", value_delimiter = ',')]
-    pub listen: Vec<Multiaddr>,
-    /// Validators to join, as multiaddrs ending in /p2p/PEER_ID (repeatable).
-    #[arg(long = "bootstrap", env = "LLOOM_BOOTSTRAP", value_delimiter = ',')]
-    pub bootstrap: Vec<Multiaddr>,
-    /// Disable mDNS discovery on the local network.
-    #[arg(long)]
-    pub no_mdns: bool,
-    /// When to reserve a relayed address on a validator, so that peers reach this node behind
-    /// NAT: auto (once AutoNAT finds it unreachable), always, never [default: auto].
-    #[arg(long, value_name = "MODE")]
-    pub relay: Option<lloom_core::network::RelayMode>,
-    /// Let AutoNAT probes use private addresses, when asking and when dialing back for others
-    /// (labs and private networks; off on the internet).
-    #[arg(long)]
-    pub nat_probe_private_addrs: bool,
+    /// Network options.
+    #[command(flatten)]
+    pub network: NetworkArgs,
     /// Serve this GGUF file instead of the default model (fetched on first use).
     #[arg(long, value_name = "PATH")]
     pub model_path: Option<PathBuf>,
@@ -255,27 +239,10 @@ impl StartArgs {
 
     /// The node configuration: flags and environment, else the file, else defaults.
     pub fn executor_config(&self, file: &ConfigFile, data_dir: PathBuf) -> ExecutorConfig {
-        let net = &file.network;
         let ex = &file.executor;
-        let listen = match self.listen.is_empty() {
-            false => self.listen.clone(),
-            true => net.listen.clone().unwrap_or_else(default_listen),
-        };
-        let bootstrap = match self.bootstrap.is_empty() {
-            false => self.bootstrap.clone(),
-            true => net.bootstrap.clone().unwrap_or_default(),
-        };
         let defaults = ServeConfig::default();
         let mut config = ExecutorConfig::new(data_dir);
-        config.network = NetworkConfig {
-            listen_addrs: listen,
-            bootstrap,
-            enable_mdns: !self.no_mdns && net.mdns.unwrap_or(true),
-            relay: self.relay.or(net.relay).unwrap_or_default(),
-            nat_probe_private_addrs: self.nat_probe_private_addrs
-                || net.nat_probe_private_addrs.unwrap_or(false),
-            ..NetworkConfig::default()
-        };
+        config.network = self.network.resolve(&file.network, 0);
         config.serve = ServeConfig {
             checkpoint_every: self
                 .checkpoint_every
@@ -309,13 +276,6 @@ impl StartArgs {
             .unwrap_or(EngineConfig::default().max_sequences);
         config
     }
-}
-
-fn default_listen() -> Vec<Multiaddr> {
-    ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"]
-        .iter()
-        .filter_map(|a| a.parse().ok())
-        .collect()
 }
 
 /// `lloom-executor start FLAGS`, parsed (for tests).

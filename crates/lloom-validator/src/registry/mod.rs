@@ -118,6 +118,17 @@ impl Registry {
         self.executors.is_empty()
     }
 
+    /// Number of distinct models offered.
+    pub fn model_count(&self) -> usize {
+        self.by_model.len()
+    }
+
+    /// Number of model offers: each executor counted once for each model it offers. Walks
+    /// every model, so callers sample it rather than compute it on every change.
+    pub fn offer_count(&self) -> usize {
+        self.by_model.values().map(BTreeSet::len).sum()
+    }
+
     /// Applies a verified announcement received from `peer_id` at `now`.
     ///
     /// Refuses announcements whose sequence is not newer than the one held
