@@ -303,7 +303,7 @@ fn the_default_model_geometry_is_read_from_its_header() {
         kv: KvType::F16,
         n_ubatch: 512,
         gpu_budget: Some(1 << 30),
-        require_full_offload: true,
+        gpu_layers: lloom_executor::memory::GpuLayers::All,
         repacked: RepackedTypes::of_this_build(),
     };
     let p = plan(&g, &request).unwrap();

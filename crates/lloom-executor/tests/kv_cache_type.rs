@@ -39,7 +39,7 @@ fn planned_kv_bytes(config: &EngineConfig) -> u64 {
         kv: config.kv_cache,
         n_ubatch: 512,
         gpu_budget: None,
-        require_full_offload: false,
+        gpu_layers: lloom_executor::memory::GpuLayers::Auto,
         repacked: RepackedTypes::NONE,
     };
     let p = plan(&geometry, &request).unwrap();

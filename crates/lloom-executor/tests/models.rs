@@ -110,6 +110,21 @@ fn models_inspect_plans_memory_and_refuses_what_cannot_fit() {
     inspect(&["--gpu-mib", "64", "--full-offload"])
         .failure()
         .stderr(contains("64 MiB are available"));
+    // An exact layer count: what it asks if it fits, refused with what would fit otherwise.
+    inspect(&["--gpu-mib", "1024", "--gpu-layers", "12"])
+        .success()
+        .stdout(contains("plan: 12 of 30 layers on the GPU, 4 sequences of 2048 tokens"));
+    inspect(&["--gpu-mib", "1024", "--gpu-layers", "99"])
+        .success()
+        .stdout(contains("plan: 30 of 30 layers on the GPU"));
+    inspect(&["--gpu-mib", "40", "--gpu-layers", "30"])
+        .failure()
+        .stderr(contains("40 MiB are available"));
+    inspect(&["--gpu-layers", "3"]).failure().stderr(contains("no GPU is available"));
+    inspect(&["--gpu-layers", "many"]).failure().stderr(contains("auto, all or a number"));
+    inspect(&["--gpu-layers", "all", "--full-offload"])
+        .failure()
+        .stderr(contains("cannot be used with"));
     inspect(&["--kv-cache-type", "q4_0"])
         .success()
         .stdout(contains("KV cache 6480 bytes per token (q4_0)"))

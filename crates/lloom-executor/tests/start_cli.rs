@@ -245,6 +245,14 @@ fn start_refuses_a_missing_model_file_and_a_missing_key() {
         .assert()
         .failure()
         .stderr(contains("but the memory budget is 10 MiB"));
+    // Layers asked of a GPU this build does not have are refused before serving.
+    if !cfg!(feature = "cuda") {
+        with_key(&key, dir.path())
+            .args(["start", "--no-mdns", "--gpu-layers", "4"])
+            .assert()
+            .failure()
+            .stderr(contains("4 layers asked for the GPU, but no GPU is available"));
+    }
     for args in [["--streams", "4,0"], ["--rounds", "0"]] {
         assert_cmd::Command::cargo_bin("lloom-executor")
             .unwrap()

@@ -107,6 +107,8 @@ pub struct ExecutorSection {
     pub n_ctx: Option<u32>,
     /// Element type of the KV cache: `f16`, `q8_0` or `q4_0`.
     pub kv_cache_type: Option<String>,
+    /// Layers to offload to the GPU: `"auto"` (as many as fit), `"all"`, or a number.
+    pub gpu_layers: Option<TextOrNumber>,
     /// A signed checkpoint every this many tokens (0: none).
     pub checkpoint_every: Option<u64>,
     /// Requests per minute per client.
@@ -146,6 +148,28 @@ pub struct ModelSection {
     pub n_ctx: Option<u32>,
     /// Element type of the KV cache: `f16`, `q8_0` or `q4_0`.
     pub kv_cache_type: Option<String>,
+    /// Layers to offload to the GPU: `"auto"` (as many as fit), `"all"`, or a number.
+    pub gpu_layers: Option<TextOrNumber>,
+}
+
+/// A setting written either as a number or as a word (`gpu_layers = 20`, `gpu_layers = "all"`);
+/// the node that reads it parses [`TextOrNumber::to_string`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TextOrNumber {
+    /// Written as a number.
+    Number(u64),
+    /// Written as a string.
+    Text(String),
+}
+
+impl std::fmt::Display for TextOrNumber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Number(n) => write!(f, "{n}"),
+            Self::Text(text) => f.write_str(text),
+        }
+    }
 }
 
 impl ConfigFile {
@@ -208,6 +232,7 @@ mod tests {
             max_sequences: Some(4),
             n_ctx: Some(4096),
             kv_cache_type: Some("q8_0".into()),
+            gpu_layers: Some(TextOrNumber::Number(20)),
         };
         ConfigFile {
             network: NetworkSection {
@@ -233,6 +258,7 @@ mod tests {
                 max_sequences: Some(4),
                 n_ctx: Some(8192),
                 kv_cache_type: Some("f16".into()),
+                gpu_layers: Some(TextOrNumber::Text("auto".into())),
                 checkpoint_every: Some(32),
                 requests_per_minute: Some(600),
                 tokens_per_minute: Some(10_000),
@@ -244,6 +270,19 @@ mod tests {
                 models: Some(vec![model]),
             },
         }
+    }
+
+    #[test]
+    fn gpu_layers_are_written_as_a_number_or_a_word() {
+        let file: ConfigFile = toml::from_str(
+            "[executor]\ngpu_layers = \"all\"\n[[executor.models]]\ngpu_layers = 12\n",
+        )
+        .unwrap();
+        assert_eq!(file.executor.gpu_layers, Some(TextOrNumber::Text("all".into())));
+        let entry = &file.executor.models.as_ref().unwrap()[0];
+        assert_eq!(entry.gpu_layers.as_ref().map(ToString::to_string).as_deref(), Some("12"));
+        assert!(toml::from_str::<ConfigFile>("[executor]\ngpu_layers = -1\n").is_err());
+        assert!(toml::from_str::<ConfigFile>("[executor]\ngpu_layers = 1.5\n").is_err());
     }
 
     #[test]

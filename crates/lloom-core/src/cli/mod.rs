@@ -16,7 +16,8 @@ mod signal;
 
 pub use args::{NodeArgs, Role};
 pub use config_file::{
-    ClientSection, ConfigFile, ExecutorSection, ModelSection, NetworkSection, ValidatorSection,
+    ClientSection, ConfigFile, ExecutorSection, ModelSection, NetworkSection, TextOrNumber,
+    ValidatorSection,
 };
 pub use keys::{ImportSource, KeyReport, KeysCommand, run_keys};
 pub use logging::{LOG_ENV, LOG_FORMAT_ENV, LogFormat, init_logging};

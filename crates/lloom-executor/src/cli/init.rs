@@ -50,6 +50,10 @@ n_ctx = {n_ctx}
 # Element type of the KV cache: "f16", or "q8_0" / "q4_0" to hold about 2x / 3.5x the tokens
 # in the same memory (more sequences fit the budget) at a small cost in accuracy.
 kv_cache_type = "{kv_cache}"
+# Layers to offload to the GPU in a cuda build: "auto" (as many as the memory budget holds),
+# "all", or a number (0 keeps the model on the CPU); a number or "all" that does not fit is
+# refused at start.
+gpu_layers = "{offload}"
 # A signed checkpoint every this many output tokens (0: none).
 checkpoint_every = 32
 # Per-client limits.
@@ -89,6 +93,7 @@ memory_budget = "0.9"
         sequences = engine.max_sequences,
         n_ctx = engine.n_ctx,
         kv_cache = engine.kv_cache,
+        offload = engine.offload,
     )
 }
 
@@ -124,6 +129,8 @@ mod tests {
         assert_eq!(file.executor.max_sequences, Some(EngineConfig::default().max_sequences));
         assert_eq!(file.network.mdns, Some(true));
         assert_eq!(file.executor.kv_cache_type.as_deref(), Some("f16"));
+        let layers = file.executor.gpu_layers.as_ref().map(ToString::to_string);
+        assert_eq!(layers.as_deref(), Some("auto"));
         assert_eq!(file.executor.model_path, None);
     }
 }

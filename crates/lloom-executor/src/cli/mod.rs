@@ -106,8 +106,12 @@ pub struct InspectArgs {
     /// Accelerator memory available, in MiB [default: none, CPU only].
     #[arg(long)]
     pub gpu_mib: Option<u64>,
-    /// Refuse unless every layer fits on the accelerator.
-    #[arg(long)]
+    /// Layers to offload: auto (as many as fit), all, or a number (refused when they do not
+    /// fit).
+    #[arg(long, value_name = "auto|all|N", default_value_t = crate::memory::GpuLayers::Auto)]
+    pub gpu_layers: crate::memory::GpuLayers,
+    /// Refuse unless every layer fits on the accelerator (the same as `--gpu-layers all`).
+    #[arg(long, conflicts_with = "gpu_layers")]
     pub full_offload: bool,
     /// Element type of the KV cache: f16, q8_0 or q4_0.
     #[arg(long, value_name = "TYPE", default_value_t = crate::memory::KvType::F16)]
@@ -315,7 +319,10 @@ async fn inspect(args: &InspectArgs, json: bool, out: &mut (dyn Write + Send)) -
         kv: args.kv_cache_type,
         n_ubatch: 512,
         gpu_budget: args.gpu_mib.map(|m| m << 20),
-        require_full_offload: args.full_offload,
+        gpu_layers: match args.full_offload {
+            true => crate::memory::GpuLayers::All,
+            false => args.gpu_layers,
+        },
         repacked: crate::memory::RepackedTypes::of_this_build(),
     };
     let p = plan(&g, &request)?;

@@ -12,7 +12,7 @@ use lloom_core::cli::{ConfigFile, NetworkArgs};
 use crate::announcer::AnnouncerConfig;
 use crate::backend::llama::EngineConfig;
 use crate::error::{Error, Result};
-use crate::memory::{KvType, MemoryBudget};
+use crate::memory::{GpuLayers, KvType, MemoryBudget};
 use crate::models::ModelChoice;
 use crate::node::ExecutorConfig;
 use crate::serve::{RateLimits, ServeConfig};
@@ -60,6 +60,12 @@ pub struct StartArgs {
     /// sequences fit the memory budget, at a small cost in accuracy [default: f16].
     #[arg(long, value_name = "TYPE", conflicts_with = "backend_url")]
     pub kv_cache_type: Option<KvType>,
+    /// Layers to offload to the GPU in a `cuda` build: auto (as many as the memory budget
+    /// holds, with every sequence's KV cache), all, or a number (more than the model has means
+    /// all; 0 keeps the model on the CPU); a number or all that does not fit is refused
+    /// [default: auto].
+    #[arg(long, value_name = "auto|all|N", conflicts_with = "backend_url")]
+    pub gpu_layers: Option<GpuLayers>,
     /// Memory the models may use: a size (20GiB, 512MiB) or a share of the memory free at
     /// start (0.8, 80%); host RAM, or GPU memory in a `cuda` build [default: 0.9].
     #[arg(long, value_name = "SIZE|SHARE")]
@@ -180,6 +186,10 @@ impl StartArgs {
                     (None, Some(name)) => name.parse()?,
                     _ => base.engine.kv_cache,
                 };
+                let offload = match (&self.gpu_layers, &m.gpu_layers) {
+                    (None, Some(layers)) => layers.to_string().parse()?,
+                    _ => base.engine.offload,
+                };
                 Ok(ModelChoice {
                     path: m.path.clone(),
                     name: m.name.clone(),
@@ -193,6 +203,7 @@ impl StartArgs {
                         n_ctx: m.n_ctx.unwrap_or(base.engine.n_ctx),
                         max_sequences: m.max_sequences.unwrap_or(base.engine.max_sequences),
                         kv_cache,
+                        offload,
                         ..base.engine.clone()
                     },
                 })
@@ -200,8 +211,8 @@ impl StartArgs {
             .collect()
     }
 
-    /// The model to serve: flags, else the file, else defaults; fails on a KV cache type the
-    /// file names that does not exist.
+    /// The model to serve: flags, else the file, else defaults; fails on a GPU layer count or
+    /// a KV cache type the file names that does not exist.
     pub fn model_choice(&self, file: &ConfigFile) -> Result<ModelChoice> {
         let ex = &file.executor;
         let defaults = EngineConfig::default();
@@ -209,6 +220,11 @@ impl StartArgs {
             (Some(kv), _) => *kv,
             (None, Some(name)) => name.parse()?,
             (None, None) => defaults.kv_cache,
+        };
+        let offload = match (&self.gpu_layers, &ex.gpu_layers) {
+            (Some(layers), _) => *layers,
+            (None, Some(layers)) => layers.to_string().parse()?,
+            (None, None) => defaults.offload,
         };
         Ok(ModelChoice {
             path: self.model_path.clone().or_else(|| ex.model_path.clone()),
@@ -232,6 +248,7 @@ impl StartArgs {
                     .unwrap_or(defaults.queue_per_client),
                 prompt_cache: !self.no_prompt_cache,
                 kv_cache,
+                offload,
                 ..defaults
             },
         })
@@ -366,8 +383,35 @@ mod tests {
         assert!(start_args(&[]).model_choices(&entry).is_err());
         let argv = ["lloom-executor", "start", "--kv-cache-type", "q8"];
         assert!(Cli::try_parse_from(argv).is_err());
+        // The GPU layers: the flag for every model, else each entry's, else the section's.
+        let layers = config(
+            "[executor]\ngpu_layers = \"all\"\n[[executor.models]]\nname = \"a\"\n\
+             [[executor.models]]\nname = \"b\"\ngpu_layers = 12\n",
+        );
+        let offloads = |args: &[&str]| -> Vec<GpuLayers> {
+            let choices = start_args(args).model_choices(&layers).unwrap();
+            choices.iter().map(|c| c.engine.offload).collect()
+        };
+        assert_eq!(offloads(&[]), [GpuLayers::All, GpuLayers::Exactly(12)]);
+        assert_eq!(offloads(&["--gpu-layers", "0"]), [GpuLayers::Exactly(0); 2]);
+        assert_eq!(
+            start_args(&[]).model_choices(&file).unwrap()[0].engine.offload,
+            GpuLayers::Auto
+        );
+        let err = start_args(&[])
+            .model_choice(&config("[executor]\ngpu_layers = \"most\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown GPU layer count \"most\""), "{err}");
+        let entry = config("[[executor.models]]\nname = \"a\"\ngpu_layers = \"half\"\n");
+        assert!(start_args(&[]).model_choices(&entry).is_err());
+        assert!(Cli::try_parse_from(["lloom-executor", "start", "--gpu-layers", "-3"]).is_err());
         // Settings of the embedded engine mean nothing in front of an HTTP server: refused.
-        for engine_flag in [&["--kv-cache-type", "q8_0"][..], &["--no-prompt-cache"][..]] {
+        for engine_flag in [
+            &["--kv-cache-type", "q8_0"][..],
+            &["--no-prompt-cache"][..],
+            &["--gpu-layers", "all"][..],
+        ] {
             let argv = [
                 &["lloom-executor", "start", "--backend-url", "http://127.0.0.1:1/v1"][..],
                 engine_flag,

@@ -3,6 +3,7 @@
 //! sequences fit in a memory budget.
 
 use super::gguf::GgufMetadata;
+use super::gpu_layers::GpuLayers;
 use super::kv_type::KvType;
 use super::repack::RepackedTypes;
 use crate::error::{Error, Result};
@@ -170,8 +171,9 @@ pub struct MemoryRequest {
     pub n_ubatch: u64,
     /// Accelerator memory available, in bytes (`None`: no accelerator).
     pub gpu_budget: Option<u64>,
-    /// Refuse unless every layer fits on the accelerator.
-    pub require_full_offload: bool,
+    /// Layers to offload: as many as fit, all, or an exact number (refused when they do not
+    /// fit).
+    pub gpu_layers: GpuLayers,
     /// Weight types the CPU backend repacks ([`RepackedTypes::of_this_build`]).
     pub repacked: RepackedTypes,
 }
@@ -210,10 +212,12 @@ pub struct MemoryPlan {
 
 /// Chooses how many layers to offload and how many sequences fit.
 ///
-/// Full offload is preferred: when the weights and compute buffer fit but the KV cache for
-/// every requested sequence does not, fewer sequences are served (at least one). Otherwise the
-/// most layers that fit with their KV cache are offloaded. A configuration that cannot fit at
-/// all (or not fully, when full offload is required) is refused with the numbers.
+/// With [`GpuLayers::Auto`], full offload is preferred: when the weights and compute buffer
+/// fit but the KV cache for every requested sequence does not, fewer sequences are served (at
+/// least one). Otherwise the most layers that fit with their KV cache are offloaded.
+/// [`GpuLayers::All`] takes only the first way, [`GpuLayers::Exactly`] offloads its number
+/// of layers with the KV cache of every sequence. A configuration that cannot fit is refused
+/// with the numbers.
 pub fn plan(geometry: &ModelGeometry, request: &MemoryRequest) -> Result<MemoryPlan> {
     if request.max_sequences == 0 || request.n_ctx == 0 {
         return Err(Error::EngineConfig("n_ctx and max_sequences must be positive".into()));
@@ -235,11 +239,20 @@ pub fn plan(geometry: &ModelGeometry, request: &MemoryRequest) -> Result<MemoryP
     let kv_bytes_per_sequence = kv_layer_token * geometry.n_layers * ctx_per_sequence;
     let compute = geometry.compute_bytes(request.n_ubatch);
     let all_kv = kv_bytes_per_sequence * request.max_sequences;
+    let offload = request.gpu_layers.for_layers(geometry.n_layers);
     let Some(budget) = request.gpu_budget else {
-        if request.require_full_offload {
-            return Err(Error::EngineConfig(
-                "full offload requested but no GPU is available".into(),
-            ));
+        match offload {
+            GpuLayers::All => {
+                return Err(Error::EngineConfig(
+                    "full offload requested but no GPU is available".into(),
+                ));
+            }
+            GpuLayers::Exactly(n) if n > 0 => {
+                return Err(Error::EngineConfig(format!(
+                    "{n} layers asked for the GPU, but no GPU is available (a build without the `cuda` feature, or no GPU found); use --gpu-layers 0 or auto"
+                )));
+            }
+            GpuLayers::Auto | GpuLayers::Exactly(_) => {}
         }
         return Ok(MemoryPlan {
             gpu_layers: 0,
@@ -257,7 +270,8 @@ pub fn plan(geometry: &ModelGeometry, request: &MemoryRequest) -> Result<MemoryP
     };
     let full_weights = geometry.weights_bytes();
     // Full offload, as many sequences as fit.
-    if full_weights + compute + kv_bytes_per_sequence <= budget {
+    let partial = matches!(offload, GpuLayers::Exactly(_));
+    if !partial && full_weights + compute + kv_bytes_per_sequence <= budget {
         let room = budget - full_weights - compute;
         let sequences = (room / kv_bytes_per_sequence.max(1)).min(request.max_sequences).max(1);
         return Ok(MemoryPlan {
@@ -270,7 +284,7 @@ pub fn plan(geometry: &ModelGeometry, request: &MemoryRequest) -> Result<MemoryP
             kv: request.kv,
         });
     }
-    if request.require_full_offload {
+    if offload == GpuLayers::All {
         return Err(Error::EngineConfig(format!(
             "the model needs {} MiB on the GPU for all {} layers, one sequence of {ctx_per_sequence} tokens and the compute buffer; {} MiB are available",
             (full_weights + compute + kv_bytes_per_sequence) >> 20,
@@ -288,7 +302,22 @@ pub fn plan(geometry: &ModelGeometry, request: &MemoryRequest) -> Result<MemoryP
             budget >> 20
         )));
     }
-    let layers = ((budget - compute) / per_layer.max(1)).min(geometry.n_layers);
+    let layers = match offload {
+        GpuLayers::Exactly(n) if compute + n * per_layer > budget => {
+            return Err(Error::EngineConfig(format!(
+                "{n} of {} layers on the GPU need {} MiB with their KV cache for {} sequences of {ctx_per_sequence} tokens and the compute buffer; {} MiB are available (at most {} layers fit)",
+                geometry.n_layers,
+                (compute + n * per_layer) >> 20,
+                request.max_sequences,
+                budget >> 20,
+                (budget - compute) / per_layer.max(1)
+            )));
+        }
+        GpuLayers::Exactly(n) => n,
+        GpuLayers::Auto | GpuLayers::All => {
+            ((budget - compute) / per_layer.max(1)).min(geometry.n_layers)
+        }
+    };
     Ok(MemoryPlan {
         gpu_layers: layers,
         max_sequences: request.max_sequences,
@@ -329,7 +358,7 @@ mod tests {
             kv: KvType::F16,
             n_ubatch: 512,
             gpu_budget: gpu_gib.map(|g| g << 30),
-            require_full_offload: false,
+            gpu_layers: GpuLayers::Auto,
             repacked: RepackedTypes::NONE,
         }
     }
@@ -413,14 +442,48 @@ mod tests {
 
     #[test]
     fn impossible_configurations_are_refused_with_numbers() {
-        let full = MemoryRequest { require_full_offload: true, ..request(Some(2)) };
+        let full = MemoryRequest { gpu_layers: GpuLayers::All, ..request(Some(2)) };
         let err = plan(&seven_b(), &full).unwrap_err().to_string();
         assert!(err.contains("2048 MiB are available"), "{err}");
         let tiny = request(Some(0));
         assert!(plan(&seven_b(), &MemoryRequest { gpu_budget: Some(1 << 20), ..tiny }).is_err());
-        let none = MemoryRequest { gpu_budget: None, require_full_offload: true, ..request(None) };
+        let none = MemoryRequest { gpu_budget: None, gpu_layers: GpuLayers::All, ..request(None) };
         assert!(plan(&seven_b(), &none).is_err());
         assert!(plan(&seven_b(), &MemoryRequest { max_sequences: 0, ..request(None) }).is_err());
+    }
+
+    #[test]
+    fn an_exact_layer_count_is_offloaded_or_refused_with_what_fits() {
+        let exactly = |n, gib| MemoryRequest { gpu_layers: GpuLayers::Exactly(n), ..request(gib) };
+        // A big GPU that would take everything takes only the layers asked for, with the KV
+        // cache of every sequence for those layers; the rest stays on the host.
+        let auto = plan(&seven_b(), &request(Some(80))).unwrap();
+        let ten = plan(&seven_b(), &exactly(10, Some(80))).unwrap();
+        assert_eq!((ten.gpu_layers, ten.max_sequences), (10, 8));
+        let per_layer =
+            (110 << 20) + seven_b().kv_bytes_per_token_per_layer(KvType::F16) * 4096 * 8;
+        let compute = seven_b().compute_bytes(512);
+        assert_eq!(ten.gpu_bytes, compute + 10 * per_layer);
+        assert!(ten.gpu_bytes < auto.gpu_bytes && ten.host_bytes > auto.host_bytes, "{ten:?}");
+        // 0 keeps the model off the GPU but for the compute buffer.
+        let none = plan(&seven_b(), &exactly(0, Some(80))).unwrap();
+        assert_eq!((none.gpu_layers, none.gpu_bytes), (0, compute));
+        // More layers than the model has means all of them, as llama.cpp's -ngl 99.
+        let all = plan(&seven_b(), &exactly(99, Some(80))).unwrap();
+        assert_eq!(all, auto);
+        // What does not fit is refused with the numbers, and how many layers would.
+        let fits = plan(&seven_b(), &request(Some(2))).unwrap().gpu_layers;
+        assert!(plan(&seven_b(), &exactly(fits, Some(2))).is_ok());
+        let err = plan(&seven_b(), &exactly(fits + 1, Some(2))).unwrap_err().to_string();
+        assert!(err.contains("2048 MiB are available"), "{err}");
+        assert!(err.contains(&format!("at most {fits} layers fit")), "{err}");
+        // Without a GPU, only 0 (or auto) can be served.
+        assert_eq!(
+            plan(&seven_b(), &exactly(0, None)).unwrap(),
+            plan(&seven_b(), &request(None)).unwrap()
+        );
+        let err = plan(&seven_b(), &exactly(4, None)).unwrap_err().to_string();
+        assert!(err.contains("no GPU is available"), "{err}");
     }
 
     #[test]

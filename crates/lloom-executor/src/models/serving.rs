@@ -110,7 +110,7 @@ pub fn plan_engine(
         kv: engine.kv_cache,
         n_ubatch: u64::from(engine.n_ctx.min(512)),
         gpu_budget: (device == ServingDevice::Gpu).then_some(budget),
-        require_full_offload: false,
+        gpu_layers: engine.offload,
         repacked: RepackedTypes::of_this_build(),
     };
     let plan = plan(&geometry, &request)?;

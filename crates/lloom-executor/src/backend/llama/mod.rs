@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Backend, GenerateRequest, Generation};
 use crate::error::{Error, Result};
-use crate::memory::KvType;
+use crate::memory::{GpuLayers, KvType};
 
 /// How the engine runs.
 #[derive(Clone, Debug)]
@@ -43,8 +43,12 @@ pub struct EngineConfig {
     pub max_sequences: u32,
     /// CPU threads (default: all cores).
     pub threads: Option<u32>,
-    /// Layers offloaded to the GPU (only with the `cuda` feature).
+    /// Layers offloaded to the GPU (only with the `cuda` feature); the memory plan sets it
+    /// from [`EngineConfig::offload`].
     pub gpu_layers: u32,
+    /// Layers the operator asks to offload: as many as fit, all, or a number
+    /// (`lloom-executor start --gpu-layers`).
+    pub offload: GpuLayers,
     /// Requests that may wait for a free sequence slot.
     pub queue_capacity: usize,
     /// Requests one client may have waiting (the queue serves clients in turn).
@@ -73,6 +77,7 @@ impl Default for EngineConfig {
             max_sequences: 4,
             threads: None,
             gpu_layers: 0,
+            offload: GpuLayers::Auto,
             queue_capacity: 64,
             queue_per_client: 32,
             move_sequences: true,
