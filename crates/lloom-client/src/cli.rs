@@ -302,6 +302,7 @@ pub(crate) async fn connect(
         max_announcement_age_secs: discovery.max_age_secs.unwrap_or(60),
         nonce_file: Some(nonce_file),
         prompt_density_file: Some(node.data_dir(Role::Client).join("prompt-density.json")),
+        known_executors_file: Some(node.data_dir(Role::Client).join("known-executors.json")),
         policy: VerifyPolicy::new(node.domain()),
         escrow_guard,
         receipts: Some(std::sync::Arc::new(ReceiptStore::open(

@@ -48,6 +48,7 @@ use crate::stream_pool::StreamPool;
 mod density;
 mod failover;
 mod learned_density;
+mod remembered;
 mod room;
 
 /// Longest wait for a DHT lookup of a model no registry knows.
@@ -61,6 +62,8 @@ struct Inner {
     directory: Mutex<(Directory, Option<Instant>)>,
     /// Executors found through the DHT, carried into each refreshed directory.
     dht_finds: Mutex<DhtFinds>,
+    /// The executors remembered from earlier runs, and when they were last kept.
+    remembered: remembered::RememberedExecutors,
     router: Mutex<Router>,
     nonces: NonceSource,
     /// Request streams kept open between exchanges, by executor.
@@ -172,9 +175,15 @@ impl Client {
         }
         // Later events are not needed; keep the channel drained so the network never waits.
         tokio::spawn(async move { while events.recv().await.is_some() {} });
+        let remembered = remembered::RememberedExecutors::load(&config);
         if validators.is_empty() {
-            network_task.abort();
-            return Err(Error::NoValidator(config.discovery_timeout));
+            if remembered.is_empty() {
+                network_task.abort();
+                return Err(Error::NoValidator(config.discovery_timeout));
+            }
+            // The executors remembered from earlier runs are used meanwhile; the bootstrap
+            // validators are asked again at each refresh, in case they come back.
+            validators = bootstrap.iter().copied().collect();
         }
         let nonces = match &config.nonce_file {
             Some(file) => NonceSource::persistent(file.clone())?,
@@ -198,12 +207,18 @@ impl Client {
             validators,
             directory: Mutex::new((Directory::default(), None)),
             dht_finds: Mutex::new(DhtFinds::default()),
+            remembered,
             nonces,
             streams: StreamPool::default(),
             network_task,
         };
         let client = Self { inner: Arc::new(inner) };
-        client.refresh().await?;
+        if let Err(e) = client.refresh().await
+            && client.use_remembered(&e).await == 0
+        {
+            client.inner.network_task.abort();
+            return Err(e);
+        }
         Ok(client)
     }
 
@@ -223,6 +238,9 @@ impl Client {
     /// their announcement ages out.
     pub async fn refresh(&self) -> Result<usize> {
         let inner = &self.inner;
+        if inner.validators.is_empty() {
+            return Err(Error::NoValidator(inner.config.discovery_timeout));
+        }
         let mut fresh = Directory::default();
         let mut last_error = None;
         for validator in &inner.validators {
@@ -246,6 +264,7 @@ impl Client {
             &inner.config.policy,
             inner.config.max_announcement_age_secs,
         );
+        self.keep_known(&fresh).await;
         let count = fresh.len();
         *inner.directory.lock().await = (fresh, Some(Instant::now()));
         Ok(count)
@@ -273,7 +292,10 @@ impl Client {
             && let Err(e) = self.refresh().await
         {
             if known == 0 {
-                return Err(e);
+                if self.use_remembered(&e).await == 0 {
+                    return Err(e);
+                }
+                return Ok(());
             }
             tracing::warn!(
                 "no validator gave a fresh directory ({e}); using the {known} executors known"

@@ -45,6 +45,10 @@ pub struct ClientConfig {
     pub prompt_density_file: Option<PathBuf>,
     /// How long a fetched directory is used before validators are asked again.
     pub directory_ttl: Duration,
+    /// Where the executors of the last directory the validators gave are kept between runs
+    /// (written at most once a minute), so that a client started while no validator answers
+    /// still reaches them (see [`crate::known_executors`]); `None`: not kept.
+    pub known_executors_file: Option<PathBuf>,
     /// Where verified receipts are kept (`None`: not kept).
     pub receipts: Option<Arc<ReceiptStore>>,
     /// Refuse to sign requests whose worst-case cost exceeds the escrow (`None`: no check).
@@ -67,6 +71,7 @@ impl Default for ClientConfig {
             nonce_file: None,
             prompt_density_file: None,
             directory_ttl: Duration::from_secs(5),
+            known_executors_file: None,
             receipts: None,
             escrow_guard: None,
         }

@@ -162,6 +162,11 @@ impl Directory {
         Ok(added)
     }
 
+    /// Each executor's peer id and verified announcement.
+    pub fn executors(&self) -> impl Iterator<Item = (&PeerId, &SignedAnnouncement)> {
+        self.executors.values().map(|(peer, announcement)| (peer, announcement))
+    }
+
     /// The verified announcements, by executor address.
     pub fn into_executors(self) -> BTreeMap<Address, (PeerId, SignedAnnouncement)> {
         self.executors

@@ -11,6 +11,7 @@
 //! - [`conversation`]: `chat --interactive`, a conversation of verified turns.
 //! - [`directory`]: verified executor announcements merged from validators; model listing.
 //! - [`executor_list`]: each executor's offers as `lloom-client executors` shows them.
+//! - [`known_executors`]: executors remembered between runs, for a start with no validator.
 //! - [`nonce`]: request nonces that never repeat, across restarts.
 //! - [`receipts`]: the client's durable receipt store.
 //! - [`report`]: how a verified receipt is shown (text and JSON).
@@ -38,6 +39,7 @@ pub mod error;
 pub mod escrow;
 pub mod executor_list;
 pub mod gateway;
+pub mod known_executors;
 pub mod nonce;
 pub mod receipts;
 mod receipts_cli;
