@@ -444,6 +444,8 @@ async fn what_one_chat_learns_of_prompt_density_the_next_run_uses() {
     // is not refused.
     assert_eq!(signed, [724, 1024 - 329]);
     assert!(data.join("prompt-density.json").exists());
+    // So are the executors the validator listed, for a later run that finds no validator.
+    assert!(data.join("known-executors.json").exists());
 }
 
 #[test]

@@ -153,7 +153,7 @@ pub struct ModelSection {
 }
 
 /// A setting written either as a number or as a word (`gpu_layers = 20`, `gpu_layers = "all"`);
-/// the node that reads it parses [`TextOrNumber::to_string`].
+/// the node that reads it parses its text (as `Display` writes it).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum TextOrNumber {
