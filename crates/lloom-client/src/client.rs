@@ -175,7 +175,7 @@ impl Client {
         }
         // Later events are not needed; keep the channel drained so the network never waits.
         tokio::spawn(async move { while events.recv().await.is_some() {} });
-        let remembered = remembered::RememberedExecutors::load(&config);
+        let remembered = remembered::RememberedExecutors::load(&config).await;
         if validators.is_empty() {
             if remembered.is_empty() {
                 network_task.abort();

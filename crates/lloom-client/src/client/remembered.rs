@@ -25,10 +25,17 @@ pub(super) struct RememberedExecutors {
 }
 
 impl RememberedExecutors {
-    /// Reads the file [`ClientConfig::known_executors_file`] names, if any.
-    pub(super) fn load(config: &ClientConfig) -> Self {
+    /// Reads the file [`ClientConfig::known_executors_file`] names, if any, off the runtime's
+    /// threads (up to 1,024 signatures to check).
+    pub(super) async fn load(config: &ClientConfig) -> Self {
         let file = config.known_executors_file.clone().map(KnownExecutors::new);
-        let read = file.as_ref().map(|f| f.load(&config.policy)).unwrap_or_default();
+        let policy = config.policy;
+        let reader = file.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            reader.map(|f| f.load(&policy)).unwrap_or_default()
+        })
+        .await
+        .unwrap_or_default();
         if read.dropped > 0 {
             tracing::info!(
                 dropped = read.dropped,
