@@ -155,6 +155,29 @@ impl ExecutorMetrics {
             for s in &status {
                 m.sample(in_use, &[("model", &s.name)], s.in_use as f64);
             }
+            let planned = [
+                (
+                    "lloom_executor_model_planned_bytes",
+                    "Memory the model takes while loaded (its plan).",
+                    status.iter().map(|s| s.bytes as f64).collect::<Vec<_>>(),
+                ),
+                (
+                    "lloom_executor_model_gpu_layers",
+                    "Layers the model's plan offloads to the GPU (--gpu-layers).",
+                    status.iter().map(|s| f64::from(s.gpu_layers)).collect(),
+                ),
+                (
+                    "lloom_executor_model_max_sequences",
+                    "Sequences the model's plan decodes together.",
+                    status.iter().map(|s| f64::from(s.max_sequences)).collect(),
+                ),
+            ];
+            for (name, help, values) in planned {
+                m.family(name, MetricKind::Gauge, help);
+                for (s, value) in status.iter().zip(values) {
+                    m.sample(name, &[("model", &s.name)], value);
+                }
+            }
             let moves = "lloom_executor_model_sequence_moves_total";
             let help = "Sequences moved, KV cache and all, into a hole freed between running ones, since the model was loaded.";
             m.family(moves, MetricKind::Counter, help);

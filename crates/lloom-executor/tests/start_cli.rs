@@ -122,6 +122,10 @@ async fn start_serves_the_default_model_to_a_client_and_withdraws_on_sigterm() {
         "lloom_executor_receipts_unsettled 1\n",
         "lloom_executor_model_loaded{model=\"SmolLM2-135M-Instruct\"} 1\n",
         "lloom_executor_model_requests{model=\"SmolLM2-135M-Instruct\"} 0\n",
+        // The plan: no GPU in this build, the two sequences asked for.
+        "lloom_executor_model_gpu_layers{model=\"SmolLM2-135M-Instruct\"} 0\n",
+        "lloom_executor_model_max_sequences{model=\"SmolLM2-135M-Instruct\"} 2\n",
+        "# TYPE lloom_executor_model_planned_bytes gauge\n",
         // One request at a time: nothing to move.
         "lloom_executor_model_sequence_moves_total{model=\"SmolLM2-135M-Instruct\"} 0\n",
         // Reachable on loopback: no relay needed, none reserved.

@@ -43,6 +43,10 @@ pub struct ModelStatus {
     pub sequence_moves: u64,
     /// Prompt tokens its engine took from kept caches since it was loaded (0 when not loaded).
     pub prompt_tokens_reused: u64,
+    /// Layers its plan offloads to the GPU.
+    pub gpu_layers: u32,
+    /// Sequences its plan decodes together.
+    pub max_sequences: u32,
 }
 
 enum SlotState {
@@ -150,6 +154,8 @@ impl ModelPool {
                     bytes: slot.entry.bytes,
                     sequence_moves,
                     prompt_tokens_reused,
+                    gpu_layers: slot.entry.engine.gpu_layers,
+                    max_sequences: slot.entry.engine.max_sequences,
                 }
             })
             .collect()
