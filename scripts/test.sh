@@ -15,12 +15,16 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 step() { printf '\n==> %s\n' "$*"; }
 
-# Incremental caches for many feature sets accumulate; keep the build cache bounded.
+# Incremental caches for many feature sets accumulate; keep the build cache bounded. They go
+# first (cargo rebuilds them at once); the whole cache, with the llama.cpp build that takes
+# longest to redo, only if that is not enough.
 MAX_TARGET_GB="${LLOOM_MAX_TARGET_GB:-40}"
-if [ -d "$CARGO_TARGET_DIR" ]; then
-    target_gb=$(du -s --block-size=1G "$CARGO_TARGET_DIR" 2>/dev/null | cut -f1)
-    if [ "${target_gb:-0}" -gt "$MAX_TARGET_GB" ]; then
-        echo "build cache is ${target_gb} GB (> ${MAX_TARGET_GB} GB): cleaning it"
+target_gb() { du -s --block-size=1G "$CARGO_TARGET_DIR" 2>/dev/null | cut -f1; }
+if [ -d "$CARGO_TARGET_DIR" ] && [ "$(target_gb)" -gt "$MAX_TARGET_GB" ]; then
+    echo "build cache is $(target_gb) GB (> ${MAX_TARGET_GB} GB): dropping its incremental caches"
+    rm -rf "$CARGO_TARGET_DIR"/*/incremental
+    if [ "$(target_gb)" -gt "$MAX_TARGET_GB" ]; then
+        echo "build cache is still $(target_gb) GB: cleaning it"
         rm -rf "$CARGO_TARGET_DIR"
     fi
 fi
