@@ -47,6 +47,11 @@ pub struct StartArgs {
     /// Seconds without a heartbeat after which an executor leaves the registry [default: 30].
     #[arg(long)]
     pub stale_after_secs: Option<u64>,
+    /// Most executors the registry holds; announcements of new executors beyond it are
+    /// refused. Each entry holds its announcement (at most 64 KiB, about 1 KiB typically)
+    /// [default: 100000].
+    #[arg(long, value_name = "N")]
+    pub max_executors: Option<u64>,
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9465), and at
     /// http://ADDR/health whether the registry service runs (200) or not (503).
     #[arg(long, value_name = "ADDR", env = "LLOOM_METRICS_LISTEN")]
@@ -57,21 +62,30 @@ pub struct StartArgs {
 const DEFAULT_PORT: u16 = 4001;
 
 impl StartArgs {
-    /// The effective configuration: flags and environment, else the file, else defaults.
-    fn config(&self, file: &ConfigFile) -> ValidatorConfig {
+    /// The effective configuration: flags and environment, else the file, else defaults;
+    /// refuses a registry that could hold no executor.
+    fn config(&self, file: &ConfigFile) -> Result<ValidatorConfig> {
         let stale_after_secs = self
             .stale_after_secs
             .or(file.validator.stale_after_secs)
             .unwrap_or(RegistryConfig::DEFAULT_STALE_AFTER_SECS);
-        ValidatorConfig {
+        let default_max = RegistryConfig::default().max_executors;
+        let max_executors = match self.max_executors.or(file.validator.max_executors) {
+            Some(0) => {
+                return Err(Error::Config("max_executors must be at least 1".into()));
+            }
+            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            None => default_max,
+        };
+        Ok(ValidatorConfig {
             network: NetworkConfig {
                 server_mode: true,
                 ..self.network.resolve(&file.network, DEFAULT_PORT)
             },
-            registry: RegistryConfig { stale_after_secs, ..Default::default() },
+            registry: RegistryConfig { stale_after_secs, max_executors },
             expiry_interval: Duration::from_secs(1),
             ..ValidatorConfig::default()
-        }
+        })
     }
 }
 
@@ -106,7 +120,7 @@ pub async fn run(cli: &Cli, out: &mut (dyn Write + Send)) -> Result<()> {
             writeln!(out, "{}", report.render(cli.node.json))?;
         }
         Command::Start(args) => {
-            let mut config = args.config(&cli.node.config_file()?);
+            let mut config = args.config(&cli.node.config_file()?)?;
             config.policy = lloom_core::VerifyPolicy::new(cli.node.domain());
             let key = load_key(&cli.node.key_path(Role::Validator), &cli.node.password_source())?;
             let stop = lloom_core::cli::ShutdownSignal::install()?;
@@ -145,12 +159,40 @@ mod tests {
         Cli::try_parse_from(["lloom-validator", "keys", "show"]).unwrap();
         let cli = Cli::try_parse_from(["lloom-validator", "start"]).unwrap();
         let Command::Start(args) = cli.command else { panic!("expected start") };
-        let config = args.config(&ConfigFile::default());
+        let config = args.config(&ConfigFile::default()).unwrap();
         assert_eq!(config.network.listen_addrs.len(), 2);
         assert!(config.network.enable_mdns);
         assert_eq!(config.registry.stale_after_secs, RegistryConfig::DEFAULT_STALE_AFTER_SECS);
+        assert_eq!(config.registry.max_executors, RegistryConfig::default().max_executors);
         assert!(
             Cli::try_parse_from(["lloom-validator", "start", "--listen", "not-an-addr"]).is_err()
+        );
+    }
+
+    fn start_args(flags: &[&str]) -> StartArgs {
+        let argv = ["lloom-validator", "start"].iter().chain(flags);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Start(args) => args,
+            other => panic!("expected start, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_registry_bound_comes_from_the_flag_else_the_file_and_zero_is_refused() {
+        let file: ConfigFile = toml::from_str("[validator]\nmax_executors = 500\n").unwrap();
+        let from_file = start_args(&[]).config(&file).unwrap();
+        assert_eq!(from_file.registry.max_executors, 500);
+        let flagged = start_args(&["--max-executors", "20"]).config(&file).unwrap();
+        assert_eq!(flagged.registry.max_executors, 20);
+        for (flags, file) in [
+            (&["--max-executors", "0"][..], ConfigFile::default()),
+            (&[][..], toml::from_str("[validator]\nmax_executors = 0\n").unwrap()),
+        ] {
+            let err = start_args(flags).config(&file).unwrap_err().to_string();
+            assert!(err.contains("max_executors must be at least 1"), "{err}");
+        }
+        assert!(
+            Cli::try_parse_from(["lloom-validator", "start", "--max-executors", "-1"]).is_err()
         );
     }
 }

@@ -15,6 +15,9 @@ pub enum Error {
     /// Writing output or waiting for a signal failed.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
+    /// A setting from the command line or the configuration file is out of range.
+    #[error("invalid configuration: {0}")]
+    Config(String),
     /// An announcement is not newer than the one already held (a replay or a reordering).
     #[error("announcement {sequence} of {executor} is not newer than the held {held}")]
     StaleAnnouncement {

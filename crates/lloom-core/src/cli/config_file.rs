@@ -69,6 +69,8 @@ pub struct NetworkSection {
 pub struct ValidatorSection {
     /// Seconds without a heartbeat after which an executor leaves the registry.
     pub stale_after_secs: Option<u64>,
+    /// Most executors the registry holds (announcements of new ones beyond it are refused).
+    pub max_executors: Option<u64>,
 }
 
 /// `[client]`.
@@ -242,7 +244,7 @@ mod tests {
                 relay: Some(crate::network::RelayMode::Auto),
                 nat_probe_private_addrs: Some(false),
             },
-            validator: ValidatorSection { stale_after_secs: Some(30) },
+            validator: ValidatorSection { stale_after_secs: Some(30), max_executors: Some(10_000) },
             client: ClientSection {
                 timeout_secs: Some(10),
                 max_age_secs: Some(60),
