@@ -175,9 +175,9 @@ impl Client {
         }
         // Later events are not needed; keep the channel drained so the network never waits.
         tokio::spawn(async move { while events.recv().await.is_some() {} });
-        let remembered = remembered::RememberedExecutors::load(&config).await;
+        let remembered = remembered::RememberedExecutors::new(&config);
         if validators.is_empty() {
-            if remembered.is_empty() {
+            if remembered.read().await.executors.is_empty() {
                 network_task.abort();
                 return Err(Error::NoValidator(config.discovery_timeout));
             }

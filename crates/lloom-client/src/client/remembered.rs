@@ -1,11 +1,12 @@
 //! The client's side of [`crate::known_executors`]: the executors remembered from earlier runs
-//! are read at connect and used when no validator gives a directory; each directory the
+//! are read (once) and used when no validator gives a directory; each directory the
 //! validators give is kept for the next run, at most once every [`KEEP_EVERY`].
 
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use lloom_core::unix_now;
+use lloom_core::{VerifyPolicy, unix_now};
+use tokio::sync::OnceCell;
 
 use super::Client;
 use crate::config::ClientConfig;
@@ -16,38 +17,46 @@ use crate::known_executors::{KnownExecutors, Remembered};
 /// Least time between two writes of the file.
 const KEEP_EVERY: Duration = Duration::from_secs(60);
 
-/// The file, what was read from it at connect, and when it was last written.
-#[derive(Debug, Default)]
+/// The file, what was read from it (only once a run needs it), and when it was last written.
+#[derive(Debug)]
 pub(super) struct RememberedExecutors {
     file: Option<KnownExecutors>,
-    read: Remembered,
+    policy: VerifyPolicy,
+    read: OnceCell<Remembered>,
     kept: Mutex<Option<Instant>>,
 }
 
 impl RememberedExecutors {
-    /// Reads the file [`ClientConfig::known_executors_file`] names, if any, off the runtime's
-    /// threads (up to 1,024 signatures to check).
-    pub(super) async fn load(config: &ClientConfig) -> Self {
-        let file = config.known_executors_file.clone().map(KnownExecutors::new);
-        let policy = config.policy;
-        let reader = file.clone();
-        let read = tokio::task::spawn_blocking(move || {
-            reader.map(|f| f.load(&policy)).unwrap_or_default()
-        })
-        .await
-        .unwrap_or_default();
-        if read.dropped > 0 {
-            tracing::info!(
-                dropped = read.dropped,
-                "remembered executors left out (too old, withdrawn or not verifying)"
-            );
+    /// The file [`ClientConfig::known_executors_file`] names, if any (not read yet).
+    pub(super) fn new(config: &ClientConfig) -> Self {
+        Self {
+            file: config.known_executors_file.clone().map(KnownExecutors::new),
+            policy: config.policy,
+            read: OnceCell::new(),
+            kept: Mutex::new(None),
         }
-        Self { file, read, kept: Mutex::new(None) }
     }
 
-    /// Whether no executor was remembered.
-    pub(super) fn is_empty(&self) -> bool {
-        self.read.executors.is_empty()
+    /// What the file holds, read and verified the first time it is asked for, off the
+    /// runtime's threads (up to 1,024 signatures to check).
+    pub(super) async fn read(&self) -> &Remembered {
+        self.read
+            .get_or_init(|| async {
+                let (file, policy) = (self.file.clone(), self.policy);
+                let read = tokio::task::spawn_blocking(move || {
+                    file.map(|f| f.load(&policy)).unwrap_or_default()
+                })
+                .await
+                .unwrap_or_default();
+                if read.dropped > 0 {
+                    tracing::info!(
+                        dropped = read.dropped,
+                        "remembered executors left out (too old, withdrawn or not verifying)"
+                    );
+                }
+                read
+            })
+            .await
     }
 }
 
@@ -55,7 +64,7 @@ impl Client {
     /// Puts the executors remembered from earlier runs into the directory, after `error` left
     /// it empty; returns how many were added.
     pub(super) async fn use_remembered(&self, error: &Error) -> usize {
-        let remembered = &self.inner.remembered.read;
+        let remembered = self.inner.remembered.read().await;
         let mut directory = self.inner.directory.lock().await;
         let added = remembered.add_to(&mut directory.0, &self.inner.config.policy);
         if added > 0 {
