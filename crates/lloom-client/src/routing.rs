@@ -16,7 +16,11 @@
 //! (the default) by `0.35·price + 0.35·latency + 0.15·load + 0.15·reputation`. With probability
 //! [`Router::EXPLORATION`] one never-tried candidate is moved to the front, so new executors get
 //! measured. A failure cools an executor down for 5 s, doubling with every consecutive failure
-//! up to 5 minutes; a success resets it.
+//! up to 5 minutes; a success resets it. A signed Busy or RateLimited answer is not a failure:
+//! the executor is left alone for exactly the retry-after it signed (1 s to 5 minutes), and its
+//! reputation is unchanged. When every untried candidate is cooling down after failures, the
+//! one whose cooldown ends first is tried anyway, once per request (see [`LastResort`]): a
+//! cooldown orders executors, it does not refuse service when nothing else is left.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -25,6 +29,10 @@ use lloom_core::{Address, U256};
 
 use crate::directory::Candidate;
 use crate::error::Error;
+
+mod last_resort;
+
+pub use last_resort::LastResort;
 
 /// How to order candidates.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -51,8 +59,13 @@ pub struct ExecutorStats {
     pub failures: u32,
     /// Failures since the last success.
     pub consecutive_failures: u32,
+    /// Signed Busy or RateLimited answers (not failures: they leave the reputation alone).
+    pub busy: u32,
     /// Not tried again before this instant.
     pub cooldown_until: Option<Instant>,
+    /// Whether the cooldown is the retry-after the executor signed with a Busy or RateLimited
+    /// answer, rather than the backoff after a failure.
+    pub cooldown_is_busy: bool,
     /// Why it last failed.
     pub last_failure: Option<String>,
 }
@@ -123,6 +136,8 @@ const EWMA_ALPHA: f64 = 0.3;
 const BASE_COOLDOWN: Duration = Duration::from_secs(5);
 /// Longest cooldown.
 const MAX_COOLDOWN: Duration = Duration::from_secs(300);
+/// Shortest wait after a Busy answer, whatever retry-after it signed.
+const MIN_BUSY_COOLDOWN: Duration = Duration::from_secs(1);
 /// Most executors remembered.
 const MAX_TRACKED: usize = 10_000;
 
@@ -186,12 +201,7 @@ impl Router {
         let mut usable: Vec<Candidate> = candidates
             .into_iter()
             .filter(|c| filter.accepts(c) && !exclude.contains(&c.address))
-            .filter(|c| {
-                self.stats
-                    .get(&c.address)
-                    .and_then(|s| s.cooldown_until)
-                    .is_none_or(|until| until <= now)
-            })
+            .filter(|c| self.cooling(&c.address, now).is_none())
             .collect();
         if usable.is_empty() {
             return usable;
@@ -255,6 +265,13 @@ impl Router {
         usable
     }
 
+    /// The cooldown `executor` is in at `now`, if any: when it ends, and whether it is a signed
+    /// retry-after.
+    fn cooling(&self, executor: &Address, now: Instant) -> Option<(Instant, bool)> {
+        let stats = self.stats.get(executor)?;
+        stats.cooldown_until.filter(|until| *until > now).map(|u| (u, stats.cooldown_is_busy))
+    }
+
     fn entry(&mut self, executor: Address) -> &mut ExecutorStats {
         if self.stats.len() >= MAX_TRACKED && !self.stats.contains_key(&executor) {
             // Forget executors that are not cooling down; they are re-measured if they return.
@@ -277,6 +294,7 @@ impl Router {
         s.successes = s.successes.saturating_add(1);
         s.consecutive_failures = 0;
         s.cooldown_until = None;
+        s.cooldown_is_busy = false;
     }
 
     /// Records a failure and cools the executor down; returns the cooldown.
@@ -287,6 +305,26 @@ impl Router {
         let doublings = s.consecutive_failures.saturating_sub(1).min(10);
         let cooldown = BASE_COOLDOWN.saturating_mul(1 << doublings).min(MAX_COOLDOWN);
         s.cooldown_until = Some(now + cooldown);
+        s.cooldown_is_busy = false;
+        s.last_failure = Some(reason.to_owned());
+        cooldown
+    }
+
+    /// Records a signed Busy or RateLimited answer: the executor is left alone for the
+    /// `retry_after` it signed (at least 1 s, at most 5 minutes), with no backoff and no mark
+    /// against its reputation; returns the cooldown.
+    pub fn record_busy(
+        &mut self,
+        executor: Address,
+        retry_after: Duration,
+        reason: &str,
+        now: Instant,
+    ) -> Duration {
+        let s = self.entry(executor);
+        s.busy = s.busy.saturating_add(1);
+        let cooldown = retry_after.clamp(MIN_BUSY_COOLDOWN, MAX_COOLDOWN);
+        s.cooldown_until = Some(now + cooldown);
+        s.cooldown_is_busy = true;
         s.last_failure = Some(reason.to_owned());
         cooldown
     }
@@ -331,7 +369,7 @@ mod tests {
         assert_eq!(none_capable.len(), 1, "with no capable offer, all are tried");
     }
 
-    fn candidate(price: u64, context: u32) -> Candidate {
+    pub(super) fn candidate(price: u64, context: u32) -> Candidate {
         let key = NodeKey::generate();
         Candidate {
             peer: key.peer_id(),

@@ -1,6 +1,8 @@
 //! One chat's failover loop: rank the candidates, sign for the best, run the attempt, and on
 //! failure cool the executor down (or, for a request too long for its context, ask only
 //! longer contexts), try it again where it moved, or go on to the next, within the deadline.
+//! When every executor left is cooling down after failures, the one whose cooldown ends first
+//! is tried anyway, once ([`LastResort`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +18,7 @@ use crate::chat::{AttemptReport, ChatEvent, ChatRequest, Receipt, response_check
 use crate::chat_cost::{ChatCost, OpenCheckpoint};
 use crate::directory::Candidate;
 use crate::error::{Error, Result};
+use crate::routing::LastResort;
 
 /// Longest wait for validators' current addresses of an executor its listed ones failed to reach.
 const READDRESS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -67,6 +70,8 @@ impl Client {
         let mut readdressed: Vec<Address> = Vec::new();
         let mut reports: Vec<AttemptReport> = Vec::new();
         let mut busy_retry_after: Option<u64> = None;
+        // Whether a cooling executor was tried, as the last one left (once per request).
+        let mut probed = false;
         let (mut over_escrow, mut escrow_seen) = (None, U256::ZERO);
         // Raised above each executor whose context the request exceeded: only a longer one
         // can serve it.
@@ -89,7 +94,29 @@ impl Client {
                 router.rank_by(strategy, candidates.clone(), &filter, &tried, Instant::now())
             };
             let preferred = ranked.iter().position(|c| Some(c.address) == request.prefer);
-            let Some(executor) = ranked.into_iter().nth(preferred.unwrap_or(0)) else { break };
+            let executor = match ranked.into_iter().nth(preferred.unwrap_or(0)) {
+                Some(executor) => executor,
+                // Every untried executor is cooling down: the way out, if there is one.
+                None => match inner.router.lock().await.last_resort(
+                    &candidates,
+                    &filter,
+                    &tried,
+                    Instant::now(),
+                ) {
+                    LastResort::Probe(executor) if !probed => {
+                        probed = true;
+                        tracing::info!(executor = %executor.address, "every executor left is cooling down after failures: trying the one whose cooldown ends first");
+                        *executor
+                    }
+                    LastResort::Busy { retry_after_secs } => {
+                        busy_retry_after = Some(
+                            busy_retry_after.map_or(retry_after_secs, |b| b.min(retry_after_secs)),
+                        );
+                        break;
+                    }
+                    LastResort::Probe(_) | LastResort::Nothing => break,
+                },
+            };
             tried.push(executor.address);
             let context = executor.offer.context_length;
             let max_output = match plan.output_tokens(context) {
@@ -215,13 +242,7 @@ impl Client {
                     // a JSON schema that cannot be compiled) is the request's fault: the
                     // executor is not cooled down for it, so the next request still finds it.
                     let retryable = failed.failure.is_retryable();
-                    let cooldown = if retryable {
-                        let mut router = inner.router.lock().await;
-                        Some(router.record_failure(executor.address, &reason, Instant::now()))
-                    } else {
-                        None
-                    };
-                    if let AttemptFailure::Refused {
+                    let cooldown = if let AttemptFailure::Refused {
                         code: ErrorCode::Busy | ErrorCode::RateLimited,
                         retry_after_secs,
                         ..
@@ -230,7 +251,16 @@ impl Client {
                         busy_retry_after = Some(
                             busy_retry_after.map_or(retry_after_secs, |b| b.min(retry_after_secs)),
                         );
-                    }
+                        // Not a failure: left alone for as long as it signed.
+                        let mut router = inner.router.lock().await;
+                        let wait = Duration::from_secs(retry_after_secs);
+                        Some(router.record_busy(executor.address, wait, &reason, Instant::now()))
+                    } else if retryable {
+                        let mut router = inner.router.lock().await;
+                        Some(router.record_failure(executor.address, &reason, Instant::now()))
+                    } else {
+                        None
+                    };
                     // The executor can settle what it streamed: its checkpoint is kept now,
                     // whether or not another executor answers.
                     let mut paid = U256::ZERO;

@@ -178,7 +178,7 @@ fn render(
     render_key_budgets(&mut m, budgets);
     let rows: Vec<(String, &ExecutorStats)> =
         executors.iter().map(|(a, s)| (a.to_checksum(None), s)).collect();
-    let families: [(&str, MetricKind, &str, StatReader); 6] = [
+    let families: [(&str, MetricKind, &str, StatReader); 7] = [
         (
             "lloom_client_executor_successes_total",
             MetricKind::Counter,
@@ -190,6 +190,12 @@ fn render(
             MetricKind::Counter,
             "Failed attempts of any kind.",
             |s, _| Some(f64::from(s.failures)),
+        ),
+        (
+            "lloom_client_executor_busy_total",
+            MetricKind::Counter,
+            "Signed Busy or RateLimited answers (waited out, not counted as failures).",
+            |s, _| Some(f64::from(s.busy)),
         ),
         (
             "lloom_client_executor_consecutive_failures",
@@ -312,6 +318,7 @@ mod tests {
         };
         let healthy = ExecutorStats {
             successes: 7,
+            busy: 4,
             ttft_ms: Some(42.5),
             tokens_per_sec: Some(120.0),
             ..ExecutorStats::default()
@@ -356,6 +363,10 @@ mod tests {
         assert!(page.contains(&format!(
             "lloom_client_executor_ttft_milliseconds{{executor=\"{b}\"}} 42.5\n"
         )));
+        assert!(
+            page.contains(&format!("lloom_client_executor_busy_total{{executor=\"{b}\"}} 4\n")),
+            "{page}"
+        );
         // No measurement, no sample (rather than a made-up 0).
         assert!(
             !page.contains(&format!("lloom_client_executor_ttft_milliseconds{{executor=\"{a}\"}}"))

@@ -94,3 +94,12 @@ pub(crate) async fn connect(config: ClientConfig, count: usize) -> Client {
 pub(crate) fn ask() -> ChatRequest {
     ChatRequest { timeout: WAIT, ..ChatRequest::user(MODEL, "Capital of France?") }
 }
+
+/// What `client` has measured of `executor` (it must have tried it).
+pub(crate) async fn stats_of(
+    client: &Client,
+    executor: lloom_core::Address,
+) -> lloom_client::routing::ExecutorStats {
+    let stats = client.executor_stats().await;
+    stats.into_iter().find(|(a, _)| *a == executor).expect("the executor was tried").1
+}

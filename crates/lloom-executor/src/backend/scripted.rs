@@ -26,6 +26,8 @@ pub struct Script {
     pub delay: Duration,
     /// Fail (as a backend error) after this many tokens.
     pub fail_after: Option<usize>,
+    /// Fail (as a backend error, before any token) the first this many generations.
+    pub fail_first: usize,
     /// Most generations running at once; more are refused as Busy.
     pub capacity: usize,
     /// The context, in tokens: a request whose prompt (one token a word of its messages)
@@ -47,6 +49,7 @@ impl Script {
             input_tokens: 10,
             delay: Duration::ZERO,
             fail_after: None,
+            fail_first: 0,
             capacity: usize::MAX,
             context: None,
         }
@@ -58,6 +61,8 @@ impl Script {
 pub struct ScriptedBackend {
     script: Script,
     running: Arc<AtomicUsize>,
+    /// Generations started so far.
+    started: AtomicUsize,
     /// Generations that ended by cancellation (for tests that check the slot is freed).
     pub cancelled: Arc<AtomicUsize>,
 }
@@ -65,7 +70,12 @@ pub struct ScriptedBackend {
 impl ScriptedBackend {
     /// A backend following `script`.
     pub fn new(script: Script) -> Self {
-        Self { script, running: Arc::default(), cancelled: Arc::default() }
+        Self {
+            script,
+            running: Arc::default(),
+            started: AtomicUsize::new(0),
+            cancelled: Arc::default(),
+        }
     }
 
     /// Generations running now.
@@ -97,6 +107,7 @@ impl Backend for ScriptedBackend {
             return Err(Error::Busy("the scripted backend is full".into()));
         }
         let guard = RunningGuard(self.running.clone());
+        let fails = self.started.fetch_add(1, Ordering::SeqCst) < self.script.fail_first;
         let (tx, events) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
         let (script, token, cancelled) =
@@ -106,6 +117,10 @@ impl Backend for ScriptedBackend {
         let needed = words as u64 + u64::from(request.max_tokens);
         tokio::spawn(async move {
             let _guard = guard;
+            if fails {
+                let _ = tx.send(GenerationEvent::Failed("scripted failure".into()));
+                return;
+            }
             if let Some(context) = script.context.filter(|context| needed > *context) {
                 let message = format!(
                     "prompt of {words} tokens plus max_tokens {} exceeds the {context} tokens of context",

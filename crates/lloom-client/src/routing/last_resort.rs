@@ -1,0 +1,151 @@
+//! What to do when every untried candidate is cooling down.
+//!
+//! A cooldown keeps a failed executor behind the others; it should not refuse service when
+//! there are no others. So, as a load balancer's panic mode does, the executor whose failure
+//! cooldown ends first is tried anyway, once per request. One that answered Busy is not: it
+//! signed when to come back, and the request ends with that retry-after instead.
+
+use std::time::Instant;
+
+use lloom_core::Address;
+
+use super::{RouteFilter, Router};
+use crate::directory::Candidate;
+
+/// The way out when [`Router::rank`] leaves no candidate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LastResort {
+    /// No untried candidate passes the filter.
+    Nothing,
+    /// Every untried candidate waits out the retry-after it signed; the shortest left, in
+    /// whole seconds (at least 1).
+    Busy {
+        /// Seconds until the first of them may be asked again.
+        retry_after_secs: u64,
+    },
+    /// The candidate whose failure cooldown ends first: try it anyway.
+    Probe(Box<Candidate>),
+}
+
+impl Router {
+    /// What to try once [`rank`](Self::rank) over the same arguments came back empty.
+    pub fn last_resort(
+        &self,
+        candidates: &[Candidate],
+        filter: &RouteFilter,
+        exclude: &[Address],
+        now: Instant,
+    ) -> LastResort {
+        let mut probe: Option<(Instant, &Candidate)> = None;
+        let mut busy_until: Option<Instant> = None;
+        let untried =
+            candidates.iter().filter(|c| filter.accepts(c) && !exclude.contains(&c.address));
+        for candidate in untried {
+            match self.cooling(&candidate.address, now) {
+                Some((until, true)) => {
+                    busy_until = Some(busy_until.map_or(until, |b| b.min(until)))
+                }
+                Some((until, false)) if probe.is_none_or(|(first, _)| until < first) => {
+                    probe = Some((until, candidate));
+                }
+                _ => {}
+            }
+        }
+        match (probe, busy_until) {
+            (Some((_, candidate)), _) => LastResort::Probe(Box::new(candidate.clone())),
+            (None, Some(until)) => {
+                let left = until.saturating_duration_since(now);
+                let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+                LastResort::Busy { retry_after_secs: secs.max(1) }
+            }
+            (None, None) => LastResort::Nothing,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::candidate;
+    use super::*;
+    use crate::routing::Strategy;
+    use std::time::Duration;
+
+    #[test]
+    fn the_executor_whose_failure_cooldown_ends_first_is_probed() {
+        let mut router = Router::new(Strategy::Balanced);
+        let (a, b, c) = (candidate(1, 4096), candidate(2, 4096), candidate(3, 4096));
+        let t0 = Instant::now();
+        router.record_failure(a.address, "unreachable", t0);
+        router.record_failure(a.address, "unreachable", t0); // 10 s
+        router.record_failure(b.address, "timeout", t0); // 5 s
+        router.record_busy(c.address, Duration::from_secs(1), "busy", t0);
+        let all = [a.clone(), b.clone(), c.clone()];
+        let filter = RouteFilter::default();
+        assert!(router.rank(all.to_vec(), &filter, &[], t0).is_empty());
+        assert_eq!(
+            router.last_resort(&all, &filter, &[], t0),
+            LastResort::Probe(Box::new(b.clone()))
+        );
+        // Tried already for this request: the next one.
+        assert_eq!(
+            router.last_resort(&all, &filter, &[b.address], t0),
+            LastResort::Probe(Box::new(a.clone()))
+        );
+        // Only the busy one left: its signed retry-after, not a probe.
+        assert_eq!(
+            router.last_resort(&all, &filter, &[a.address, b.address], t0),
+            LastResort::Busy { retry_after_secs: 1 }
+        );
+        assert_eq!(
+            router.last_resort(&all, &filter, &[a.address, b.address, c.address], t0),
+            LastResort::Nothing
+        );
+    }
+
+    #[test]
+    fn the_filter_still_applies_and_a_busy_wait_rounds_up() {
+        let mut router = Router::new(Strategy::Balanced);
+        let (cheap, dear) = (candidate(1, 4096), candidate(50, 4096));
+        let t0 = Instant::now();
+        router.record_failure(dear.address, "timeout", t0);
+        router.record_busy(cheap.address, Duration::from_secs(30), "busy", t0);
+        let filter = RouteFilter {
+            max_price_per_output_token: Some(lloom_core::U256::from(10)),
+            ..RouteFilter::default()
+        };
+        let both = [cheap, dear];
+        let later = t0 + Duration::from_millis(2_500);
+        assert_eq!(
+            router.last_resort(&both, &filter, &[], later),
+            LastResort::Busy { retry_after_secs: 28 }
+        );
+    }
+
+    #[test]
+    fn a_busy_answer_waits_the_signed_retry_after_and_leaves_the_reputation_alone() {
+        let mut router = Router::new(Strategy::Balanced);
+        let a = candidate(1, 4096);
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            assert_eq!(
+                router.record_busy(a.address, Duration::from_secs(2), "busy", t0),
+                Duration::from_secs(2),
+                "no backoff"
+            );
+        }
+        assert_eq!(
+            router.record_busy(a.address, Duration::ZERO, "busy", t0),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            router.record_busy(a.address, Duration::from_secs(86_400), "busy", t0),
+            Duration::from_secs(300)
+        );
+        let stats = router.stats(&a.address).unwrap();
+        assert_eq!((stats.busy, stats.failures, stats.consecutive_failures), (7, 0, 0));
+        assert!(stats.cooldown_is_busy);
+        // A failure afterwards backs off from the start, and is no longer a busy wait.
+        assert_eq!(router.record_failure(a.address, "timeout", t0), Duration::from_secs(5));
+        assert!(!router.stats(&a.address).unwrap().cooldown_is_busy);
+    }
+}
