@@ -161,21 +161,44 @@ impl Client {
         let (network, mut events, event_loop) = start(&key, network_config, config.policy).await?;
         let network_task = tokio::spawn(event_loop.run());
         let deadline = tokio::time::Instant::now() + config.discovery_timeout;
+        let remembered = remembered::RememberedExecutors::new(&config);
         let mut validators = Vec::new();
+        // Bootstrap validators whose dial failed (and that have not connected since): the
+        // wait ends once each has connected or failed, with at least one connected, or with
+        // none when executors are remembered (they are used at once, not after the timeout).
+        let mut refused = HashSet::new();
         while validators.len() < bootstrap.len().max(1) {
             match tokio::time::timeout_at(deadline, events.recv()).await {
                 Ok(Some(NetworkEvent::PeerConnected(peer)))
                     if bootstrap.is_empty() || bootstrap.contains(&peer) =>
                 {
+                    refused.remove(&peer);
                     validators.push(peer);
                 }
-                Ok(Some(_)) => {}
+                Ok(Some(NetworkEvent::DialFailed { peer, error }))
+                    if bootstrap.contains(&peer) && !validators.contains(&peer) =>
+                {
+                    tracing::debug!(%peer, "bootstrap validator unreachable: {error}");
+                    refused.insert(peer);
+                }
+                Ok(Some(_)) => continue,
                 Ok(None) | Err(_) => break,
             }
+            if validators.len() + refused.len() == bootstrap.len()
+                && (!validators.is_empty() || !remembered.read().await.executors.is_empty())
+            {
+                break;
+            }
+        }
+        if !refused.is_empty() && !validators.is_empty() {
+            tracing::warn!(
+                "{} of {} bootstrap validators unreachable; going on with the others",
+                refused.len(),
+                bootstrap.len()
+            );
         }
         // Later events are not needed; keep the channel drained so the network never waits.
         tokio::spawn(async move { while events.recv().await.is_some() {} });
-        let remembered = remembered::RememberedExecutors::new(&config);
         if validators.is_empty() {
             if remembered.read().await.executors.is_empty() {
                 network_task.abort();

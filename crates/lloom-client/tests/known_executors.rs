@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use lloom_client::{Client, ClientConfig, Error};
 use lloom_core::NodeKey;
+use lloom_core::network::test_utils::WAIT;
 use lloom_executor::backend::scripted::Script;
 
 mod scripted;
@@ -27,6 +28,7 @@ async fn a_client_started_with_the_validator_down_uses_the_executors_an_earlier_
     let config = |known: Option<&std::path::Path>| {
         ClientConfig {
             known_executors_file: known.map(std::path::Path::to_path_buf),
+            // Only the runs that find no executor to fall back on wait this long.
             discovery_timeout: Duration::from_secs(2),
             ..ClientConfig::default()
         }
@@ -43,8 +45,11 @@ async fn a_client_started_with_the_validator_down_uses_the_executors_an_earlier_
     let err = Client::connect(NodeKey::generate(), config(None)).await.unwrap_err();
     assert!(matches!(err, Error::NoValidator(_)), "{err}");
 
-    // With it, the next run answers through the executor it remembers, verified as ever.
-    let second = Client::connect(NodeKey::generate(), config(Some(&file))).await.unwrap();
+    // With it, the next run answers through the executor it remembers, verified as ever; it
+    // starts once the validator's dial has failed, not after the discovery timeout.
+    let patient = ClientConfig { discovery_timeout: WAIT * 10, ..config(Some(&file)) };
+    let started = Client::connect(NodeKey::generate(), patient);
+    let second = tokio::time::timeout(WAIT, started).await.expect("waited it out").unwrap();
     let receipt = second.chat(ask()).await.unwrap().collect().await.unwrap();
     assert_eq!((receipt.executor, receipt.text.as_str()), (key.address(), "Paris."));
     assert_eq!(receipt.checks.len(), lloom_client::RESPONSE_CHECKS.len());

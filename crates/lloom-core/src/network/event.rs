@@ -16,6 +16,14 @@ pub enum NetworkEvent {
     PeerConnected(PeerId),
     /// The last connection to a peer closed.
     PeerDisconnected(PeerId),
+    /// A dial of a peer not connected failed on every address (a bootstrap peer, one mDNS
+    /// found, or one asked for); bootstrap and mDNS peers are dialled again after a backoff.
+    DialFailed {
+        /// The peer.
+        peer: PeerId,
+        /// Why, one line per address.
+        error: String,
+    },
     /// mDNS found a peer on the local network.
     PeerDiscovered {
         /// The peer.

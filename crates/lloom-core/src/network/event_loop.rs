@@ -383,6 +383,7 @@ impl EventLoop {
                             "dial failed ({why}); no more dials until mDNS finds the peer again"
                         ),
                     }
+                    self.emit(NetworkEvent::DialFailed { peer, error: why.clone() });
                 }
                 if let Some(dial) = self.pending_dials.remove(&connection_id) {
                     tracing::debug!(peer = %dial.peer, "dial failed: {why}");
