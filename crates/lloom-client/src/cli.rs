@@ -233,7 +233,8 @@ pub async fn run(cli: &Cli, out: &mut (dyn Write + Send)) -> Result<()> {
         Command::Spend(cmd) => crate::spend_cli::run(cmd, &cli.node, out)?,
         Command::Executors(args) => {
             let discovery = args.discovery.merged(&cli.node.config_file()?);
-            let directory = discover_in(&discovery, cli.node.domain()).await?;
+            let remembered = Some(known_executors_path(&cli.node));
+            let directory = discover_in(&discovery, cli.node.domain(), remembered).await?;
             let offers = directory.offers(args.model.as_deref());
             if let Some(model) = args.model.as_ref().filter(|_| offers.is_empty()) {
                 let available = directory.models().into_iter().map(|m| m.model).collect();
@@ -247,7 +248,8 @@ pub async fn run(cli: &Cli, out: &mut (dyn Write + Send)) -> Result<()> {
         }
         Command::Models(args) => {
             let args = args.merged(&cli.node.config_file()?);
-            let rows = discover_in(&args, cli.node.domain()).await?.models();
+            let remembered = Some(known_executors_path(&cli.node));
+            let rows = discover_in(&args, cli.node.domain(), remembered).await?.models();
             let text = if cli.node.json { render_json(&rows) } else { render_table(&rows) };
             writeln!(out, "{text}")?;
         }
@@ -302,7 +304,7 @@ pub(crate) async fn connect(
         max_announcement_age_secs: discovery.max_age_secs.unwrap_or(60),
         nonce_file: Some(nonce_file),
         prompt_density_file: Some(node.data_dir(Role::Client).join("prompt-density.json")),
-        known_executors_file: Some(node.data_dir(Role::Client).join("known-executors.json")),
+        known_executors_file: Some(known_executors_path(node)),
         policy: VerifyPolicy::new(node.domain()),
         escrow_guard,
         receipts: Some(std::sync::Arc::new(ReceiptStore::open(
@@ -329,18 +331,28 @@ fn render_json(rows: &[ModelRow]) -> String {
     serde_json::to_string_pretty(&rows).unwrap_or_default()
 }
 
+/// Where the client keeps the executors of the last directory the validators gave (see
+/// [`crate::known_executors`]).
+fn known_executors_path(node: &NodeArgs) -> std::path::PathBuf {
+    node.data_dir(Role::Client).join("known-executors.json")
+}
+
 /// Connects to the validators (bootstrap addresses, else whoever mDNS finds) and merges their
 /// registries into a verified [`Directory`] (announcements signed for the default domain).
 pub async fn discover(args: &DiscoveryArgs) -> Result<Directory> {
-    discover_in(args, lloom_core::DomainConfig::default()).await
+    discover_in(args, lloom_core::DomainConfig::default(), None).await
 }
 
-/// [`discover`] for announcements signed for `domain`.
+/// [`discover`] for announcements signed for `domain`. With `remembered` (a
+/// [`ClientConfig::known_executors_file`]), the directory is kept there, and when no validator
+/// answers, the executors kept there by an earlier run are listed instead (with a warning).
 pub async fn discover_in(
     args: &DiscoveryArgs,
     domain: lloom_core::DomainConfig,
+    remembered: Option<std::path::PathBuf>,
 ) -> Result<Directory> {
     let config = ClientConfig {
+        known_executors_file: remembered,
         policy: VerifyPolicy::new(domain),
         bootstrap: args.bootstrap.clone(),
         mdns: !args.no_mdns,

@@ -69,7 +69,7 @@ async fn network_with_one_executor() -> (Validator, TestNode, Multiaddr) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn models_are_listed_through_a_validator() {
-    let (_validator, executor_node, addr) = network_with_one_executor().await;
+    let (validator, executor_node, addr) = network_with_one_executor().await;
 
     // Library: poll until the validator has applied the announcement (bounded).
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -86,14 +86,16 @@ async fn models_are_listed_through_a_validator() {
     assert_eq!(rows[0].input_price, (U256::from(7u64), U256::from(7u64)));
     assert_eq!(rows[0].max_context, 8192);
 
-    // The real binary, table and JSON.
+    // The real binary, table and JSON (with a data directory of its own).
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_str().unwrap().to_owned();
     let bootstrap = addr.to_string();
     let table = tokio::task::spawn_blocking({
-        let bootstrap = bootstrap.clone();
+        let (bootstrap, data_dir) = (bootstrap.clone(), data_dir.clone());
         move || {
             assert_cmd::Command::cargo_bin("lloom-client")
                 .unwrap()
-                .args(["models", "--no-mdns", "--bootstrap", &bootstrap])
+                .args(["--data-dir", &data_dir, "models", "--no-mdns", "--bootstrap", &bootstrap])
                 .assert()
                 .success()
                 .stdout(contains("SmolLM2-135M-Instruct"))
@@ -106,15 +108,19 @@ async fn models_are_listed_through_a_validator() {
     .await
     .unwrap();
     assert!(String::from_utf8(table).unwrap().contains("8192"));
-    let json = tokio::task::spawn_blocking(move || {
-        assert_cmd::Command::cargo_bin("lloom-client")
-            .unwrap()
-            .args(["--json", "models", "--no-mdns", "--bootstrap", &bootstrap])
-            .assert()
-            .success()
-            .get_output()
-            .stdout
-            .clone()
+    let json = tokio::task::spawn_blocking({
+        let data_dir = data_dir.clone();
+        move || {
+            assert_cmd::Command::cargo_bin("lloom-client")
+                .unwrap()
+                .args(["--data-dir", &data_dir, "--json", "models", "--no-mdns", "--bootstrap"])
+                .arg(&bootstrap)
+                .assert()
+                .success()
+                .get_output()
+                .stdout
+                .clone()
+        }
     })
     .await
     .unwrap();
@@ -126,6 +132,7 @@ async fn models_are_listed_through_a_validator() {
     let run = |args: &[&str]| {
         let mut args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
         args.extend(["--no-mdns".into(), "--bootstrap".into(), addr.to_string()]);
+        args.extend(["--data-dir".into(), data_dir.clone()]);
         tokio::task::spawn_blocking(move || {
             assert_cmd::Command::cargo_bin("lloom-client").unwrap().args(args).output().unwrap()
         })
@@ -157,14 +164,46 @@ async fn models_are_listed_through_a_validator() {
         stderr.contains("no executor serves `gpt-17`; models on offer: SmolLM2-135M-Instruct"),
         "{stderr}"
     );
+
+    // The listings kept the directory; with the validator down they list what they kept,
+    // and say so.
+    assert!(data.path().join("known-executors.json").exists());
+    validator.shutdown().await;
+    let mut stopped = false;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(tcp_port(&addr)).is_err() {
+            stopped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(stopped, "the validator never stopped listening");
+    for listing in ["models", "executors"] {
+        let kept = run(&[listing, "--timeout-secs", "30"]).await.unwrap();
+        let stderr = String::from_utf8_lossy(&kept.stderr);
+        assert!(kept.status.success(), "{stderr}");
+        assert!(String::from_utf8_lossy(&kept.stdout).contains("SmolLM2-135M-Instruct"));
+        assert!(stderr.contains("using the 1 executors remembered from a run"), "{stderr}");
+    }
+}
+
+/// The loopback TCP address of `addr`.
+fn tcp_port(addr: &Multiaddr) -> std::net::SocketAddr {
+    use lloom_core::network::Protocol;
+    let port = addr.iter().find_map(|p| if let Protocol::Tcp(n) = p { Some(n) } else { None });
+    std::net::SocketAddr::from(([127, 0, 0, 1], port.unwrap()))
 }
 
 #[test]
 fn unreachable_or_malformed_bootstrap_is_a_clear_error() {
     // Port 9 (discard) on loopback: nothing listens there in a test sandbox.
     let nobody = "/ip4/127.0.0.1/tcp/9/p2p/16Uiu2HAmGcnVbTzZoBtRMqNa6vLUkX9MkxiH3V8bQ4cfRpBWs2AU";
+    // An empty data directory: no executors remembered from an earlier run to fall back on.
+    let data = tempfile::tempdir().unwrap();
     assert_cmd::Command::cargo_bin("lloom-client")
         .unwrap()
+        .arg("--data-dir")
+        .arg(data.path())
         .args(["models", "--no-mdns", "--timeout-secs", "2", "--bootstrap", nobody])
         .assert()
         .failure()
