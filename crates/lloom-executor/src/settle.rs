@@ -35,6 +35,10 @@ pub struct SettlerConfig {
     pub interval: Duration,
     /// Longest wait after failures (the wait doubles from `interval / 4`).
     pub max_backoff: Duration,
+    /// Longest the last round, once stopped, may take (zero: no last round). It submits the
+    /// receipts made since the round before, so an executor stopped for good is paid for them
+    /// without being started again.
+    pub final_round: Duration,
 }
 
 impl Default for SettlerConfig {
@@ -43,6 +47,7 @@ impl Default for SettlerConfig {
             batch_size: 100,
             interval: Duration::from_secs(60),
             max_backoff: Duration::from_secs(600),
+            final_round: Duration::from_secs(30),
         }
     }
 }
@@ -153,13 +158,30 @@ pub async fn settle_pending(
     Ok(report)
 }
 
-/// Runs [`settle_pending`] on `server`'s receipts every `interval` (backing off after failures) until `stop`.
+/// How the settler's last round, once stopped, went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FinalRound {
+    /// Not run ([`SettlerConfig::final_round`] is zero).
+    Skipped,
+    /// It ran to the end.
+    Done(SettleReport),
+    /// It failed (the chain unreachable, a transaction reverted); the receipts stay for the
+    /// next start.
+    Failed(String),
+    /// It took longer than [`SettlerConfig::final_round`] and was cut; the receipts not
+    /// confirmed stay for the next start.
+    TimedOut,
+}
+
+/// Runs [`settle_pending`] on `server`'s receipts every `interval` (backing off after
+/// failures) until `stop`, then once more (at most [`SettlerConfig::final_round`]); the
+/// handle gives how that last round went. Await it before the server's store is closed.
 pub fn spawn_settler(
     server: Server,
     chain: Settlement,
     config: SettlerConfig,
     stop: CancellationToken,
-) -> JoinHandle<()> {
+) -> JoinHandle<FinalRound> {
     tokio::spawn(async move {
         let mut wait = config.interval;
         loop {
@@ -176,9 +198,20 @@ pub fn spawn_settler(
                 }
             }
             tokio::select! {
-                () = stop.cancelled() => return,
+                () = stop.cancelled() => break,
                 () = tokio::time::sleep(wait) => {}
             }
         }
+        if config.final_round.is_zero() {
+            return FinalRound::Skipped;
+        }
+        let last = settle_pending(server.receipts(), &chain, config.batch_size);
+        let last = match tokio::time::timeout(config.final_round, last).await {
+            Ok(Ok(report)) => FinalRound::Done(report),
+            Ok(Err(e)) => FinalRound::Failed(e.to_string()),
+            Err(_) => FinalRound::TimedOut,
+        };
+        tracing::info!(?last, "the last settlement round before stopping");
+        last
     })
 }

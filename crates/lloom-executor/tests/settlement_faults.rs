@@ -19,7 +19,7 @@ use lloom_core::network::{Multiaddr, NetworkConfig};
 use lloom_core::{DomainConfig, ModelOffer, NodeKey, U256, VerifyPolicy};
 use lloom_executor::backend::scripted::{Script, ScriptedBackend};
 use lloom_executor::serve::{EscrowPolicy, ServedModel};
-use lloom_executor::settle::{SettlerConfig, spawn_settler};
+use lloom_executor::settle::{FinalRound, SettlerConfig, spawn_settler};
 use lloom_executor::{AnnouncerConfig, ExecutorConfig, ExecutorNode};
 use lloom_validator::{Validator, ValidatorConfig};
 use tokio_util::sync::CancellationToken;
@@ -142,6 +142,95 @@ async fn receipts_made_while_the_chain_is_down_are_settled_once_it_is_back() {
     stop.cancel();
 }
 
+/// A fresh anvil with the contract deployed, the client's deposit in escrow (none when zero)
+/// and a validator for the contract's domain.
+struct ChainRig {
+    anvil: Anvil,
+    contract: Settlement,
+    client_key: NodeKey,
+    executor_key: NodeKey,
+    domain: DomainConfig,
+    policy: VerifyPolicy,
+    bootstrap: Vec<Multiaddr>,
+    _validator: Validator,
+}
+
+impl ChainRig {
+    async fn start(deposit: U256) -> Self {
+        let anvil = Anvil::spawn().unwrap();
+        let (client_key, executor_key) = (anvil.key(1).unwrap(), anvil.key(2).unwrap());
+        let contract = Settlement::deploy(anvil.url(), &anvil.key(0).unwrap(), 60).await.unwrap();
+        if !deposit.is_zero() {
+            let as_client = Settlement::at(anvil.url(), &client_key, contract.address()).unwrap();
+            as_client.deposit(deposit).await.unwrap();
+        }
+        let domain = DomainConfig { chain_id: 31337, verifying_contract: contract.address() };
+        let policy = VerifyPolicy::new(domain);
+        let (_validator, bootstrap) = validator(policy).await;
+        Self { anvil, contract, client_key, executor_key, domain, policy, bootstrap, _validator }
+    }
+
+    /// The contract as the executor sees it (it pays the gas).
+    fn executor_chain(&self) -> Settlement {
+        Settlement::at(self.anvil.url(), &self.executor_key, self.contract.address()).unwrap()
+    }
+
+    async fn executor(&self, dir: &std::path::Path, escrow: Option<EscrowPolicy>) -> ExecutorNode {
+        executor(&self.executor_key, &self.bootstrap, self.domain, dir, escrow).await
+    }
+
+    async fn client(&self) -> Client {
+        client(self.client_key.clone(), &self.bootstrap, self.policy).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_made_since_the_last_round_are_settled_when_the_settler_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let rig = ChainRig::start(U256::from(10u64.pow(17))).await;
+    let node = rig.executor(dir.path(), None).await;
+    let (chain, client) = (rig.executor_chain(), rig.client().await);
+
+    // One receipt before the settler starts: its first round settles it, and the next round
+    // is an hour away.
+    let mut expected = chat_costs(&client, 1).await;
+    let stop = CancellationToken::new();
+    let settler = SettlerConfig { interval: Duration::from_secs(3600), ..SettlerConfig::default() };
+    let task = spawn_settler(node.server.clone(), chain.clone(), settler, stop.clone());
+    wait_for_store(&node, (1, 0)).await;
+
+    // Two more; the settler is stopped long before its next round: its last round pays them.
+    expected += chat_costs(&client, 2).await;
+    assert_eq!(node.server.receipts().counts().unwrap(), (3, 2));
+    stop.cancel();
+    match task.await.unwrap() {
+        FinalRound::Done(report) => {
+            assert_eq!((report.settled, report.transactions, report.pending), (2, 1, 0));
+        }
+        other => panic!("expected the last round to settle: {other:?}"),
+    }
+    assert_eq!(node.server.receipts().counts().unwrap(), (3, 0));
+    assert_eq!(chain.earnings_of(rig.executor_key.address()).await.unwrap(), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_last_round_on_an_unreachable_chain_ends_in_time_and_keeps_the_receipts() {
+    let dir = tempfile::tempdir().unwrap();
+    let rig = ChainRig::start(U256::ZERO).await;
+    let node = rig.executor(dir.path(), None).await;
+    chat_costs(&rig.client().await, 1).await;
+    let chain = rig.executor_chain();
+    rig.anvil.stop().unwrap();
+
+    let stop = CancellationToken::new();
+    stop.cancel();
+    let settler = SettlerConfig { final_round: Duration::from_secs(5), ..SettlerConfig::default() };
+    let task = spawn_settler(node.server.clone(), chain, settler, stop);
+    let last = tokio::time::timeout(Duration::from_secs(60), task).await.unwrap().unwrap();
+    assert!(matches!(last, FinalRound::Failed(_) | FinalRound::TimedOut), "{last:?}");
+    assert_eq!(node.server.receipts().counts().unwrap(), (1, 1), "kept for the next start");
+}
+
 /// Asks `count` questions; the total cost of their verified receipts.
 async fn chat_costs(client: &Client, count: usize) -> U256 {
     let mut total = U256::ZERO;
@@ -164,21 +253,11 @@ async fn wait_for_store(node: &ExecutorNode, counts: (u64, u64)) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_below_the_minimum_escrow_is_refused_with_a_signed_error() {
     let dir = tempfile::tempdir().unwrap();
-    let anvil = Anvil::spawn().unwrap();
-    let (client_key, executor_key) = (anvil.key(1).unwrap(), anvil.key(2).unwrap());
-    let contract = Settlement::deploy(anvil.url(), &anvil.key(0).unwrap(), 60).await.unwrap();
-    Settlement::at(anvil.url(), &client_key, contract.address())
-        .unwrap()
-        .deposit(U256::from(1000))
-        .await
-        .unwrap();
-    let domain = DomainConfig { chain_id: 31337, verifying_contract: contract.address() };
-    let policy = VerifyPolicy::new(domain);
-    let (_v, bootstrap) = validator(policy).await;
-    let chain = Settlement::at(anvil.url(), &executor_key, contract.address()).unwrap();
-    let minimum = EscrowPolicy::new(chain, U256::from(10u64.pow(15)), Duration::from_secs(30));
-    let node = executor(&executor_key, &bootstrap, domain, dir.path(), Some(minimum)).await;
-    let client = client(client_key, &bootstrap, policy).await;
+    let rig = ChainRig::start(U256::from(1000)).await;
+    let minimum =
+        EscrowPolicy::new(rig.executor_chain(), U256::from(10u64.pow(15)), Duration::from_secs(30));
+    let node = rig.executor(dir.path(), Some(minimum)).await;
+    let client = rig.client().await;
     let err = client
         .chat(ChatRequest::user(MODEL, "Capital?"))
         .await

@@ -19,7 +19,7 @@ use crate::metrics::ExecutorMetrics;
 use crate::models::{ModelChoice, PreparedModels, prepare_models};
 use crate::node::{ExecutorNode, FreeMemory};
 use crate::serve::{EscrowPolicy, ServedModel};
-use crate::settle::{SettlerConfig, spawn_settler};
+use crate::settle::{FinalRound, SettlerConfig, spawn_settler};
 use lloom_core::DomainConfig;
 use lloom_core::announce::CAPABILITY_JSON;
 use lloom_core::chain::Settlement;
@@ -144,6 +144,7 @@ pub(super) async fn run(
             }
         });
     }
+    let mut settler_task = None;
     if let Some(chain) = chain {
         writeln!(
             out,
@@ -153,9 +154,10 @@ pub(super) async fn run(
         )?;
         let settler = SettlerConfig {
             interval: Duration::from_secs(args.settle_interval_secs.max(1)),
+            final_round: Duration::from_secs(args.settle_on_stop_secs),
             ..SettlerConfig::default()
         };
-        spawn_settler(executor.server.clone(), chain, settler, stop.clone());
+        settler_task = Some(spawn_settler(executor.server.clone(), chain, settler, stop.clone()));
     }
     out.flush()?;
     signal.next().await;
@@ -181,9 +183,52 @@ pub(super) async fn run(
             }
         }
     }
+    if settler_task.is_some() && args.settle_on_stop_secs > 0 {
+        writeln!(
+            out,
+            "submitting the receipts not yet settled (at most {} s; a second signal stops now)",
+            args.settle_on_stop_secs
+        )?;
+        out.flush()?;
+    }
     stop.cancel();
+    if let Some(mut task) = settler_task {
+        tokio::select! {
+            last = &mut task => {
+                let last = last.map_err(|e| Error::Backend(format!("the settler failed: {e}")))?;
+                writeln!(out, "{}", describe_final_round(&last))?;
+            }
+            () = signal.next() => {
+                task.abort();
+                writeln!(out, "the last settlement round was cut short; the receipts not confirmed wait for the next start")?;
+            }
+        }
+    }
     executor.shutdown().await?;
     withdrawn
+}
+
+/// One line on how the settler's last round went.
+fn describe_final_round(last: &FinalRound) -> String {
+    match last {
+        FinalRound::Skipped => "no last settlement round (--settle-on-stop-secs 0): the receipts not yet settled wait for the next start".into(),
+        FinalRound::Done(r) if r.transactions == 0 => "no receipts were waiting to be settled".into(),
+        FinalRound::Done(r) => format!(
+            "settled {} receipts for {} wei in {} transaction(s){}",
+            r.settled,
+            r.earned,
+            r.transactions,
+            if r.pending > 0 {
+                format!("; {} wait for their clients' escrow", r.pending)
+            } else {
+                String::new()
+            }
+        ),
+        FinalRound::Failed(e) => {
+            format!("the last settlement round failed ({e}); the receipts wait for the next start")
+        }
+        FinalRound::TimedOut => "the last settlement round ran out of time; the receipts not confirmed wait for the next start".into(),
+    }
 }
 
 /// Prints the device, the budget and each model's plan.

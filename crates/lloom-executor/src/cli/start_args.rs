@@ -135,6 +135,16 @@ pub struct StartArgs {
     /// Seconds between settlement rounds.
     #[arg(long, default_value_t = 60)]
     pub settle_interval_secs: u64,
+    /// At shutdown, after the drain, seconds a last settlement round may take to submit the
+    /// receipts made since the round before; 0: none (they wait for the next start). At most
+    /// 600.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(0..=600)
+    )]
+    pub settle_on_stop_secs: u64,
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464), and at
     /// http://ADDR/health whether any model is offered (200) or none (503).
     #[arg(long, value_name = "ADDR", env = "LLOOM_METRICS_LISTEN")]
@@ -318,6 +328,17 @@ mod tests {
         let path = dir.path().join("lloom.toml");
         std::fs::write(&path, text).unwrap();
         ConfigFile::load(&path).unwrap()
+    }
+
+    #[test]
+    fn the_last_settlement_round_takes_at_most_30_seconds_unless_told() {
+        assert_eq!(start_args(&[]).settle_on_stop_secs, 30);
+        assert_eq!(start_args(&["--settle-on-stop-secs", "0"]).settle_on_stop_secs, 0);
+        assert_eq!(start_args(&["--settle-on-stop-secs", "600"]).settle_on_stop_secs, 600);
+        for bad in ["601", "-1", "soon"] {
+            let argv = ["lloom-executor", "start", "--settle-on-stop-secs", bad];
+            assert!(Cli::try_parse_from(argv).is_err(), "{bad}");
+        }
     }
 
     #[test]
