@@ -238,7 +238,11 @@ pub async fn run(cli: &Cli, out: &mut (dyn Write + Send)) -> Result<()> {
             let offers = directory.offers(args.model.as_deref());
             if let Some(model) = args.model.as_ref().filter(|_| offers.is_empty()) {
                 let available = directory.models().into_iter().map(|m| m.model).collect();
-                return Err(Error::NoExecutor { model: model.clone(), available });
+                return Err(Error::NoExecutor {
+                    model: model.clone(),
+                    available,
+                    last_offered_secs: None,
+                });
             }
             let text = match cli.node.json {
                 true => serde_json::to_string_pretty(&executors_json(&offers)).unwrap_or_default(),

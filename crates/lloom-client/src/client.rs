@@ -48,6 +48,7 @@ use crate::stream_pool::StreamPool;
 mod density;
 mod failover;
 mod learned_density;
+mod offered;
 mod remembered;
 mod room;
 
@@ -64,6 +65,8 @@ struct Inner {
     dht_finds: Mutex<DhtFinds>,
     /// The executors remembered from earlier runs, and when they were last kept.
     remembered: remembered::RememberedExecutors,
+    /// When each model was last seen on offer.
+    offered: offered::RecentlyOffered,
     router: Mutex<Router>,
     nonces: NonceSource,
     /// Request streams kept open between exchanges, by executor.
@@ -231,6 +234,7 @@ impl Client {
             directory: Mutex::new((Directory::default(), None)),
             dht_finds: Mutex::new(DhtFinds::default()),
             remembered,
+            offered: offered::RecentlyOffered::default(),
             nonces,
             streams: StreamPool::default(),
             network_task,
@@ -288,9 +292,21 @@ impl Client {
             inner.config.max_announcement_age_secs,
         );
         self.keep_known(&fresh).await;
+        inner.offered.note(&fresh, Instant::now());
         let count = fresh.len();
         *inner.directory.lock().await = (fresh, Some(Instant::now()));
         Ok(count)
+    }
+
+    /// [`Error::NoExecutor`] for `model`, with the models on offer (`models`) and how long ago
+    /// `model` was last on offer, if this client saw it in the last day.
+    pub(crate) fn no_executor(&self, model: &str, models: Vec<ModelRow>) -> Error {
+        let last_offered = self.inner.offered.last_seen(model, Instant::now());
+        Error::NoExecutor {
+            model: model.to_owned(),
+            available: models.into_iter().map(|m| m.model).collect(),
+            last_offered_secs: last_offered.map(|age| age.as_secs()),
+        }
     }
 
     /// Takes the directory fetched so far (the client fetches a fresh one when next needed).
@@ -333,7 +349,7 @@ impl Client {
     pub async fn discover_via_dht(&self, model: &str) -> Result<usize> {
         let inner = &self.inner;
         let mut found = Directory::default();
-        let added = found
+        let lookup = found
             .fetch_from_dht(
                 &inner.network,
                 model,
@@ -344,6 +360,9 @@ impl Client {
         let found = found.into_executors();
         {
             let mut finds = inner.dht_finds.lock().await;
+            for executor in &lookup.withdrawn {
+                finds.forget(executor);
+            }
             for (peer, announcement) in found.values() {
                 finds.remember(*peer, announcement.clone());
             }
@@ -357,7 +376,7 @@ impl Client {
             };
             directory.0.ingest(info, &inner.config.policy, inner.config.max_announcement_age_secs);
         }
-        Ok(added)
+        Ok(lookup.added)
     }
 
     /// Executors the client has measured or penalised, for `--verbose` and metrics.
@@ -392,10 +411,7 @@ impl Client {
         crate::routing::prefer_json_capable(&mut candidates, &request.sampling.format);
         if candidates.is_empty() {
             let models = self.inner.directory.lock().await.0.models();
-            return Err(Error::NoExecutor {
-                model: request.model.clone(),
-                available: models.into_iter().map(|m| m.model).collect(),
-            });
+            return Err(self.no_executor(&request.model, models));
         }
         if let Some(refusal) = request.filter.refusal(&request.model, &candidates) {
             return Err(refusal);

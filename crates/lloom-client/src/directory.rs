@@ -54,6 +54,15 @@ pub struct Candidate {
     pub addrs: Vec<Multiaddr>,
 }
 
+/// What one DHT lookup of a model found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DhtLookup {
+    /// Executors added to the directory.
+    pub added: usize,
+    /// Executors whose newest announcement in the DHT is their withdrawal.
+    pub withdrawn: Vec<Address>,
+}
+
 /// Verified announcements by executor.
 #[derive(Debug, Default)]
 pub struct Directory {
@@ -132,34 +141,51 @@ impl Directory {
         Ok(())
     }
 
-    /// Finds the executors of `model` through the DHT, asking no registry: its providers,
-    /// then each provider's announcement record, verified like any other. Returns how many
-    /// announcements were added or refreshed.
+    /// Looks up the providers of `model` in the DHT and ingests each one's newest verified
+    /// announcement (records come in copies from several peers: an older copy never hides a
+    /// newer one, and a withdrawal hides the offers before it).
     pub async fn fetch_from_dht(
         &mut self,
         network: &NetworkHandle,
         model: &str,
         policy: &VerifyPolicy,
         max_age_secs: u64,
-    ) -> Result<usize> {
+    ) -> Result<DhtLookup> {
         let providers = network.find_model_providers(model).await?;
         let limits = AnnouncementLimits::default();
         let lookups = providers
             .into_iter()
             .map(|peer| async move { (peer, network.announcement_records(peer).await) });
-        let mut added = 0;
+        let aged =
+            VerifyPolicy { clock_skew_secs: policy.clock_skew_secs.max(max_age_secs), ..*policy };
+        let mut lookup = DhtLookup::default();
         for (peer, records) in futures::future::join_all(lookups).await {
+            let mut newest: Option<SignedAnnouncement> = None;
             for bytes in records.unwrap_or_default() {
-                let Ok(announcement) = SignedAnnouncement::decode(&bytes, &limits) else {
+                let verified = SignedAnnouncement::decode(&bytes, &limits).ok().filter(|a| {
+                    verify_announcement(a, Some(&peer), &aged, &limits, unix_now()).is_ok()
+                });
+                let Some(announcement) = verified else {
                     self.rejected += 1;
                     continue;
                 };
-                let info =
-                    ExecutorInfo { announcement, peer_id: peer.to_string(), last_seen: unix_now() };
-                added += usize::from(self.ingest(info, policy, max_age_secs));
+                if newest
+                    .as_ref()
+                    .is_none_or(|n| n.commitment.sequence < announcement.commitment.sequence)
+                {
+                    newest = Some(announcement);
+                }
             }
+            let Some(announcement) = newest else { continue };
+            if announcement.commitment.withdrawn {
+                lookup.withdrawn.push(announcement.executor());
+                continue;
+            }
+            let info =
+                ExecutorInfo { announcement, peer_id: peer.to_string(), last_seen: unix_now() };
+            lookup.added += usize::from(self.ingest(info, policy, max_age_secs));
         }
-        Ok(added)
+        Ok(lookup)
     }
 
     /// Each executor's peer id and verified announcement.
@@ -262,6 +288,11 @@ impl DhtFinds {
         if newer && room {
             self.executors.insert(executor, (peer, announcement));
         }
+    }
+
+    /// Forgets `executor` (it withdrew).
+    pub fn forget(&mut self, executor: &Address) {
+        self.executors.remove(executor);
     }
 
     /// Adds the finds to `directory`, verified again. A find the directory already holds as

@@ -39,12 +39,15 @@ pub enum Error {
     #[error("gateway API keys: {0}")]
     ApiKeys(String),
     /// No executor serves the model.
-    #[error("no executor serves `{model}`; models on offer: {}", if available.is_empty() { "none".to_owned() } else { available.join(", ") })]
+    #[error("no executor serves `{model}`{}; models on offer: {}", gone_for_now(*last_offered_secs), if available.is_empty() { "none".to_owned() } else { available.join(", ") })]
     NoExecutor {
         /// The model asked for.
         model: String,
         /// The models that are on offer.
         available: Vec<String>,
+        /// How long ago this client last saw the model on offer (within the last day): its
+        /// executors are gone for now (withdrawn, restarting), and it may return.
+        last_offered_secs: Option<u64>,
     },
     /// Executors serve the model, but none within the request's price and context limits.
     #[error(
@@ -112,4 +115,11 @@ pub enum Error {
         /// The escrow, in wei.
         escrow: lloom_core::U256,
     },
+}
+
+/// The note for a model no executor serves now that was on offer `last_offered_secs` ago.
+fn gone_for_now(last_offered_secs: Option<u64>) -> String {
+    last_offered_secs.map_or_else(String::new, |secs| {
+        format!(" now (it was on offer {secs} s ago; its executors may be restarting)")
+    })
 }

@@ -513,7 +513,7 @@ async fn an_executor_found_through_the_dht_stays_known_across_refreshes() {
     let script = Script::answer("unlisted-model", "Found through the DHT.");
     let unlisted =
         ServedModel { offer: unlisted_offer, backend: Arc::new(ScriptedBackend::new(script)) };
-    let _unlisted =
+    let unlisted_node =
         ExecutorNode::start(&unlisted_key, vec![unlisted], unlisted_config).await.unwrap();
     let request = ChatRequest { timeout: WAIT, ..ChatRequest::user("unlisted-model", "Where?") };
     let deadline = Instant::now() + WAIT;
@@ -532,8 +532,20 @@ async fn an_executor_found_through_the_dht_stays_known_across_refreshes() {
     assert_eq!(client.refresh().await.unwrap(), 2, "the DHT find was dropped by the refresh");
     let models: Vec<String> = client.models().await.unwrap().into_iter().map(|m| m.model).collect();
     assert!(models.contains(&"unlisted-model".to_owned()), "{models:?}");
-    let receipt = client.chat(request).await.unwrap().collect().await.unwrap();
+    let receipt = client.chat(request.clone()).await.unwrap().collect().await.unwrap();
     assert_eq!(receipt.executor, unlisted_key.address());
+
+    // It withdraws, in the DHT too. The client's directory still lists it: one refused dial,
+    // and it is no longer carried; the DHT then holds its withdrawal, not its offers, so the
+    // model is unavailable now (once on offer), not served by a ghost.
+    unlisted_node.shutdown().await.unwrap();
+    let err = client.chat(request.clone()).await.unwrap().collect().await.unwrap_err();
+    assert!(matches!(err, Error::AllFailed { .. }), "{err:?}");
+    assert_eq!(client.refresh().await.unwrap(), 1, "no longer carried");
+    match client.chat(request).await.map(|_| ()) {
+        Err(Error::NoExecutor { last_offered_secs: Some(_), .. }) => {}
+        other => panic!("expected the model to be unavailable now: {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

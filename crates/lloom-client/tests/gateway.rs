@@ -12,6 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lloom_client::ClientConfig;
 use lloom_client::gateway::{ApiKeys, BudgetPeriod, GatewayConfig, SpendLedger};
 use lloom_core::U256;
 use lloom_core::network::test_utils::WAIT;
@@ -22,7 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 mod gateway_net;
 mod http;
 
-use gateway_net::{MODEL, chat, network};
+use gateway_net::{MODEL, chat, network, network_with};
 use http::{http, http_with, json_body, sse_events};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -242,7 +243,54 @@ async fn all_executors_busy_is_a_429_with_retry_after() {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or_else(|| panic!("no cooldown sample in {body}"));
-    assert!(cooldown > 0.0, "{body}");
+    assert!(cooldown > 0.0 && cooldown <= 1.0, "the signed retry-after: {body}");
+    let sample = |family: &str| {
+        body.lines().find(|l| l.starts_with(family)).and_then(|l| l.rsplit(' ').next())
+    };
+    assert_eq!(sample("lloom_client_executor_busy_total{"), Some("1"), "{body}");
+    assert_eq!(sample("lloom_client_executor_failures_total{"), Some("0"), "not a failure: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_whose_executors_are_gone_for_now_is_a_503_with_retry_after() {
+    let refreshing =
+        ClientConfig { directory_ttl: Duration::from_millis(100), ..ClientConfig::default() };
+    let scripts = vec![(Script::answer(MODEL, "Paris."), 3)];
+    let mut net = network_with(scripts, GatewayConfig::default(), refreshing).await;
+    let (status, _, body) = http(net.addr, "POST", "/v1/chat/completions", &chat(&json!({}))).await;
+    assert_eq!(status, 200, "{body}");
+
+    // The only executor withdraws (a restart, say): the model is unavailable, not unknown, so
+    // SDKs retry by themselves.
+    net.stop_executors().await;
+    let deadline = Instant::now() + WAIT;
+    let (headers, body) = loop {
+        let (status, headers, body) =
+            http(net.addr, "POST", "/v1/chat/completions", &chat(&json!({}))).await;
+        if status == 503 {
+            break (headers, body);
+        }
+        assert!(Instant::now() < deadline, "never a 503: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(headers.contains("retry-after: 5"), "{headers}");
+    let error = &json_body(&body)["error"];
+    assert_eq!(
+        (error["code"].clone(), error["type"].clone()),
+        (json!("model_unavailable"), json!("api_error"))
+    );
+    assert!(
+        error["message"].as_str().unwrap().contains("its executors may be restarting"),
+        "{error}"
+    );
+    let (status, _, body) = http(net.addr, "GET", &format!("/v1/models/{MODEL}"), b"").await;
+    assert_eq!(status, 503, "{body}");
+
+    // A model never offered is still unknown.
+    let (status, _, body) =
+        http(net.addr, "POST", "/v1/chat/completions", &chat(&json!({"model": "gpt-17"}))).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(json_body(&body)["error"]["code"], "model_not_found");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,6 +22,8 @@ const MAX_RETRY: Duration = Duration::from_secs(2);
 /// Least time between an announcement and one [`Republish`] asks for: however often it is
 /// asked (a peer subscribing again and again), at most one signature a second.
 const MIN_REPUBLISH_GAP: Duration = Duration::from_secs(1);
+/// Longest the shutdown waits for the withdrawal to be stored in the DHT.
+const DHT_WITHDRAWAL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How often and for which domain the executor announces.
 #[derive(Clone, Copy, Debug)]
@@ -202,9 +204,20 @@ async fn run(
     let bye =
         SignedAnnouncement::sign(&key, config.domain, sequence.next(), unix_now(), body, true)?;
     // Nothing is lost when it cannot be sent (no validator was ever reached, or none is
-    // connected now): validators drop an executor whose heartbeats stop.
-    if let Err(error) = network.publish_announcement(bye).await {
+    // connected now): validators drop an executor whose heartbeats stop. The withdrawal also
+    // replaces the announcement stored in the DHT, so clients looking the model up there do
+    // not find this executor either (at most DHT_WITHDRAWAL_TIMEOUT: the shutdown goes on).
+    let in_dht = tokio::time::timeout(DHT_WITHDRAWAL_TIMEOUT, network.put_announcement(&bye));
+    let (gossiped, stored) = tokio::join!(network.publish_announcement(bye.clone()), in_dht);
+    if let Err(error) = gossiped {
         tracing::info!(%error, "the withdrawal was not published; validators drop this executor once its heartbeats stop");
+    }
+    match stored {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "the withdrawal was not stored in the DHT; the announcement there expires");
+        }
+        Err(_) => tracing::debug!("the withdrawal's DHT put timed out"),
     }
     Ok(())
 }

@@ -210,6 +210,11 @@ impl Client {
                         });
                         continue;
                     }
+                    if matches!(failed.failure, AttemptFailure::Unreachable(_)) {
+                        // Found through the DHT, perhaps, and gone since: not carried into the
+                        // next directories (a later lookup finds it again if it is back).
+                        inner.dht_finds.lock().await.forget(&executor.address);
+                    }
                     if let AttemptFailure::Refused {
                         code: ErrorCode::ContextExceeded,
                         message,

@@ -71,7 +71,8 @@ impl Client {
             directory.1 = Some(Instant::now());
             let minutes = unix_now().saturating_sub(remembered.saved_at) / 60;
             tracing::warn!(
-                "no validator gave a directory ({error}); using the {added} executors remembered from a run {minutes} min ago"
+                "no validator gave a directory ({error}); using the {} remembered from a run {minutes} min ago",
+                if added == 1 { "executor".to_owned() } else { format!("{added} executors") }
             );
         }
         added

@@ -8,6 +8,10 @@ use serde_json::json;
 
 use crate::error::Error;
 
+/// Retry-after of a 503 for a model whose executors are gone for now: about the time the
+/// client takes to fetch a fresh directory (its TTL, 5 s by default).
+const MODEL_RETRY_AFTER_SECS: u64 = 5;
+
 /// An error answered to an HTTP client.
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -112,6 +116,17 @@ impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         let message = e.to_string();
         match e {
+            // Its executors are gone for now: worth asking again (SDKs retry a 503 by themselves).
+            Error::NoExecutor { last_offered_secs: Some(_), .. } => {
+                let mut api = Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "api_error",
+                    "model_unavailable",
+                    message,
+                );
+                api.retry_after_secs = Some(MODEL_RETRY_AFTER_SECS);
+                api
+            }
             Error::NoExecutor { .. } => {
                 let mut api = Self::new(
                     StatusCode::NOT_FOUND,

@@ -362,11 +362,10 @@ async fn model(
     State(state): State<Arc<GatewayState>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let rows = state.client.models().await?;
-    let available: Vec<String> = rows.iter().map(|r| r.model.clone()).collect();
-    match rows.into_iter().find(|r| r.model == id) {
-        Some(row) => Ok(axum::Json(model_entry(row)).into_response()),
-        None => Err(crate::error::Error::NoExecutor { model: id, available }.into()),
+    let mut rows = state.client.models().await?;
+    match rows.iter().position(|r| r.model == id) {
+        Some(i) => Ok(axum::Json(model_entry(rows.swap_remove(i))).into_response()),
+        None => Err(state.client.no_executor(&id, rows).into()),
     }
 }
 

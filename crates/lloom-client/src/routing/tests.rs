@@ -96,10 +96,7 @@ fn a_requests_own_strategy_overrides_the_routers() {
     let order = |ranked: Vec<Candidate>| ranked.iter().map(|c| c.address).collect::<Vec<_>>();
     let both = vec![dear.clone(), cheap.clone()];
     let filter = RouteFilter::default();
-    assert_eq!(
-        order(router.rank(both.clone(), &filter, &[], t0)),
-        [dear.address, cheap.address]
-    );
+    assert_eq!(order(router.rank(both.clone(), &filter, &[], t0)), [dear.address, cheap.address]);
     assert_eq!(
         order(router.rank_by(Strategy::Cheapest, both, &filter, &[], t0)),
         [cheap.address, dear.address]
@@ -124,10 +121,7 @@ fn a_filter_that_passes_no_offer_names_the_best_on_offer() {
             largest_context: 4096,
             ..
         }) => {
-            assert_eq!(
-                (lowest_input_price, lowest_output_price),
-                (U256::from(10), U256::from(10))
-            );
+            assert_eq!((lowest_input_price, lowest_output_price), (U256::from(10), U256::from(10)));
         }
         other => panic!("expected OutsideLimits, got {other:?}"),
     }

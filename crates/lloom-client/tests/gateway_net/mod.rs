@@ -31,6 +31,13 @@ pub(crate) struct Net {
 }
 
 impl Net {
+    /// Shuts every executor down (each withdraws its offers).
+    pub(crate) async fn stop_executors(&mut self) {
+        for executor in self._executors.drain(..) {
+            executor.shutdown().await.unwrap();
+        }
+    }
+
     /// Begins the gateway's shutdown and returns its `serve` task.
     pub(crate) fn stop_gateway(&mut self) -> tokio::task::JoinHandle<std::io::Result<()>> {
         let _ = self.stop.take().expect("stopped once").send(());
@@ -44,6 +51,15 @@ pub(crate) async fn network(scripts: Vec<Script>, config: GatewayConfig) -> Net 
 
 /// [`network`] with each executor's price per output token (wei) given beside its script.
 pub(crate) async fn network_priced(scripts: Vec<(Script, u64)>, config: GatewayConfig) -> Net {
+    network_with(scripts, config, ClientConfig::default()).await
+}
+
+/// [`network_priced`] with the gateway's client configured from `client` (bootstrap aside).
+pub(crate) async fn network_with(
+    scripts: Vec<(Script, u64)>,
+    config: GatewayConfig,
+    client: ClientConfig,
+) -> Net {
     let dir = tempfile::tempdir().unwrap();
     let vconfig = ValidatorConfig {
         network: NetworkConfig { server_mode: true, ..NetworkConfig::local() },
@@ -68,9 +84,7 @@ pub(crate) async fn network_priced(scripts: Vec<(Script, u64)>, config: GatewayC
         let model = ServedModel { offer, backend: Arc::new(ScriptedBackend::new(script)) };
         executors.push(ExecutorNode::start(&key, vec![model], config).await.unwrap());
     }
-    let client = Client::connect(NodeKey::generate(), ClientConfig::default().bootstrap(bootstrap))
-        .await
-        .unwrap();
+    let client = Client::connect(NodeKey::generate(), client.bootstrap(bootstrap)).await.unwrap();
     let deadline = Instant::now() + WAIT;
     while client.refresh().await.unwrap() < executors.len() {
         assert!(Instant::now() < deadline, "executors never appeared");

@@ -54,6 +54,23 @@ pub(crate) fn check_record(
     verify_announcement(&announcement, Some(&executor), policy, limits, unix_now())
 }
 
+/// Whether `record` would roll back the announcement this node stores under the same key
+/// (`stored`): a lower sequence than it. Anyone can replay an executor's old signed
+/// announcement; stored over its withdrawal, it would bring the executor back.
+pub(crate) fn rolls_back(
+    record: &Record,
+    stored: Option<&Record>,
+    limits: &AnnouncementLimits,
+) -> bool {
+    let sequence = |r: &Record| {
+        SignedAnnouncement::decode(&r.value, limits).ok().map(|a| a.commitment.sequence)
+    };
+    match (stored.and_then(sequence), sequence(record)) {
+        (Some(held), Some(offered)) => offered < held,
+        _ => false,
+    }
+}
+
 /// Providers found so far, and where the answer goes.
 type ProvidersLookup = (HashSet<PeerId>, oneshot::Sender<Result<Vec<PeerId>>>);
 /// Record values found so far, and where the answer goes.
@@ -167,6 +184,29 @@ pub(crate) fn store_config() -> kad::store::MemoryStoreConfig {
 mod tests {
     use super::*;
     use crate::identity::NodeKey;
+
+    #[test]
+    fn an_older_announcement_never_replaces_a_newer_one() {
+        use crate::announce::AnnouncementBody;
+        let key = NodeKey::generate();
+        let record = |sequence: u64, withdrawn: bool| {
+            let body = AnnouncementBody {
+                offers: vec![],
+                load: crate::ExecutorLoad::default(),
+                listen_addrs: vec![],
+            };
+            let domain = crate::DomainConfig::default();
+            let ann = SignedAnnouncement::sign(&key, domain, sequence, unix_now(), body, withdrawn)
+                .unwrap();
+            Record::new(announcement_key(&key.peer_id()), ann.encode())
+        };
+        let limits = AnnouncementLimits::default();
+        let (old, withdrawal) = (record(4, false), record(5, true));
+        assert!(rolls_back(&old, Some(&withdrawal), &limits));
+        assert!(!rolls_back(&withdrawal, Some(&old), &limits));
+        assert!(!rolls_back(&withdrawal, Some(&withdrawal), &limits), "a republication");
+        assert!(!rolls_back(&old, None, &limits));
+    }
 
     #[test]
     fn keys_are_distinct_per_model_and_name_their_executor() {

@@ -575,7 +575,10 @@ impl EventLoop {
                 request: kad::InboundRequest::PutRecord { source, record: Some(record), .. },
             } => match dht::check_record(&record, &self.policy, &self.limits) {
                 Ok(()) => {
-                    if let Err(error) = self.swarm.behaviour_mut().kad.store_mut().put(record) {
+                    let store = self.swarm.behaviour_mut().kad.store_mut();
+                    if dht::rolls_back(&record, store.get(&record.key).as_deref(), &self.limits) {
+                        tracing::debug!(peer = %source, "an older announcement than the one stored: kept the newer");
+                    } else if let Err(error) = store.put(record) {
                         tracing::debug!(%error, "DHT store full");
                     }
                 }
