@@ -255,6 +255,33 @@ async fn a_full_backend_answers_a_signed_busy_with_retry_after() {
     assert_eq!(rig.server.stats().busy.load(Ordering::Relaxed), 1);
 }
 
+/// The retry-after of a Busy answer follows how long the model's answers take here (at least
+/// the configured second): a client asked to come back after one answer's time finds a slot.
+#[tokio::test]
+async fn a_busy_answer_asks_to_come_back_after_about_one_answers_time() {
+    let script = Script {
+        delay: Duration::from_millis(100),
+        capacity: 1,
+        ..Script::answer(MODEL, ANSWER) // 11 tokens, 1.1 s
+    };
+    let rig = rig(script, config(0)).await;
+    let frames = exchange(&rig, &signed(&rig, |c| c.nonce = 1)).await;
+    assert!(matches!(frames.last(), Some(WireMessage::Response(_))), "{frames:?}");
+
+    // The one slot taken, the next request is refused for about that long.
+    let limits = WireLimits::default();
+    let mut first = open(&rig).await;
+    let taking = WireMessage::Request(signed(&rig, |c| c.nonce = 2));
+    write_frame(&mut first, &taking, &limits).await.unwrap();
+    let chunk = read_frame(&mut first, &limits).await.unwrap();
+    assert!(matches!(chunk, Some(WireMessage::Chunk(_))), "{chunk:?}");
+    let refused = exchange(&rig, &signed(&rig, |c| c.nonce = 3)).await;
+    let error = the_error(&refused);
+    assert_eq!(ErrorCode::from_code(error.commitment.code), ErrorCode::Busy);
+    let wait = error.commitment.retryAfterSecs;
+    assert!((2..=60).contains(&wait), "an answer takes over a second here: {wait}");
+}
+
 #[tokio::test]
 async fn a_request_longer_than_the_context_is_refused_signed_before_any_work() {
     let script = Script { context: Some(8), ..Script::answer(MODEL, ANSWER) };

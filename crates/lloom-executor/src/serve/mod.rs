@@ -13,6 +13,7 @@
 //! sizes (the wire limits), the backend queue (a full one answers a signed Busy), and the
 //! per-client rate-limiter state.
 
+mod answer_time;
 mod escrow;
 mod nonces;
 mod outbox;
@@ -57,7 +58,9 @@ pub struct ServeConfig {
     pub max_streams: usize,
     /// Per-client limits.
     pub rate_limits: RateLimits,
-    /// `retryAfterSecs` in a signed Busy answer.
+    /// The least `retryAfterSecs` of a signed Busy answer (and the one signed before any
+    /// answer of the model was timed); it is otherwise about as long as the model's answers
+    /// take here, at most 60 s.
     pub busy_retry_after_secs: u64,
     /// A minimum escrow clients must hold on the settlement contract (`None`: no check).
     pub escrow: Option<Arc<EscrowPolicy>>,
@@ -201,6 +204,8 @@ pub(crate) struct Shared {
     pub(crate) key: NodeKey,
     pub(crate) config: ServeConfig,
     pub(crate) models: BTreeMap<String, ServedModel>,
+    /// How long each model's answers take (for the retry-after of a Busy answer).
+    pub(crate) answer_times: BTreeMap<String, answer_time::AnswerTime>,
     pub(crate) nonces: NonceGate,
     pub(crate) replay: Arc<ReplayStore>,
     pub(crate) receipt_writer: ReceiptWriter,
@@ -264,7 +269,8 @@ impl Server {
     ) -> Result<Self> {
         config.validate()?;
         let limiter = Mutex::new(RateLimiter::new(config.rate_limits));
-        let models = models.into_iter().map(|m| (m.offer.model.clone(), m)).collect();
+        let models: BTreeMap<String, ServedModel> =
+            models.into_iter().map(|m| (m.offer.model.clone(), m)).collect();
         let capacity = config.max_streams.max(1);
         let replay = Arc::new(replay.with_sync_interval(config.nonce_sync_interval));
         let deferred = !config.nonce_sync_interval.is_zero();
@@ -289,10 +295,13 @@ impl Server {
                 ops.iter().map(|_| outcome.clone()).collect()
             },
         )?;
+        let answer_times =
+            models.keys().map(|m: &String| (m.clone(), Default::default())).collect();
         let shared = Shared {
             key,
             config,
             models,
+            answer_times,
             nonces,
             replay,
             receipt_writer,

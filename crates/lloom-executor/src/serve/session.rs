@@ -288,6 +288,7 @@ async fn run<S>(
 where
     S: AsyncWrite + Unpin,
 {
+    let admitted = Instant::now();
     let c = &request.commitment;
     let generate = GenerateRequest {
         messages: request.body.messages.clone(),
@@ -310,8 +311,10 @@ where
         Ok(g) => g,
         Err(crate::Error::Busy(reason)) => {
             shared.stats.busy.fetch_add(1, Ordering::Relaxed);
-            let refusal =
-                Refusal::retry(ErrorCode::Busy, reason, shared.config.busy_retry_after_secs);
+            let floor = shared.config.busy_retry_after_secs;
+            let wait =
+                shared.answer_times.get(&c.model).map_or(floor, |t| t.retry_after_secs(floor));
+            let refusal = Refusal::retry(ErrorCode::Busy, reason, wait);
             return send_refusal(shared, digest, refusal, stream).await;
         }
         Err(e @ crate::Error::Unservable(_)) => {
@@ -406,6 +409,9 @@ where
                     limiter.charge_tokens(&c.client, usage.output_tokens, Instant::now());
                 }
                 shared.stats.completed.fetch_add(1, Ordering::Relaxed);
+                if let Some(time) = shared.answer_times.get(&c.model) {
+                    time.record(admitted.elapsed());
+                }
                 // The response leaves with any chunks still queued, after the receipt is stored.
                 outbox.push(&WireMessage::Response(response), limits)?;
                 return outbox.flush(stream, write_timeout).await;
