@@ -290,7 +290,8 @@ impl DhtFinds {
         }
     }
 
-    /// Forgets `executor` (it withdrew).
+    /// Forgets `executor` (its withdrawal was found, or a dial of it failed; a later lookup
+    /// finds it again if it is back).
     pub fn forget(&mut self, executor: &Address) {
         self.executors.remove(executor);
     }

@@ -194,10 +194,12 @@ pub(super) async fn run(
     stop.cancel();
     if let Some(mut task) = settler_task {
         tokio::select! {
-            last = &mut task => {
-                let last = last.map_err(|e| Error::Backend(format!("the settler failed: {e}")))?;
-                writeln!(out, "{}", describe_final_round(&last))?;
-            }
+            last = &mut task => match last {
+                Ok(last) => writeln!(out, "{}", describe_final_round(&last))?,
+                // The shutdown goes on (the nonces are still written): the receipts stay in
+                // the store for the next start.
+                Err(e) => writeln!(out, "the settler stopped abnormally ({e}); the receipts not confirmed wait for the next start")?,
+            },
             () = signal.next() => {
                 task.abort();
                 writeln!(out, "the last settlement round was cut short; the receipts not confirmed wait for the next start")?;
