@@ -1,7 +1,7 @@
 //! `lloom-client chat`: one verified answer streamed to the terminal, or a conversation.
 
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lloom_core::cli::NodeArgs;
 use lloom_core::{ChatMessage, Role, U256};
@@ -9,6 +9,7 @@ use lloom_core::{ChatMessage, Role, U256};
 use crate::cli::{ChatArgs, DEFAULT_MODEL, connect};
 use crate::client::{ChatEvent, ChatRequest, Client, Receipt};
 use crate::error::{Error, Result};
+use crate::patience::{Patience, Wait};
 use crate::report::{receipt_json, render_receipt};
 use crate::routing::RouteFilter;
 
@@ -56,7 +57,8 @@ pub(crate) async fn chat(
     };
     let json = node.json;
     if args.interactive {
-        let style = crate::conversation::Style { verbose: args.verbose, json };
+        let style =
+            crate::conversation::Style { verbose: args.verbose, json, retries: args.retries };
         let mut input = std::io::BufReader::new(std::io::stdin());
         let ended =
             crate::conversation::converse(&client, &request, prompt, &mut input, style, out).await;
@@ -64,7 +66,7 @@ pub(crate) async fn chat(
         return ended.map(drop);
     }
     request.messages.push(ChatMessage { role: Role::User, content: prompt.unwrap_or_default() });
-    let receipt = stream_answer(&client, request, args.verbose, json, out).await;
+    let receipt = stream_answer(&client, request, args.retries, args.verbose, json, out).await;
     client.shutdown();
     let receipt = receipt?;
     if json {
@@ -82,8 +84,47 @@ pub(crate) async fn chat(
     Ok(())
 }
 
-/// Streams an answer to `out` (unless `json`), reporting failovers on stderr.
+/// Streams an answer to `out` (unless `json`), reporting failovers on stderr. When every
+/// executor is busy, or the model's executors are gone for now (restarting), it waits and asks
+/// again, up to `retries` times within the request's timeout.
 pub async fn stream_answer(
+    client: &Client,
+    request: ChatRequest,
+    retries: u32,
+    verbose: bool,
+    json: bool,
+    out: &mut (dyn Write + Send),
+) -> Result<Receipt> {
+    let mut patience = Patience::new(retries, request.timeout, Instant::now());
+    loop {
+        let mut attempt = request.clone();
+        attempt.timeout = patience.left(Instant::now());
+        let error = match stream_once(client, attempt, verbose, json, out).await {
+            Err(error) => error,
+            answered => return answered,
+        };
+        let Some(wait) = patience.after(&error, Instant::now()) else { return Err(error) };
+        let tries = match patience.retries_left() {
+            0 => "last try".to_owned(),
+            1 => "1 more try after it".to_owned(),
+            n => format!("{n} more tries after it"),
+        };
+        let secs = wait.duration().as_secs_f64();
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("[{error}; asking again in {secs:.1} s, {tries}]");
+        }
+        tokio::time::sleep(wait.duration()).await;
+        if let Wait::Restarting(_) = wait
+            && let Err(e) = client.refresh().await
+        {
+            tracing::debug!("no fresh directory before asking again: {e}");
+        }
+    }
+}
+
+/// One try of [`stream_answer`]: its failovers, but no waiting.
+async fn stream_once(
     client: &Client,
     request: ChatRequest,
     verbose: bool,

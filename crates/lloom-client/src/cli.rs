@@ -117,9 +117,14 @@ pub struct ChatArgs {
     /// How executors are chosen and waited for.
     #[command(flatten)]
     pub routing: RoutingArgs,
-    /// Seconds for the whole request, failovers included.
+    /// Seconds for the whole request, failovers and retries included.
     #[arg(long, default_value_t = 120)]
     pub request_timeout_secs: u64,
+    /// Times to ask again when every executor is busy (after the retry-after they signed) or
+    /// the model's executors are gone for now (after 5 s), within --request-timeout-secs;
+    /// 0 fails at once.
+    #[arg(long, default_value_t = DEFAULT_RETRIES, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub retries: u32,
     /// Show every attempt, failovers and executor cooldowns.
     #[arg(long, short)]
     pub verbose: bool,
@@ -142,6 +147,9 @@ pub struct EscrowArgs {
     #[arg(long)]
     pub no_escrow_check: bool,
 }
+
+/// How many times `chat` asks again after a busy or restarting answer, as OpenAI's SDKs do.
+pub const DEFAULT_RETRIES: u32 = 2;
 
 /// The model asked for when none is named.
 pub const DEFAULT_MODEL: &str = "SmolLM2-135M-Instruct";
@@ -422,5 +430,21 @@ mod tests {
         assert!(
             Cli::try_parse_from(["lloom-client", "models", "--bootstrap", "nonsense"]).is_err()
         );
+    }
+
+    #[test]
+    fn chat_retries_default_to_two_and_stay_within_bounds() {
+        let retries = |value: &str| {
+            let cli = Cli::try_parse_from(["lloom-client", "chat", "hi", "--retries", value])?;
+            let Command::Chat(args) = cli.command else { panic!("expected chat") };
+            Ok::<_, clap::Error>(args.retries)
+        };
+        let cli = Cli::try_parse_from(["lloom-client", "chat", "hi"]).unwrap();
+        let Command::Chat(args) = cli.command else { panic!("expected chat") };
+        assert_eq!(args.retries, DEFAULT_RETRIES);
+        assert_eq!((retries("0").unwrap(), retries("100").unwrap()), (0, 100));
+        for bad in ["101", "-1", "many"] {
+            assert!(retries(bad).is_err(), "--retries {bad}");
+        }
     }
 }

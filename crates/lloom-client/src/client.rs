@@ -299,9 +299,13 @@ impl Client {
     }
 
     /// [`Error::NoExecutor`] for `model`, with the models on offer (`models`) and how long ago
-    /// `model` was last on offer, if this client saw it in the last day.
-    pub(crate) fn no_executor(&self, model: &str, models: Vec<ModelRow>) -> Error {
-        let last_offered = self.inner.offered.last_seen(model, Instant::now());
+    /// `model` was last on offer, if this client saw it in the last day (in this run, else
+    /// among the executors remembered from an earlier one).
+    pub(crate) async fn no_executor(&self, model: &str, models: Vec<ModelRow>) -> Error {
+        let last_offered = match self.inner.offered.last_seen(model, Instant::now()) {
+            Some(age) => Some(age),
+            None => self.remembered_offer_age(model).await,
+        };
         Error::NoExecutor {
             model: model.to_owned(),
             available: models.into_iter().map(|m| m.model).collect(),
@@ -411,7 +415,7 @@ impl Client {
         crate::routing::prefer_json_capable(&mut candidates, &request.sampling.format);
         if candidates.is_empty() {
             let models = self.inner.directory.lock().await.0.models();
-            return Err(self.no_executor(&request.model, models));
+            return Err(self.no_executor(&request.model, models).await);
         }
         if let Some(refusal) = request.filter.refusal(&request.model, &candidates) {
             return Err(refusal);

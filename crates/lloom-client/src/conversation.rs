@@ -46,6 +46,9 @@ pub struct Style {
     pub verbose: bool,
     /// One JSON receipt a line on `out` instead of text.
     pub json: bool,
+    /// Times a turn is asked again when every executor is busy or the model's executors are
+    /// restarting.
+    pub retries: u32,
 }
 
 /// Holds a conversation with the network: `template` gives the model, the system message (its
@@ -100,7 +103,9 @@ pub async fn converse(
             let mut request = template.clone();
             request.messages.extend(sent.iter().cloned());
             request.prefer = last_executor;
-            match stream_answer(client, request, style.verbose, style.json, out).await {
+            match stream_answer(client, request, style.retries, style.verbose, style.json, out)
+                .await
+            {
                 Err(Error::ContextExceeded { .. }) if drop_oldest_exchange(&mut sent) > 0 => {
                     let kept = sent.len();
                     note(

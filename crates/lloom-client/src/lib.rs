@@ -13,6 +13,7 @@
 //! - [`executor_list`]: each executor's offers as `lloom-client executors` shows them.
 //! - [`known_executors`]: executors remembered between runs, for a start with no validator.
 //! - [`nonce`]: request nonces that never repeat, across restarts.
+//! - [`patience`]: waiting out busy or restarting executors instead of failing at once.
 //! - [`receipts`]: the client's durable receipt store.
 //! - [`report`]: how a verified receipt is shown (text and JSON).
 //! - [`routing`]: executor scoring, strategies, cooldowns.
@@ -41,6 +42,7 @@ pub mod executor_list;
 pub mod gateway;
 pub mod known_executors;
 pub mod nonce;
+pub mod patience;
 pub mod receipts;
 mod receipts_cli;
 pub mod report;

@@ -1,5 +1,8 @@
-//! Cooldowns over the real network: a lone executor that failed is still tried (the last one
-//! left), and one that answered Busy is left alone for exactly the retry-after it signed.
+//! Cooldowns and waits over the real network: a lone executor that failed is still tried (the
+//! last one left), and one that answered Busy is left alone for exactly the retry-after it
+//! signed. `chat`'s patience: a request that finds every executor busy waits that retry-after
+//! and asks again; one whose model's executors are restarting looks again after a few seconds;
+//! with no retries, both fail at once with the clear error.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -10,7 +13,11 @@
 
 use std::time::{Duration, Instant};
 
-use lloom_client::{Error, Strategy};
+use lloom_client::cli::stream_answer;
+use lloom_client::patience::RESTART_WAIT;
+use lloom_client::{ChatEvent, Error, Strategy};
+use lloom_core::NodeKey;
+use lloom_core::network::test_utils::WAIT;
 use lloom_executor::backend::scripted::Script;
 
 mod scripted;
@@ -78,4 +85,88 @@ async fn a_busy_executor_is_left_alone_for_its_signed_retry_after_and_no_longer(
     assert_eq!((stats.busy, stats.failures), (2, 0));
     let until = stats.cooldown_until.unwrap();
     assert!(until <= Instant::now() + Duration::from_secs(1), "no backoff: still the signed 1 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_finds_the_executor_busy_waits_its_retry_after_and_is_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_v, addrs) = validator().await;
+    // One answer at a time, five tokens 200 ms apart.
+    let slow = Script {
+        capacity: 1,
+        delay: Duration::from_millis(200),
+        ..Script::answer(MODEL, "Paris is in France.")
+    };
+    let (_e, key) = executor(&addrs, slow, 1, &dir).await;
+    let client = client(&addrs, Strategy::Balanced, 1).await;
+
+    // A first request holds the only slot (its first token proves it runs).
+    let mut first = client.chat(ask()).await.unwrap();
+    loop {
+        match first.next().await.unwrap().unwrap() {
+            ChatEvent::Text(_) => break,
+            ChatEvent::Attempt { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let first = tokio::spawn(first.collect());
+
+    // Without retries: the clear error at once, naming the retry-after.
+    let mut out = Vec::new();
+    let err = stream_answer(&client, ask(), 0, false, false, &mut out).await.unwrap_err();
+    let Error::AllBusy { retry_after_secs } = err else { panic!("expected AllBusy: {err:?}") };
+    assert!(retry_after_secs >= 1, "{retry_after_secs}");
+
+    // With retries: waited out (the executor's 1 s), then answered by the same executor.
+    let started = Instant::now();
+    let receipt = stream_answer(&client, ask(), 2, false, false, &mut out).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(500), "asked again only after waiting");
+    assert_eq!((receipt.executor, receipt.text.as_str()), (key.address(), "Paris is in France."));
+    assert_eq!(String::from_utf8(out).unwrap(), "Paris is in France.\n");
+    first.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_for_a_model_whose_executor_restarts_is_answered_once_it_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_v, addrs) = validator().await;
+    let key = NodeKey::generate();
+    let data = dir.path().join("executor");
+    let paris = || Script::answer(MODEL, "Paris.");
+    let node = executor_as(&key, &addrs, paris(), 1, data.clone()).await;
+    let client = client(&addrs, Strategy::Balanced, 1).await;
+    client.chat(ask()).await.unwrap().collect().await.unwrap();
+
+    // It stops (withdrawing its offers): the model is gone for now.
+    node.shutdown().await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    while client.refresh().await.unwrap() > 0 {
+        assert!(Instant::now() < deadline, "the validator still lists the executor");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut out = Vec::new();
+    let err = stream_answer(&client, ask(), 0, false, false, &mut out).await.unwrap_err();
+    assert!(matches!(err, Error::NoExecutor { last_offered_secs: Some(_), .. }), "{err:?}");
+
+    // It comes back a second later; the waiting request looks again and is answered.
+    let restart = tokio::spawn({
+        let (key, addrs) = (key.clone(), addrs.clone());
+        async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            executor_as(&key, &addrs, paris(), 1, data).await
+        }
+    });
+    let started = Instant::now();
+    let request = lloom_client::ChatRequest { timeout: WAIT.max(Duration::from_secs(30)), ..ask() };
+    let receipt = stream_answer(&client, request, 3, false, false, &mut out).await.unwrap();
+    assert!(started.elapsed() >= RESTART_WAIT, "answered only after looking again");
+    assert_eq!((receipt.executor, receipt.text.as_str()), (key.address(), "Paris."));
+    restart.await.unwrap().shutdown().await.unwrap();
+
+    // A model never seen on offer is not waited for.
+    let started = Instant::now();
+    let unknown = lloom_client::ChatRequest::user("nobody-serves-this", "?");
+    let err = stream_answer(&client, unknown, 3, false, false, &mut out).await.unwrap_err();
+    assert!(matches!(err, Error::NoExecutor { last_offered_secs: None, .. }), "{err:?}");
+    assert!(started.elapsed() < RESTART_WAIT, "not waited for");
 }

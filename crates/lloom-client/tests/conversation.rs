@@ -43,7 +43,7 @@ async fn each_turn_goes_first_to_the_executor_that_answered_the_last() {
         let client = client.clone();
         tokio::spawn(async move {
             let mut input = std::io::BufReader::new(reader);
-            let (style, mut out) = (Style { verbose: false, json: true }, Vec::new());
+            let (style, mut out) = (Style { verbose: false, json: true, retries: 0 }, Vec::new());
             let opening = Some("I am Ana.".to_owned());
             let totals = converse(&client, &template, opening, &mut input, style, &mut out).await;
             (totals.unwrap(), String::from_utf8(out).unwrap())

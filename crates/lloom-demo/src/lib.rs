@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use lloom_client::cli::stream_answer;
+use lloom_client::cli::{DEFAULT_RETRIES, stream_answer};
 use lloom_client::report::{receipt_json, render_receipt};
 use lloom_client::{ChatRequest, Client, ClientConfig};
 use lloom_core::network::NetworkConfig;
@@ -158,7 +158,7 @@ pub async fn run(args: &DemoArgs, out: &mut (dyn Write + Send)) -> anyhow::Resul
     say(out, format!("\n> {}\n", args.prompt))?;
 
     request.model = offer.model.clone();
-    let receipt = stream_answer(&client, request, false, args.json, out).await?;
+    let receipt = stream_answer(&client, request, DEFAULT_RETRIES, false, args.json, out).await?;
     let stored = executor.server.receipts().get(&receipt.request.digest())?;
     if stored.as_ref().map(|r| &r.response) != Some(&receipt.response) {
         bail!("the executor did not store the receipt it signed");

@@ -11,7 +11,7 @@ use crate::directory::Directory;
 /// Most models remembered.
 const MAX_MODELS: usize = 4096;
 /// A model not seen on offer for this long is forgotten.
-const FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);
+pub(super) const FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 /// When each model was last seen in a directory the validators gave.
 #[derive(Debug, Default)]

@@ -78,6 +78,16 @@ impl Client {
         added
     }
 
+    /// How long ago the file kept an executor offering `model`, if within the last day: a
+    /// model on offer in an earlier run and not now is gone for now, not unknown.
+    pub(super) async fn remembered_offer_age(&self, model: &str) -> Option<Duration> {
+        let remembered = self.inner.remembered.read().await;
+        let offered = (remembered.executors.iter())
+            .any(|(_, announcement)| announcement.body.offers.iter().any(|o| o.model == model));
+        let age = Duration::from_secs(unix_now().saturating_sub(remembered.saved_at));
+        (offered && age < super::offered::FORGET_AFTER).then_some(age)
+    }
+
     /// Keeps `directory` (just given by the validators) for the next run, unless it is empty
     /// or the file was written less than [`KEEP_EVERY`] ago; a failure is logged (the file
     /// is a cache).

@@ -365,7 +365,7 @@ async fn model(
     let mut rows = state.client.models().await?;
     match rows.iter().position(|r| r.model == id) {
         Some(i) => Ok(axum::Json(model_entry(rows.swap_remove(i))).into_response()),
-        None => Err(state.client.no_executor(&id, rows).into()),
+        None => Err(state.client.no_executor(&id, rows).await.into()),
     }
 }
 
