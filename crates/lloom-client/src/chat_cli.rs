@@ -34,6 +34,7 @@ pub(crate) async fn chat(
         (None, false) => None,
     };
     let file = node.config_file()?;
+    let retries = args.retries(&file)?;
     let model = (args.model.clone().or(file.client.model)).unwrap_or_else(|| DEFAULT_MODEL.into());
     let max_price = args.max_price.or(file.client.max_price.map(U256::from));
     let client = connect(&args.discovery, node, &args.routing, &args.escrow).await?;
@@ -57,8 +58,7 @@ pub(crate) async fn chat(
     };
     let json = node.json;
     if args.interactive {
-        let style =
-            crate::conversation::Style { verbose: args.verbose, json, retries: args.retries };
+        let style = crate::conversation::Style { verbose: args.verbose, json, retries };
         let mut input = std::io::BufReader::new(std::io::stdin());
         let ended =
             crate::conversation::converse(&client, &request, prompt, &mut input, style, out).await;
@@ -66,7 +66,7 @@ pub(crate) async fn chat(
         return ended.map(drop);
     }
     request.messages.push(ChatMessage { role: Role::User, content: prompt.unwrap_or_default() });
-    let receipt = stream_answer(&client, request, args.retries, args.verbose, json, out).await;
+    let receipt = stream_answer(&client, request, retries, args.verbose, json, out).await;
     client.shutdown();
     let receipt = receipt?;
     if json {

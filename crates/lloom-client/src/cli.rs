@@ -122,9 +122,9 @@ pub struct ChatArgs {
     pub request_timeout_secs: u64,
     /// Times to ask again when every executor is busy (after the retry-after they signed) or
     /// the model's executors are gone for now (after 5 s), within --request-timeout-secs;
-    /// 0 fails at once.
-    #[arg(long, default_value_t = DEFAULT_RETRIES, value_parser = clap::value_parser!(u32).range(0..=100))]
-    pub retries: u32,
+    /// 0 fails at once [default: `client.retries` in the configuration file, else 2].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=MAX_RETRIES as i64))]
+    pub retries: Option<u32>,
     /// Show every attempt, failovers and executor cooldowns.
     #[arg(long, short)]
     pub verbose: bool,
@@ -134,6 +134,18 @@ pub struct ChatArgs {
     /// Escrow check.
     #[command(flatten)]
     pub escrow: EscrowArgs,
+}
+
+impl ChatArgs {
+    /// `--retries`, else `client.retries` in `file`, else [`DEFAULT_RETRIES`].
+    pub fn retries(&self, file: &ConfigFile) -> Result<u32> {
+        match self.retries.or(file.client.retries) {
+            Some(retries) if retries > MAX_RETRIES => Err(Error::InvalidRequest(format!(
+                "client.retries {retries} in the configuration file: at most {MAX_RETRIES}"
+            ))),
+            retries => Ok(retries.unwrap_or(DEFAULT_RETRIES)),
+        }
+    }
 }
 
 /// The client's own escrow check (with a settlement contract).
@@ -150,6 +162,8 @@ pub struct EscrowArgs {
 
 /// How many times `chat` asks again after a busy or restarting answer, as OpenAI's SDKs do.
 pub const DEFAULT_RETRIES: u32 = 2;
+/// The most retries `--retries` and `client.retries` allow.
+pub const MAX_RETRIES: u32 = 100;
 
 /// The model asked for when none is named.
 pub const DEFAULT_MODEL: &str = "SmolLM2-135M-Instruct";
@@ -433,18 +447,27 @@ mod tests {
     }
 
     #[test]
-    fn chat_retries_default_to_two_and_stay_within_bounds() {
-        let retries = |value: &str| {
-            let cli = Cli::try_parse_from(["lloom-client", "chat", "hi", "--retries", value])?;
-            let Command::Chat(args) = cli.command else { panic!("expected chat") };
-            Ok::<_, clap::Error>(args.retries)
+    fn chat_retries_come_from_the_flag_the_file_or_the_default_and_stay_within_bounds() {
+        let mut file = ConfigFile::default();
+        let chat = |extra: &[&str]| {
+            let args = ["lloom-client", "chat", "hi"].iter().chain(extra);
+            let Command::Chat(args) = Cli::try_parse_from(args)?.command else {
+                panic!("expected chat")
+            };
+            Ok::<_, clap::Error>(args)
         };
-        let cli = Cli::try_parse_from(["lloom-client", "chat", "hi"]).unwrap();
-        let Command::Chat(args) = cli.command else { panic!("expected chat") };
-        assert_eq!(args.retries, DEFAULT_RETRIES);
-        assert_eq!((retries("0").unwrap(), retries("100").unwrap()), (0, 100));
+        let plain = chat(&[]).unwrap();
+        assert_eq!(plain.retries(&file).unwrap(), DEFAULT_RETRIES);
+        file.client.retries = Some(7);
+        assert_eq!(plain.retries(&file).unwrap(), 7);
+        let flagged = chat(&["--retries", "0"]).unwrap();
+        assert_eq!(flagged.retries(&file).unwrap(), 0, "the flag wins");
+        assert_eq!(chat(&["--retries", "100"]).unwrap().retries(&file).unwrap(), 100);
         for bad in ["101", "-1", "many"] {
-            assert!(retries(bad).is_err(), "--retries {bad}");
+            assert!(chat(&["--retries", bad]).is_err(), "--retries {bad}");
         }
+        file.client.retries = Some(101);
+        let err = plain.retries(&file).unwrap_err().to_string();
+        assert!(err.contains("client.retries 101"), "{err}");
     }
 }

@@ -282,6 +282,38 @@ async fn a_busy_answer_asks_to_come_back_after_about_one_answers_time() {
     assert!((2..=60).contains(&wait), "an answer takes over a second here: {wait}");
 }
 
+/// With several answers under way, one ends sooner than a whole answer's time (Little's law):
+/// the retry-after is the answer time divided by them.
+#[tokio::test]
+async fn a_busy_answer_with_four_answers_under_way_asks_for_a_quarter_of_an_answers_time() {
+    let script = Script {
+        delay: Duration::from_millis(200),
+        capacity: 4,
+        ..Script::answer(MODEL, ANSWER) // 11 tokens, 2.2 s
+    };
+    let rig = rig(script, config(0)).await;
+    let frames = exchange(&rig, &signed(&rig, |c| c.nonce = 1)).await;
+    assert!(matches!(frames.last(), Some(WireMessage::Response(_))), "{frames:?}");
+
+    let limits = WireLimits::default();
+    let mut running = Vec::new();
+    for nonce in 2..6 {
+        let mut stream = open(&rig).await;
+        let taking = WireMessage::Request(signed(&rig, |c| c.nonce = nonce));
+        write_frame(&mut stream, &taking, &limits).await.unwrap();
+        let chunk = read_frame(&mut stream, &limits).await.unwrap();
+        assert!(matches!(chunk, Some(WireMessage::Chunk(_))), "{chunk:?}");
+        running.push(stream);
+    }
+    let refused = exchange(&rig, &signed(&rig, |c| c.nonce = 6)).await;
+    let error = the_error(&refused);
+    assert_eq!(ErrorCode::from_code(error.commitment.code), ErrorCode::Busy);
+    assert_eq!(
+        error.commitment.retryAfterSecs, 1,
+        "2.2 s answers, 4 under way: one ends every 0.55 s"
+    );
+}
+
 #[tokio::test]
 async fn a_request_longer_than_the_context_is_refused_signed_before_any_work() {
     let script = Script { context: Some(8), ..Script::answer(MODEL, ANSWER) };

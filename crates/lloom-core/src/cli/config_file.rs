@@ -89,6 +89,9 @@ pub struct ClientSection {
     /// How executors are chosen when `--strategy` is not given: `cheapest`, `fastest` or
     /// `balanced` (checked by the client, which defines them).
     pub strategy: Option<String>,
+    /// Times `chat` asks again after a busy or restarting answer when `--retries` is not
+    /// given (at most 100, checked by the client).
+    pub retries: Option<u32>,
 }
 
 /// `[executor]`.
@@ -251,6 +254,7 @@ mod tests {
                 model: Some("m".into()),
                 max_price: Some(5000),
                 strategy: Some("balanced".into()),
+                retries: Some(2),
             },
             executor: ExecutorSection {
                 model_path: Some("m.gguf".into()),

@@ -14,6 +14,7 @@ use lloom_core::{
     unix_now,
 };
 
+use super::answer_time::AnswerTime;
 use super::outbox::Outbox;
 use super::{Receipt, ServedModel, Shared};
 use crate::backend::{GenerateRequest, GenerationEvent};
@@ -290,6 +291,7 @@ where
 {
     let admitted = Instant::now();
     let c = &request.commitment;
+    let _under_way = shared.answer_times.get(&c.model).map(AnswerTime::enter);
     let generate = GenerateRequest {
         messages: request.body.messages.clone(),
         sampling: request.body.sampling.clone(),
