@@ -43,6 +43,12 @@ impl KvType {
         self != Self::F16
     }
 
+    /// The capability an offer served with this cache announces (`kv-f16`, `kv-q8_0`,
+    /// `kv-q4_0`).
+    pub fn capability(self) -> String {
+        format!("kv-{}", self.name())
+    }
+
     /// The name llama.cpp gives it (`f16`, `q8_0`, `q4_0`).
     pub fn name(self) -> &'static str {
         match self {

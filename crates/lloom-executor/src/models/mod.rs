@@ -10,5 +10,7 @@ pub mod serving;
 mod spec;
 
 pub use cache::{CachedModel, ModelCache, PullProgress, VerifiedModel};
-pub use serving::{ModelChoice, PreparedModels, plan_engine, prepare, prepare_models};
+pub use serving::{
+    ModelChoice, PreparedModels, engine_capabilities, plan_engine, prepare, prepare_models,
+};
 pub use spec::{DEFAULT_MODEL, ModelSpec};

@@ -175,8 +175,7 @@ pub fn prepare_models(
             price_per_output_token: choice.price_per_output_token,
             weights_sha256: Some(weights.sha256),
             quantization: weights.quantization.clone(),
-            // The engine holds answers to a JSON format with its own grammars.
-            capabilities: vec!["chat".into(), "stream".into(), CAPABILITY_JSON.into()],
+            capabilities: engine_capabilities(&engine),
         });
         entries.push(PoolEntry { name: weights.name, path: weights.path, engine, bytes });
         plans.push(plan);
@@ -192,6 +191,13 @@ pub fn prepare_models(
     Ok(PreparedModels { pool, served, plans, device: memory })
 }
 
+/// The capabilities the embedded engine announces for a model it runs with `engine`: chat,
+/// streaming, answers held to a JSON format (its own grammars), and the KV cache's element type
+/// (`kv-f16`, `kv-q8_0`, `kv-q4_0`), since a quantized cache can change answers slightly.
+pub fn engine_capabilities(engine: &EngineConfig) -> Vec<String> {
+    vec!["chat".into(), "stream".into(), CAPABILITY_JSON.into(), engine.kv_cache.capability()]
+}
+
 /// One model: fetches or hashes the weights, plans and loads it, and returns what to serve.
 /// Blocking: call it from `spawn_blocking`.
 pub fn prepare(choice: &ModelChoice, progress: &dyn PullProgress) -> Result<ServedModel> {
@@ -202,6 +208,7 @@ pub fn prepare(choice: &ModelChoice, progress: &dyn PullProgress) -> Result<Serv
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::memory::KvType;
 
     #[test]
     fn quantization_is_read_from_common_file_names() {
@@ -210,6 +217,14 @@ mod tests {
         assert_eq!(q("llama-3-8b.Q4_K_M.gguf").as_deref(), Some("Q4_K_M"));
         assert_eq!(q("model-f16.gguf").as_deref(), Some("f16"));
         assert_eq!(q("model.gguf"), None);
+    }
+
+    #[test]
+    fn the_engine_announces_its_kv_cache_type() {
+        let mut engine = EngineConfig::default();
+        assert_eq!(engine_capabilities(&engine), ["chat", "stream", CAPABILITY_JSON, "kv-f16"]);
+        engine.kv_cache = KvType::Q4_0;
+        assert_eq!(engine_capabilities(&engine).last().map(String::as_str), Some("kv-q4_0"));
     }
 
     #[test]
