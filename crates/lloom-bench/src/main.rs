@@ -78,6 +78,10 @@ enum Bench {
         /// Requests in flight at once.
         #[arg(long, default_value_t = 1000)]
         requests: usize,
+        /// Times each request waits out a Busy answer and asks again, as `lloom-client chat`
+        /// does (0: R1 as specified, each request ends verified or Busy).
+        #[arg(long, default_value_t = 0)]
+        retries: u32,
     },
     /// Time from an executor's start until a client sees it, via a validator and via the DHT.
     Discovery {
@@ -124,7 +128,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::Throughput { concurrency, seconds, commit_delay_us, client_receipts } => {
             throughput::run(concurrency, seconds, commit_delay_us, client_receipts).await
         }
-        Bench::Load { requests } => load::run(requests).await,
+        Bench::Load { requests, retries } => load::run(requests, retries).await,
         Bench::Soak { requests, warmup, concurrency } => {
             soak::run(requests, warmup, concurrency).await
         }

@@ -9,7 +9,7 @@ use lloom_core::{ChatMessage, Role, U256};
 use crate::cli::{ChatArgs, DEFAULT_MODEL, connect};
 use crate::client::{ChatEvent, ChatRequest, Client, Receipt};
 use crate::error::{Error, Result};
-use crate::patience::{Patience, Wait};
+use crate::patience::Patience;
 use crate::report::{receipt_json, render_receipt};
 use crate::routing::RouteFilter;
 
@@ -114,12 +114,7 @@ pub async fn stream_answer(
         {
             eprintln!("[{error}; asking again in {secs:.1} s, {tries}]");
         }
-        tokio::time::sleep(wait.duration()).await;
-        if let Wait::Restarting(_) = wait
-            && let Err(e) = client.refresh().await
-        {
-            tracing::debug!("no fresh directory before asking again: {e}");
-        }
+        wait.pass(client).await;
     }
 }
 

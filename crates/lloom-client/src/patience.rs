@@ -5,6 +5,7 @@
 use std::hash::{BuildHasher, RandomState};
 use std::time::{Duration, Instant};
 
+use crate::client::Client;
 use crate::error::Error;
 
 /// How long to wait before looking again for a model whose executors went away recently
@@ -37,6 +38,17 @@ impl Wait {
     pub fn duration(self) -> Duration {
         match self {
             Self::Busy(wait) | Self::Restarting(wait) => wait,
+        }
+    }
+
+    /// Waits it out; after a restart's wait, fetches `client` a fresh directory, so the next
+    /// try sees the executors back (a failure is logged: the next try says what is wrong).
+    pub async fn pass(self, client: &Client) {
+        tokio::time::sleep(self.duration()).await;
+        if let Self::Restarting(_) = self
+            && let Err(e) = client.refresh().await
+        {
+            tracing::debug!("no fresh directory before asking again: {e}");
         }
     }
 }
