@@ -255,49 +255,18 @@ async fn a_full_backend_answers_a_signed_busy_with_retry_after() {
     assert_eq!(rig.server.stats().busy.load(Ordering::Relaxed), 1);
 }
 
-/// The retry-after of a Busy answer follows how long the model's answers take here (at least
-/// the configured second): a client asked to come back after one answer's time finds a slot.
-#[tokio::test]
-async fn a_busy_answer_asks_to_come_back_after_about_one_answers_time() {
-    let script = Script {
-        delay: Duration::from_millis(100),
-        capacity: 1,
-        ..Script::answer(MODEL, ANSWER) // 11 tokens, 1.1 s
-    };
-    let rig = rig(script, config(0)).await;
-    let frames = exchange(&rig, &signed(&rig, |c| c.nonce = 1)).await;
-    assert!(matches!(frames.last(), Some(WireMessage::Response(_))), "{frames:?}");
-
-    // The one slot taken, the next request is refused for about that long.
-    let limits = WireLimits::default();
-    let mut first = open(&rig).await;
-    let taking = WireMessage::Request(signed(&rig, |c| c.nonce = 2));
-    write_frame(&mut first, &taking, &limits).await.unwrap();
-    let chunk = read_frame(&mut first, &limits).await.unwrap();
-    assert!(matches!(chunk, Some(WireMessage::Chunk(_))), "{chunk:?}");
-    let refused = exchange(&rig, &signed(&rig, |c| c.nonce = 3)).await;
-    let error = the_error(&refused);
-    assert_eq!(ErrorCode::from_code(error.commitment.code), ErrorCode::Busy);
-    let wait = error.commitment.retryAfterSecs;
-    assert!((2..=60).contains(&wait), "an answer takes over a second here: {wait}");
-}
-
-/// With several answers under way, one ends sooner than a whole answer's time (Little's law):
-/// the retry-after is the answer time divided by them.
-#[tokio::test]
-async fn a_busy_answer_with_four_answers_under_way_asks_for_a_quarter_of_an_answers_time() {
-    let script = Script {
-        delay: Duration::from_millis(200),
-        capacity: 4,
-        ..Script::answer(MODEL, ANSWER) // 11 tokens, 2.2 s
-    };
+/// The retry-after of the Busy answer an executor gives once one answer (11 tokens, `delay`
+/// apart) was timed and `slots` requests hold every slot of its backend.
+async fn retry_after_with_every_slot_taken(delay: Duration, slots: u64) -> u64 {
+    let capacity = usize::try_from(slots).unwrap();
+    let script = Script { delay, capacity, ..Script::answer(MODEL, ANSWER) };
     let rig = rig(script, config(0)).await;
     let frames = exchange(&rig, &signed(&rig, |c| c.nonce = 1)).await;
     assert!(matches!(frames.last(), Some(WireMessage::Response(_))), "{frames:?}");
 
     let limits = WireLimits::default();
     let mut running = Vec::new();
-    for nonce in 2..6 {
+    for nonce in 2..2 + slots {
         let mut stream = open(&rig).await;
         let taking = WireMessage::Request(signed(&rig, |c| c.nonce = nonce));
         write_frame(&mut stream, &taking, &limits).await.unwrap();
@@ -305,13 +274,28 @@ async fn a_busy_answer_with_four_answers_under_way_asks_for_a_quarter_of_an_answ
         assert!(matches!(chunk, Some(WireMessage::Chunk(_))), "{chunk:?}");
         running.push(stream);
     }
-    let refused = exchange(&rig, &signed(&rig, |c| c.nonce = 6)).await;
+    let refused = exchange(&rig, &signed(&rig, |c| c.nonce = 2 + slots)).await;
     let error = the_error(&refused);
     assert_eq!(ErrorCode::from_code(error.commitment.code), ErrorCode::Busy);
-    assert_eq!(
-        error.commitment.retryAfterSecs, 1,
-        "2.2 s answers, 4 under way: one ends every 0.55 s"
-    );
+    error.commitment.retryAfterSecs
+}
+
+/// The retry-after of a Busy answer follows how long the model's answers take here (at least
+/// the configured second): a client asked to come back after one answer's time finds a slot.
+#[tokio::test]
+async fn a_busy_answer_asks_to_come_back_after_about_one_answers_time() {
+    // One slot, answers of 1.1 s.
+    let wait = retry_after_with_every_slot_taken(Duration::from_millis(100), 1).await;
+    assert!((2..=60).contains(&wait), "an answer takes over a second here: {wait}");
+}
+
+/// With several answers under way, one ends sooner than a whole answer's time (Little's law):
+/// the retry-after is the answer time divided by them.
+#[tokio::test]
+async fn a_busy_answer_with_four_answers_under_way_asks_for_a_quarter_of_an_answers_time() {
+    // Four slots, answers of 2.2 s: one ends every 0.55 s.
+    let wait = retry_after_with_every_slot_taken(Duration::from_millis(200), 4).await;
+    assert_eq!(wait, 1, "not a whole answer's time (3 s)");
 }
 
 #[tokio::test]
