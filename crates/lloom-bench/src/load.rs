@@ -85,6 +85,6 @@ async fn patiently(client: Client, retries: u32) -> lloom_client::Result<(u32, D
         let Err(error) = outcome else { return Ok((waits, start.elapsed())) };
         let Some(wait) = patience.after(&error, Instant::now()) else { return Err(error) };
         waits += 1;
-        wait.pass(&client).await;
+        wait.pass(&client, MODEL).await;
     }
 }

@@ -9,7 +9,7 @@ use lloom_core::{ChatMessage, Role, U256};
 use crate::cli::{ChatArgs, DEFAULT_MODEL, connect};
 use crate::client::{ChatEvent, ChatRequest, Client, Receipt};
 use crate::error::{Error, Result};
-use crate::patience::Patience;
+use crate::patience::{Patience, Wait};
 use crate::report::{receipt_json, render_receipt};
 use crate::routing::RouteFilter;
 
@@ -109,12 +109,17 @@ pub async fn stream_answer(
             1 => "1 more try after it".to_owned(),
             n => format!("{n} more tries after it"),
         };
-        let secs = wait.duration().as_secs_f64();
+        let when = match wait {
+            Wait::Busy(wait) => format!("asking again in {:.1} s", wait.as_secs_f64()),
+            Wait::Restarting(wait) => {
+                format!("asking again once it is back, within {} s", wait.as_secs())
+            }
+        };
         #[allow(clippy::print_stderr)]
         {
-            eprintln!("[{error}; asking again in {secs:.1} s, {tries}]");
+            eprintln!("[{error}; {when}, {tries}]");
         }
-        wait.pass(client).await;
+        wait.pass(client, &request.model).await;
     }
 }
 

@@ -313,6 +313,11 @@ impl Client {
         }
     }
 
+    /// Whether the directory fetched so far lists an executor serving `model`.
+    pub async fn offers(&self, model: &str) -> bool {
+        !self.inner.directory.lock().await.0.candidates(model).is_empty()
+    }
+
     /// Takes the directory fetched so far (the client fetches a fresh one when next needed).
     pub async fn take_directory(&self) -> Directory {
         std::mem::take(&mut *self.inner.directory.lock().await).0

@@ -8,9 +8,13 @@ use std::time::{Duration, Instant};
 use crate::client::Client;
 use crate::error::Error;
 
-/// How long to wait before looking again for a model whose executors went away recently
-/// (withdrawn, restarting): about a restart and a fresh announcement.
+/// The longest wait before asking again for a model whose executors went away recently
+/// (withdrawn, restarting): about a restart and a fresh announcement. It ends sooner when the
+/// validators list one of its executors again.
 pub const RESTART_WAIT: Duration = Duration::from_secs(5);
+
+/// How often a restart's wait looks for the model's executors in a fresh directory.
+pub const RESTART_POLL: Duration = Duration::from_secs(1);
 
 /// The most added to a signed retry-after, so that clients told the same retry-after do not
 /// all come back in the same instant.
@@ -41,14 +45,27 @@ impl Wait {
         }
     }
 
-    /// Waits it out; after a restart's wait, fetches `client` a fresh directory, so the next
-    /// try sees the executors back (a failure is logged: the next try says what is wrong).
-    pub async fn pass(self, client: &Client) {
-        tokio::time::sleep(self.duration()).await;
-        if let Self::Restarting(_) = self
-            && let Err(e) = client.refresh().await
-        {
-            tracing::debug!("no fresh directory before asking again: {e}");
+    /// Waits it out. A restart's wait asks the validators for a fresh directory every
+    /// [`RESTART_POLL`] and ends as soon as it lists an executor of `model`, so the next try
+    /// sees the executors back at once (a failed refresh is logged: the next try says what is
+    /// wrong).
+    pub async fn pass(self, client: &Client, model: &str) {
+        let wait = match self {
+            Self::Busy(wait) => return tokio::time::sleep(wait).await,
+            Self::Restarting(wait) => wait,
+        };
+        let until = Instant::now() + wait;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            tokio::time::sleep(RESTART_POLL.min(left)).await;
+            match client.refresh().await {
+                Ok(_) if client.offers(model).await => return,
+                Ok(_) => {}
+                Err(e) => tracing::debug!("no fresh directory before asking again: {e}"),
+            }
+            if Instant::now() >= until {
+                return;
+            }
         }
     }
 }
