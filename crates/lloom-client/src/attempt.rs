@@ -16,6 +16,7 @@ use crate::chat::ChatEvent;
 use crate::chat_cost::OpenCheckpoint;
 use crate::directory::Candidate;
 use crate::stream_pool::StreamPool;
+use crate::wait_text::wait_text;
 
 /// Why an attempt failed; decides failover and penalties.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,8 +29,8 @@ pub enum AttemptFailure {
         code: ErrorCode,
         /// The executor's message.
         message: String,
-        /// When it suggests coming back.
-        retry_after_secs: u64,
+        /// When it suggests coming back (zero: no suggestion).
+        retry_after: Duration,
     },
     /// Something the executor sent failed a check (named in the message).
     Verification(String),
@@ -51,10 +52,10 @@ impl std::fmt::Display for AttemptFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Unreachable(e) => write!(f, "unreachable: {e}"),
-            Self::Refused { code, message, retry_after_secs } => {
+            Self::Refused { code, message, retry_after } => {
                 write!(f, "refused ({code:?}): {message}")?;
-                if *retry_after_secs > 0 {
-                    write!(f, " (retry after {retry_after_secs}s)")?;
+                if !retry_after.is_zero() {
+                    write!(f, " (retry after {})", wait_text(*retry_after))?;
                 }
                 Ok(())
             }
@@ -208,7 +209,7 @@ pub(crate) async fn run(
                 let failure = AttemptFailure::Refused {
                     code: ErrorCode::from_code(c.code),
                     message: c.message,
-                    retry_after_secs: c.retryAfterSecs,
+                    retry_after: Duration::from_millis(c.retryAfterMillis),
                 };
                 return Err(fail(failure, next_index > 0, checkpoint));
             }

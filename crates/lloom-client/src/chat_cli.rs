@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::patience::{Patience, Wait};
 use crate::report::{receipt_json, render_receipt};
 use crate::routing::RouteFilter;
+use crate::wait_text::wait_text;
 
 pub(crate) async fn chat(
     args: &ChatArgs,
@@ -110,9 +111,9 @@ pub async fn stream_answer(
             n => format!("{n} more tries after it"),
         };
         let when = match wait {
-            Wait::Busy(wait) => format!("asking again in {:.1} s", wait.as_secs_f64()),
+            Wait::Busy(wait) => format!("asking again in {}", wait_text(wait)),
             Wait::Restarting(wait) => {
-                format!("asking again once it is back, within {} s", wait.as_secs())
+                format!("asking again once it is back, within {}", wait_text(wait))
             }
         };
         #[allow(clippy::print_stderr)]

@@ -81,10 +81,10 @@ pub enum Error {
         reason: String,
     },
     /// Every executor tried was busy or rate limited.
-    #[error("all executors are busy; retry after {retry_after_secs}s")]
+    #[error("all executors are busy; retry after {}", crate::wait_text::wait_text(*retry_after))]
     AllBusy {
         /// The shortest retry-after any of them signed.
-        retry_after_secs: u64,
+        retry_after: std::time::Duration,
     },
     /// The deadline passed before a verified answer arrived.
     #[error("no verified answer within {0:?}")]

@@ -51,6 +51,7 @@ mod serve_cli;
 mod spend_cli;
 mod stream_pool;
 mod table;
+mod wait_text;
 
 pub use attempt::AttemptFailure;
 pub use chain_cli::ChainCommand;

@@ -17,7 +17,7 @@ pub const RESTART_WAIT: Duration = Duration::from_secs(5);
 pub const RESTART_POLL: Duration = Duration::from_secs(1);
 
 /// The most added to a signed retry-after, so that clients told the same retry-after do not
-/// all come back in the same instant.
+/// all come back in the same instant: up to half the retry-after, at most this.
 const MAX_JITTER: Duration = Duration::from_millis(250);
 
 /// How many times a request is asked again after a busy or restarting answer, and until when.
@@ -94,8 +94,8 @@ impl Patience {
             return None;
         }
         let wait = match error {
-            Error::AllBusy { retry_after_secs } => {
-                Wait::Busy(Duration::from_secs(*retry_after_secs) + jitter(MAX_JITTER))
+            Error::AllBusy { retry_after } => {
+                Wait::Busy(*retry_after + jitter((*retry_after / 2).min(MAX_JITTER)))
             }
             Error::NoExecutor { last_offered_secs: Some(_), .. } => Wait::Restarting(RESTART_WAIT),
             _ => return None,
@@ -112,8 +112,8 @@ impl Patience {
 /// A random duration below `most` (from the standard library's per-process random hash keys;
 /// this needs spreading, not secrecy).
 fn jitter(most: Duration) -> Duration {
-    let millis = u64::try_from(most.as_millis()).unwrap_or(u64::MAX).max(1);
-    Duration::from_millis(RandomState::new().hash_one(Instant::now()) % millis)
+    let micros = u64::try_from(most.as_micros()).unwrap_or(u64::MAX).max(1);
+    Duration::from_micros(RandomState::new().hash_one(Instant::now()) % micros)
 }
 
 #[cfg(test)]
@@ -121,7 +121,7 @@ mod tests {
     use super::*;
 
     fn busy(secs: u64) -> Error {
-        Error::AllBusy { retry_after_secs: secs }
+        Error::AllBusy { retry_after: Duration::from_secs(secs) }
     }
 
     fn gone(last_offered_secs: Option<u64>) -> Error {
@@ -135,6 +135,18 @@ mod tests {
         let Some(Wait::Busy(wait)) = patience.after(&busy(3), now) else { panic!("not waited") };
         assert!(wait >= Duration::from_secs(3) && wait < Duration::from_secs(3) + MAX_JITTER);
         assert_eq!(patience.retries_left(), 1);
+    }
+
+    #[test]
+    fn a_short_retry_after_gets_at_most_half_of_it_again_as_jitter() {
+        let now = Instant::now();
+        let signed = Duration::from_millis(80);
+        for _ in 0..50 {
+            let mut patience = Patience::new(1, Duration::from_secs(60), now);
+            let busy = Error::AllBusy { retry_after: signed };
+            let Some(Wait::Busy(wait)) = patience.after(&busy, now) else { panic!("not waited") };
+            assert!(wait >= signed && wait < signed + signed / 2, "{wait:?}");
+        }
     }
 
     #[test]

@@ -17,8 +17,8 @@
 //! [`Router::EXPLORATION`] one never-tried candidate is moved to the front, so new executors get
 //! measured. A failure cools an executor down for 5 s, doubling with every consecutive failure
 //! up to 5 minutes; a success resets it. A signed Busy or RateLimited answer is not a failure:
-//! the executor is left alone for exactly the retry-after it signed (1 s to 5 minutes), and its
-//! reputation is unchanged. When every untried candidate is cooling down after failures, the
+//! the executor is left alone for exactly the retry-after it signed (50 ms to 5 minutes; of
+//! several requests refused meanwhile, the soonest), and its reputation is unchanged. When every untried candidate is cooling down after failures, the
 //! one whose cooldown ends first is tried anyway, once per request (see [`LastResort`]): a
 //! cooldown orders executors, it does not refuse service when nothing else is left.
 
@@ -136,8 +136,9 @@ const EWMA_ALPHA: f64 = 0.3;
 const BASE_COOLDOWN: Duration = Duration::from_secs(5);
 /// Longest cooldown.
 const MAX_COOLDOWN: Duration = Duration::from_secs(300);
-/// Shortest wait after a Busy answer, whatever retry-after it signed.
-const MIN_BUSY_COOLDOWN: Duration = Duration::from_secs(1);
+/// Shortest wait after a Busy answer, whatever retry-after it signed (an executor signing none
+/// is not asked again at once).
+const MIN_BUSY_COOLDOWN: Duration = Duration::from_millis(50);
 /// Most executors remembered.
 const MAX_TRACKED: usize = 10_000;
 
@@ -311,8 +312,10 @@ impl Router {
     }
 
     /// Records a signed Busy or RateLimited answer: the executor is left alone for the
-    /// `retry_after` it signed (at least 1 s, at most 5 minutes), with no backoff and no mark
-    /// against its reputation; returns the cooldown.
+    /// `retry_after` it signed (at least 50 ms, at most 5 minutes), with no backoff and no mark
+    /// against its reputation; returns the cooldown. An earlier busy cooldown still running
+    /// is kept: the executor gives each refused request its own time to come back, and the
+    /// request told the soonest may ask it then.
     pub fn record_busy(
         &mut self,
         executor: Address,
@@ -323,7 +326,11 @@ impl Router {
         let s = self.entry(executor);
         s.busy = s.busy.saturating_add(1);
         let cooldown = retry_after.clamp(MIN_BUSY_COOLDOWN, MAX_COOLDOWN);
-        s.cooldown_until = Some(now + cooldown);
+        let until = match s.cooldown_until {
+            Some(sooner) if s.cooldown_is_busy && sooner > now => sooner.min(now + cooldown),
+            _ => now + cooldown,
+        };
+        s.cooldown_until = Some(until);
         s.cooldown_is_busy = true;
         s.last_failure = Some(reason.to_owned());
         cooldown

@@ -24,7 +24,7 @@ mod gateway_net;
 mod http;
 
 use gateway_net::{MODEL, chat, network, network_with};
-use http::{http, http_with, json_body, sse_events};
+use http::{header, http, http_with, json_body, sse_events};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn completions_models_and_health_follow_the_openai_shapes() {
@@ -231,7 +231,8 @@ async fn all_executors_busy_is_a_429_with_retry_after() {
     let (status, headers, body) =
         http(net.addr, "POST", "/v1/chat/completions", &chat(&json!({}))).await;
     assert_eq!(status, 429, "{body}");
-    assert!(headers.contains("retry-after: 1"), "{headers}");
+    assert_eq!(header(&headers, "retry-after"), Some("1"), "{headers}");
+    assert_eq!(header(&headers, "retry-after-ms"), Some("1000"), "nothing timed yet: {headers}");
     assert_eq!(json_body(&body)["error"]["code"], "all_executors_busy");
 
     // The refusal cooled the executor down, and the metrics say so.
@@ -273,7 +274,8 @@ async fn a_model_whose_executors_are_gone_for_now_is_a_503_with_retry_after() {
         assert!(Instant::now() < deadline, "never a 503: {status} {body}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert!(headers.contains("retry-after: 5"), "{headers}");
+    assert_eq!(header(&headers, "retry-after"), Some("5"), "{headers}");
+    assert_eq!(header(&headers, "retry-after-ms"), Some("5000"), "{headers}");
     let error = &json_body(&body)["error"];
     assert_eq!(
         (error["code"].clone(), error["type"].clone()),
@@ -429,7 +431,7 @@ async fn completions_beyond_the_concurrency_limit_get_a_429_at_once() {
     let (status, headers, body) =
         http(addr, "POST", "/v1/chat/completions", &chat(&json!({}))).await;
     assert_eq!(status, 429, "{body}");
-    assert!(headers.contains("retry-after: 1"), "{headers}");
+    assert_eq!(header(&headers, "retry-after"), Some("1"), "{headers}");
     assert_eq!(json_body(&body)["error"]["code"], "gateway_busy");
     // Refused at once, not queued behind the stream.
     assert!(!first.is_finished(), "the refusal waited for the first stream to end");
@@ -460,7 +462,15 @@ async fn each_api_key_has_its_own_requests_per_minute() {
     let (status, headers, body) =
         http_with(net.addr, "POST", "/v1/chat/completions", &as_alice, &chat(&json!({}))).await;
     assert_eq!(status, 429, "{body}");
-    assert!(headers.contains("retry-after: 30"), "one request refills in 60/2 s: {headers}");
+    assert_eq!(
+        header(&headers, "retry-after"),
+        Some("30"),
+        "one request refills in 60/2 s: {headers}"
+    );
+    let millis: u64 = header(&headers, "retry-after-ms")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no retry-after-ms: {headers}"));
+    assert!((25_000..=30_000).contains(&millis), "to the millisecond: {millis}");
     let error = &json_body(&body)["error"];
     assert_eq!(error["code"], "rate_limit_exceeded");
     assert!(error["message"].as_str().unwrap().contains("`alice`"), "{error}");

@@ -9,7 +9,10 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// The shortest wait returned: a bucket a hair short of one unit still asks for a millisecond.
+const MIN_WAIT: Duration = Duration::from_millis(1);
 
 /// Rate limits per client; `None` means unlimited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,11 +48,11 @@ impl Bucket {
         self.updated = now;
     }
 
-    /// Seconds until the level reaches `wanted`.
+    /// How long until the level reaches `wanted`, in whole milliseconds rounded up.
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // non-negative, < 2^53
-    fn wait_secs(&self, wanted: f64, per_minute: f64) -> u64 {
+    fn wait(&self, wanted: f64, per_minute: f64) -> Duration {
         let missing = (wanted - self.level).max(0.0);
-        (missing * 60.0 / per_minute).ceil() as u64
+        Duration::from_millis((missing * 60_000.0 / per_minute).ceil() as u64)
     }
 }
 
@@ -76,8 +79,9 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         limit.map_or(f64::INFINITY, f64::from)
     }
 
-    /// Admits one request of `client`, or returns the seconds to wait before retrying.
-    pub fn admit(&mut self, client: &K, now: Instant) -> Result<(), u64> {
+    /// Admits one request of `client`, or returns how long to wait before retrying (to the
+    /// millisecond; a second when the table of clients is full).
+    pub fn admit(&mut self, client: &K, now: Instant) -> Result<(), Duration> {
         let (rpm, tpm) = (self.limits.requests_per_minute, self.limits.tokens_per_minute);
         if rpm.is_none() && tpm.is_none() {
             return Ok(());
@@ -86,7 +90,7 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         if !self.clients.contains_key(client) && self.clients.len() >= self.limits.max_clients {
             self.forget_idle(now);
             if self.clients.len() >= self.limits.max_clients {
-                return Err(1);
+                return Err(Duration::from_secs(1));
             }
         }
         let entry = self.clients.entry(client.clone()).or_insert_with(|| ClientBuckets {
@@ -96,10 +100,10 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         entry.requests.refill(req_cap, now);
         entry.tokens.refill(tok_cap, now);
         if entry.requests.level < 1.0 {
-            return Err(entry.requests.wait_secs(1.0, req_cap).max(1));
+            return Err(entry.requests.wait(1.0, req_cap).max(MIN_WAIT));
         }
         if entry.tokens.level < 1.0 {
-            return Err(entry.tokens.wait_secs(1.0, tok_cap).max(1));
+            return Err(entry.tokens.wait(1.0, tok_cap).max(MIN_WAIT));
         }
         entry.requests.level -= 1.0;
         Ok(())
@@ -139,7 +143,6 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
 mod tests {
     use super::*;
     use crate::Address;
-    use std::time::Duration;
 
     /// How long an empty bucket takes to refill one unit at `per_minute`.
     fn refill_interval(per_minute: u32) -> Duration {
@@ -158,7 +161,7 @@ mod tests {
         assert!(limiter.admit(&client(1), t0).is_ok());
         assert!(limiter.admit(&client(1), t0).is_ok());
         let wait = limiter.admit(&client(1), t0).unwrap_err();
-        assert_eq!(wait, 30, "one request refills in 60/2 seconds");
+        assert_eq!(wait, Duration::from_secs(30), "one request refills in 60/2 seconds");
         // Another client has its own budget.
         assert!(limiter.admit(&client(2), t0).is_ok());
         assert!(limiter.admit(&client(1), t0 + refill_interval(2)).is_ok());
@@ -176,7 +179,11 @@ mod tests {
         assert!(limiter.admit(&client(1), t0).is_ok());
         limiter.charge_tokens(&client(1), 150, t0);
         let wait = limiter.admit(&client(1), t0).unwrap_err();
-        assert_eq!(wait, 31, "a debt of 50 tokens plus one more at 100/min");
+        assert_eq!(
+            wait,
+            Duration::from_millis(30_600),
+            "a debt of 50 tokens plus one more at 100/min"
+        );
     }
 
     #[test]

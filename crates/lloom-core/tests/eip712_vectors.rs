@@ -87,7 +87,7 @@ fn types_json(primary: &str) -> Value {
             ("executor", "address"),
             ("code", "uint16"),
             ("message", "string"),
-            ("retryAfterSecs", "uint64"),
+            ("retryAfterMillis", "uint64"),
             ("timestamp", "uint64"),
         ],
         "Announcement" => &[
@@ -146,7 +146,7 @@ fn error_json(c: &ErrorCommitment) -> Value {
         "executor": addr(c.executor),
         "code": uint(c.code),
         "message": c.message,
-        "retryAfterSecs": uint(c.retryAfterSecs),
+        "retryAfterMillis": uint(c.retryAfterMillis),
         "timestamp": uint(c.timestamp),
     })
 }
@@ -259,7 +259,7 @@ fn build_all() -> Vec<Built> {
         executor,
         code: ErrorCode::Busy.code(),
         message: "queue full".into(),
-        retryAfterSecs: 5,
+        retryAfterMillis: 5_000,
         timestamp: 1_799_999_000,
     };
 

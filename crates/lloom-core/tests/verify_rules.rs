@@ -318,7 +318,7 @@ fn signed_errors_verify_and_bind_to_the_request() {
         executor: executor_key().address(),
         code: ErrorCode::Busy.code(),
         message: "queue full".into(),
-        retryAfterSecs: 5,
+        retryAfterMillis: 5_000,
         timestamp: NOW,
     };
     let signed = SignedError::sign(&executor_key(), DomainConfig::default(), notice).unwrap();

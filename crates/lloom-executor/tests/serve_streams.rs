@@ -147,7 +147,7 @@ async fn a_draining_server_finishes_the_requests_in_flight_and_refuses_new_ones_
     verify_error(error, &late.digest(), Some(&peer), &VerifyPolicy::default(), unix_now()).unwrap();
     assert_eq!(ErrorCode::from_code(error.commitment.code), ErrorCode::Busy);
     assert!(error.commitment.message.contains("shutting down"), "{}", error.commitment.message);
-    assert_eq!(error.commitment.retryAfterSecs, 60);
+    assert_eq!(error.commitment.retryAfterMillis, 60_000);
 
     // The request in flight streams to its signed, stored final response.
     let mut last = None;

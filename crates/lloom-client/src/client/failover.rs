@@ -69,7 +69,7 @@ impl Client {
         // Executors tried again at the addresses they announce now (once each).
         let mut readdressed: Vec<Address> = Vec::new();
         let mut reports: Vec<AttemptReport> = Vec::new();
-        let mut busy_retry_after: Option<u64> = None;
+        let mut busy_retry_after: Option<Duration> = None;
         // Whether a cooling executor was tried, as the last one left (once per request).
         let mut probed = false;
         let (mut over_escrow, mut escrow_seen) = (None, U256::ZERO);
@@ -108,10 +108,9 @@ impl Client {
                         tracing::info!(executor = %executor.address, "every executor left is cooling down after failures: trying the one whose cooldown ends first");
                         *executor
                     }
-                    LastResort::Busy { retry_after_secs } => {
-                        busy_retry_after = Some(
-                            busy_retry_after.map_or(retry_after_secs, |b| b.min(retry_after_secs)),
-                        );
+                    LastResort::Busy { retry_after } => {
+                        busy_retry_after =
+                            Some(busy_retry_after.map_or(retry_after, |b| b.min(retry_after)));
                         break;
                     }
                     LastResort::Probe(_) | LastResort::Nothing => break,
@@ -249,17 +248,21 @@ impl Client {
                     let retryable = failed.failure.is_retryable();
                     let cooldown = if let AttemptFailure::Refused {
                         code: ErrorCode::Busy | ErrorCode::RateLimited,
-                        retry_after_secs,
+                        retry_after,
                         ..
                     } = failed.failure
                     {
-                        busy_retry_after = Some(
-                            busy_retry_after.map_or(retry_after_secs, |b| b.min(retry_after_secs)),
-                        );
-                        // Not a failure: left alone for as long as it signed.
+                        // Not a failure: left alone for as long as it signed (within bounds).
                         let mut router = inner.router.lock().await;
-                        let wait = Duration::from_secs(retry_after_secs);
-                        Some(router.record_busy(executor.address, wait, &reason, Instant::now()))
+                        let cooldown = router.record_busy(
+                            executor.address,
+                            retry_after,
+                            &reason,
+                            Instant::now(),
+                        );
+                        busy_retry_after =
+                            Some(busy_retry_after.map_or(cooldown, |b| b.min(cooldown)));
+                        Some(cooldown)
                     } else if retryable {
                         let mut router = inner.router.lock().await;
                         Some(router.record_failure(executor.address, &reason, Instant::now()))
@@ -298,7 +301,7 @@ impl Client {
             return Err(Error::InsufficientEscrow { needed, escrow: escrow_seen });
         }
         // A try at addresses an executor had left (no cooldown) is not a refusal of its own.
-        if let Some(retry_after_secs) = busy_retry_after
+        if let Some(retry_after) = busy_retry_after
             && reports.iter().filter(|r| r.cooldown.is_some()).all(|r| {
                 matches!(
                     r.failure,
@@ -309,7 +312,7 @@ impl Client {
                 )
             })
         {
-            return Err(Error::AllBusy { retry_after_secs });
+            return Err(Error::AllBusy { retry_after });
         }
         // Every executor that answered found the request too long for its context.
         if let Some((context_length, reason)) = context_refusal

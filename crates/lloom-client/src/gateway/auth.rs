@@ -265,7 +265,7 @@ fn unauthorized(message: &str, code: &'static str) -> ApiError {
         kind: "invalid_request_error",
         param: None,
         code: Some(code),
-        retry_after_secs: None,
+        retry_after: None,
     }
 }
 

@@ -1,7 +1,9 @@
 //! OpenAI-style JSON errors: `{"error": {"message", "type", "param", "code"}}` with the right
 //! HTTP status.
 
-use axum::http::{HeaderValue, StatusCode, header};
+use std::time::Duration;
+
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use lloom_core::U256;
 use serde_json::json;
@@ -10,7 +12,11 @@ use crate::error::Error;
 
 /// Retry-after of a 503 for a model whose executors are gone for now: about the time the
 /// client takes to fetch a fresh directory (its TTL, 5 s by default).
-const MODEL_RETRY_AFTER_SECS: u64 = 5;
+const MODEL_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// The header in which OpenAI's SDKs look first for the wait, in milliseconds (`Retry-After`
+/// holds whole seconds only).
+const RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
 
 /// An error answered to an HTTP client.
 #[derive(Debug, Clone)]
@@ -25,8 +31,8 @@ pub struct ApiError {
     pub param: Option<&'static str>,
     /// A machine-readable code.
     pub code: Option<&'static str>,
-    /// `Retry-After` seconds.
-    pub retry_after_secs: Option<u64>,
+    /// When to ask again: `Retry-After` (whole seconds, rounded up) and `retry-after-ms`.
+    pub retry_after: Option<Duration>,
 }
 
 impl ApiError {
@@ -38,7 +44,7 @@ impl ApiError {
             kind: "invalid_request_error",
             param,
             code: None,
-            retry_after_secs: None,
+            retry_after: None,
         }
     }
 
@@ -50,21 +56,22 @@ impl ApiError {
             "gateway_busy",
             format!("the gateway is answering {limit} completions already; retry shortly"),
         );
-        api.retry_after_secs = Some(1);
+        api.retry_after = Some(Duration::from_secs(1));
         api
     }
 
     /// A 429 for an API key over its requests or tokens per minute.
-    pub fn key_rate_limited(key_name: &str, retry_after_secs: u64) -> Self {
+    pub fn key_rate_limited(key_name: &str, retry_after: Duration) -> Self {
         let mut api = Self::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limit_error",
             "rate_limit_exceeded",
             format!(
-                "the API key `{key_name}` is over its rate limit; retry after {retry_after_secs}s"
+                "the API key `{key_name}` is over its rate limit; retry after {}",
+                crate::wait_text::wait_text(retry_after)
             ),
         );
-        api.retry_after_secs = Some(retry_after_secs);
+        api.retry_after = Some(retry_after);
         api
     }
 
@@ -93,12 +100,12 @@ impl ApiError {
                 "the API key `{key_name}` has spent {spent} wei of its {kind}budget of {budget} wei{whole_again}"
             ),
         );
-        api.retry_after_secs = reset.map(|(_, at)| at.saturating_sub(now));
+        api.retry_after = reset.map(|(_, at)| Duration::from_secs(at.saturating_sub(now)));
         api
     }
 
     fn new(status: StatusCode, kind: &'static str, code: &'static str, message: String) -> Self {
-        Self { status, message, kind, param: None, code: Some(code), retry_after_secs: None }
+        Self { status, message, kind, param: None, code: Some(code), retry_after: None }
     }
 
     /// The JSON body.
@@ -124,7 +131,7 @@ impl From<Error> for ApiError {
                     "model_unavailable",
                     message,
                 );
-                api.retry_after_secs = Some(MODEL_RETRY_AFTER_SECS);
+                api.retry_after = Some(MODEL_RETRY_AFTER);
                 api
             }
             Error::NoExecutor { .. } => {
@@ -155,14 +162,14 @@ impl From<Error> for ApiError {
                 api.param = Some("messages");
                 api
             }
-            Error::AllBusy { retry_after_secs } => {
+            Error::AllBusy { retry_after } => {
                 let mut api = Self::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     "rate_limit_error",
                     "all_executors_busy",
                     message,
                 );
-                api.retry_after_secs = Some(retry_after_secs);
+                api.retry_after = Some(retry_after);
                 api
             }
             Error::DeadlineExceeded(_) => Self::new(
@@ -196,10 +203,11 @@ impl From<Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, axum::Json(self.body())).into_response();
-        if let Some(secs) = self.retry_after_secs
-            && let Ok(value) = HeaderValue::from_str(&secs.to_string())
-        {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
+        if let Some(wait) = self.retry_after {
+            let millis = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+            let headers = response.headers_mut();
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(millis.div_ceil(1_000)));
+            headers.insert(RETRY_AFTER_MS, HeaderValue::from(millis));
         }
         response
     }

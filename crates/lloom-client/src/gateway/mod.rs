@@ -288,7 +288,7 @@ async fn not_found() -> ApiError {
         kind: "invalid_request_error",
         param: None,
         code: Some("unknown_url"),
-        retry_after_secs: None,
+        retry_after: None,
     }
 }
 

@@ -5,7 +5,7 @@
 //! cooldown ends first is tried anyway, once per request. One that answered Busy is not: it
 //! signed when to come back, and the request ends with that retry-after instead.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use lloom_core::Address;
 
@@ -17,11 +17,10 @@ use crate::directory::Candidate;
 pub enum LastResort {
     /// No untried candidate passes the filter.
     Nothing,
-    /// Every untried candidate waits out the retry-after it signed; the shortest left, in
-    /// whole seconds (at least 1).
+    /// Every untried candidate waits out the retry-after it signed; the shortest left.
     Busy {
-        /// Seconds until the first of them may be asked again.
-        retry_after_secs: u64,
+        /// How long until the first of them may be asked again (at least a millisecond).
+        retry_after: Duration,
     },
     /// The candidate whose failure cooldown ends first: try it anyway.
     Probe(Box<Candidate>),
@@ -55,8 +54,10 @@ impl Router {
             (Some((_, candidate)), _) => LastResort::Probe(Box::new(candidate.clone())),
             (None, Some(until)) => {
                 let left = until.saturating_duration_since(now);
-                let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
-                LastResort::Busy { retry_after_secs: secs.max(1) }
+                // Rounded up to the millisecond, so that it has ended by then.
+                let millis = left.as_nanos().div_ceil(1_000_000);
+                let millis = u64::try_from(millis).unwrap_or(u64::MAX).max(1);
+                LastResort::Busy { retry_after: Duration::from_millis(millis) }
             }
             (None, None) => LastResort::Nothing,
         }
@@ -94,7 +95,7 @@ mod tests {
         // Only the busy one left: its signed retry-after, not a probe.
         assert_eq!(
             router.last_resort(&all, &filter, &[a.address, b.address], t0),
-            LastResort::Busy { retry_after_secs: 1 }
+            LastResort::Busy { retry_after: Duration::from_secs(1) }
         );
         assert_eq!(
             router.last_resort(&all, &filter, &[a.address, b.address, c.address], t0),
@@ -114,10 +115,11 @@ mod tests {
             ..RouteFilter::default()
         };
         let both = [cheap, dear];
-        let later = t0 + Duration::from_millis(2_500);
+        let later = t0 + Duration::from_micros(2_500_400);
         assert_eq!(
             router.last_resort(&both, &filter, &[], later),
-            LastResort::Busy { retry_after_secs: 28 }
+            LastResort::Busy { retry_after: Duration::from_millis(27_500) },
+            "27.4996 s left: rounded up to the millisecond"
         );
     }
 
@@ -135,7 +137,7 @@ mod tests {
         }
         assert_eq!(
             router.record_busy(a.address, Duration::ZERO, "busy", t0),
-            Duration::from_secs(1)
+            Duration::from_millis(50)
         );
         assert_eq!(
             router.record_busy(a.address, Duration::from_secs(86_400), "busy", t0),
@@ -147,5 +149,25 @@ mod tests {
         // A failure afterwards backs off from the start, and is no longer a busy wait.
         assert_eq!(router.record_failure(a.address, "timeout", t0), Duration::from_secs(5));
         assert!(!router.stats(&a.address).unwrap().cooldown_is_busy);
+    }
+
+    #[test]
+    fn of_two_requests_told_different_waits_the_sooner_one_decides_when_to_ask_again() {
+        let mut router = Router::new(Strategy::Balanced);
+        let a = candidate(1, 4096);
+        let t0 = Instant::now();
+        let until = |router: &Router| router.stats(&a.address).unwrap().cooldown_until.unwrap();
+        router.record_busy(a.address, Duration::from_millis(100), "busy", t0);
+        let later = router.record_busy(a.address, Duration::from_millis(1_500), "busy", t0);
+        assert_eq!(later, Duration::from_millis(1_500), "its own wait, for its request");
+        assert_eq!(until(&router), t0 + Duration::from_millis(100), "the sooner one stands");
+        // Once it has passed, the next wait counts again.
+        let after = t0 + Duration::from_millis(200);
+        router.record_busy(a.address, Duration::from_millis(700), "busy", after);
+        assert_eq!(until(&router), after + Duration::from_millis(700));
+        // A failure's cooldown is not kept against a busy answer.
+        router.record_failure(a.address, "timeout", after);
+        router.record_busy(a.address, Duration::from_millis(300), "busy", after);
+        assert_eq!(until(&router), after + Duration::from_millis(300));
     }
 }

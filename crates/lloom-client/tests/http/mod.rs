@@ -40,6 +40,12 @@ pub(crate) async fn http_with(
     (status, head.to_lowercase(), body.to_owned())
 }
 
+/// The value of header `name` (lower case) in a response head from [`http`].
+#[allow(dead_code)] // not every test binary reads headers
+pub(crate) fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(": ")).map(str::trim)
+}
+
 pub(crate) fn json_body(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
 }

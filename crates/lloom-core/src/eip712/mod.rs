@@ -47,7 +47,7 @@ mod tests {
             executor: Address::repeat_byte(4),
             code: 1,
             message: "busy".into(),
-            retryAfterSecs: 2,
+            retryAfterMillis: 2_000,
             timestamp: 1_700_000_000,
         };
         for domain in domains {

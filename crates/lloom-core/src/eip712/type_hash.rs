@@ -78,7 +78,7 @@ mod tests {
             executor: b,
             code: 2,
             message: "busy".into(),
-            retryAfterSecs: 3,
+            retryAfterMillis: 3,
             timestamp: 4,
         });
         assert_alloys(&Announcement {

@@ -66,7 +66,7 @@ sol! {
         address executor;
         uint16 code;
         string message;
-        uint64 retryAfterSecs;
+        uint64 retryAfterMillis;
         uint64 timestamp;
     }
 }

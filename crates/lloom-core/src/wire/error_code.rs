@@ -3,9 +3,9 @@
 /// Why an executor refused or aborted a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
-    /// The queue is full; retry after `retryAfterSecs`.
+    /// The queue is full; retry after `retryAfterMillis`.
     Busy,
-    /// The client exceeded its rate limit; retry after `retryAfterSecs`.
+    /// The client exceeded its rate limit; retry after `retryAfterMillis`.
     RateLimited,
     /// The request failed a verification rule or is malformed.
     InvalidRequest,

@@ -1,24 +1,35 @@
-//! How long a client refused as Busy is asked to wait: about until the next of that model's
-//! requests under way here is answered. By Little's law, with `n` requests under way each
-//! taking `W` from admission to the signed final response (a moving average), one leaves
-//! about every `W / n`: a slot (or a queue place) frees then, not after a fixed second in
-//! which none freed, nor after a whole answer's time while many run at once.
+//! How long a client refused as Busy is asked to wait: until a slot is due to free for it.
+//!
+//! By Little's law, with `n` requests under way each taking `W` from admission to the signed
+//! final response (a moving average), one leaves about every `W / n`. Every client refused
+//! meanwhile waits for one of those slots, so each refusal is given the next free
+//! *appointment*: the first `W / n` from now, the next `W / n` after it, and so on (an
+//! appointment in the past counts from now). A crowd refused at once is spread over the time
+//! the slots take to free, instead of all coming back together to find one slot, and no one
+//! is told to wait a fixed second in which several slots freed.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Weight of the newest answer in the average.
 const ALPHA: f64 = 0.2;
 /// Longest retry-after signed, whatever the answers take.
-pub(crate) const MAX_RETRY_AFTER_SECS: u64 = 60;
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+/// The retry-after signed before any of the model's answers was timed here (at least the
+/// floor): nothing says when a slot frees, and a guess too short would use up the client's
+/// retries while the first answers still run.
+pub(crate) const UNTIMED_RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// One model's answer times and requests under way.
+/// One model's answer times, requests under way and the last appointment given.
 #[derive(Debug, Default)]
 pub(crate) struct AnswerTime {
     /// Microseconds, as `f64` bits; 0 until the first answer.
     average: AtomicU64,
     /// Requests of this model admitted and not finished (queued in the backend included).
     under_way: AtomicU64,
+    /// When the last refused client was told to come back (`None` before the first).
+    last_appointment: Mutex<Option<Instant>>,
 }
 
 /// Counts one request as under way until dropped.
@@ -46,18 +57,40 @@ impl AnswerTime {
         UnderWay(&self.under_way)
     }
 
-    /// The retry-after to sign to a request refused while counted as under way: the average
-    /// answer time divided by the other requests under way (all of it when there are none),
-    /// in whole seconds, rounded up, at least `floor` (also the answer before any answer was
-    /// timed) and at most [`MAX_RETRY_AFTER_SECS`].
-    pub(crate) fn retry_after_secs(&self, floor: u64) -> u64 {
+    /// The time between two answers now: the average answer time divided by the requests
+    /// under way other than the one refused (all of it when there are none); `None` before
+    /// any answer was timed.
+    fn between_answers(&self) -> Option<Duration> {
         let micros = f64::from_bits(self.average.load(Ordering::Relaxed));
+        if micros <= 0.0 {
+            return None;
+        }
         let others = self.under_way.load(Ordering::Relaxed).saturating_sub(1).max(1);
         #[allow(clippy::cast_precision_loss)] // far below 2^52 requests
-        let between_answers = micros / others as f64;
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // finite, >= 0
-        let secs = (between_answers / 1e6).ceil() as u64;
-        secs.clamp(floor, MAX_RETRY_AFTER_SECS.max(floor))
+        let gap = micros / others as f64;
+        Some(Duration::from_secs_f64(gap / 1e6))
+    }
+
+    /// The retry-after to sign to a request refused at `now` while counted as under way: until
+    /// its appointment, the next free one a time between answers after the last one given (or
+    /// after `now`), in whole milliseconds, rounded up, at least `floor` and at most
+    /// [`MAX_RETRY_AFTER`]; [`UNTIMED_RETRY_AFTER`] before any answer was timed.
+    pub(crate) fn retry_after(&self, floor: Duration, now: Instant) -> Duration {
+        let most = MAX_RETRY_AFTER.max(floor);
+        let Some(gap) = self.between_answers() else {
+            return UNTIMED_RETRY_AFTER.clamp(floor, most);
+        };
+        let appointment = {
+            let mut last = self.last_appointment.lock().unwrap_or_else(|e| e.into_inner());
+            let from = last.map_or(now, |at| at.max(now));
+            // Never more than the longest wait ahead: appointments past it are not kept.
+            let appointment = (from + gap).min(now + MAX_RETRY_AFTER);
+            *last = Some(appointment);
+            appointment
+        };
+        let wait = appointment.saturating_duration_since(now);
+        let millis = u64::try_from(wait.as_micros().div_ceil(1_000)).unwrap_or(u64::MAX);
+        Duration::from_millis(millis).clamp(floor, most)
     }
 }
 
@@ -65,38 +98,101 @@ impl AnswerTime {
 mod tests {
     use super::*;
 
+    const FLOOR: Duration = Duration::from_millis(100);
+
+    fn ms(millis: u64) -> Duration {
+        Duration::from_millis(millis)
+    }
+
+    /// An `AnswerTime` whose answers took `took` each, many times over.
+    fn timed(took: Duration) -> AnswerTime {
+        let time = AnswerTime::default();
+        for _ in 0..60 {
+            time.record(took);
+        }
+        time
+    }
+
     #[test]
     fn the_wait_follows_the_answers_within_its_bounds() {
+        let t0 = Instant::now();
         let time = AnswerTime::default();
         let _refused = time.enter();
-        assert_eq!(time.retry_after_secs(1), 1, "nothing timed yet: the floor");
-        time.record(Duration::from_millis(200));
-        assert_eq!(time.retry_after_secs(1), 1);
-        for _ in 0..40 {
-            time.record(Duration::from_millis(7_500));
-        }
-        assert_eq!(time.retry_after_secs(1), 8, "7.5 s answers: come back in 8");
-        assert_eq!(time.retry_after_secs(10), 10, "never below the floor");
-        for _ in 0..40 {
-            time.record(Duration::from_secs(3_600));
-        }
-        assert_eq!(time.retry_after_secs(1), MAX_RETRY_AFTER_SECS);
+        assert_eq!(time.retry_after(FLOOR, t0), UNTIMED_RETRY_AFTER, "nothing timed: a second");
+        assert_eq!(time.retry_after(ms(2_000), t0), ms(2_000), "or the floor, if more");
+        time.record(ms(250));
+        assert_eq!(time.retry_after(FLOOR, t0), ms(250), "to the millisecond, not a whole second");
+        let time = timed(ms(7_500));
+        let _refused = time.enter();
+        assert_eq!(time.retry_after(FLOOR, t0), ms(7_500), "7.5 s answers: come back in 7.5 s");
+        assert_eq!(
+            time.retry_after(ms(20_000), t0 + ms(30_000)),
+            ms(20_000),
+            "never below the floor"
+        );
+        let time = timed(Duration::from_secs(3_600));
+        let _refused = time.enter();
+        assert_eq!(time.retry_after(FLOOR, t0), MAX_RETRY_AFTER);
     }
 
     #[test]
     fn with_more_requests_under_way_a_slot_frees_sooner() {
-        let time = AnswerTime::default();
-        for _ in 0..40 {
-            time.record(Duration::from_millis(7_500));
-        }
+        let t0 = Instant::now();
+        let time = timed(ms(7_500));
         let running: Vec<_> = (0..4).map(|_| time.enter()).collect();
         let refused = time.enter();
-        assert_eq!(time.retry_after_secs(1), 2, "one of 4 answers of 7.5 s ends every 1.9 s");
+        assert_eq!(
+            time.retry_after(FLOOR, t0),
+            ms(1_875),
+            "one of 4 answers of 7.5 s ends every 1.875 s"
+        );
         drop(running);
-        assert_eq!(time.retry_after_secs(1), 8, "none under way: a whole answer's time");
-        let many: Vec<_> = (0..64).map(|_| time.enter()).collect();
-        assert_eq!(time.retry_after_secs(1), 1, "never below the floor");
+        let later = t0 + ms(60_000);
+        assert_eq!(
+            time.retry_after(FLOOR, later),
+            ms(7_500),
+            "none under way: a whole answer's time"
+        );
+        let many: Vec<_> = (0..100).map(|_| time.enter()).collect();
+        let much_later = later + ms(60_000);
+        assert_eq!(
+            time.retry_after(FLOOR, much_later),
+            ms(100),
+            "75 ms between answers: the floor"
+        );
         drop((many, refused));
         assert_eq!(time.under_way.load(Ordering::Relaxed), 0, "every guard gave its count back");
+    }
+
+    #[test]
+    fn a_crowd_refused_at_once_is_spread_over_the_slots_freeing() {
+        let t0 = Instant::now();
+        // 64 answers of 640 ms under way: one ends every 10 ms.
+        let time = timed(ms(640));
+        let _running: Vec<_> = (0..65).map(|_| time.enter()).collect();
+        let waits: Vec<_> = (0..50).map(|_| time.retry_after(Duration::ZERO, t0)).collect();
+        assert_eq!(waits[0], ms(10), "the first comes back when the first slot frees");
+        assert_eq!(waits[1], ms(20), "the next one a slot later");
+        assert_eq!(waits[49], ms(500));
+        // With a floor, the first ones wait for it; the line goes on beyond it.
+        let time = timed(ms(640));
+        let _running: Vec<_> = (0..65).map(|_| time.enter()).collect();
+        let waits: Vec<_> = (0..50).map(|_| time.retry_after(FLOOR, t0)).collect();
+        assert_eq!((waits[0], waits[9], waits[10], waits[49]), (FLOOR, FLOOR, ms(110), ms(500)));
+        // An appointment already past counts from now, not from it.
+        assert_eq!(time.retry_after(Duration::ZERO, t0 + ms(5_000)), ms(10));
+    }
+
+    #[test]
+    fn the_line_of_appointments_is_bounded() {
+        let t0 = Instant::now();
+        let time = timed(ms(30_000));
+        let _refused = time.enter();
+        for _ in 0..10 {
+            assert!(time.retry_after(FLOOR, t0) <= MAX_RETRY_AFTER);
+        }
+        assert_eq!(time.retry_after(FLOOR, t0), MAX_RETRY_AFTER);
+        // The line never reaches more than a minute ahead.
+        assert_eq!(time.retry_after(FLOOR, t0 + ms(1_000)), MAX_RETRY_AFTER);
     }
 }

@@ -58,10 +58,9 @@ pub struct ServeConfig {
     pub max_streams: usize,
     /// Per-client limits.
     pub rate_limits: RateLimits,
-    /// The least `retryAfterSecs` of a signed Busy answer (and the one signed before any
-    /// answer of the model was timed); it is otherwise about as long as the model's answers
-    /// take here, at most 60 s.
-    pub busy_retry_after_secs: u64,
+    /// The least `retryAfterMillis` of a signed Busy answer; it is otherwise about the time
+    /// between two of the model's answers here (1 s before any was timed), at most 60 s.
+    pub busy_retry_after: Duration,
     /// A minimum escrow clients must hold on the settlement contract (`None`: no check).
     pub escrow: Option<Arc<EscrowPolicy>>,
     /// Most time between disk syncs of the nonce store. Requests already answered are refused
@@ -87,7 +86,7 @@ impl Default for ServeConfig {
             write_timeout: Duration::from_secs(30),
             max_streams: 1024,
             rate_limits: RateLimits::default(),
-            busy_retry_after_secs: 1,
+            busy_retry_after: Duration::from_millis(100),
             escrow: None,
             nonce_sync_interval: Duration::from_secs(1),
             commit_delay: Duration::from_millis(1),

@@ -14,7 +14,7 @@ use lloom_core::{
     unix_now,
 };
 
-use super::answer_time::AnswerTime;
+use super::answer_time::{AnswerTime, UNTIMED_RETRY_AFTER};
 use super::outbox::Outbox;
 use super::{Receipt, ServedModel, Shared};
 use crate::backend::{GenerateRequest, GenerationEvent};
@@ -23,16 +23,16 @@ use crate::backend::{GenerateRequest, GenerationEvent};
 struct Refusal {
     code: ErrorCode,
     message: String,
-    retry_after_secs: u64,
+    retry_after: Duration,
 }
 
 impl Refusal {
     fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), retry_after_secs: 0 }
+        Self { code, message: message.into(), retry_after: Duration::ZERO }
     }
 
-    fn retry(code: ErrorCode, message: impl Into<String>, retry_after_secs: u64) -> Self {
-        Self { code, message: message.into(), retry_after_secs }
+    fn retry(code: ErrorCode, message: impl Into<String>, retry_after: Duration) -> Self {
+        Self { code, message: message.into(), retry_after }
     }
 }
 
@@ -136,9 +136,9 @@ where
     None
 }
 
-/// `retryAfterSecs` of the Busy that a shutting-down executor answers new requests with: it
+/// `retryAfterMillis` of the Busy that a shutting-down executor answers new requests with: it
 /// will be gone, and a restarted one announces itself again.
-const DRAINING_RETRY_AFTER_SECS: u64 = 60;
+const DRAINING_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// The signed Busy of an executor shutting down (see `Server::start_draining`).
 fn draining_refusal(shared: &Shared) -> Refusal {
@@ -146,7 +146,7 @@ fn draining_refusal(shared: &Shared) -> Refusal {
     Refusal::retry(
         ErrorCode::Busy,
         "this executor is shutting down; ask another one",
-        DRAINING_RETRY_AFTER_SECS,
+        DRAINING_RETRY_AFTER,
     )
 }
 
@@ -246,7 +246,7 @@ async fn admit(
                 return Err(Refusal::retry(
                     ErrorCode::Internal,
                     format!("cannot read the client's escrow: {e}"),
-                    5,
+                    Duration::from_secs(5),
                 ));
             }
         }
@@ -313,9 +313,11 @@ where
         Ok(g) => g,
         Err(crate::Error::Busy(reason)) => {
             shared.stats.busy.fetch_add(1, Ordering::Relaxed);
-            let floor = shared.config.busy_retry_after_secs;
-            let wait =
-                shared.answer_times.get(&c.model).map_or(floor, |t| t.retry_after_secs(floor));
+            let floor = shared.config.busy_retry_after;
+            let wait = shared
+                .answer_times
+                .get(&c.model)
+                .map_or(UNTIMED_RETRY_AFTER.max(floor), |t| t.retry_after(floor, Instant::now()));
             let refusal = Refusal::retry(ErrorCode::Busy, reason, wait);
             return send_refusal(shared, digest, refusal, stream).await;
         }
@@ -547,7 +549,7 @@ async fn send_refusal<S: AsyncWrite + Unpin>(
         executor: shared.key.address(),
         code: refusal.code.code(),
         message,
-        retryAfterSecs: refusal.retry_after_secs,
+        retryAfterMillis: u64::try_from(refusal.retry_after.as_millis()).unwrap_or(u64::MAX),
         timestamp: unix_now(),
     };
     let error = SignedError::sign(&shared.key, shared.config.policy.domain, commitment)?;
