@@ -76,6 +76,7 @@ async fn patiently(client: Client, retries: u32) -> lloom_client::Result<(u32, D
     loop {
         let request = ChatRequest {
             timeout: patience.left(Instant::now()),
+            waited_out_busy: waits > 0,
             ..ChatRequest::user(MODEL, "hi")
         };
         let outcome = match client.chat(request).await {

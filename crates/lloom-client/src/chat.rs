@@ -48,6 +48,12 @@ pub struct ChatRequest {
     /// previous turn, whose prompt cache holds the history (an engine computes only the new
     /// turn). Failover goes on as ranked.
     pub prefer: Option<Address>,
+    /// Set on a request asked again after waiting out the retry-after of a Busy answer (as
+    /// [`Patience`](crate::patience::Patience) users do): when every executor left is waiting
+    /// out a Busy answer, the one due first is asked anyway instead of the request ending
+    /// busy at once, as each busy executor gives each refused request its own time to come
+    /// back and this one's has come.
+    pub waited_out_busy: bool,
 }
 
 impl ChatRequest {
@@ -64,6 +70,7 @@ impl ChatRequest {
             strategy: None,
             timeout: Duration::from_secs(120),
             prefer: None,
+            waited_out_busy: false,
         }
     }
 }

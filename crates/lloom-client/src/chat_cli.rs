@@ -97,14 +97,17 @@ pub async fn stream_answer(
     out: &mut (dyn Write + Send),
 ) -> Result<Receipt> {
     let mut patience = Patience::new(retries, request.timeout, Instant::now());
+    let mut waited_out_busy = false;
     loop {
         let mut attempt = request.clone();
         attempt.timeout = patience.left(Instant::now());
+        attempt.waited_out_busy = waited_out_busy;
         let error = match stream_once(client, attempt, verbose, json, out).await {
             Err(error) => error,
             answered => return answered,
         };
         let Some(wait) = patience.after(&error, Instant::now()) else { return Err(error) };
+        waited_out_busy = matches!(wait, Wait::Busy(_));
         let tries = match patience.retries_left() {
             0 => "last try".to_owned(),
             1 => "1 more try after it".to_owned(),

@@ -96,6 +96,34 @@ async fn a_busy_executor_is_left_alone_for_its_signed_retry_after_and_no_longer(
     assert!(until <= Instant::now() + Duration::from_secs(1), "no backoff: still the signed 1 s");
 }
 
+/// The executor gives each refused request its own time to come back: one that has waited out
+/// its own (`waited_out_busy`) asks it even while the client's cooldown, set by another
+/// refusal, still runs; one that has not is answered busy without asking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_waited_out_its_retry_after_asks_the_busy_executor_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_v, addrs) = validator().await;
+    let full = Script { capacity: 0, ..Script::answer(MODEL, "never") };
+    let (_e, key) = executor(&addrs, full, 1, &dir).await;
+    let client = client(&addrs, Strategy::Balanced, 1).await;
+
+    let err = client.chat(ask()).await.unwrap().collect().await.unwrap_err();
+    assert!(matches!(err, Error::AllBusy { .. }), "{err:?}");
+    let until = stats_of(&client, key.address()).await.cooldown_until.unwrap();
+    let returning = lloom_client::ChatRequest { waited_out_busy: true, ..ask() };
+    let err = client.chat(returning).await.unwrap().collect().await.unwrap_err();
+    assert!(matches!(err, Error::AllBusy { .. }), "{err:?}");
+    let asked = stats_of(&client, key.address()).await.busy;
+    if Instant::now() < until {
+        assert_eq!(asked, 2, "asked although the client's cooldown ran");
+        let err = client.chat(ask()).await.unwrap().collect().await.unwrap_err();
+        assert!(matches!(err, Error::AllBusy { .. }), "{err:?}");
+        if Instant::now() < until {
+            assert_eq!(stats_of(&client, key.address()).await.busy, 2, "a new request waits");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_that_finds_the_executor_busy_waits_its_retry_after_and_is_answered() {
     let dir = tempfile::tempdir().unwrap();

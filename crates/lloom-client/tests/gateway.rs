@@ -228,6 +228,7 @@ async fn bad_input_gets_an_openai_style_error_with_the_right_status() {
 async fn all_executors_busy_is_a_429_with_retry_after() {
     let full = Script { capacity: 0, ..Script::answer(MODEL, "never") };
     let net = network(vec![full], GatewayConfig::default()).await;
+    let sent = Instant::now();
     let (status, headers, body) =
         http(net.addr, "POST", "/v1/chat/completions", &chat(&json!({}))).await;
     assert_eq!(status, 429, "{body}");
@@ -250,6 +251,28 @@ async fn all_executors_busy_is_a_429_with_retry_after() {
     };
     assert_eq!(sample("lloom_client_executor_busy_total{"), Some("1"), "{body}");
     assert_eq!(sample("lloom_client_executor_failures_total{"), Some("0"), "not a failure: {body}");
+
+    // A new request while the executor cools down is answered 429 without asking it; an
+    // OpenAI SDK's retry (`x-stainless-retry-count`), which has waited out its own
+    // `retry-after-ms`, asks it again.
+    let busy_asked = || async {
+        let (_, _, page) = http(net.addr, "GET", "/metrics", b"").await;
+        let line = page.lines().find(|l| l.starts_with("lloom_client_executor_busy_total{"));
+        line.and_then(|l| l.rsplit(' ').next()).map(str::to_owned)
+    };
+    let cooling_until = sent + Duration::from_secs(1);
+    let (status, _, _) = http(net.addr, "POST", "/v1/chat/completions", &chat(&json!({}))).await;
+    assert_eq!(status, 429);
+    let asked = busy_asked().await;
+    if Instant::now() < cooling_until {
+        assert_eq!(asked.as_deref(), Some("1"), "not asked while it cools down");
+    }
+    let retry = "x-stainless-retry-count: 1\r\n";
+    let (status, _, body) =
+        http_with(net.addr, "POST", "/v1/chat/completions", retry, &chat(&json!({}))).await;
+    assert_eq!(status, 429, "{body}");
+    let expected = if asked.as_deref() == Some("1") { "2" } else { "3" };
+    assert_eq!(busy_asked().await.as_deref(), Some(expected), "the SDK's retry asked it");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

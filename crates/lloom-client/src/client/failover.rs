@@ -72,6 +72,8 @@ impl Client {
         let mut busy_retry_after: Option<Duration> = None;
         // Whether a cooling executor was tried, as the last one left (once per request).
         let mut probed = false;
+        // Whether a busy executor was asked at the time it gave this request (once).
+        let mut kept_appointment = !request.waited_out_busy;
         let (mut over_escrow, mut escrow_seen) = (None, U256::ZERO);
         // Raised above each executor whose context the request exceeded: only a longer one
         // can serve it.
@@ -108,7 +110,12 @@ impl Client {
                         tracing::info!(executor = %executor.address, "every executor left is cooling down after failures: trying the one whose cooldown ends first");
                         *executor
                     }
-                    LastResort::Busy { retry_after } => {
+                    LastResort::Busy { due_first, .. } if !kept_appointment => {
+                        kept_appointment = true;
+                        tracing::debug!(executor = %due_first.address, "this request waited out its retry-after: asking the busy executor due first");
+                        *due_first
+                    }
+                    LastResort::Busy { retry_after, .. } => {
                         busy_retry_after =
                             Some(busy_retry_after.map_or(retry_after, |b| b.min(retry_after)));
                         break;

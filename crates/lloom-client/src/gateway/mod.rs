@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Extension, Path, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -369,13 +369,27 @@ async fn model(
     }
 }
 
+/// The header in which OpenAI's SDKs count the retries a request has taken.
+const SDK_RETRY_COUNT: &str = "x-stainless-retry-count";
+
+/// Whether an SDK says this request is a retry (after waiting out our `Retry-After` when the
+/// last try was a 429).
+fn is_sdk_retry(headers: &HeaderMap) -> bool {
+    headers
+        .get(SDK_RETRY_COUNT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .is_some_and(|n| n > 0)
+}
+
 async fn chat_completions(
     State(state): State<Arc<GatewayState>>,
     key: Option<Extension<auth::KeyName>>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let key = key.map(|Extension(k)| k);
-    let answer = complete(&state, key.clone(), body).await;
+    let answer = complete(&state, key.clone(), is_sdk_retry(&headers), body).await;
     state.counters.count_outcome(key.as_ref(), answer.as_ref().err());
     answer
 }
@@ -410,6 +424,7 @@ async fn read_body(config: &GatewayConfig, body: Body) -> Result<Bytes, ApiError
 async fn complete(
     state: &Arc<GatewayState>,
     key: Option<auth::KeyName>,
+    retried: bool,
     body: Body,
 ) -> Result<Response, ApiError> {
     let body = read_body(&state.config, body).await?;
@@ -425,6 +440,8 @@ async fn complete(
         request.into_chat(state.config.default_max_tokens)?;
     chat.timeout = state.config.request_timeout;
     chat.prefer = state.affinity.preferred(&chat.model, &chat.messages);
+    // A retry has waited out what an executor's Busy asked of it (SDKs wait `retry-after-ms`).
+    chat.waited_out_busy = retried;
     if let Some(ceiling) = state.config.max_price {
         chat.filter = chat.filter.capped_at(ceiling);
     }

@@ -21,6 +21,8 @@ pub enum LastResort {
     Busy {
         /// How long until the first of them may be asked again (at least a millisecond).
         retry_after: Duration,
+        /// That first one: a request that has waited out its own retry-after asks it anyway.
+        due_first: Box<Candidate>,
     },
     /// The candidate whose failure cooldown ends first: try it anyway.
     Probe(Box<Candidate>),
@@ -36,13 +38,13 @@ impl Router {
         now: Instant,
     ) -> LastResort {
         let mut probe: Option<(Instant, &Candidate)> = None;
-        let mut busy_until: Option<Instant> = None;
+        let mut busy: Option<(Instant, &Candidate)> = None;
         let untried =
             candidates.iter().filter(|c| filter.accepts(c) && !exclude.contains(&c.address));
         for candidate in untried {
             match self.cooling(&candidate.address, now) {
-                Some((until, true)) => {
-                    busy_until = Some(busy_until.map_or(until, |b| b.min(until)))
+                Some((until, true)) if busy.is_none_or(|(first, _)| until < first) => {
+                    busy = Some((until, candidate));
                 }
                 Some((until, false)) if probe.is_none_or(|(first, _)| until < first) => {
                     probe = Some((until, candidate));
@@ -50,14 +52,17 @@ impl Router {
                 _ => {}
             }
         }
-        match (probe, busy_until) {
+        match (probe, busy) {
             (Some((_, candidate)), _) => LastResort::Probe(Box::new(candidate.clone())),
-            (None, Some(until)) => {
+            (None, Some((until, candidate))) => {
                 let left = until.saturating_duration_since(now);
                 // Rounded up to the millisecond, so that it has ended by then.
                 let millis = left.as_nanos().div_ceil(1_000_000);
                 let millis = u64::try_from(millis).unwrap_or(u64::MAX).max(1);
-                LastResort::Busy { retry_after: Duration::from_millis(millis) }
+                LastResort::Busy {
+                    retry_after: Duration::from_millis(millis),
+                    due_first: Box::new(candidate.clone()),
+                }
             }
             (None, None) => LastResort::Nothing,
         }
@@ -95,7 +100,10 @@ mod tests {
         // Only the busy one left: its signed retry-after, not a probe.
         assert_eq!(
             router.last_resort(&all, &filter, &[a.address, b.address], t0),
-            LastResort::Busy { retry_after: Duration::from_secs(1) }
+            LastResort::Busy {
+                retry_after: Duration::from_secs(1),
+                due_first: Box::new(c.clone())
+            }
         );
         assert_eq!(
             router.last_resort(&all, &filter, &[a.address, b.address, c.address], t0),
@@ -114,11 +122,14 @@ mod tests {
             max_price_per_output_token: Some(lloom_core::U256::from(10)),
             ..RouteFilter::default()
         };
-        let both = [cheap, dear];
+        let both = [cheap.clone(), dear];
         let later = t0 + Duration::from_micros(2_500_400);
         assert_eq!(
             router.last_resort(&both, &filter, &[], later),
-            LastResort::Busy { retry_after: Duration::from_millis(27_500) },
+            LastResort::Busy {
+                retry_after: Duration::from_millis(27_500),
+                due_first: Box::new(cheap)
+            },
             "27.4996 s left: rounded up to the millisecond"
         );
     }

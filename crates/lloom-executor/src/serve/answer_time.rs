@@ -26,7 +26,7 @@ pub(crate) const UNTIMED_RETRY_AFTER: Duration = Duration::from_secs(1);
 pub(crate) struct AnswerTime {
     /// Microseconds, as `f64` bits; 0 until the first answer.
     average: AtomicU64,
-    /// Requests of this model admitted and not finished (queued in the backend included).
+    /// Requests of this model the backend took and not finished (queued in it included).
     under_way: AtomicU64,
     /// When the last refused client was told to come back (`None` before the first).
     last_appointment: Mutex<Option<Instant>>,
@@ -51,27 +51,26 @@ impl AnswerTime {
         self.average.store(new.max(1.0).to_bits(), Ordering::Relaxed);
     }
 
-    /// Counts a request as under way (from admission) until the guard drops.
+    /// Counts a request as under way (from the backend's yes) until the guard drops.
     pub(crate) fn enter(&self) -> UnderWay<'_> {
         self.under_way.fetch_add(1, Ordering::Relaxed);
         UnderWay(&self.under_way)
     }
 
     /// The time between two answers now: the average answer time divided by the requests
-    /// under way other than the one refused (all of it when there are none); `None` before
-    /// any answer was timed.
+    /// under way (all of it when there are none); `None` before any answer was timed.
     fn between_answers(&self) -> Option<Duration> {
         let micros = f64::from_bits(self.average.load(Ordering::Relaxed));
         if micros <= 0.0 {
             return None;
         }
-        let others = self.under_way.load(Ordering::Relaxed).saturating_sub(1).max(1);
+        let under_way = self.under_way.load(Ordering::Relaxed).max(1);
         #[allow(clippy::cast_precision_loss)] // far below 2^52 requests
-        let gap = micros / others as f64;
+        let gap = micros / under_way as f64;
         Some(Duration::from_secs_f64(gap / 1e6))
     }
 
-    /// The retry-after to sign to a request refused at `now` while counted as under way: until
+    /// The retry-after to sign to a request refused at `now`: until
     /// its appointment, the next free one a time between answers after the last one given (or
     /// after `now`), in whole milliseconds, rounded up, at least `floor` and at most
     /// [`MAX_RETRY_AFTER`]; [`UNTIMED_RETRY_AFTER`] before any answer was timed.
@@ -117,13 +116,13 @@ mod tests {
     fn the_wait_follows_the_answers_within_its_bounds() {
         let t0 = Instant::now();
         let time = AnswerTime::default();
-        let _refused = time.enter();
+        let _running = time.enter();
         assert_eq!(time.retry_after(FLOOR, t0), UNTIMED_RETRY_AFTER, "nothing timed: a second");
         assert_eq!(time.retry_after(ms(2_000), t0), ms(2_000), "or the floor, if more");
         time.record(ms(250));
         assert_eq!(time.retry_after(FLOOR, t0), ms(250), "to the millisecond, not a whole second");
         let time = timed(ms(7_500));
-        let _refused = time.enter();
+        let _running = time.enter();
         assert_eq!(time.retry_after(FLOOR, t0), ms(7_500), "7.5 s answers: come back in 7.5 s");
         assert_eq!(
             time.retry_after(ms(20_000), t0 + ms(30_000)),
@@ -131,7 +130,7 @@ mod tests {
             "never below the floor"
         );
         let time = timed(Duration::from_secs(3_600));
-        let _refused = time.enter();
+        let _running = time.enter();
         assert_eq!(time.retry_after(FLOOR, t0), MAX_RETRY_AFTER);
     }
 
@@ -140,7 +139,6 @@ mod tests {
         let t0 = Instant::now();
         let time = timed(ms(7_500));
         let running: Vec<_> = (0..4).map(|_| time.enter()).collect();
-        let refused = time.enter();
         assert_eq!(
             time.retry_after(FLOOR, t0),
             ms(1_875),
@@ -160,7 +158,7 @@ mod tests {
             ms(100),
             "75 ms between answers: the floor"
         );
-        drop((many, refused));
+        drop(many);
         assert_eq!(time.under_way.load(Ordering::Relaxed), 0, "every guard gave its count back");
     }
 
@@ -169,14 +167,14 @@ mod tests {
         let t0 = Instant::now();
         // 64 answers of 640 ms under way: one ends every 10 ms.
         let time = timed(ms(640));
-        let _running: Vec<_> = (0..65).map(|_| time.enter()).collect();
+        let _running: Vec<_> = (0..64).map(|_| time.enter()).collect();
         let waits: Vec<_> = (0..50).map(|_| time.retry_after(Duration::ZERO, t0)).collect();
         assert_eq!(waits[0], ms(10), "the first comes back when the first slot frees");
         assert_eq!(waits[1], ms(20), "the next one a slot later");
         assert_eq!(waits[49], ms(500));
         // With a floor, the first ones wait for it; the line goes on beyond it.
         let time = timed(ms(640));
-        let _running: Vec<_> = (0..65).map(|_| time.enter()).collect();
+        let _running: Vec<_> = (0..64).map(|_| time.enter()).collect();
         let waits: Vec<_> = (0..50).map(|_| time.retry_after(FLOOR, t0)).collect();
         assert_eq!((waits[0], waits[9], waits[10], waits[49]), (FLOOR, FLOOR, ms(110), ms(500)));
         // An appointment already past counts from now, not from it.
@@ -187,7 +185,7 @@ mod tests {
     fn the_line_of_appointments_is_bounded() {
         let t0 = Instant::now();
         let time = timed(ms(30_000));
-        let _refused = time.enter();
+        let _running = time.enter();
         for _ in 0..10 {
             assert!(time.retry_after(FLOOR, t0) <= MAX_RETRY_AFTER);
         }

@@ -291,7 +291,6 @@ where
 {
     let admitted = Instant::now();
     let c = &request.commitment;
-    let _under_way = shared.answer_times.get(&c.model).map(AnswerTime::enter);
     let generate = GenerateRequest {
         messages: request.body.messages.clone(),
         sampling: request.body.sampling.clone(),
@@ -330,6 +329,8 @@ where
             return send_refusal(shared, digest, refusal, stream).await;
         }
     };
+    // Under way from the backend's yes until the answer ends (refusals never count).
+    let _under_way = shared.answer_times.get(&c.model).map(AnswerTime::enter);
     // The backend processes the prompt while the nonce is recorded; nothing is sent before
     // the nonce is recorded, and a replay stops the work at once.
     if let Err(refusal) = record_nonce(shared, request).await {
