@@ -30,6 +30,7 @@ mod openai;
 mod period;
 mod reply_stream;
 mod routing_options;
+mod sdk_retry;
 mod spend;
 pub mod tools;
 
@@ -369,19 +370,6 @@ async fn model(
     }
 }
 
-/// The header in which OpenAI's SDKs count the retries a request has taken.
-const SDK_RETRY_COUNT: &str = "x-stainless-retry-count";
-
-/// Whether an SDK says this request is a retry (after waiting out our `Retry-After` when the
-/// last try was a 429).
-fn is_sdk_retry(headers: &HeaderMap) -> bool {
-    headers
-        .get(SDK_RETRY_COUNT)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u32>().ok())
-        .is_some_and(|n| n > 0)
-}
-
 async fn chat_completions(
     State(state): State<Arc<GatewayState>>,
     key: Option<Extension<auth::KeyName>>,
@@ -389,7 +377,7 @@ async fn chat_completions(
     body: Body,
 ) -> Result<Response, ApiError> {
     let key = key.map(|Extension(k)| k);
-    let answer = complete(&state, key.clone(), is_sdk_retry(&headers), body).await;
+    let answer = complete(&state, key.clone(), sdk_retry::is_sdk_retry(&headers), body).await;
     state.counters.count_outcome(key.as_ref(), answer.as_ref().err());
     answer
 }
