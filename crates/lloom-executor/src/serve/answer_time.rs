@@ -21,6 +21,12 @@ pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// retries while the first answers still run.
 pub(crate) const UNTIMED_RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// The retry-after signed while nothing is timed: [`UNTIMED_RETRY_AFTER`] within `floor` and
+/// [`MAX_RETRY_AFTER`] (the floor wins).
+pub(crate) fn untimed_retry_after(floor: Duration) -> Duration {
+    UNTIMED_RETRY_AFTER.clamp(floor, MAX_RETRY_AFTER.max(floor))
+}
+
 /// One model's answer times, requests under way and the last appointment given.
 #[derive(Debug, Default)]
 pub(crate) struct AnswerTime {
@@ -75,9 +81,8 @@ impl AnswerTime {
     /// after `now`), in whole milliseconds, rounded up, at least `floor` and at most
     /// [`MAX_RETRY_AFTER`]; [`UNTIMED_RETRY_AFTER`] before any answer was timed.
     pub(crate) fn retry_after(&self, floor: Duration, now: Instant) -> Duration {
-        let most = MAX_RETRY_AFTER.max(floor);
         let Some(gap) = self.between_answers() else {
-            return UNTIMED_RETRY_AFTER.clamp(floor, most);
+            return untimed_retry_after(floor);
         };
         let appointment = {
             let mut last = self.last_appointment.lock().unwrap_or_else(|e| e.into_inner());
@@ -89,7 +94,7 @@ impl AnswerTime {
         };
         let wait = appointment.saturating_duration_since(now);
         let millis = u64::try_from(wait.as_micros().div_ceil(1_000)).unwrap_or(u64::MAX);
-        Duration::from_millis(millis).clamp(floor, most)
+        Duration::from_millis(millis).clamp(floor, MAX_RETRY_AFTER.max(floor))
     }
 }
 

@@ -14,7 +14,7 @@ use lloom_core::{
     unix_now,
 };
 
-use super::answer_time::{AnswerTime, UNTIMED_RETRY_AFTER};
+use super::answer_time::{AnswerTime, untimed_retry_after};
 use super::outbox::Outbox;
 use super::{Receipt, ServedModel, Shared};
 use crate::backend::{GenerateRequest, GenerationEvent};
@@ -313,10 +313,10 @@ where
         Err(crate::Error::Busy(reason)) => {
             shared.stats.busy.fetch_add(1, Ordering::Relaxed);
             let floor = shared.config.busy_retry_after;
-            let wait = shared
-                .answer_times
-                .get(&c.model)
-                .map_or(UNTIMED_RETRY_AFTER.max(floor), |t| t.retry_after(floor, Instant::now()));
+            let wait = shared.answer_times.get(&c.model).map_or_else(
+                || untimed_retry_after(floor),
+                |t| t.retry_after(floor, Instant::now()),
+            );
             let refusal = Refusal::retry(ErrorCode::Busy, reason, wait);
             return send_refusal(shared, digest, refusal, stream).await;
         }
